@@ -1,0 +1,47 @@
+# The two entry points are `make run` and `make test`; both set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UI_STAMP := ui/node_modules/.package-lock.json
+UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
+
+.PHONY: run test lint typecheck pytest ui-test ui clean
+
+run: $(VENV)/.installed ui/dist/index.html
+	$(BIN)/pgcast serve
+
+test: $(VENV)/.installed $(UI_STAMP) lint typecheck ui-test pytest
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "pgcast needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+$(UI_STAMP): ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES)
+	cd ui && npm run build --silent
+
+ui: ui/dist/index.html
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy --strict server
+
+ui-test: $(UI_STAMP)
+	cd ui && npm test --silent
+
+# pytest runs last so its summary line is the last thing `make test` prints.
+# Exit code 5 ("no tests collected") is an error here like any other failure.
+pytest: $(VENV)/.installed ui/dist/index.html
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) ui/node_modules ui/dist .pgcast

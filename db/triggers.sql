@@ -1,0 +1,76 @@
+-- Broadcast triggers. Applied by `pgcast migrate` after the migrations; safe to re-apply.
+--
+-- Every statement that writes `messages` records one event per row in `message_events`
+-- (in the writer's own transaction, so events commit or roll back with the rows) and
+-- sends one empty NOTIFY. PostgreSQL folds identical notifications within a transaction,
+-- so a transaction costs one notification however many statements it runs; the payload
+-- carries nothing because the listener reads the event log, which has no size limit.
+
+CREATE OR REPLACE FUNCTION pgcast_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- An UPDATE that does not set updated_at itself gets the transaction time.
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgcast_record_message_events() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    origin text := nullif(current_setting('pgcast.origin_socket_id', true), '');
+    recorded bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO message_events
+            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
+        SELECT 'new-message', n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
+        FROM new_rows n ORDER BY n.id;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO message_events
+            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
+        SELECT 'message-updated', n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
+        FROM new_rows n ORDER BY n.id;
+    ELSE
+        INSERT INTO message_events
+            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
+        SELECT 'message-deleted', o.id, o.user_id, NULL, o.created_at, o.updated_at, origin
+        FROM old_rows o ORDER BY o.id;
+    END IF;
+    GET DIAGNOSTICS recorded = ROW_COUNT;
+    IF recorded > 0 THEN
+        PERFORM pg_notify('pgcast_events', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_record_message_events() IS
+    'Records one message_events row per written messages row and wakes pgcast listeners.';
+COMMENT ON FUNCTION pgcast_touch_updated_at() IS
+    'Sets updated_at on UPDATE unless the statement set it explicitly.';
+
+CREATE OR REPLACE TRIGGER users_touch_updated_at
+    BEFORE UPDATE ON users
+    FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
+
+CREATE OR REPLACE TRIGGER messages_touch_updated_at
+    BEFORE UPDATE ON messages
+    FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
+
+CREATE OR REPLACE TRIGGER messages_broadcast_insert
+    AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
+
+CREATE OR REPLACE TRIGGER messages_broadcast_update
+    AFTER UPDATE ON messages
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
+
+CREATE OR REPLACE TRIGGER messages_broadcast_delete
+    AFTER DELETE ON messages
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();

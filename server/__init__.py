@@ -1,0 +1,1 @@
+"""pgcast: every row written to PostgreSQL's `messages` table reaches every connected socket."""

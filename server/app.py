@@ -1,0 +1,92 @@
+"""The application factory: wires resources (in dependency order) and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from server import api, auth, health, ws
+from server.config import Config
+from server.db import create_pool
+from server.errors import error_middleware
+from server.eventlog import current_position, database_identity
+from server.hub import Hub
+from server.keys import CONFIG, DATABASE_ID, HUB, LISTENER, POOL, SOCKETS
+from server.listener import Listener
+from server.retention import prune_forever
+
+UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
+
+log = logging.getLogger(__name__)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    assert config.database_url is not None
+    async with create_pool(config.database_url, "pgcast") as pool:
+        await pool.wait(timeout=10)
+        app[POOL] = pool
+        async with pool.connection() as conn:
+            app[DATABASE_ID] = await database_identity(conn)
+        yield
+
+
+async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    assert config.database_url is not None
+    app[HUB] = hub = Hub(config.socket_backlog_bytes)
+    # The listener's starting point is fixed before any socket can subscribe.
+    async with app[POOL].connection() as conn:
+        start = await current_position(conn, app[DATABASE_ID])
+    app[LISTENER] = listener = Listener(config.database_url, app[POOL], hub, start)
+    task = asyncio.create_task(listener.run(), name="listener")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(
+        prune_forever(app[POOL], app[CONFIG].event_retention), name="retention"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    page = UI_DIST / "index.html"
+    if not page.exists():
+        raise web.HTTPServiceUnavailable(reason="the UI is not built; run `make run`")
+    return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+def client_max_size(config: Config) -> int:
+    # Room for the longest message even if every character arrives as a \uXXXX escape.
+    return max(64 * 1024, config.max_message_chars * 12 + 4096)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth.cookie_session_middleware(config)],
+        client_max_size=client_max_size(config),
+    )
+    app[CONFIG] = config
+    app[SOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.extend([pool_ctx, listener_ctx, retention_ctx])
+    api.setup_routes(app)
+    auth.setup_routes(app)
+    ws.setup_routes(app)
+    health.setup_routes(app)
+    app.router.add_get("/", index)
+    if (UI_DIST / "assets").is_dir():
+        app.router.add_static("/assets", UI_DIST / "assets")
+    return app

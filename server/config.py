@@ -1,0 +1,191 @@
+"""Configuration, read once from the environment and validated before anything starts."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential that never shows up in reprs, logs or tracebacks."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None
+    data_dir: Path
+    host: str
+    port: int
+    public_url: str
+    session_key: Secret
+    dev_login: bool
+    max_message_chars: int
+    event_retention: timedelta
+    socket_backlog_bytes: int
+    session_max_age: int
+    workos_api_key: Secret | None
+    workos_client_id: str | None
+    workos_webhook_secret: Secret | None
+    workos_base_url: str | None
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def workos_enabled(self) -> bool:
+        return self.workos_api_key is not None
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(name: str, raw: str) -> timedelta:
+    match = _DURATION.match(raw)
+    if match is None:
+        raise ConfigError(f"{name}={raw!r} is not a duration like 30m, 12h or 7d")
+    amount, unit = match.groups()
+    duration = timedelta(**{_DURATION_UNITS[unit]: int(amount)})
+    if duration <= timedelta(0):
+        raise ConfigError(f"{name} must be longer than zero")
+    return duration
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range ({low} to {high})")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be 1 or 0")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _session_key(env: Mapping[str, str], data_dir: Path) -> Secret:
+    raw = env.get("PGCAST_SESSION_KEY")
+    if raw:
+        try:
+            Fernet(raw.encode())
+        except ValueError:
+            raise ConfigError(
+                "PGCAST_SESSION_KEY must be a Fernet key (32 bytes, urlsafe base64)"
+            ) from None
+        return Secret(raw)
+    # A key generated once and kept beside the embedded database keeps dev sessions alive
+    # across restarts without anyone having to invent a secret.
+    key_file = data_dir / "session.key"
+    try:
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            Fernet(key.encode())
+            return Secret(key)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key().decode()
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key + "\n")
+        return Secret(key)
+    except FileExistsError:
+        return _session_key(env, data_dir)
+    except ValueError:
+        raise ConfigError(f"{key_file} does not hold a valid Fernet key") from None
+    except OSError as error:
+        raise ConfigError(f"cannot keep the session key in {data_dir}: {error.strerror}") from None
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("PGCAST_DATA_DIR") or ".pgcast").expanduser().absolute()
+    host = env.get("PGCAST_HOST") or "127.0.0.1"
+    port = _int(env, "PGCAST_PORT", 8080, low=0, high=65535)
+
+    public_url = (env.get("PGCAST_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"PGCAST_PUBLIC_URL={public_url!r} must be an http(s) URL")
+
+    api_key = env.get("WORKOS_API_KEY") or None
+    client_id = env.get("WORKOS_CLIENT_ID") or None
+    if (api_key is None) != (client_id is None):
+        raise ConfigError("set both WORKOS_API_KEY and WORKOS_CLIENT_ID, or neither")
+
+    dev_login = _flag(env, "PGCAST_DEV_LOGIN")
+    if dev_login is None:
+        dev_login = api_key is None and is_loopback(host)
+    if dev_login and not is_loopback(host):
+        raise ConfigError(
+            f"dev login is on but PGCAST_HOST={host} is not a loopback address; "
+            "unset PGCAST_DEV_LOGIN or listen on 127.0.0.1"
+        )
+
+    webhook_secret = env.get("WORKOS_WEBHOOK_SECRET") or None
+    return Config(
+        database_url=env.get("DATABASE_URL") or None,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        public_url=public_url,
+        session_key=_session_key(env, data_dir),
+        dev_login=dev_login,
+        max_message_chars=_int(env, "PGCAST_MAX_MESSAGE_CHARS", 10_000, low=1, high=1_000_000),
+        event_retention=parse_duration(
+            "PGCAST_EVENT_RETENTION", env.get("PGCAST_EVENT_RETENTION") or "7d"
+        ),
+        socket_backlog_bytes=_int(
+            env, "PGCAST_SOCKET_BACKLOG_BYTES", 4 * 1024 * 1024, low=64 * 1024, high=1 << 31
+        ),
+        session_max_age=_int(
+            env, "PGCAST_SESSION_MAX_AGE", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
+        ),
+        workos_api_key=Secret(api_key) if api_key else None,
+        workos_client_id=client_id,
+        workos_webhook_secret=Secret(webhook_secret) if webhook_secret else None,
+        workos_base_url=env.get("WORKOS_BASE_URL") or None,
+    )

@@ -1,0 +1,109 @@
+"""Commit-ordered cursors: where a client stands in the stream of broadcasts.
+
+A position is built from PostgreSQL snapshots (see docs/delivery.md). `prev` and `next` bound
+the batch the client was in: it has every event committed before `prev`, and of the events
+committed between `prev` and `next` those up to `after` (ordered by transaction id, then event
+id). A cursor with `prev == next` and no `after` sits exactly on the snapshot `next`.
+The encoding is opaque to clients; it is validated strictly because it comes from them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+
+class CursorError(ValueError):
+    """The client sent a cursor the server cannot honour; the message is the close reason."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A PostgreSQL `pg_snapshot`: which transactions had committed when it was taken."""
+
+    xmin: int
+    xmax: int
+    xip: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        try:
+            xmin_text, xmax_text, xip_text = text.split(":")
+            xmin, xmax = int(xmin_text), int(xmax_text)
+            xip = frozenset(int(x) for x in xip_text.split(",")) if xip_text else frozenset()
+        except ValueError:
+            raise CursorError("malformed snapshot in cursor") from None
+        if not 0 < xmin <= xmax or any(not xmin <= x < xmax for x in xip):
+            raise CursorError("inconsistent snapshot in cursor")
+        return cls(xmin, xmax, xip)
+
+    def __str__(self) -> str:
+        return f"{self.xmin}:{self.xmax}:{','.join(map(str, sorted(self.xip)))}"
+
+    def sees(self, tx: int) -> bool:
+        """Whether transaction `tx` had committed when this snapshot was taken."""
+        return tx < self.xmin or (tx < self.xmax and tx not in self.xip)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    database: str
+    taken_at_us: int
+    prev: Snapshot
+    next: Snapshot
+    after: tuple[int, int] | None
+
+    @classmethod
+    def at(cls, database: str, taken_at_us: int, snapshot: Snapshot) -> Cursor:
+        return cls(database, taken_at_us, snapshot, snapshot, None)
+
+    @property
+    def on_boundary(self) -> bool:
+        return self.prev == self.next and self.after is None
+
+    def encode(self) -> str:
+        fields: list[object] = [1, self.database, self.taken_at_us, str(self.next)]
+        if not self.on_boundary:
+            fields.append(str(self.prev))
+            if self.after is not None:
+                fields.extend(self.after)
+        raw = json.dumps(fields, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        if not text or len(text) > 8192:
+            raise CursorError("cursor is empty or too long")
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            fields = json.loads(raw)
+        except (binascii.Error, ValueError):
+            raise CursorError("cursor is not one this server issued") from None
+        if not isinstance(fields, list) or len(fields) not in (4, 5, 7) or fields[0] != 1:
+            raise CursorError("cursor is not one this server issued")
+        database, taken_at_us, next_text = fields[1], fields[2], fields[3]
+        if not isinstance(database, str) or not _is_count(taken_at_us):
+            raise CursorError("cursor is not one this server issued")
+        if not isinstance(next_text, str):
+            raise CursorError("malformed snapshot in cursor")
+        next_snapshot = Snapshot.parse(next_text)
+        prev_snapshot = next_snapshot
+        after: tuple[int, int] | None = None
+        if len(fields) >= 5:
+            if not isinstance(fields[4], str):
+                raise CursorError("malformed snapshot in cursor")
+            prev_snapshot = Snapshot.parse(fields[4])
+            if prev_snapshot.xmax > next_snapshot.xmax or prev_snapshot.xmin > next_snapshot.xmin:
+                raise CursorError("inconsistent snapshots in cursor")
+        if len(fields) == 7:
+            tx, event_id = fields[5], fields[6]
+            if not (_is_count(tx) and _is_count(event_id)) or tx >= next_snapshot.xmax:
+                raise CursorError("inconsistent position in cursor")
+            after = (tx, event_id)
+        return cls(database, taken_at_us, prev_snapshot, next_snapshot, after)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63

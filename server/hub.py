@@ -1,0 +1,117 @@
+"""Fan-out: hands each broadcast to every subscribed socket without waiting on any of them.
+
+The hub knows nothing of WebSockets. A transport subscribes, drains its Subscription with
+`await take()`, and obeys `close_request` when the hub gives up on a slow consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from server.cursor import Snapshot
+from server.eventlog import Broadcast
+
+SLOW_CONSUMER_CLOSE = 1013
+
+
+class Subscription:
+    """One socket's bounded outbound queue."""
+
+    def __init__(self, socket_id: str, user_id: int, max_backlog_bytes: int) -> None:
+        self.socket_id = socket_id
+        self.user_id = user_id
+        self.close_request: tuple[int, str] | None = None
+        self._max_backlog_bytes = max_backlog_bytes
+        self._frames: deque[str] = deque()
+        self._backlog_bytes = 0
+        self._wakeup = asyncio.Event()
+        # Until the socket has caught up (replay), live broadcasts wait here unfiltered.
+        self._held: list[Broadcast] | None = []
+        # Broadcasts this snapshot saw were already sent by the replay; skip them live.
+        self._seen_by: Snapshot | None = None
+
+    def go_live(self, seen_by: Snapshot | None) -> None:
+        """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
+        held, self._held = self._held or [], None
+        self._seen_by = seen_by
+        self._backlog_bytes = 0
+        self.offer(held)
+
+    def offer(self, broadcasts: Iterable[Broadcast]) -> None:
+        if self.close_request is not None:
+            return
+        if self._held is not None:
+            for broadcast in broadcasts:
+                self._held.append(broadcast)
+                self._backlog_bytes += len(broadcast.frame)
+            if self._backlog_bytes > self._max_backlog_bytes:
+                self._give_up()
+            return
+        seen_by = self._seen_by
+        added = 0
+        for broadcast in broadcasts:
+            if broadcast.origin_socket_id == self.socket_id:
+                continue
+            if seen_by is not None and seen_by.sees(broadcast.tx):
+                continue
+            self._frames.append(broadcast.frame)
+            added += len(broadcast.frame)
+        if not added:
+            return
+        self._backlog_bytes += added
+        if self._backlog_bytes > self._max_backlog_bytes:
+            self._give_up()
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_request is None:
+            self.close_request = (code, reason)
+        self._frames.clear()
+        self._wakeup.set()
+
+    async def take(self) -> list[str]:
+        """Wait for frames (or a close request) and take all that are queued."""
+        while not self._frames and self.close_request is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        frames = list(self._frames)
+        self._frames.clear()
+        self._backlog_bytes = 0
+        return frames
+
+    def _give_up(self) -> None:
+        self._held = None
+        self.close(
+            SLOW_CONSUMER_CLOSE,
+            f"too slow: over {self._max_backlog_bytes} bytes unsent; reconnect with your cursor",
+        )
+
+
+class Hub:
+    def __init__(self, max_backlog_bytes: int) -> None:
+        self._max_backlog_bytes = max_backlog_bytes
+        self._subscriptions: dict[str, Subscription] = {}
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, socket_id: str, user_id: int) -> Subscription:
+        subscription = Subscription(socket_id, user_id, self._max_backlog_bytes)
+        self._subscriptions[socket_id] = subscription
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.pop(subscription.socket_id, None)
+
+    def publish(self, broadcasts: Sequence[Broadcast]) -> None:
+        if not broadcasts:
+            return
+        for subscription in list(self._subscriptions.values()):
+            subscription.offer(broadcasts)
+
+    def close_user(self, user_id: int, code: int, reason: str) -> None:
+        for subscription in list(self._subscriptions.values()):
+            if subscription.user_id == user_id:
+                subscription.close(code, reason)

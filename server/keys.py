@@ -1,0 +1,19 @@
+"""Typed keys for the long-lived resources kept on the aiohttp application."""
+
+from __future__ import annotations
+
+import weakref
+
+from aiohttp import web
+
+from server.config import Config
+from server.db import DbPool
+from server.hub import Hub
+from server.listener import Listener
+
+CONFIG = web.AppKey("config", Config)
+POOL = web.AppKey("pool", DbPool)
+DATABASE_ID = web.AppKey("database_id", str)
+HUB = web.AppKey("hub", Hub)
+LISTENER = web.AppKey("listener", Listener)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])

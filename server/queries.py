@@ -1,0 +1,136 @@
+"""Every SQL statement the server runs, as named constants with parameters."""
+
+from typing import Final, LiteralString
+
+# Names pgcast gives its own connections; the audit view tells API posts apart by them.
+APPLICATION_NAME: Final = "pgcast"
+LISTENER_APPLICATION_NAME: Final = "pgcast-listener"
+CLI_APPLICATION_NAME: Final = "pgcast-cli"
+NOTIFY_CHANNEL: Final = "pgcast_events"
+
+LISTEN: Final[LiteralString] = "LISTEN pgcast_events"
+
+DATABASE_IDENTITY: Final[LiteralString] = """
+SELECT instance_id::text,
+       (SELECT oid FROM pg_database WHERE datname = current_database())::bigint
+FROM pgcast_instance
+"""
+
+CURRENT_POSITION: Final[LiteralString] = """
+SELECT pg_current_snapshot()::text,
+       (extract(epoch FROM statement_timestamp()) * 1000000)::bigint
+"""
+
+# What a cursor is checked against: the newest transaction id that can have committed, and
+# the newest event that retention removed.
+CURSOR_LIMITS: Final[LiteralString] = """
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+       (extract(epoch FROM pruned_through) * 1000000)::bigint
+FROM pgcast_instance
+"""
+
+# One page of events after a position, read under a single statement snapshot (`here`).
+# rest_of_batch: events the position's batch (prev -> next) still owes, after `after`.
+# after_batch: events committed after `next` and before `here`.
+# The OR conditions are what `NOT pg_visible_in_snapshot` implies, written so the
+# (tx, id) index can be used. The first row always carries `here`, even on an empty page.
+EVENTS_PAGE: Final[LiteralString] = """
+WITH here AS (
+    SELECT pg_current_snapshot() AS snap,
+           (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS taken_at_us
+),
+rest_of_batch AS (
+    SELECT 1 AS part, e.*
+    FROM message_events e
+    WHERE %(in_batch)s
+      AND (e.tx >= pg_snapshot_xmax(%(prev)s::pg_snapshot)
+           OR e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(prev)s::pg_snapshot))))
+      AND e.tx < pg_snapshot_xmax(%(next)s::pg_snapshot)
+      AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
+      AND NOT pg_visible_in_snapshot(e.tx, %(prev)s::pg_snapshot)
+      AND (%(after_tx)s::xid8 IS NULL
+           OR (e.tx, e.id) > (%(after_tx)s::xid8, %(after_id)s::bigint))
+    ORDER BY e.tx, e.id
+    LIMIT %(limit)s
+),
+after_batch AS (
+    SELECT 2 AS part, e.*
+    FROM message_events e
+    WHERE (e.tx >= pg_snapshot_xmax(%(next)s::pg_snapshot)
+           OR e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot))))
+      AND NOT pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
+    ORDER BY e.tx, e.id
+    LIMIT %(limit)s
+),
+page AS (
+    SELECT * FROM rest_of_batch
+    UNION ALL
+    SELECT * FROM after_batch
+)
+SELECT here.snap::text, here.taken_at_us,
+       page.part, page.id, page.tx::text::bigint, page.kind, page.message_id, page.user_id,
+       page.content, page.message_created_at, page.message_updated_at, page.origin_socket_id,
+       u.name, u.avatar_url
+FROM here
+LEFT JOIN page ON true
+LEFT JOIN users u ON u.id = page.user_id
+ORDER BY page.part, page.tx, page.id
+"""
+
+# Marks the writing transaction so the poster's own socket is skipped (X-Socket-ID).
+SET_ORIGIN_SOCKET: Final[LiteralString] = (
+    "SELECT set_config('pgcast.origin_socket_id', %(socket_id)s, true)"
+)
+
+INSERT_MESSAGE: Final[LiteralString] = """
+WITH inserted AS (
+    INSERT INTO messages (user_id, content)
+    VALUES (%(user_id)s, %(content)s)
+    RETURNING id, user_id, content, created_at, updated_at
+)
+SELECT inserted.*, u.name, u.avatar_url
+FROM inserted JOIN users u ON u.id = inserted.user_id
+"""
+
+LIST_MESSAGES: Final[LiteralString] = """
+SELECT m.id, m.user_id, m.content, m.created_at, m.updated_at, u.name, u.avatar_url
+FROM messages m
+JOIN users u ON u.id = m.user_id
+WHERE %(before)s::bigint IS NULL OR m.id < %(before)s::bigint
+ORDER BY m.id DESC
+LIMIT %(limit)s
+"""
+
+USER_BY_ID: Final[LiteralString] = """
+SELECT id, name, avatar_url, email FROM users WHERE id = %(user_id)s
+"""
+
+USER_BY_EMAIL: Final[LiteralString] = """
+SELECT id, name, avatar_url, email FROM users
+WHERE lower(email) = lower(%(email)s)
+ORDER BY workos_id NULLS FIRST, id
+LIMIT 1
+"""
+
+UPSERT_LOCAL_USER: Final[LiteralString] = """
+INSERT INTO users (email, name)
+VALUES (%(email)s, %(name)s)
+ON CONFLICT (lower(email)) WHERE workos_id IS NULL
+DO UPDATE SET name = EXCLUDED.name
+RETURNING id, name, avatar_url, email
+"""
+
+# Retention: drop old events and remember the newest one dropped, so a cursor that may
+# still need it is refused (4400) instead of silently skipping it.
+PRUNE_EVENTS: Final[LiteralString] = """
+WITH pruned AS (
+    DELETE FROM message_events
+    WHERE recorded_at < now() - %(retention)s::interval
+    RETURNING recorded_at
+)
+UPDATE pgcast_instance
+SET pruned_through = greatest(pruned_through, (SELECT max(recorded_at) FROM pruned))
+WHERE EXISTS (SELECT 1 FROM pruned)
+"""
+
+DATABASE_ANSWERS: Final[LiteralString] = "SELECT 1"

@@ -1,0 +1,30 @@
+"""Event retention: broadcasts stay replayable for PGCAST_EVENT_RETENTION, then go."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import psycopg
+
+from server import queries
+from server.db import DbPool
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+async def prune_once(pool: DbPool, retention: timedelta) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(queries.PRUNE_EVENTS, {"retention": retention})
+
+
+async def prune_forever(pool: DbPool, retention: timedelta) -> None:
+    while True:
+        try:
+            await prune_once(pool, retention)
+        except psycopg.Error as error:
+            log.warning("pruning old events failed: %s", str(error).strip())
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)

@@ -1,0 +1,125 @@
+"""`GET /ws`: one socket per client; replay after its cursor, then live broadcasts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+
+from aiohttp import WSMsgType, web
+
+from server.auth import is_same_origin, require_user
+from server.cursor import Cursor, CursorError
+from server.errors import ApiError
+from server.eventlog import check_resumable, current_position, read_page
+from server.hub import Subscription
+from server.keys import DATABASE_ID, HUB, POOL, SOCKETS
+from server.protocol import connected_frame
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30.0
+REPLAY_PAGE_SIZE = 1000
+# Clients send nothing but control frames; anything else is refused, so this stays small.
+MAX_CLIENT_FRAME_BYTES = 4096
+
+CURSOR_REFUSED = 4400
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    if request.headers.get("Origin") is not None and not is_same_origin(request):
+        raise ApiError(403, "cross_site_request", "WebSocket from another site refused")
+    user = await require_user(request)
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
+    )
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+
+    socket_id = secrets.token_urlsafe(12)
+    hub = request.app[HUB]
+    # Subscribe before taking the snapshot the socket starts from: every broadcast the
+    # snapshot missed is then guaranteed to reach this subscription (docs/delivery.md).
+    subscription = hub.subscribe(socket_id, user.id)
+    try:
+        try:
+            await _catch_up(request, ws, subscription, request.query.get("after"))
+        except CursorError as error:
+            await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
+            return ws
+        writer = asyncio.create_task(_send_live(ws, subscription))
+        try:
+            await _read_until_closed(ws)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+    finally:
+        hub.unsubscribe(subscription)
+    return ws
+
+
+async def _catch_up(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    subscription: Subscription,
+    after: str | None,
+) -> None:
+    database_id = request.app[DATABASE_ID]
+    async with request.app[POOL].connection() as conn:
+        if after is None:
+            position = await current_position(conn, database_id)
+            await ws.send_str(connected_frame(subscription.socket_id, position.encode()))
+        else:
+            position = Cursor.decode(after)
+            if position.database != database_id:
+                raise CursorError("cursor is from another database")
+            await check_resumable(conn, position)
+            await ws.send_str(connected_frame(subscription.socket_id, after))
+            while True:
+                page = await read_page(conn, position, REPLAY_PAGE_SIZE)
+                for broadcast in page.broadcasts:
+                    await ws.send_str(broadcast.frame)
+                position = page.end
+                if page.complete:
+                    break
+    subscription.go_live(position.next)
+
+
+async def _send_live(ws: web.WebSocketResponse, subscription: Subscription) -> None:
+    while not ws.closed:
+        frames = await subscription.take()
+        if subscription.close_request is not None:
+            code, reason = subscription.close_request
+            await ws.close(code=code, message=reason.encode())
+            return
+        for text in frames:
+            await ws.send_str(text)
+
+
+async def _read_until_closed(ws: web.WebSocketResponse) -> None:
+    async for message in ws:
+        if message.type == WSMsgType.TEXT:
+            await ws.close(code=POLICY_VIOLATION, message=b"clients send no messages on /ws")
+        elif message.type == WSMsgType.BINARY:
+            await ws.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
+        elif message.type == WSMsgType.ERROR:
+            log.info("socket closed with error: %s", ws.exception())
+
+
+async def close_all_sockets(app: web.Application) -> None:
+    """On shutdown: tell every client we are going away (1001), all at once."""
+    open_sockets = app[SOCKETS]
+    await asyncio.gather(
+        *(ws.close(code=GOING_AWAY, message=b"server shutting down") for ws in set(open_sockets)),
+        return_exceptions=True,
+    )
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/ws", websocket)
+    app.on_shutdown.append(close_all_sockets)
