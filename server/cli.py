@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--after", metavar="CURSOR", help="resume after this cursor")
     tail.set_defaults(run=command_tail)
 
-    psql = commands.add_parser("psql", help="open psql on the configured database")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+    psql = commands.add_parser(
+        "psql", help="open psql on the configured database (further arguments go to psql)"
+    )
     psql.set_defaults(run=command_psql)
     return parser
 
@@ -230,7 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "psql":
+        args.psql_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: int = args.run(args)
     except (UserError, ConfigError) as error:

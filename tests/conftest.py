@@ -78,7 +78,7 @@ def database_url(postgres_conninfo: str, template_database: str) -> Iterator[str
     drop_database(postgres_conninfo, name)
 
 
-def test_config(database_url: str, data_dir: Path, port: int, **extra: str) -> Config:
+def server_config(database_url: str, data_dir: Path, port: int, **extra: str) -> Config:
     env = {
         "DATABASE_URL": database_url,
         "PGCAST_DATA_DIR": str(data_dir),
@@ -89,6 +89,21 @@ def test_config(database_url: str, data_dir: Path, port: int, **extra: str) -> C
     return load_config(env)
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a pgcast server answers, as a browser sees it."""
+
+    url: str
+
+    @property
+    def origin(self) -> str:
+        return self.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
 @dataclass
 class RunningServer:
     config: Config
@@ -96,16 +111,20 @@ class RunningServer:
     runner: web.AppRunner
 
     @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.config.public_url)
+
+    @property
     def url(self) -> str:
-        return self.config.public_url
+        return self.endpoint.url
 
     @property
     def origin(self) -> str:
-        return self.config.public_origin
+        return self.endpoint.origin
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
+        return self.endpoint.ws_url
 
 
 async def start_server(config: Config) -> RunningServer:
@@ -121,7 +140,7 @@ async def start_server(config: Config) -> RunningServer:
 async def server(
     database_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> AsyncIterator[RunningServer]:
-    running = await start_server(test_config(database_url, tmp_path, unused_tcp_port))
+    running = await start_server(server_config(database_url, tmp_path, unused_tcp_port))
     yield running
     await running.runner.cleanup()
 
@@ -129,7 +148,7 @@ async def server(
 class Client:
     """A signed-in (or not) browser-like client: cookie jar, same-origin headers, sockets."""
 
-    def __init__(self, server: RunningServer) -> None:
+    def __init__(self, server: Endpoint) -> None:
         self.server = server
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
@@ -192,7 +211,8 @@ class Socket:
             message.type,
             message.data,
         )
-        return self.ws.close_code, str(message.extra or "")
+        code = message.data if message.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+        return code, str(message.extra or "")
 
     async def close(self) -> None:
         await self.ws.close()
@@ -203,7 +223,7 @@ async def client_factory(server: RunningServer) -> AsyncIterator[Any]:
     clients: list[Client] = []
 
     def make() -> Client:
-        client = Client(server)
+        client = Client(server.endpoint)
         clients.append(client)
         return client
 

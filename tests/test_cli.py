@@ -1,0 +1,226 @@
+"""The `pgcast` command: what scripts and operators rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.conftest import create_user
+
+PGCAST = [sys.executable, "-m", "server"]
+
+
+def cli_env(database_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCAST_", "WORKOS_"))}
+    env.pop("DATABASE_URL", None)
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    env["PGCAST_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PGCAST, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_send_to_unknown_user_exits_1_with_one_line(database_url: str, tmp_path: Path) -> None:
+    result = run_cli(
+        "send", "hello", "--as", "nobody@example.com", env=cli_env(database_url, tmp_path)
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "pgcast: no user with e-mail nobody@example.com; they must sign in once first"
+    ]
+
+
+def test_send_with_empty_text_exits_1(database_url: str, tmp_path: Path) -> None:
+    result = run_cli("send", "  ", "--as", "a@example.com", env=cli_env(database_url, tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "pgcast: the message is empty"
+
+
+def test_bad_usage_exits_2(database_url: str, tmp_path: Path) -> None:
+    assert run_cli("send", "hi", env=cli_env(database_url, tmp_path)).returncode == 2
+    assert run_cli("frobnicate", env=cli_env(database_url, tmp_path)).returncode == 2
+    assert run_cli("serve", "--workers", "0", env=cli_env(database_url, tmp_path)).returncode == 2
+
+
+def test_bad_setting_exits_1_with_one_line(database_url: str, tmp_path: Path) -> None:
+    env = cli_env(database_url, tmp_path, PGCAST_EVENT_RETENTION="forever")
+    result = run_cli("migrate", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "pgcast: PGCAST_EVENT_RETENTION='forever' is not a duration like 30m, 12h or 7d"
+    )
+
+
+def test_dev_login_on_public_host_refuses_to_start(database_url: str, tmp_path: Path) -> None:
+    env = cli_env(database_url, tmp_path, PGCAST_DEV_LOGIN="1", PGCAST_HOST="0.0.0.0")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 1
+    assert "not a loopback address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_exits_1(tmp_path: Path) -> None:
+    env = cli_env("postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2", tmp_path)
+    result = run_cli("migrate", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pgcast: cannot reach the database:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_send_inserts_a_message_that_is_broadcast(
+    client_factory: Any, db: psycopg.AsyncConnection[Any], database_url: str, tmp_path: Path
+) -> None:
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    socket = await alice.connect()
+    process = await asyncio.create_subprocess_exec(
+        *PGCAST,
+        "send",
+        "deploy finished",
+        "--as",
+        "ALICE@example.com",
+        env=cli_env(database_url, tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    printed = json.loads(stdout)
+    frame = await socket.next_frame()
+    assert frame["data"]["message"] == printed
+    cursor = await db.execute("SELECT application_name, via_api FROM message_audit")
+    assert await cursor.fetchall() == [("pgcast-cli", False)]
+
+
+async def test_tail_prints_every_broadcast_and_resumes_after_a_cursor(
+    db: psycopg.AsyncConnection[Any], database_url: str, tmp_path: Path
+) -> None:
+    user_id = await create_user(db)
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'before')", [user_id])
+
+    async def tail(*extra: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *PGCAST,
+            "tail",
+            *extra,
+            env=cli_env(database_url, tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+    async def next_line(process: asyncio.subprocess.Process) -> dict[str, Any]:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def wait_for_listener() -> None:
+        # tail is ready once its LISTEN connection shows up in pg_stat_activity.
+        async with asyncio.timeout(20):
+            while True:
+                cursor = await db.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN pgcast_events'"
+                    " AND datname = current_database()"
+                )
+                row = await cursor.fetchone()
+                if row and row[0]:
+                    return
+                await asyncio.sleep(0.05)
+
+    first = await tail()
+    try:
+        await wait_for_listener()
+        await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'one')", [user_id])
+        await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'two')", [user_id])
+        one, two = await next_line(first), await next_line(first)
+        assert [one["data"]["message"]["content"], two["data"]["message"]["content"]] == [
+            "one",
+            "two",
+        ]
+    finally:
+        first.terminate()
+        await first.wait()
+
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'three')", [user_id])
+    resumed = await tail("--after", one["cursor"])
+    try:
+        contents = [(await next_line(resumed))["data"]["message"]["content"] for _ in range(2)]
+        assert contents == ["two", "three"]
+    finally:
+        resumed.terminate()
+        await resumed.wait()
+
+
+def test_tail_with_a_bad_cursor_exits_1(database_url: str, tmp_path: Path) -> None:
+    result = run_cli("tail", "--after", "nonsense", env=cli_env(database_url, tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("pgcast: --after:")
+
+
+def test_migrate_is_idempotent_and_safe_in_parallel(postgres_conninfo: str, tmp_path: Path) -> None:
+    from tests.conftest import drop_database
+
+    name = "pgcast_migrate_race"
+    with psycopg.connect(postgres_conninfo, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        url = psycopg.conninfo.make_conninfo(postgres_conninfo, dbname=name)
+        env = cli_env(url, tmp_path)
+        racers = [
+            subprocess.Popen([*PGCAST, "migrate"], env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        outputs = [racer.communicate(timeout=120)[0] for racer in racers]
+        assert [racer.returncode for racer in racers] == [0, 0, 0, 0]
+        assert sorted(o.split()[1] for o in outputs) == ["0", "0", "0", "2"]
+        again = run_cli("migrate", env=env)
+        assert again.returncode == 0
+        assert again.stdout.startswith("applied 0 migration(s)")
+    finally:
+        drop_database(postgres_conninfo, name)
+
+
+def test_psql_runs_sql_against_the_configured_database(database_url: str, tmp_path: Path) -> None:
+    result = run_cli(
+        "psql",
+        "-X",
+        "-A",
+        "-t",
+        "-c",
+        "SELECT count(*) FROM message_audit",
+        env=cli_env(database_url, tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_every_table_and_column_has_a_comment(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        missing = conn.execute(
+            """
+            SELECT c.relname || coalesce('.' || a.attname, '')
+            FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+            LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE '\\_yoyo%%'
+              AND c.relname NOT LIKE 'yoyo%%'
+              AND (a.attname IS NULL AND obj_description(c.oid, 'pg_class') IS NULL
+                   OR a.attname IS NOT NULL AND col_description(c.oid, a.attnum) IS NULL)
+            """
+        ).fetchall()
+    assert missing == []

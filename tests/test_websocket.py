@@ -1,0 +1,180 @@
+"""/ws: who may connect, cursors it refuses, frames it refuses, and shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+
+from server.cursor import Cursor
+from tests.conftest import (
+    Client,
+    RunningServer,
+    create_database_from,
+    drop_database,
+    server_config,
+    start_server,
+)
+
+
+async def signed_in(client_factory: Any) -> Client:
+    client: Client = client_factory()
+    await client.sign_in("alice@example.com", "Alice")
+    return client
+
+
+async def test_websocket_without_session_is_refused_before_upgrade(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(server.ws_url)
+    assert refused.value.status == 401
+
+
+async def test_cross_site_websocket_is_refused_with_403(client_factory: Any) -> None:
+    alice = await signed_in(client_factory)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await alice.http.ws_connect(alice.server.ws_url, headers={"Origin": "https://evil.example"})
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage", "", "W10", "WzEsImFiYyIsMSwiMTA6NTo3Il0", "eyJhIjogMX0", "!!!!", "A" * 5000],
+)
+async def test_unreadable_cursor_closes_with_4400(client_factory: Any, cursor: str) -> None:
+    alice = await signed_in(client_factory)
+    ws = await alice.http.ws_connect(
+        alice.server.ws_url + f"?after={cursor}", headers={"Origin": alice.server.origin}
+    )
+    message = await ws.receive(timeout=10)
+    assert message.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 4400
+    assert message.extra
+
+
+async def test_cursor_from_the_future_closes_with_4400(client_factory: Any) -> None:
+    alice = await signed_in(client_factory)
+    socket = await alice.connect()
+    real = Cursor.decode(socket.cursor)
+    ahead = type(real.next)(real.next.xmax + 1000, real.next.xmax + 1000, frozenset())
+    forged = Cursor.at(real.database, real.taken_at_us, ahead).encode()
+    ws = await alice.http.ws_connect(
+        alice.server.ws_url + f"?after={forged}", headers={"Origin": alice.server.origin}
+    )
+    message = await ws.receive(timeout=10)
+    assert ws.close_code == 4400
+    assert "ahead" in message.extra
+
+
+async def test_cursor_older_than_retention_closes_with_4400(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice = await signed_in(client_factory)
+    socket = await alice.connect()
+    await socket.close()
+    # As if retention had just removed events newer than this cursor.
+    await db.execute("UPDATE pgcast_instance SET pruned_through = now()")
+    ws = await alice.http.ws_connect(
+        alice.server.ws_url + f"?after={socket.cursor}", headers={"Origin": alice.server.origin}
+    )
+    message = await ws.receive(timeout=10)
+    assert ws.close_code == 4400
+    assert "retention" in message.extra
+
+
+async def test_cursor_from_another_database_closes_with_4400(
+    client_factory: Any,
+    postgres_conninfo: str,
+    template_database: str,
+    tmp_path: Path,
+    unused_tcp_port_factory: Any,
+) -> None:
+    other_name = create_database_from(postgres_conninfo, template_database)
+    try:
+        other_url = psycopg.conninfo.make_conninfo(postgres_conninfo, dbname=other_name)
+        other = await start_server(server_config(other_url, tmp_path, unused_tcp_port_factory()))
+        try:
+            stranger = Client(other.endpoint)
+            await stranger.sign_in("alice@example.com", "Alice")
+            foreign_cursor = (await stranger.connect()).cursor
+            await stranger.close()
+        finally:
+            await other.runner.cleanup()
+    finally:
+        drop_database(postgres_conninfo, other_name)
+
+    alice = await signed_in(client_factory)
+    ws = await alice.http.ws_connect(
+        alice.server.ws_url + f"?after={foreign_cursor}", headers={"Origin": alice.server.origin}
+    )
+    message = await ws.receive(timeout=10)
+    assert ws.close_code == 4400
+    assert "another database" in message.extra
+
+
+async def test_text_frame_from_client_closes_with_1008(client_factory: Any) -> None:
+    alice = await signed_in(client_factory)
+    socket = await alice.connect()
+    await socket.ws.send_str('{"event": "subscribe"}')
+    code, reason = await socket.expect_close()
+    assert code == 1008
+    assert reason
+
+
+async def test_binary_frame_from_client_closes_with_1003(client_factory: Any) -> None:
+    alice = await signed_in(client_factory)
+    socket = await alice.connect()
+    await socket.ws.send_bytes(b"\x00\x01")
+    code, reason = await socket.expect_close()
+    assert code == 1003
+    assert reason
+
+
+async def test_oversized_frame_from_client_closes_with_1009(client_factory: Any) -> None:
+    alice = await signed_in(client_factory)
+    socket = await alice.connect()
+    await socket.ws.send_str("x" * 100_000)
+    code, _ = await socket.expect_close()
+    assert code == 1009
+
+
+async def test_other_sockets_keep_working_after_one_misbehaves(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice = await signed_in(client_factory)
+    rude = await alice.connect()
+    polite = await alice.connect()
+    await rude.ws.send_bytes(b"junk")
+    await rude.expect_close()
+    await alice.post_message("still here")
+    assert (await polite.next_frame())["data"]["message"]["content"] == "still here"
+
+
+async def test_connected_frame_comes_first_with_socket_id_and_cursor(client_factory: Any) -> None:
+    alice = await signed_in(client_factory)
+    ws = await alice.http.ws_connect(alice.server.ws_url, headers={"Origin": alice.server.origin})
+    frame = await ws.receive_json(timeout=10)
+    assert frame["event"] == "connected"
+    assert frame["channel"] == ""
+    assert set(frame["data"]) == {"socket_id", "cursor"}
+    Cursor.decode(frame["data"]["cursor"])
+    await ws.close()
+
+
+async def test_server_shutdown_closes_sockets_with_1001(
+    database_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    server = await start_server(server_config(database_url, tmp_path, unused_tcp_port))
+    alice = Client(server.endpoint)
+    try:
+        await alice.sign_in("alice@example.com", "Alice")
+        socket = await alice.connect()
+        await server.runner.cleanup()
+        code, reason = await socket.expect_close()
+        assert code == 1001
+        assert "shutting down" in reason
+    finally:
+        await alice.close()
