@@ -17,11 +17,14 @@ from server.db import create_pool
 from server.errors import error_middleware
 from server.eventlog import current_position, database_identity
 from server.hub import Hub
-from server.keys import CONFIG, DATABASE_ID, HUB, LISTENER, POOL, SOCKETS
+from server.keys import CONFIG, DATABASE_ID, HUB, LISTENER, METRICS, POOL, SOCKETS
 from server.listener import Listener
+from server.metrics import create_metrics
 from server.retention import prune_forever
 
 UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
+
+LISTEN_STARTUP_TIMEOUT_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,17 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     async with app[POOL].connection() as conn:
         start = await current_position(conn, app[DATABASE_ID])
     app[LISTENER] = listener = Listener(config.database_url, app[POOL], hub, start)
+    app[METRICS] = create_metrics(sockets=hub.__len__, reconnects=lambda: listener.reconnects)
     task = asyncio.create_task(listener.run(), name="listener")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    try:
+        # Serve only once LISTEN is in place, so the process is ready as soon as it accepts.
+        async with asyncio.timeout(LISTEN_STARTUP_TIMEOUT_SECONDS):
+            await listener.wait_listening()
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -165,7 +165,8 @@ async def _tail(conninfo: str, after: str | None) -> None:
         listening = asyncio.create_task(listener.run())
         try:
             while True:
-                for text in await subscription.take():
+                frames, _ = await subscription.take()
+                for text in frames:
                     sys.stdout.write(text + "\n")
                 sys.stdout.flush()
         finally:

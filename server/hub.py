@@ -26,6 +26,8 @@ class Subscription:
         self._max_backlog_bytes = max_backlog_bytes
         self._frames: deque[str] = deque()
         self._backlog_bytes = 0
+        # When the listener woke for the oldest frame still queued (loop time), for lag metrics.
+        self._oldest_woke_at: float | None = None
         self._wakeup = asyncio.Event()
         # Until the socket has caught up (replay), live broadcasts wait here unfiltered.
         self._held: list[Broadcast] | None = []
@@ -37,11 +39,13 @@ class Subscription:
         held, self._held = self._held or [], None
         self._seen_by = seen_by
         self._backlog_bytes = 0
-        self.offer(held)
+        self.offer(held, self._oldest_woke_at)
 
-    def offer(self, broadcasts: Iterable[Broadcast]) -> None:
+    def offer(self, broadcasts: Iterable[Broadcast], woke_at: float | None = None) -> None:
         if self.close_request is not None:
             return
+        if self._oldest_woke_at is None:
+            self._oldest_woke_at = woke_at
         if self._held is not None:
             for broadcast in broadcasts:
                 self._held.append(broadcast)
@@ -71,15 +75,17 @@ class Subscription:
         self._frames.clear()
         self._wakeup.set()
 
-    async def take(self) -> list[str]:
-        """Wait for frames (or a close request) and take all that are queued."""
+    async def take(self) -> tuple[list[str], float | None]:
+        """Wait for frames (or a close request); take all that are queued, with the loop time
+        at which the listener woke for the oldest of them."""
         while not self._frames and self.close_request is None:
             self._wakeup.clear()
             await self._wakeup.wait()
         frames = list(self._frames)
+        woke_at, self._oldest_woke_at = self._oldest_woke_at, None
         self._frames.clear()
         self._backlog_bytes = 0
-        return frames
+        return frames, woke_at
 
     def _give_up(self) -> None:
         self._held = None
@@ -105,11 +111,11 @@ class Hub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.pop(subscription.socket_id, None)
 
-    def publish(self, broadcasts: Sequence[Broadcast]) -> None:
+    def publish(self, broadcasts: Sequence[Broadcast], woke_at: float | None = None) -> None:
         if not broadcasts:
             return
         for subscription in list(self._subscriptions.values()):
-            subscription.offer(broadcasts)
+            subscription.offer(broadcasts, woke_at)
 
     def close_user(self, user_id: int, code: int, reason: str) -> None:
         for subscription in list(self._subscriptions.values()):

@@ -10,6 +10,7 @@ from server.config import Config
 from server.db import DbPool
 from server.hub import Hub
 from server.listener import Listener
+from server.metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", DbPool)
@@ -17,3 +18,4 @@ DATABASE_ID = web.AppKey("database_id", str)
 HUB = web.AppKey("hub", Hub)
 LISTENER = web.AppKey("listener", Listener)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+METRICS = web.AppKey("metrics", Metrics)

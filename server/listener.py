@@ -28,12 +28,19 @@ MAX_BACKOFF_SECONDS = 5.0
 class Listener:
     def __init__(self, conninfo: str, pool: DbPool, hub: Hub, start: Cursor) -> None:
         self.position = start
-        self.listening = False
+        self._listening = asyncio.Event()
         self.reconnects = 0
         self._conninfo = conninfo
         self._pool = pool
         self._hub = hub
         self._wake = asyncio.Event()
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    async def wait_listening(self) -> None:
+        await self._listening.wait()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -54,7 +61,7 @@ class Listener:
                     if failures:
                         log.info("listener reconnected after %d attempt(s)", failures)
                     failures = 0
-                    self.listening = True
+                    self._listening.set()
                     # Whatever committed while we were not listening is in the table.
                     self._wake.set()
                     async for _ in conn.notifies():
@@ -64,7 +71,7 @@ class Listener:
                     self.reconnects += 1
                 log.warning("listener connection lost: %s", str(error).strip() or type(error))
             finally:
-                self.listening = False
+                self._listening.clear()
             failures += 1
             await asyncio.sleep(_backoff(failures))
 
@@ -83,10 +90,11 @@ class Listener:
                 await asyncio.sleep(_backoff(failures))
 
     async def deliver_pending(self) -> None:
+        woke_at = asyncio.get_running_loop().time()
         async with self._pool.connection() as conn:
             while True:
                 page = await read_page(conn, self.position, PAGE_SIZE)
-                self._hub.publish(page.broadcasts)
+                self._hub.publish(page.broadcasts, woke_at)
                 self.position = page.end
                 if page.complete:
                     return

@@ -133,4 +133,4 @@ SET pruned_through = greatest(pruned_through, (SELECT max(recorded_at) FROM prun
 WHERE EXISTS (SELECT 1 FROM pruned)
 """
 
-DATABASE_ANSWERS: Final[LiteralString] = "SELECT 1"
+NOTIFY_QUEUE_USAGE: Final[LiteralString] = "SELECT pg_notification_queue_usage()"

@@ -13,8 +13,9 @@ from server.auth import is_same_origin, require_user
 from server.cursor import Cursor, CursorError
 from server.errors import ApiError
 from server.eventlog import check_resumable, current_position, read_page
-from server.hub import Subscription
-from server.keys import DATABASE_ID, HUB, POOL, SOCKETS
+from server.hub import SLOW_CONSUMER_CLOSE, Subscription
+from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKETS
+from server.metrics import Metrics
 from server.protocol import connected_frame
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         except CursorError as error:
             await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
             return ws
-        writer = asyncio.create_task(_send_live(ws, subscription))
+        writer = asyncio.create_task(_send_live(ws, subscription, request.app[METRICS]))
         try:
             await _read_until_closed(ws)
         finally:
@@ -90,15 +91,23 @@ async def _catch_up(
     subscription.go_live(position.next)
 
 
-async def _send_live(ws: web.WebSocketResponse, subscription: Subscription) -> None:
+async def _send_live(
+    ws: web.WebSocketResponse, subscription: Subscription, metrics: Metrics
+) -> None:
+    loop = asyncio.get_running_loop()
     while not ws.closed:
-        frames = await subscription.take()
+        frames, woke_at = await subscription.take()
         if subscription.close_request is not None:
             code, reason = subscription.close_request
+            if code == SLOW_CONSUMER_CLOSE:
+                metrics.slow_sockets_closed.inc()
             await ws.close(code=code, message=reason.encode())
             return
+        if woke_at is not None:
+            metrics.notify_to_send_seconds.observe(loop.time() - woke_at)
         for text in frames:
             await ws.send_str(text)
+        metrics.frames_delivered.inc(len(frames))
 
 
 async def _read_until_closed(ws: web.WebSocketResponse) -> None:

@@ -1,0 +1,60 @@
+"""Prometheus metrics, kept in a registry of the app's own (no process-global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    frames_delivered: Counter
+    notify_to_send_seconds: Histogram
+    slow_sockets_closed: Counter
+    notify_queue_usage: Gauge
+
+
+class _ListenerReconnects(Collector):
+    def __init__(self, reconnects: Callable[[], int]) -> None:
+        self._reconnects = reconnects
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "pgcast_listener_reconnects",
+            "Times the LISTEN connection was lost and re-established.",
+            value=self._reconnects(),
+        )
+
+
+def create_metrics(sockets: Callable[[], int], reconnects: Callable[[], int]) -> Metrics:
+    registry = CollectorRegistry(auto_describe=True)
+    connected = Gauge("pgcast_sockets_connected", "WebSocket clients connected.", registry=registry)
+    connected.set_function(lambda: float(sockets()))
+    registry.register(_ListenerReconnects(reconnects))
+    return Metrics(
+        registry=registry,
+        frames_delivered=Counter(
+            "pgcast_frames_delivered", "Broadcast frames written to sockets.", registry=registry
+        ),
+        notify_to_send_seconds=Histogram(
+            "pgcast_notify_to_send_seconds",
+            "From the listener waking on NOTIFY to the frame being written to a socket.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        ),
+        slow_sockets_closed=Counter(
+            "pgcast_slow_sockets_closed",
+            "Sockets closed with 1013 because their unsent backlog passed the bound.",
+            registry=registry,
+        ),
+        notify_queue_usage=Gauge(
+            "pgcast_notify_queue_usage",
+            "pg_notification_queue_usage(): fraction of PostgreSQL's NOTIFY queue in use.",
+            registry=registry,
+        ),
+    )

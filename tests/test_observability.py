@@ -1,0 +1,52 @@
+"""/metrics and /readyz tell an operator what the process is doing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import RunningServer
+
+
+async def scrape(server: RunningServer) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_sockets_frames_and_lag(
+    client_factory: Any, server: RunningServer
+) -> None:
+    before = await scrape(server)
+    assert before["pgcast_sockets_connected"] == 0
+    assert before["pgcast_frames_delivered_total"] == 0
+
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    first, second = await alice.connect(), await alice.connect()
+    await alice.post_message("counted")
+    await first.next_frame()
+    await second.next_frame()
+
+    after = await scrape(server)
+    assert after["pgcast_sockets_connected"] == 2
+    assert after["pgcast_frames_delivered_total"] == 2
+    assert after["pgcast_notify_to_send_seconds_count"] == 2
+    assert after["pgcast_listener_reconnects_total"] == 0
+    assert after["pgcast_slow_sockets_closed_total"] == 0
+    assert 0 <= after["pgcast_notify_queue_usage"] < 0.01
+
+
+async def test_readiness_reports_notify_queue_usage(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/readyz") as response:
+        body = await response.json()
+    assert response.status == 200
+    assert body["checks"]["notify_queue_usage"] == 0.0

@@ -1,0 +1,69 @@
+import type { FeedEvent, Message, MessagePage } from "./types";
+
+/**
+ * The feed as pure data. Every change goes through here, so the rule "a message id
+ * appears at most once" holds no matter which path (socket, POST reply, history page,
+ * replay after a reconnect) delivered the message.
+ */
+export interface FeedState {
+  /** Display order: history pages oldest first, then live messages in arrival order. */
+  messages: Message[];
+  /** `before` for the next older page; null when the oldest message is loaded. */
+  nextBefore: number | null;
+  /** False until the first page has arrived. */
+  loaded: boolean;
+}
+
+export const EMPTY_FEED: FeedState = { messages: [], nextBefore: null, loaded: false };
+
+export function applyEvent(messages: Message[], event: FeedEvent): Message[] {
+  switch (event.type) {
+    case "created":
+      // A replayed or echoed message is already on screen: keep it where it is.
+      if (messages.some((message) => message.id === event.message.id)) return messages;
+      return [...messages, event.message];
+    case "updated": {
+      const index = messages.findIndex((message) => message.id === event.message.id);
+      // An edit of a message older than the loaded history has nothing to change.
+      if (index === -1) return messages;
+      const next = messages.slice();
+      next[index] = event.message;
+      return next;
+    }
+    case "deleted":
+      if (!messages.some((message) => message.id === event.id)) return messages;
+      return messages.filter((message) => message.id !== event.id);
+  }
+}
+
+/**
+ * Start over from a fresh first page, then re-apply the events that arrived while it
+ * was being fetched: the page may predate any of them, and each is idempotent.
+ */
+export function replaceWithPage(page: MessagePage, eventsDuringFetch: FeedEvent[]): FeedState {
+  const unique = prependOlder([], page.messages);
+  return {
+    messages: eventsDuringFetch.reduce(applyEvent, unique),
+    nextBefore: page.next_before,
+    loaded: true,
+  };
+}
+
+export function prependOlderPage(state: FeedState, page: MessagePage): FeedState {
+  return {
+    ...state,
+    messages: prependOlder(state.messages, page.messages),
+    nextBefore: page.next_before,
+  };
+}
+
+function prependOlder(messages: Message[], older: Message[]): Message[] {
+  const seen = new Set(messages.map((message) => message.id));
+  const fresh: Message[] = [];
+  for (const message of older) {
+    if (seen.has(message.id)) continue;
+    seen.add(message.id);
+    fresh.push(message);
+  }
+  return fresh.length === 0 ? messages : [...fresh, ...messages];
+}

@@ -1,0 +1,387 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { FakeWebSocket } from "../test/fakeWebSocket";
+import { makeMessage, newMessageFrame } from "../test/factories";
+import {
+  backoffDelay,
+  RealtimeConnection,
+  realtimeUrl,
+  type Environment,
+  type RealtimeHandlers,
+} from "./realtime";
+import type { ConnectionState, FeedEvent } from "./types";
+
+const URL_BASE = "ws://pgcast.test/ws";
+
+interface Harness {
+  connection: RealtimeConnection;
+  states: ConnectionState[];
+  events: FeedEvent[];
+  connects: { socketId: string; resumed: boolean }[];
+  signedOut: ReturnType<typeof vi.fn>;
+  checkSignedIn: ReturnType<typeof vi.fn<() => Promise<boolean>>>;
+  network: { online: boolean };
+  page: { visibilityState: DocumentVisibilityState };
+  window: EventTarget;
+  document: EventTarget;
+}
+
+function setup(options: { random?: () => number; signedIn?: boolean } = {}): Harness {
+  const states: ConnectionState[] = [];
+  const events: FeedEvent[] = [];
+  const connects: { socketId: string; resumed: boolean }[] = [];
+  const signedOut = vi.fn();
+  const checkSignedIn = vi.fn(() => Promise.resolve(options.signedIn ?? true));
+  const network = { online: true };
+  const page = { visibilityState: "visible" as DocumentVisibilityState };
+  const win = new EventTarget();
+  const doc = new EventTarget();
+  const environment: Environment = {
+    window: win,
+    document: Object.assign(doc, {
+      get visibilityState() {
+        return page.visibilityState;
+      },
+    }),
+    isOnline: () => network.online,
+  };
+  const handlers: RealtimeHandlers = {
+    onStateChange: (state) => states.push(state),
+    onEvent: (event) => events.push(event),
+    onConnected: (info) => connects.push(info),
+    onSignedOut: signedOut,
+  };
+  const connection = new RealtimeConnection({
+    url: URL_BASE,
+    handlers,
+    createSocket: (url) => new FakeWebSocket(url),
+    // The top of each backoff window, so the delays are predictable.
+    random: options.random ?? (() => 1),
+    checkSignedIn,
+    environment,
+  });
+  return {
+    connection,
+    states,
+    events,
+    connects,
+    signedOut,
+    checkSignedIn,
+    network,
+    page,
+    window: win,
+    document: doc,
+  };
+}
+
+/** Lets fake time pass, running due timers and the promises they settle. */
+async function advance(ms: number): Promise<void> {
+  await vi.advanceTimersByTimeAsync(ms);
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  FakeWebSocket.reset();
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("realtimeUrl", () => {
+  it("uses ws:// for http pages and wss:// for https pages", () => {
+    expect(realtimeUrl({ protocol: "http:", host: "localhost:8080" })).toBe("ws://localhost:8080/ws");
+    expect(realtimeUrl({ protocol: "https:", host: "chat.example" })).toBe("wss://chat.example/ws");
+  });
+});
+
+describe("backoffDelay", () => {
+  it("is a random share (full jitter) of a doubling ceiling capped at the maximum", () => {
+    expect(backoffDelay(0, () => 0, 500, 30_000)).toBe(0);
+    expect(backoffDelay(0, () => 0.5, 500, 30_000)).toBe(250);
+    expect(backoffDelay(3, () => 0.5, 500, 30_000)).toBe(2000);
+    expect(backoffDelay(20, () => 0.5, 500, 30_000)).toBe(15_000);
+  });
+});
+
+describe("RealtimeConnection", () => {
+  it("goes live on the server's connected frame and exposes its socket id", () => {
+    const h = setup();
+    h.connection.start();
+
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(FakeWebSocket.latest().url).toBe(URL_BASE);
+    expect(h.connection.state).toBe("connecting");
+    expect(h.connection.socketId).toBeNull();
+
+    FakeWebSocket.latest().connect("sock-1", "c-10");
+
+    expect(h.connection.state).toBe("live");
+    expect(h.connection.socketId).toBe("sock-1");
+    expect(h.connection.cursor).toBe("c-10");
+    expect(h.connects).toEqual([{ socketId: "sock-1", resumed: false }]);
+    expect(h.states).toEqual(["connecting", "live"]);
+  });
+
+  it("turns broadcast frames into feed events and ignores frames it cannot read", () => {
+    const h = setup();
+    h.connection.start();
+    const socket = FakeWebSocket.latest();
+    socket.connect("sock-1", "c-0");
+    const created = makeMessage(7);
+    const edited = makeMessage(7, { content: "edited" });
+
+    socket.send("not json");
+    socket.send({ event: "new-message", channel: "messages", data: {}, cursor: "c-0b" });
+    socket.send(newMessageFrame(created, "c-1"));
+    socket.send({ event: "message-updated", channel: "messages", data: { message: edited }, cursor: "c-2" });
+    socket.send({ event: "message-deleted", channel: "messages", data: { id: 7 }, cursor: "c-3" });
+
+    expect(h.events).toEqual([
+      { type: "created", message: created },
+      { type: "updated", message: edited },
+      { type: "deleted", id: 7 },
+    ]);
+    expect(h.connection.cursor).toBe("c-3");
+  });
+
+  it("reconnects after a close with growing delays, capped at 30 seconds", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+
+    const expectedDelays = [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000];
+    for (const delay of expectedDelays) {
+      const socketsBefore = FakeWebSocket.instances.length;
+      FakeWebSocket.latest().open();
+      FakeWebSocket.latest().drop(1006);
+      expect(h.connection.state).toBe("reconnecting");
+
+      await advance(delay - 1);
+      expect(FakeWebSocket.instances).toHaveLength(socketsBefore);
+      await advance(1);
+      expect(FakeWebSocket.instances).toHaveLength(socketsBefore + 1);
+    }
+  });
+
+  it("resumes from the last cursor it saw, so the server replays what was missed", async () => {
+    const h = setup();
+    h.connection.start();
+    const first = FakeWebSocket.latest();
+    first.connect("sock-1", "c-10");
+    first.send(newMessageFrame(makeMessage(1), "c-11"));
+    first.send(newMessageFrame(makeMessage(2), "c 12/+&"));
+
+    first.drop(1006);
+    await advance(500);
+
+    const second = FakeWebSocket.latest();
+    expect(second).not.toBe(first);
+    expect(second.after).toBe("c 12/+&");
+    expect(second.url).toBe(`${URL_BASE}?after=${encodeURIComponent("c 12/+&")}`);
+
+    second.connect("sock-2", "c-99");
+    expect(h.connects.at(-1)).toEqual({ socketId: "sock-2", resumed: true });
+    expect(h.connection.socketId).toBe("sock-2");
+  });
+
+  it("keeps its own cursor on a resumed socket until replayed frames move it on", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-10");
+    FakeWebSocket.latest().drop(1006);
+    await advance(500);
+
+    // The server's head cursor must not skip broadcasts the replay has not delivered yet.
+    FakeWebSocket.latest().connect("sock-2", "c-head");
+    expect(h.connection.cursor).toBe("c-10");
+    FakeWebSocket.latest().send(newMessageFrame(makeMessage(3), "c-11"));
+    expect(h.connection.cursor).toBe("c-11");
+  });
+
+  it.each([
+    [1013, "too slow"],
+    [1001, "server going away"],
+    [1006, "connection lost"],
+  ])("reconnects with its cursor after close %i (%s)", async (code) => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-5");
+
+    FakeWebSocket.latest().drop(code);
+    expect(h.connection.state).toBe("reconnecting");
+    expect(h.connection.socketId).toBeNull();
+    await advance(500);
+
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(FakeWebSocket.latest().after).toBe("c-5");
+    expect(h.signedOut).not.toHaveBeenCalled();
+  });
+
+  it("drops its cursor on close 4400, reconnects fresh and asks for a history reload", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-old");
+    FakeWebSocket.latest().drop(4400, "cursor expired");
+
+    expect(h.connection.cursor).toBeNull();
+    await advance(500);
+    const fresh = FakeWebSocket.latest();
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(fresh.url).toBe(URL_BASE);
+
+    fresh.connect("sock-2", "c-new");
+    expect(h.connects.at(-1)).toEqual({ socketId: "sock-2", resumed: false });
+    expect(h.connection.cursor).toBe("c-new");
+  });
+
+  it("signs out and stops on close 4401", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+    FakeWebSocket.latest().drop(4401, "session expired");
+
+    expect(h.signedOut).toHaveBeenCalledTimes(1);
+    expect(h.connection.state).toBe("offline");
+    await advance(120_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it("signs out when an upgrade is refused and /api/me says the session is gone", async () => {
+    const h = setup({ signedIn: false });
+    h.connection.start();
+    FakeWebSocket.latest().refuseUpgrade();
+    await advance(0);
+
+    expect(h.checkSignedIn).toHaveBeenCalledTimes(1);
+    expect(h.signedOut).toHaveBeenCalledTimes(1);
+    await advance(120_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it("keeps retrying a refused upgrade while the session is still valid", async () => {
+    const h = setup({ signedIn: true });
+    h.connection.start();
+    FakeWebSocket.latest().refuseUpgrade();
+    await advance(0);
+    expect(h.connection.state).toBe("reconnecting");
+
+    await advance(500);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(h.signedOut).not.toHaveBeenCalled();
+    expect(h.checkSignedIn).toHaveBeenCalledTimes(1);
+  });
+
+  it("reports connecting, live, reconnecting, then live again", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+    FakeWebSocket.latest().drop(1006);
+    await advance(500);
+    expect(h.connection.state).toBe("reconnecting");
+    FakeWebSocket.latest().connect("sock-2", "c-1");
+
+    expect(h.states).toEqual(["connecting", "live", "reconnecting", "live"]);
+  });
+
+  it("starts the backoff over after a socket stayed live, but not after one that flapped", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+    FakeWebSocket.latest().drop(1006);
+    await advance(500);
+
+    // Live for a moment only: the next wait keeps growing.
+    FakeWebSocket.latest().connect("sock-2", "c-1");
+    FakeWebSocket.latest().drop(1013);
+    await advance(999);
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    await advance(1);
+    expect(FakeWebSocket.instances).toHaveLength(3);
+
+    // Live for a minute: the next wait is back at the base delay.
+    FakeWebSocket.latest().connect("sock-3", "c-1");
+    await advance(60_000);
+    FakeWebSocket.latest().drop(1001);
+    await advance(500);
+    expect(FakeWebSocket.instances).toHaveLength(4);
+  });
+
+  it("reconnects at once when the network comes back or the tab becomes visible", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+    // Several failures push the next wait far out.
+    for (let i = 0; i < 5; i += 1) {
+      FakeWebSocket.latest().drop(1006);
+      await vi.runOnlyPendingTimersAsync();
+    }
+    FakeWebSocket.latest().drop(1006);
+    const socketsBefore = FakeWebSocket.instances.length;
+
+    h.window.dispatchEvent(new Event("online"));
+    expect(FakeWebSocket.instances).toHaveLength(socketsBefore + 1);
+    expect(FakeWebSocket.latest().after).toBe("c-1");
+
+    FakeWebSocket.latest().drop(1006);
+    h.page.visibilityState = "visible";
+    h.document.dispatchEvent(new Event("visibilitychange"));
+    expect(FakeWebSocket.instances).toHaveLength(socketsBefore + 2);
+  });
+
+  it("opens no second socket on visibility or online events while one is live", () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+
+    h.window.dispatchEvent(new Event("online"));
+    h.document.dispatchEvent(new Event("visibilitychange"));
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it("waits for the network instead of retrying while the browser is offline", async () => {
+    const h = setup();
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+
+    h.network.online = false;
+    FakeWebSocket.latest().drop(1006);
+    expect(h.connection.state).toBe("offline");
+    await advance(120_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+
+    h.network.online = true;
+    h.window.dispatchEvent(new Event("online"));
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(FakeWebSocket.latest().after).toBe("c-1");
+  });
+
+  it("closes its socket on stop and never reconnects afterwards", async () => {
+    const h = setup();
+    h.connection.start();
+    const socket = FakeWebSocket.latest();
+    socket.connect("sock-1", "c-1");
+
+    h.connection.stop();
+    expect(socket.closedByClient).toEqual({ code: 1000, reason: undefined });
+    expect(h.connection.state).toBe("offline");
+    h.window.dispatchEvent(new Event("online"));
+    await advance(120_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it("ignores events from a socket it has already replaced", async () => {
+    const h = setup();
+    h.connection.start();
+    const first = FakeWebSocket.latest();
+    first.connect("sock-1", "c-1");
+    first.drop(1006);
+    await advance(500);
+    FakeWebSocket.latest().connect("sock-2", "c-1");
+
+    first.send(newMessageFrame(makeMessage(9), "c-stale"));
+    first.drop(1006);
+    expect(h.events).toEqual([]);
+    expect(h.connection.state).toBe("live");
+    expect(h.connection.cursor).toBe("c-1");
+  });
+});
