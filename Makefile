@@ -29,8 +29,8 @@ ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES)
 ui: ui/dist/index.html
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check server tests bench
-	$(BIN)/ruff format --check server tests bench
+	$(BIN)/ruff check server tests $(wildcard bench)
+	$(BIN)/ruff format --check server tests $(wildcard bench)
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict server
