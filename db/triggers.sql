@@ -74,3 +74,28 @@ CREATE OR REPLACE TRIGGER messages_broadcast_delete
     AFTER DELETE ON messages
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
+
+-- Sockets of a signed-out session or a deleted user are closed by every pgcast process:
+-- they LISTEN on pgcast_revocations next to pgcast_events.
+CREATE OR REPLACE FUNCTION pgcast_announce_revocation() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'users' THEN
+        PERFORM pg_notify('pgcast_revocations', 'user:' || OLD.id);
+    ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+        PERFORM pg_notify('pgcast_revocations', 'session:' || NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_announce_revocation() IS
+    'Tells pgcast listeners to close the sockets of a revoked session or a deleted user.';
+
+CREATE OR REPLACE TRIGGER users_announce_deletion
+    AFTER DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
+
+CREATE OR REPLACE TRIGGER user_sessions_announce_revocation
+    AFTER UPDATE OF revoked_at ON user_sessions
+    FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();

@@ -29,8 +29,8 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def get_me(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    return web.json_response({"user": user.public_json()})
+    principal = await require_user(request)
+    return web.json_response({"user": principal.user.public_json()})
 
 
 class ContentError(ValueError):
@@ -42,24 +42,27 @@ class ContentError(ValueError):
 def validated_content(content: str, max_chars: int) -> str:
     """The rules for a message written through pgcast (the API and `pgcast send`)."""
     if not content.strip():
-        raise ContentError("content_empty", "the message is empty")
+        raise ContentError("content_empty", "The message is empty.")
     if len(content) > max_chars:
-        raise ContentError("content_too_long", f"the message is longer than {max_chars} characters")
+        raise ContentError(
+            "content_too_long", f"The message is longer than {max_chars} characters."
+        )
     if "\x00" in content:
-        raise ContentError("content_invalid", "the message contains a NUL character")
+        raise ContentError("content_invalid", "The message contains a NUL character.")
     return content
 
 
 async def post_message(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    require_same_origin(request)
+    principal = await require_user(request)
+    if principal.session_id is not None:
+        require_same_origin(request)
     socket_id = request.headers.get("X-Socket-ID")
     if socket_id is not None and _SOCKET_ID.match(socket_id) is None:
-        raise ApiError(400, "invalid_socket_id", "X-Socket-ID is not a socket id")
+        raise ApiError(400, "invalid_socket_id", "X-Socket-ID is not a socket id.")
     body = await read_json_object(request)
     raw_content = body.get("content")
     if not isinstance(raw_content, str):
-        raise ApiError(400, "invalid_shape", 'the body must be {"content": "..."}')
+        raise ApiError(400, "invalid_shape", 'The body must be {"content": "..."}.')
     try:
         content = validated_content(raw_content, request.app[CONFIG].max_message_chars)
     except ContentError as error:
@@ -69,11 +72,11 @@ async def post_message(request: web.Request) -> web.Response:
             if socket_id is not None:
                 await conn.execute(queries.SET_ORIGIN_SOCKET, {"socket_id": socket_id})
             cursor = await conn.execute(
-                queries.INSERT_MESSAGE, {"user_id": user.id, "content": content}
+                queries.INSERT_MESSAGE, {"user_id": principal.user.id, "content": content}
             )
             row = await cursor.fetchone()
     except psycopg.errors.ForeignKeyViolation:
-        raise ApiError(401, "not_signed_in", "your account no longer exists") from None
+        raise ApiError(401, "not_signed_in", "Your account no longer exists.") from None
     assert row is not None
     return web.json_response(message_json(*row), status=201)
 
@@ -83,7 +86,7 @@ def _query_int(request: web.Request, name: str, low: int, high: int) -> int | No
     if raw is None:
         return None
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        message = f"{name} must be a whole number from {low} to {high}"
+        message = f"{name} must be a whole number from {low} to {high}."
         raise ApiError(400, f"invalid_{name}", message)
     return int(raw)
 

@@ -9,22 +9,27 @@ import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+import workos
 from aiohttp import web
 
-from server import api, auth, health, ws
+from server import api, auth, health, login, webhooks, ws
 from server.config import Config
 from server.db import create_pool
 from server.errors import error_middleware
 from server.eventlog import current_position, database_identity
 from server.hub import Hub
-from server.keys import CONFIG, DATABASE_ID, HUB, LISTENER, METRICS, POOL, SOCKETS
+from server.keys import CONFIG, DATABASE_ID, HUB, LISTENER, METRICS, POOL, SOCKETS, TOKENS, WORKOS
 from server.listener import Listener
 from server.metrics import create_metrics
 from server.retention import prune_forever
+from server.tokens import AccessTokenVerifier
 
 UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 LISTEN_STARTUP_TIMEOUT_SECONDS = 30.0
+DEFAULT_WORKOS_BASE_URL = "https://api.workos.com/"
+WORKOS_TIMEOUT_SECONDS = 10
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,33 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if config.workos_api_key is None or config.workos_client_id is None:
+        yield
+        return
+    base_url = config.workos_base_url or DEFAULT_WORKOS_BASE_URL
+    client = workos.AsyncWorkOSClient(
+        api_key=config.workos_api_key.value,
+        client_id=config.workos_client_id,
+        base_url=base_url,
+        request_timeout=WORKOS_TIMEOUT_SECONDS,
+        # One retry for a passing 5xx; more would keep a browser waiting on the callback.
+        max_retries=1,
+    )
+    async with aiohttp.ClientSession() as http:
+        app[WORKOS] = client
+        app[TOKENS] = AccessTokenVerifier(
+            http,
+            jwks_url=client.user_management.get_jwks_url(),
+            issuer=config.workos_issuer or base_url.rstrip("/"),
+        )
+        try:
+            yield
+        finally:
+            await client.close()
+
+
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(
         prune_forever(app[POOL], app[CONFIG].event_retention), name="retention"
@@ -90,9 +122,11 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
-    app.cleanup_ctx.extend([pool_ctx, listener_ctx, retention_ctx])
+    app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, retention_ctx])
     api.setup_routes(app)
     auth.setup_routes(app)
+    login.setup_routes(app)
+    webhooks.setup_routes(app)
     ws.setup_routes(app)
     health.setup_routes(app)
     app.router.add_get("/", index)

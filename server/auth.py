@@ -1,4 +1,5 @@
-"""Who is asking: the session cookie, same-origin checks for browsers, and dev login."""
+"""Who is asking: session cookies (browsers) or bearer tokens (scripts and apps), CSRF
+checks for browsers, revocable sessions, and dev login."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp_session import get_session, new_session, session_middleware
@@ -17,11 +19,11 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from server import queries
 from server.config import Config
 from server.errors import ApiError
-from server.keys import CONFIG, POOL
+from server.keys import CONFIG, POOL, TOKENS
 from server.protocol import JsonObject
+from server.tokens import InvalidToken
 
 SESSION_COOKIE = "pgcast_session"
-MAX_JSON_DEPTH_ERRORS = (RecursionError, ValueError)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -35,6 +37,16 @@ class User:
     def public_json(self) -> JsonObject:
         """What other users may see: no e-mail."""
         return {"id": self.id, "name": self.name, "avatar_url": self.avatar_url}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A signed-in caller and how they proved it."""
+
+    user: User
+    session_id: str | None
+    """The cookie session; None for a bearer token (no cookie, so no CSRF exposure)."""
+    workos_session_id: str | None = None
 
 
 def user_from_row(row: tuple[Any, ...]) -> User:
@@ -53,30 +65,82 @@ def cookie_session_middleware(config: Config) -> Middleware:
     return session_middleware(storage)
 
 
-async def signed_in_user(request: web.Request) -> User | None:
+async def authenticate(request: web.Request) -> Principal | None:
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        return await _bearer_principal(request, authorization)
     session = await get_session(request)
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+    session_id = session.get("session_id")
+    if not isinstance(session_id, str):
         return None
-    # Checked against the table on every request: a deleted user's cookie stops working.
+    # Checked against the table on every request: logout, expiry and user deletion take
+    # effect at once even though the cookie itself cannot be recalled.
     async with request.app[POOL].connection() as conn:
-        cursor = await conn.execute(queries.USER_BY_ID, {"user_id": user_id})
+        cursor = await conn.execute(queries.SESSION_USER, {"session_id": session_id})
         row = await cursor.fetchone()
-    return None if row is None else user_from_row(row)
+    if row is None:
+        return None
+    return Principal(user_from_row(row), session_id, workos_session_id=row[4])
 
 
-async def require_user(request: web.Request) -> User:
-    user = await signed_in_user(request)
-    if user is None:
-        raise ApiError(401, "not_signed_in", "sign in first")
-    return user
+async def _bearer_principal(request: web.Request, authorization: str) -> Principal:
+    scheme, _, token = authorization.partition(" ")
+    verifier = request.app.get(TOKENS)
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "invalid_token", "Authorization must be 'Bearer <access token>'")
+    if verifier is None:
+        raise ApiError(401, "invalid_token", "bearer tokens need WorkOS to be configured")
+    try:
+        workos_id = await verifier.subject(token.strip())
+    except InvalidToken as error:
+        raise ApiError(401, "invalid_token", f"access token refused: {error}") from None
+    async with request.app[POOL].connection() as conn:
+        cursor = await conn.execute(queries.USER_BY_WORKOS_ID, {"workos_id": workos_id})
+        row = await cursor.fetchone()
+    if row is None:
+        raise ApiError(401, "unknown_user", "sign in to pgcast in a browser once first")
+    return Principal(user_from_row(row), None)
 
 
-async def start_session(request: web.Request, user: User) -> None:
+async def require_user(request: web.Request) -> Principal:
+    principal = await authenticate(request)
+    if principal is None:
+        raise ApiError(401, "not_signed_in", "Sign in first.")
+    return principal
+
+
+async def start_session(
+    request: web.Request, user: User, workos_session_id: str | None = None
+) -> None:
     # A fresh session on every sign-in, so a cookie planted before it is worth nothing.
+    session_id = secrets.token_urlsafe(24)
+    async with request.app[POOL].connection() as conn:
+        await conn.execute(
+            queries.CREATE_SESSION,
+            {
+                "session_id": session_id,
+                "user_id": user.id,
+                "workos_session_id": workos_session_id,
+                "max_age": request.app[CONFIG].session_max_age,
+            },
+        )
     session = await new_session(request)
-    session["user_id"] = user.id
-    session["session_id"] = secrets.token_urlsafe(16)
+    session["session_id"] = session_id
+
+
+async def end_session(request: web.Request) -> str | None:
+    """Revoke this browser's session; return its WorkOS session id, if it had one."""
+    principal = await authenticate(request)
+    session = await get_session(request)
+    session_id = session.get("session_id")
+    session.invalidate()
+    if isinstance(session_id, str):
+        try:
+            async with request.app[POOL].connection() as conn:
+                await conn.execute(queries.REVOKE_SESSION, {"session_id": session_id})
+        except psycopg.Error:
+            raise ApiError(503, "database_unavailable", "Could not sign out; try again.") from None
+    return None if principal is None else principal.workos_session_id
 
 
 def origin_of(url: str) -> str | None:
@@ -105,43 +169,43 @@ def is_same_origin(request: web.Request) -> bool:
 
 def require_same_origin(request: web.Request) -> None:
     if not is_same_origin(request):
-        raise ApiError(403, "cross_site_request", "this request did not come from this site")
+        raise ApiError(403, "cross_site_request", "This request did not come from this site.")
 
 
 async def read_json_object(request: web.Request) -> JsonObject:
     if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     raw = await request.read()
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None
-    except MAX_JSON_DEPTH_ERRORS:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        raise ApiError(400, "malformed_json", "The body is not valid UTF-8.") from None
+    except (RecursionError, ValueError):
+        raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_shape", "the body must be a JSON object")
+        raise ApiError(400, "invalid_shape", "The body must be a JSON object.")
     return body
 
 
 def _required_text(body: JsonObject, field: str, max_length: int) -> str:
     value = body.get(field)
     if not isinstance(value, str):
-        raise ApiError(400, "invalid_shape", f'"{field}" must be a string')
+        raise ApiError(400, "invalid_shape", f'"{field}" must be a string.')
     value = value.strip()
     if not value or len(value) > max_length or "\x00" in value:
-        raise ApiError(422, f"invalid_{field}", f'"{field}" must be 1 to {max_length} characters')
+        raise ApiError(422, f"invalid_{field}", f'"{field}" must be 1 to {max_length} characters.')
     return value
 
 
 async def dev_login(request: web.Request) -> web.Response:
     if not request.app[CONFIG].dev_login:
-        raise ApiError(404, "not_found", "dev login is off")
+        raise ApiError(404, "not_found", "Dev login is off.")
     require_same_origin(request)
     body = await read_json_object(request)
     email = _required_text(body, "email", 254)
     name = _required_text(body, "name", 100)
     if _EMAIL.match(email) is None:
-        raise ApiError(422, "invalid_email", '"email" must be an e-mail address')
+        raise ApiError(422, "invalid_email", '"email" must be an e-mail address.')
     async with request.app[POOL].connection() as conn:
         cursor = await conn.execute(queries.UPSERT_LOCAL_USER, {"email": email, "name": name})
         row = await cursor.fetchone()
@@ -151,13 +215,5 @@ async def dev_login(request: web.Request) -> web.Response:
     return web.json_response({"user": user.public_json()})
 
 
-async def logout(request: web.Request) -> web.Response:
-    require_same_origin(request)
-    session = await get_session(request)
-    session.invalidate()
-    raise web.HTTPSeeOther("/")
-
-
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/auth/dev-login", dev_login)
-    app.router.add_post("/auth/logout", logout)

@@ -45,6 +45,7 @@ class Config:
     workos_client_id: str | None
     workos_webhook_secret: Secret | None
     workos_base_url: str | None
+    workos_issuer: str | None
 
     @property
     def public_origin(self) -> str:
@@ -188,4 +189,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         workos_client_id=client_id,
         workos_webhook_secret=Secret(webhook_secret) if webhook_secret else None,
         workos_base_url=env.get("WORKOS_BASE_URL") or None,
+        workos_issuer=env.get("WORKOS_ISSUER") or None,
     )

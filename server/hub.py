@@ -14,14 +14,18 @@ from server.cursor import Snapshot
 from server.eventlog import Broadcast
 
 SLOW_CONSUMER_CLOSE = 1013
+SIGNED_OUT_CLOSE = 4401
 
 
 class Subscription:
     """One socket's bounded outbound queue."""
 
-    def __init__(self, socket_id: str, user_id: int, max_backlog_bytes: int) -> None:
+    def __init__(
+        self, socket_id: str, user_id: int, session_id: str | None, max_backlog_bytes: int
+    ) -> None:
         self.socket_id = socket_id
         self.user_id = user_id
+        self.session_id = session_id
         self.close_request: tuple[int, str] | None = None
         self._max_backlog_bytes = max_backlog_bytes
         self._frames: deque[str] = deque()
@@ -103,8 +107,10 @@ class Hub:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def subscribe(self, socket_id: str, user_id: int) -> Subscription:
-        subscription = Subscription(socket_id, user_id, self._max_backlog_bytes)
+    def subscribe(
+        self, socket_id: str, user_id: int, session_id: str | None = None
+    ) -> Subscription:
+        subscription = Subscription(socket_id, user_id, session_id, self._max_backlog_bytes)
         self._subscriptions[socket_id] = subscription
         return subscription
 
@@ -117,7 +123,12 @@ class Hub:
         for subscription in list(self._subscriptions.values()):
             subscription.offer(broadcasts, woke_at)
 
-    def close_user(self, user_id: int, code: int, reason: str) -> None:
+    def close_user(self, user_id: int, reason: str) -> None:
         for subscription in list(self._subscriptions.values()):
             if subscription.user_id == user_id:
-                subscription.close(code, reason)
+                subscription.close(SIGNED_OUT_CLOSE, reason)
+
+    def close_session(self, session_id: str, reason: str) -> None:
+        for subscription in list(self._subscriptions.values()):
+            if subscription.session_id == session_id:
+                subscription.close(SIGNED_OUT_CLOSE, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 
+import workos
 from aiohttp import web
 
 from server.config import Config
@@ -11,6 +12,7 @@ from server.db import DbPool
 from server.hub import Hub
 from server.listener import Listener
 from server.metrics import Metrics
+from server.tokens import AccessTokenVerifier
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", DbPool)
@@ -19,3 +21,6 @@ HUB = web.AppKey("hub", Hub)
 LISTENER = web.AppKey("listener", Listener)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 METRICS = web.AppKey("metrics", Metrics)
+# Present only when WorkOS is configured.
+WORKOS = web.AppKey("workos", workos.AsyncWorkOSClient)
+TOKENS = web.AppKey("tokens", AccessTokenVerifier)

@@ -64,8 +64,11 @@ class Listener:
                     self._listening.set()
                     # Whatever committed while we were not listening is in the table.
                     self._wake.set()
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    async for notification in conn.notifies():
+                        if notification.channel == queries.REVOCATIONS_CHANNEL:
+                            self._revoke(notification.payload)
+                        else:
+                            self._wake.set()
             except psycopg.Error as error:
                 if self.listening:
                     self.reconnects += 1
@@ -74,6 +77,15 @@ class Listener:
                 self._listening.clear()
             failures += 1
             await asyncio.sleep(_backoff(failures))
+
+    def _revoke(self, payload: str) -> None:
+        kind, _, ident = payload.partition(":")
+        if kind == "session" and ident:
+            self._hub.close_session(ident, "signed out")
+        elif kind == "user" and ident.isdigit():
+            self._hub.close_user(int(ident), "account deleted")
+        else:
+            log.warning("ignoring malformed revocation %r", payload[:100])
 
     async def _deliver_forever(self) -> None:
         failures = 0

@@ -8,7 +8,9 @@ LISTENER_APPLICATION_NAME: Final = "pgcast-listener"
 CLI_APPLICATION_NAME: Final = "pgcast-cli"
 NOTIFY_CHANNEL: Final = "pgcast_events"
 
-LISTEN: Final[LiteralString] = "LISTEN pgcast_events"
+REVOCATIONS_CHANNEL: Final = "pgcast_revocations"
+
+LISTEN: Final[LiteralString] = "LISTEN pgcast_events; LISTEN pgcast_revocations"
 
 DATABASE_IDENTITY: Final[LiteralString] = """
 SELECT instance_id::text,
@@ -101,8 +103,54 @@ ORDER BY m.id DESC
 LIMIT %(limit)s
 """
 
-USER_BY_ID: Final[LiteralString] = """
-SELECT id, name, avatar_url, email FROM users WHERE id = %(user_id)s
+CREATE_SESSION: Final[LiteralString] = """
+INSERT INTO user_sessions (id, user_id, workos_session_id, expires_at)
+VALUES (%(session_id)s, %(user_id)s, %(workos_session_id)s,
+        now() + %(max_age)s * interval '1 second')
+"""
+
+# A cookie is only as good as its row: revoked, expired, or its user deleted means signed out.
+SESSION_USER: Final[LiteralString] = """
+SELECT u.id, u.name, u.avatar_url, u.email, s.workos_session_id
+FROM user_sessions s
+JOIN users u ON u.id = s.user_id
+WHERE s.id = %(session_id)s AND s.revoked_at IS NULL AND s.expires_at > now()
+"""
+
+REVOKE_SESSION: Final[LiteralString] = """
+UPDATE user_sessions SET revoked_at = now()
+WHERE id = %(session_id)s AND revoked_at IS NULL
+"""
+
+PRUNE_SESSIONS: Final[LiteralString] = """
+DELETE FROM user_sessions WHERE expires_at < now() - interval '1 day'
+"""
+
+USER_BY_WORKOS_ID: Final[LiteralString] = """
+SELECT id, name, avatar_url, email FROM users WHERE workos_id = %(workos_id)s
+"""
+
+# Sign-in always applies what WorkOS just returned.
+UPSERT_WORKOS_USER: Final[LiteralString] = """
+INSERT INTO users (workos_id, email, name, avatar_url, workos_updated_at)
+VALUES (%(workos_id)s, %(email)s, %(name)s, %(avatar_url)s, %(workos_updated_at)s)
+ON CONFLICT (workos_id) DO UPDATE
+SET email = EXCLUDED.email, name = EXCLUDED.name, avatar_url = EXCLUDED.avatar_url,
+    workos_updated_at = greatest(users.workos_updated_at, EXCLUDED.workos_updated_at)
+RETURNING id, name, avatar_url, email
+"""
+
+# Webhooks may arrive late or twice: an update older than what was applied is ignored.
+APPLY_WORKOS_USER_UPDATE: Final[LiteralString] = """
+UPDATE users
+SET email = %(email)s, name = %(name)s, avatar_url = %(avatar_url)s,
+    workos_updated_at = %(workos_updated_at)s
+WHERE workos_id = %(workos_id)s
+  AND (workos_updated_at IS NULL OR workos_updated_at <= %(workos_updated_at)s)
+"""
+
+DELETE_WORKOS_USER: Final[LiteralString] = """
+DELETE FROM users WHERE workos_id = %(workos_id)s
 """
 
 USER_BY_EMAIL: Final[LiteralString] = """

@@ -19,6 +19,7 @@ PRUNE_EVERY_SECONDS = 3600.0
 async def prune_once(pool: DbPool, retention: timedelta) -> None:
     async with pool.connection() as conn:
         await conn.execute(queries.PRUNE_EVENTS, {"retention": retention})
+        await conn.execute(queries.PRUNE_SESSIONS)
 
 
 async def prune_forever(pool: DbPool, retention: timedelta) -> None:

@@ -34,7 +34,7 @@ GOING_AWAY = 1001
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     if request.headers.get("Origin") is not None and not is_same_origin(request):
         raise ApiError(403, "cross_site_request", "WebSocket from another site refused")
-    user = await require_user(request)
+    principal = await require_user(request)
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
     )
@@ -45,7 +45,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB]
     # Subscribe before taking the snapshot the socket starts from: every broadcast the
     # snapshot missed is then guaranteed to reach this subscription (docs/delivery.md).
-    subscription = hub.subscribe(socket_id, user.id)
+    subscription = hub.subscribe(socket_id, principal.user.id, principal.session_id)
     try:
         try:
             await _catch_up(request, ws, subscription, request.query.get("after"))

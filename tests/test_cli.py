@@ -15,6 +15,7 @@ import psycopg
 from tests.conftest import create_user
 
 PGCAST = [sys.executable, "-m", "server"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli_env(database_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -48,7 +49,7 @@ def test_send_to_unknown_user_exits_1_with_one_line(database_url: str, tmp_path:
 def test_send_with_empty_text_exits_1(database_url: str, tmp_path: Path) -> None:
     result = run_cli("send", "  ", "--as", "a@example.com", env=cli_env(database_url, tmp_path))
     assert result.returncode == 1
-    assert result.stderr.strip() == "pgcast: the message is empty"
+    assert result.stderr.strip() == "pgcast: The message is empty."
 
 
 def test_bad_usage_exits_2(database_url: str, tmp_path: Path) -> None:
@@ -133,8 +134,8 @@ async def test_tail_prints_every_broadcast_and_resumes_after_a_cursor(
         async with asyncio.timeout(20):
             while True:
                 cursor = await db.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN pgcast_events'"
-                    " AND datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'pgcast-listener' AND datname = current_database()"
                 )
                 row = await cursor.fetchone()
                 if row and row[0]:
@@ -187,7 +188,8 @@ def test_migrate_is_idempotent_and_safe_in_parallel(postgres_conninfo: str, tmp_
         ]
         outputs = [racer.communicate(timeout=120)[0] for racer in racers]
         assert [racer.returncode for racer in racers] == [0, 0, 0, 0]
-        assert sorted(o.split()[1] for o in outputs) == ["0", "0", "0", "2"]
+        migrations = len(list((ROOT / "db" / "migrations").glob("*.sql")))
+        assert sorted(o.split()[1] for o in outputs) == ["0", "0", "0", str(migrations)]
         again = run_cli("migrate", env=env)
         assert again.returncode == 0
         assert again.stdout.startswith("applied 0 migration(s)")
