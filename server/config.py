@@ -180,7 +180,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "PGCAST_EVENT_RETENTION", env.get("PGCAST_EVENT_RETENTION") or "7d"
         ),
         socket_backlog_bytes=_int(
-            env, "PGCAST_SOCKET_BACKLOG_BYTES", 4 * 1024 * 1024, low=64 * 1024, high=1 << 31
+            env, "PGCAST_SOCKET_BACKLOG_BYTES", 8 * 1024 * 1024, low=64 * 1024, high=1 << 31
         ),
         session_max_age=_int(
             env, "PGCAST_SESSION_MAX_AGE", 14 * 24 * 3600, low=60, high=365 * 24 * 3600

@@ -27,6 +27,7 @@ class Subscription:
         self.user_id = user_id
         self.session_id = session_id
         self.close_request: tuple[int, str] | None = None
+        self.close_requested = asyncio.Event()
         self._max_backlog_bytes = max_backlog_bytes
         self._frames: deque[str] = deque()
         self._backlog_bytes = 0
@@ -78,6 +79,7 @@ class Subscription:
             self.close_request = (code, reason)
         self._frames.clear()
         self._wakeup.set()
+        self.close_requested.set()
 
     async def take(self) -> tuple[list[str], float | None]:
         """Wait for frames (or a close request); take all that are queued, with the loop time

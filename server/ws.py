@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 
@@ -29,6 +28,7 @@ CURSOR_REFUSED = 4400
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -52,13 +52,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         except CursorError as error:
             await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
             return ws
-        writer = asyncio.create_task(_send_live(ws, subscription, request.app[METRICS]))
+        metrics = request.app[METRICS]
+        writer = asyncio.create_task(_send_live(ws, subscription, metrics))
+        enforcer = asyncio.create_task(
+            _close_when_asked(request, ws, subscription, metrics, writer)
+        )
         try:
             await _read_until_closed(ws)
         finally:
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            if subscription.close_request is None:
+                enforcer.cancel()
+            # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
+            await asyncio.gather(writer, enforcer, return_exceptions=True)
     finally:
         hub.unsubscribe(subscription)
     return ws
@@ -98,16 +104,38 @@ async def _send_live(
     while not ws.closed:
         frames, woke_at = await subscription.take()
         if subscription.close_request is not None:
-            code, reason = subscription.close_request
-            if code == SLOW_CONSUMER_CLOSE:
-                metrics.slow_sockets_closed.inc()
-            await ws.close(code=code, message=reason.encode())
             return
         if woke_at is not None:
             metrics.notify_to_send_seconds.observe(loop.time() - woke_at)
         for text in frames:
             await ws.send_str(text)
         metrics.frames_delivered.inc(len(frames))
+
+
+async def _close_when_asked(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    subscription: Subscription,
+    metrics: Metrics,
+    writer: asyncio.Task[None],
+) -> None:
+    """Carry out a close the hub asked for (slow consumer, signed out).
+
+    The writer may be stuck waiting for a peer that stopped reading, so it is cancelled
+    first; if even the close frame cannot be sent in time, the connection is dropped.
+    """
+    await subscription.close_requested.wait()
+    writer.cancel()
+    assert subscription.close_request is not None
+    code, reason = subscription.close_request
+    if code == SLOW_CONSUMER_CLOSE:
+        metrics.slow_sockets_closed.inc()
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+            await ws.close(code=code, message=reason.encode())
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
 
 
 async def _read_until_closed(ws: web.WebSocketResponse) -> None:
