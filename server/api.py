@@ -10,7 +10,7 @@ from aiohttp import web
 from server import queries
 from server.auth import read_json_object, require_same_origin, require_user
 from server.errors import ApiError
-from server.keys import CONFIG, POOL
+from server.keys import CONFIG, POOL, POST_LIMITER
 from server.protocol import message_json
 
 DEFAULT_PAGE = 50
@@ -56,6 +56,7 @@ async def post_message(request: web.Request) -> web.Response:
     principal = await require_user(request)
     if principal.session_id is not None:
         require_same_origin(request)
+    await request.app[POST_LIMITER].check(principal.user.id)
     socket_id = request.headers.get("X-Socket-ID")
     if socket_id is not None and _SOCKET_ID.match(socket_id) is None:
         raise ApiError(400, "invalid_socket_id", "X-Socket-ID is not a socket id.")

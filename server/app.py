@@ -19,9 +19,22 @@ from server.db import create_pool
 from server.errors import error_middleware
 from server.eventlog import current_position, database_identity
 from server.hub import Hub
-from server.keys import CONFIG, DATABASE_ID, HUB, LISTENER, METRICS, POOL, SOCKETS, TOKENS, WORKOS
+from server.keys import (
+    CONFIG,
+    DATABASE_ID,
+    HUB,
+    LISTENER,
+    METRICS,
+    POOL,
+    POST_LIMITER,
+    SOCKET_LIMITER,
+    SOCKETS,
+    TOKENS,
+    WORKOS,
+)
 from server.listener import Listener
 from server.metrics import create_metrics
+from server.ratelimit import SocketLimiter, post_limiter
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
 
@@ -93,6 +106,14 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
             await client.close()
 
 
+async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[SOCKET_LIMITER] = SocketLimiter(config.rate_sockets_per_user, config.rate_sockets_per_ip)
+    async with post_limiter(config.rate_posts_per_minute) as limiter:
+        app[POST_LIMITER] = limiter
+        yield
+
+
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(
         prune_forever(app[POOL], app[CONFIG].event_retention), name="retention"
@@ -122,7 +143,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
-    app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, retention_ctx])
+    app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, rate_limits_ctx, retention_ctx])
     api.setup_routes(app)
     auth.setup_routes(app)
     login.setup_routes(app)

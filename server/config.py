@@ -40,6 +40,9 @@ class Config:
     max_message_chars: int
     event_retention: timedelta
     socket_backlog_bytes: int
+    rate_posts_per_minute: int
+    rate_sockets_per_user: int
+    rate_sockets_per_ip: int
     session_max_age: int
     workos_api_key: Secret | None
     workos_client_id: str | None
@@ -182,6 +185,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         socket_backlog_bytes=_int(
             env, "PGCAST_SOCKET_BACKLOG_BYTES", 8 * 1024 * 1024, low=64 * 1024, high=1 << 31
         ),
+        rate_posts_per_minute=_int(env, "PGCAST_RATE_POSTS_PER_MINUTE", 60, low=0, high=1_000_000),
+        rate_sockets_per_user=_int(env, "PGCAST_RATE_SOCKETS_PER_USER", 20, low=0, high=1_000_000),
+        rate_sockets_per_ip=_int(env, "PGCAST_RATE_SOCKETS_PER_IP", 500, low=0, high=1_000_000),
         session_max_age=_int(
             env, "PGCAST_SESSION_MAX_AGE", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
         ),

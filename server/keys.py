@@ -12,6 +12,7 @@ from server.db import DbPool
 from server.hub import Hub
 from server.listener import Listener
 from server.metrics import Metrics
+from server.ratelimit import PostLimiter, SocketLimiter
 from server.tokens import AccessTokenVerifier
 
 CONFIG = web.AppKey("config", Config)
@@ -21,6 +22,8 @@ HUB = web.AppKey("hub", Hub)
 LISTENER = web.AppKey("listener", Listener)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 METRICS = web.AppKey("metrics", Metrics)
+POST_LIMITER = web.AppKey("post_limiter", PostLimiter)
+SOCKET_LIMITER = web.AppKey("socket_limiter", SocketLimiter)
 # Present only when WorkOS is configured.
 WORKOS = web.AppKey("workos", workos.AsyncWorkOSClient)
 TOKENS = web.AppKey("tokens", AccessTokenVerifier)

@@ -8,12 +8,12 @@ import secrets
 
 from aiohttp import WSMsgType, web
 
-from server.auth import is_same_origin, require_user
+from server.auth import Principal, is_same_origin, require_user
 from server.cursor import Cursor, CursorError
 from server.errors import ApiError
 from server.eventlog import check_resumable, current_position, read_page
 from server.hub import SLOW_CONSUMER_CLOSE, Subscription
-from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKETS
+from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKET_LIMITER, SOCKETS
 from server.metrics import Metrics
 from server.protocol import connected_frame
 
@@ -35,6 +35,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if request.headers.get("Origin") is not None and not is_same_origin(request):
         raise ApiError(403, "cross_site_request", "WebSocket from another site refused")
     principal = await require_user(request)
+    with request.app[SOCKET_LIMITER].hold(principal.user.id, request.remote or ""):
+        return await _serve_socket(request, principal)
+
+
+async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
     )

@@ -84,6 +84,10 @@ def server_config(database_url: str, data_dir: Path, port: int, **extra: str) ->
         "PGCAST_DATA_DIR": str(data_dir),
         "PGCAST_HOST": "127.0.0.1",
         "PGCAST_PORT": str(port),
+        # Tests open and close many sockets quickly; limits are tested where they are set.
+        "PGCAST_RATE_POSTS_PER_MINUTE": "0",
+        "PGCAST_RATE_SOCKETS_PER_USER": "0",
+        "PGCAST_RATE_SOCKETS_PER_IP": "0",
         **extra,
     }
     return load_config(env)
