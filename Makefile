@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_STAMP := ui/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui clean
+.PHONY: run test lint typecheck pytest ui-test ui chromium clean
 
 run: $(VENV)/.installed ui/dist/index.html
 	$(BIN)/pgcast serve
@@ -38,9 +38,15 @@ typecheck: $(VENV)/.installed
 ui-test: $(UI_STAMP)
 	cd ui && npm test --silent
 
+# The browser tests drive Debian's chromium; Playwright never downloads a browser.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+chromium:
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(VENV)/.installed ui/dist/index.html
+pytest: $(VENV)/.installed ui/dist/index.html chromium
 	$(BIN)/python -m pytest -q
 
 clean:
