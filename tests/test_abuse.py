@@ -3,6 +3,7 @@ a clear error, nothing is written, and the server keeps serving everyone else.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from tests.conftest import Client, RunningServer, server_config, start_server
 
@@ -220,3 +222,24 @@ async def test_fuzzed_cursors_and_client_frames_get_a_clean_close(
     message = await ws.receive(timeout=10)
     assert message.type == aiohttp.WSMsgType.CLOSE
     assert message.data in (1003, 1008)
+
+
+async def test_clients_that_never_finish_their_handshake_do_not_block_others(
+    client_factory: Any, server: RunningServer
+) -> None:
+    url = URL(server.url)
+    stalled = []
+    try:
+        for _ in range(50):
+            _, writer = await asyncio.open_connection(url.host, url.port)
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+            stalled.append(writer)
+        alice = client_factory()
+        await alice.sign_in("alice@example.com", "Alice")
+        socket = await alice.connect()
+        assert (await alice.post_message("served")).status == 201
+        assert (await socket.next_frame())["data"]["message"]["content"] == "served"
+    finally:
+        for writer in stalled:
+            writer.close()
+            await writer.wait_closed()

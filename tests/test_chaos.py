@@ -198,3 +198,32 @@ async def test_a_stalled_socket_is_closed_with_1013_others_get_everything_and_it
             await stalled.wait_closed()
         await alice.close()
         await server.runner.cleanup()
+
+
+async def test_a_long_transaction_arrives_once_also_to_clients_that_resumed_while_it_was_open(
+    client_factory: Any, db: psycopg.AsyncConnection[Any], database_url: str
+) -> None:
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    steady, resumer = await alice.connect(), await alice.connect()
+    user_id = await create_user(db)
+
+    async with await psycopg.AsyncConnection.connect(database_url) as held:
+        await held.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'held')", [user_id])
+        async with await psycopg.AsyncConnection.connect(database_url) as idle:
+            await idle.execute("SELECT 1")  # idle in transaction, unrelated
+            for n in range(30):
+                await db.execute(
+                    "INSERT INTO messages (user_id, content) VALUES (%s, %s)", [user_id, f"m{n}"]
+                )
+            assert await contents(steady, 30) == [f"m{n}" for n in range(30)]
+            assert await contents(resumer, 15) == [f"m{n}" for n in range(15)]
+            await resumer.close()
+            resumed = await alice.connect(after=resumer.cursor)
+            assert await contents(resumed, 15) == [f"m{n}" for n in range(15, 30)]
+            await held.commit()
+            await idle.rollback()
+
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
+    for socket_ in (steady, resumed):
+        assert await contents(socket_, 2) == ["held", "after"]
