@@ -1,0 +1,208 @@
+"""Driving the pgcast UI in Debian's chromium: launch flags, a watched tab, sign-in.
+
+Shared by the browser tests and `screenshots.py`. Never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    Error,
+    Locator,
+    Page,
+    Playwright,
+    ViewportSize,
+    WebSocket,
+    expect,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags chromium keeps calling Google on a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP: ViewportSize = {"width": 1200, "height": 800}
+WAIT = 10.0
+
+# The one console error a healthy page may log: the signed-out probe of /api/me answers 401,
+# which chromium reports as a failed resource even though the app handles it.
+SIGNED_OUT_PROBE = re.compile(
+    r"Failed to load resource: the server responded with a status of 401 \(Unauthorized\)"
+    r" @ http://127\.0\.0\.1:\d+/api/me"
+)
+
+
+def chromium_executable() -> str:
+    if not CHROMIUM.exists():
+        raise RuntimeError(
+            f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium "
+            "(Playwright's own browser download is not used)"
+        )
+    return str(CHROMIUM)
+
+
+async def launch_chromium(playwright: Playwright) -> Browser:
+    return await playwright.chromium.launch(
+        executable_path=chromium_executable(), headless=True, args=CHROMIUM_ARGS
+    )
+
+
+@dataclass
+class Tab:
+    """One page in its own browser context (own cookies), with everything it reported."""
+
+    context: BrowserContext
+    page: Page
+    # "text @ url" of every console message of type error; every uncaught exception.
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    # Every frame the page's WebSockets received, parsed, in arrival order.
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    # Every WebSocket the page opened (or tried to), and those that have closed since.
+    sockets: list[WebSocket] = field(default_factory=list)
+    closed_sockets: list[WebSocket] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def open(
+        cls, browser: Browser, base_url: str, viewport: ViewportSize | None = None
+    ) -> Tab:
+        context = await browser.new_context(
+            base_url=base_url, viewport=viewport or DESKTOP, color_scheme="light"
+        )
+        page = await context.new_page()
+        tab = cls(context, page)
+        page.on("console", tab._on_console)
+        page.on("pageerror", tab._on_page_error)
+        page.on("dialog", tab._on_dialog)
+        page.on("websocket", tab._on_websocket)
+        return tab
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(f"{message.text} @ {message.location.get('url', '')}")
+
+    def _on_page_error(self, error: Error) -> None:
+        self.page_errors.append(f"{error.name}: {error.message}")
+
+    async def _on_dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        await dialog.dismiss()
+
+    def _on_websocket(self, socket: WebSocket) -> None:
+        def received(payload: str | bytes) -> None:
+            self.frames.append(json.loads(payload))
+            self._changed.set()
+
+        def closed(_: WebSocket) -> None:
+            self.closed_sockets.append(socket)
+            self._changed.set()
+
+        self.sockets.append(socket)
+        self._changed.set()
+        socket.on("framereceived", received)
+        socket.on("close", closed)
+
+    async def close(self) -> None:
+        await self.context.close()
+
+    # --- what the page is showing ---------------------------------------------------------
+
+    @property
+    def status(self) -> Locator:
+        return self.page.get_by_role("status")
+
+    @property
+    def feed(self) -> Locator:
+        return self.page.get_by_role("log", name="Messages")
+
+    @property
+    def composer(self) -> Locator:
+        return self.page.get_by_label("Message", exact=True)
+
+    def message(self, message_id: int) -> Locator:
+        return self.page.locator(f'[data-message-id="{message_id}"]')
+
+    async def feed_contents(self) -> list[str]:
+        return await self.feed.locator(".message-content").all_inner_texts()
+
+    # --- doing things ------------------------------------------------------------------------
+
+    async def sign_in(self, email: str, name: str) -> None:
+        """The dev-login form, as a user fills it; returns once the socket is live."""
+        await self.page.goto("/")
+        await self.page.get_by_label("Email").fill(email)
+        await self.page.get_by_label("Name").fill(name)
+        await self.page.get_by_role("button", name="Sign in").click()
+        await expect(self.status).to_have_text("Live")
+
+    async def send(self, content: str) -> int:
+        """Type into the composer and press Enter; the id the server gave the message."""
+        await self.composer.fill(content)
+        async with self.page.expect_response(
+            lambda r: r.url.endswith("/api/messages") and r.request.method == "POST"
+        ) as posted:
+            await self.composer.press("Enter")
+        response = await posted.value
+        assert response.status == 201, await response.text()
+        # Without the header the page's own socket would receive the post as well.
+        assert await response.request.header_value("x-socket-id"), "post without X-Socket-ID"
+        message_id: int = (await response.json())["id"]
+        return message_id
+
+    # --- what the page received ------------------------------------------------------------
+
+    def message_frames(self, message_id: int) -> list[dict[str, Any]]:
+        return [
+            frame
+            for frame in self.frames
+            if frame.get("event") == "new-message" and frame["data"]["message"]["id"] == message_id
+        ]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = WAIT) -> None:
+        """Wait, without polling, until `condition()` holds after some socket event."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed.clear()
+                if condition():
+                    return
+                await self._changed.wait()
+
+    async def wait_for_frame(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> None:
+        await self.wait_until(lambda: any(predicate(frame) for frame in self.frames), timeout)
+
+    def assert_no_console_errors(self, expected: Iterable[re.Pattern[str]] = ()) -> None:
+        """No uncaught exception, and no console error other than the signed-out probe
+        (and the `expected` ones a test provokes on purpose)."""
+        allowed = [SIGNED_OUT_PROBE, *expected]
+        unexpected = [
+            error
+            for error in self.console_errors
+            if not any(pattern.fullmatch(error) for pattern in allowed)
+        ]
+        assert self.page_errors == [], self.page_errors
+        assert unexpected == [], unexpected
+
+
+# `await open_tab(viewport=...)`: the fixture that opens a Tab on the test's server.
+OpenTab = Callable[..., Awaitable[Tab]]
