@@ -255,3 +255,10 @@ async def create_user(
     row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def count_rows(conn: psycopg.AsyncConnection[Any], table: str) -> int:
+    cursor = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tests.conftest import Client, RunningServer, server_config, start_server
+from tests.conftest import Client, RunningServer, count_rows, server_config, start_server
 
 
 @pytest.fixture
@@ -35,13 +35,6 @@ async def limited(
     )
     yield running
     await running.runner.cleanup()
-
-
-async def message_count(db: psycopg.AsyncConnection[Any]) -> int:
-    cursor = await db.execute("SELECT count(*) FROM messages")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_posting_too_fast_gets_429_with_retry_after(
@@ -63,7 +56,7 @@ async def test_posting_too_fast_gets_429_with_retry_after(
             assert (await response.json())["error"]["code"] == "rate_limited"
         # The limit is per user: Bob is unaffected.
         assert (await bob.post_message("hi")).status == 201
-        assert await message_count(db) == 6
+        assert await count_rows(db, "messages") == 6
     finally:
         await alice.close()
         await bob.close()

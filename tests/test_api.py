@@ -8,14 +8,7 @@ import aiohttp
 import psycopg
 import pytest
 
-from tests.conftest import Client, RunningServer, create_user
-
-
-async def message_count(db: psycopg.AsyncConnection[Any]) -> int:
-    cursor = await db.execute("SELECT count(*) FROM messages")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+from tests.conftest import Client, RunningServer, count_rows, create_user
 
 
 async def test_post_reaches_other_sockets_but_not_the_posters_own(
@@ -43,7 +36,7 @@ async def test_post_reaches_other_sockets_but_not_the_posters_own(
     # Alice's socket skipped her own post: the next thing it sees is a later message.
     await bob.post_message("hello alice", socket_id=bob_socket.socket_id)
     assert (await alice_socket.next_frame())["data"]["message"]["content"] == "hello alice"
-    assert await message_count(db) == 2
+    assert await count_rows(db, "messages") == 2
 
 
 async def test_post_returns_the_message_as_201(client_factory: Any) -> None:
@@ -110,7 +103,7 @@ async def test_bad_post_bodies_are_refused_and_nothing_is_written(
         error = (await response.json())["error"]
     assert error["code"] == code
     assert error["message"]
-    assert await message_count(db) == 0
+    assert await count_rows(db, "messages") == 0
 
 
 async def test_longest_allowed_message_is_accepted(client_factory: Any) -> None:
@@ -126,7 +119,7 @@ async def test_post_without_signing_in_is_401_and_writes_nothing(
     stranger = client_factory()
     response = await stranger.post_message("hello")
     assert response.status == 401
-    assert await message_count(db) == 0
+    assert await count_rows(db, "messages") == 0
 
 
 @pytest.mark.parametrize(
@@ -149,7 +142,7 @@ async def test_cross_site_post_is_403_and_writes_nothing(
     ) as response:
         assert response.status == 403
         assert (await response.json())["error"]["code"] == "cross_site_request"
-    assert await message_count(db) == 0
+    assert await count_rows(db, "messages") == 0
 
 
 async def test_same_origin_by_fetch_metadata_or_referer_is_accepted(client_factory: Any) -> None:
@@ -169,7 +162,7 @@ async def test_bad_socket_id_header_is_400(
     await alice.sign_in("alice@example.com", "Alice")
     response = await alice.post_message("hi", socket_id="not a socket id!")
     assert response.status == 400
-    assert await message_count(db) == 0
+    assert await count_rows(db, "messages") == 0
 
 
 async def test_history_pages_oldest_first_with_next_before(

@@ -20,6 +20,18 @@ from tests.conftest import (
 )
 
 
+async def refused_cursor(client: Client, cursor: str) -> str:
+    """Connect with `?after=cursor`, expect a 4400 close, return its reason."""
+    ws = await client.http.ws_connect(
+        client.server.ws_url + f"?after={cursor}", headers={"Origin": client.server.origin}
+    )
+    message = await ws.receive(timeout=10)
+    assert message.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 4400
+    assert message.extra
+    return str(message.extra)
+
+
 async def signed_in(client_factory: Any) -> Client:
     client: Client = client_factory()
     await client.sign_in("alice@example.com", "Alice")
@@ -46,13 +58,7 @@ async def test_cross_site_websocket_is_refused_with_403(client_factory: Any) -> 
 )
 async def test_unreadable_cursor_closes_with_4400(client_factory: Any, cursor: str) -> None:
     alice = await signed_in(client_factory)
-    ws = await alice.http.ws_connect(
-        alice.server.ws_url + f"?after={cursor}", headers={"Origin": alice.server.origin}
-    )
-    message = await ws.receive(timeout=10)
-    assert message.type == aiohttp.WSMsgType.CLOSE
-    assert ws.close_code == 4400
-    assert message.extra
+    await refused_cursor(alice, cursor)
 
 
 async def test_cursor_from_the_future_closes_with_4400(client_factory: Any) -> None:
@@ -61,12 +67,7 @@ async def test_cursor_from_the_future_closes_with_4400(client_factory: Any) -> N
     real = Cursor.decode(socket.cursor)
     ahead = type(real.next)(real.next.xmax + 1000, real.next.xmax + 1000, frozenset())
     forged = Cursor.at(real.database, real.taken_at_us, ahead).encode()
-    ws = await alice.http.ws_connect(
-        alice.server.ws_url + f"?after={forged}", headers={"Origin": alice.server.origin}
-    )
-    message = await ws.receive(timeout=10)
-    assert ws.close_code == 4400
-    assert "ahead" in message.extra
+    assert "ahead" in await refused_cursor(alice, forged)
 
 
 async def test_cursor_older_than_retention_closes_with_4400(
@@ -77,12 +78,7 @@ async def test_cursor_older_than_retention_closes_with_4400(
     await socket.close()
     # As if retention had just removed events newer than this cursor.
     await db.execute("UPDATE pgcast_instance SET pruned_through = now()")
-    ws = await alice.http.ws_connect(
-        alice.server.ws_url + f"?after={socket.cursor}", headers={"Origin": alice.server.origin}
-    )
-    message = await ws.receive(timeout=10)
-    assert ws.close_code == 4400
-    assert "retention" in message.extra
+    assert "retention" in await refused_cursor(alice, socket.cursor)
 
 
 async def test_cursor_from_another_database_closes_with_4400(
@@ -107,12 +103,7 @@ async def test_cursor_from_another_database_closes_with_4400(
         drop_database(postgres_conninfo, other_name)
 
     alice = await signed_in(client_factory)
-    ws = await alice.http.ws_connect(
-        alice.server.ws_url + f"?after={foreign_cursor}", headers={"Origin": alice.server.origin}
-    )
-    message = await ws.receive(timeout=10)
-    assert ws.close_code == 4400
-    assert "another database" in message.extra
+    assert "another database" in await refused_cursor(alice, foreign_cursor)
 
 
 async def test_text_frame_from_client_closes_with_1008(client_factory: Any) -> None:

@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 from yarl import URL
 
 from server.config import ConfigError, load_config
-from tests.conftest import Client, RunningServer, server_config, start_server
+from tests.conftest import Client, RunningServer, count_rows, server_config, start_server
 from tests.fake_workos import FakeWorkOS
 
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -69,13 +69,6 @@ async def sign_in_with_workos(client: Client, return_to: str | None = None) -> s
 async def me(client: Client, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     async with client.http.get(client.server.url + "/api/me", headers=headers) as response:
         return response.status, await response.json()
-
-
-async def count(db: psycopg.AsyncConnection[Any], table: str) -> int:
-    cursor = await db.execute(f"SELECT count(*) FROM {table}")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def test_workos_sign_in_creates_the_user_and_a_second_sign_in_updates_it(
@@ -178,7 +171,7 @@ async def test_bad_callbacks_start_no_session_and_create_no_user(
         assert response.status == status
         assert (await response.json())["error"]["code"] == code
     assert (await me(browser))[0] == 401
-    assert await count(db, "users") == 0
+    assert await count_rows(db, "users") == 0
 
 
 async def test_a_used_state_cannot_be_used_again(
@@ -336,7 +329,7 @@ async def test_webhook_user_deleted_removes_user_messages_sockets_and_session(
     assert (await me(grace_browser))[0] == 401
     cursor = await db.execute("SELECT email FROM users")
     assert await cursor.fetchall() == [("alan@example.com",)]
-    assert await count(db, "messages") == 0
+    assert await count_rows(db, "messages") == 0
 
     # Replaying the deletion is harmless.
     status, _ = await post_webhook(server, body, fake.sign_webhook(body, secret=WEBHOOK_SECRET))
@@ -367,7 +360,7 @@ async def test_webhook_with_a_bad_signature_is_401_and_changes_nothing(
     status, error = await post_webhook(server, body, signature)
     assert status == 401
     assert error["error"]["code"] == "invalid_signature"
-    assert await count(db, "users") == 1
+    assert await count_rows(db, "users") == 1
 
 
 async def test_webhook_with_a_signed_but_malformed_body_is_400(
@@ -381,7 +374,7 @@ async def test_webhook_with_a_signed_but_malformed_body_is_400(
         )
         assert status == 400
         assert error["error"]["code"] == "invalid_event"
-    assert await count(db, "users") == 1
+    assert await count_rows(db, "users") == 1
 
 
 async def test_webhook_of_an_unknown_event_type_is_acknowledged_and_ignored(
@@ -415,7 +408,7 @@ async def test_bearer_token_works_for_api_and_websocket_without_csrf(
     frame = await ws.receive_json(timeout=10)
     assert frame["data"]["message"]["content"] == "from a script"
     await ws.close()
-    assert await count(db, "messages") == 1
+    assert await count_rows(db, "messages") == 1
 
 
 @pytest.mark.parametrize(
@@ -462,7 +455,7 @@ async def test_bad_bearer_tokens_are_401(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await app.http.ws_connect(app.server.ws_url, headers={"Authorization": header})
     assert refused.value.status == 401
-    assert await count(db, "messages") == 0
+    assert await count_rows(db, "messages") == 0
 
 
 async def test_config_shows_workos_sign_in(client_factory: Any) -> None:
