@@ -46,6 +46,18 @@ class Snapshot:
         """Whether transaction `tx` had committed when this snapshot was taken."""
         return tx < self.xmin or (tx < self.xmax and tx not in self.xip)
 
+    def sees_all_of(self, other: Snapshot) -> bool:
+        """Whether every transaction `other` saw committed, this one did too.
+
+        Both must come from the same database. `xmax` (one past the newest completed
+        transaction) never goes back, and while it stands still transactions only leave
+        the in-progress list, so the snapshot taken later is the one with the larger
+        `xmax`, or with the same `xmax` and fewer transactions in progress.
+        """
+        if other.xmax != self.xmax:
+            return other.xmax < self.xmax
+        return self.xip <= other.xip
+
 
 @dataclass(frozen=True)
 class Cursor:

@@ -24,6 +24,11 @@ class Broadcast:
     frame: str
     cursor: Cursor
 
+    def framed_with(self, cursor: Cursor) -> str:
+        """The same frame carrying another cursor (it is always the frame's last key)."""
+        head = self.frame[: self.frame.rindex(',"cursor":"')]
+        return f'{head},"cursor":"{cursor.encode()}"}}'
+
 
 @dataclass(frozen=True, slots=True)
 class Page:

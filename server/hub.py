@@ -10,7 +10,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from server.cursor import Snapshot
+from server.cursor import Cursor, Snapshot
 from server.eventlog import Broadcast
 
 SLOW_CONSUMER_CLOSE = 1013
@@ -58,21 +58,40 @@ class Subscription:
             if self._backlog_bytes > self._max_backlog_bytes:
                 self._give_up()
             return
-        seen_by = self._seen_by
         added = 0
         for broadcast in broadcasts:
             if broadcast.origin_socket_id == self.socket_id:
                 continue
-            if seen_by is not None and seen_by.sees(broadcast.tx):
-                continue
-            self._frames.append(broadcast.frame)
-            added += len(broadcast.frame)
+            text = broadcast.frame
+            if self._seen_by is not None:
+                if self._seen_by.sees(broadcast.tx):
+                    continue
+                text = self._frame_after_catch_up(broadcast, self._seen_by)
+            self._frames.append(text)
+            added += len(text)
         if not added:
             return
         self._backlog_bytes += added
         if self._backlog_bytes > self._max_backlog_bytes:
             self._give_up()
         self._wakeup.set()
+
+    def _frame_after_catch_up(self, broadcast: Broadcast, seen_by: Snapshot) -> str:
+        """The frame to send from a batch that began before this socket's catch-up snapshot.
+
+        The shared frame's cursor says "everything before the batch's start, and the batch
+        up to here". This socket has more than that: everything `seen_by` saw, some of which
+        sorts later in the batch. Its cursor must say so, or resuming from it would send
+        those again. Once batches start after `seen_by`, the shared frames are right as
+        they are and the filter is dropped.
+        """
+        position = broadcast.cursor
+        if not seen_by.sees_all_of(position.prev):
+            self._seen_by = None
+            return broadcast.frame
+        return broadcast.framed_with(
+            Cursor(position.database, position.taken_at_us, seen_by, position.next, position.after)
+        )
 
     def close(self, code: int, reason: str) -> None:
         if self.close_request is None:

@@ -1,0 +1,61 @@
+"""The hub's per-socket rules, on hand-made broadcasts (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+from server.cursor import Cursor, Snapshot
+from server.eventlog import Broadcast
+from server.hub import Hub
+from server.protocol import frame
+
+
+def broadcast(
+    tx: int, event_id: int, prev: str, next_: str, origin: str | None = None
+) -> Broadcast:
+    cursor = Cursor("db", 1, Snapshot.parse(prev), Snapshot.parse(next_), (tx, event_id))
+    text = frame("new-message", "messages", {"message": {"id": event_id}}, cursor.encode())
+    return Broadcast(event_id, tx, origin, text, cursor)
+
+
+async def test_socket_skips_its_own_posts() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    mine = hub.subscribe("me", user_id=1)
+    mine.go_live(None)
+    hub.publish(
+        [broadcast(10, 1, "9:9:", "11:11:", origin="me"), broadcast(11, 2, "9:9:", "12:12:")]
+    )
+    frames, _ = await mine.take()
+    assert [json.loads(f)["data"]["message"]["id"] for f in frames] == [2]
+
+
+async def test_frames_of_a_batch_straddling_the_catch_up_carry_a_cursor_that_says_so() -> None:
+    # The socket caught up to S = 12:12: (tx 11 had committed, tx 10 had not). The listener's
+    # batch began at P = 9:9: and holds tx 10 (new to the socket) and tx 11 (already sent).
+    hub = Hub(max_backlog_bytes=1 << 20)
+    socket = hub.subscribe("s", user_id=1)
+    caught_up = Snapshot.parse("10:12:10")
+    socket.go_live(caught_up)
+    hub.publish([broadcast(10, 5, "9:9:", "13:13:"), broadcast(11, 6, "9:9:", "13:13:")])
+    frames, _ = await socket.take()
+    assert len(frames) == 1
+    cursor = Cursor.decode(json.loads(frames[0])["cursor"])
+    # Resuming from it must not send tx 11 again: its batch now starts at S, not at P.
+    assert cursor.prev == caught_up
+    assert cursor.next == Snapshot.parse("13:13:")
+    assert cursor.after == (10, 5)
+
+    # A later batch starts after S: frames are passed on unchanged.
+    later = broadcast(13, 7, "13:13:", "14:14:")
+    hub.publish([later])
+    frames, _ = await socket.take()
+    assert frames == [later.frame]
+
+
+def test_snapshot_order() -> None:
+    early, late = Snapshot.parse("10:12:10"), Snapshot.parse("10:12:")
+    assert late.sees_all_of(early)
+    assert not early.sees_all_of(late)
+    assert Snapshot.parse("13:13:").sees_all_of(late)
+    assert not late.sees_all_of(Snapshot.parse("13:13:"))
+    assert early.sees_all_of(early)
