@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ import workos
 from aiohttp import web
 
 from server import api, auth, health, login, webhooks, ws
+from server.background import running
 from server.config import Config
 from server.db import create_pool
 from server.errors import error_middleware
@@ -67,16 +67,11 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
         start = await current_position(conn, app[DATABASE_ID])
     app[LISTENER] = listener = Listener(config.database_url, app[POOL], hub, start)
     app[METRICS] = create_metrics(sockets=hub.__len__, reconnects=lambda: listener.reconnects)
-    task = asyncio.create_task(listener.run(), name="listener")
-    try:
+    async with running(listener.run(), "listener"):
         # Serve only once LISTEN is in place, so the process is ready as soon as it accepts.
         async with asyncio.timeout(LISTEN_STARTUP_TIMEOUT_SECONDS):
             await listener.wait_listening()
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -115,13 +110,8 @@ async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(
-        prune_forever(app[POOL], app[CONFIG].event_retention), name="retention"
-    )
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(prune_forever(app[POOL], app[CONFIG].event_retention), "retention"):
+        yield
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from server import queries
 from server.api import validated_content
+from server.background import running
 from server.config import Config, ConfigError, load_config
 from server.cursor import Cursor, CursorError
 from server.db import create_pool, describe
@@ -162,17 +163,12 @@ async def _tail(conninfo: str, after: str | None) -> None:
         subscription = hub.subscribe("tail", user_id=0)
         subscription.go_live(None)
         listener = Listener(conninfo, pool, hub, start)
-        listening = asyncio.create_task(listener.run())
-        try:
+        async with running(listener.run(), "listener"):
             while True:
                 frames, _ = await subscription.take()
                 for text in frames:
                     sys.stdout.write(text + "\n")
                 sys.stdout.flush()
-        finally:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
 
 
 def command_psql(args: argparse.Namespace) -> int:

@@ -29,7 +29,9 @@ def create_pool(conninfo: str, application_name: str, max_size: int = 10) -> DbP
         conninfo,
         min_size=1,
         max_size=max_size,
-        kwargs={"application_name": application_name},
+        # Autocommit: a single statement needs no BEGIN/COMMIT round trips; writes that
+        # need a transaction open one explicitly with `conn.transaction()`.
+        kwargs={"application_name": application_name, "autocommit": True},
         # A connection that died with a database restart is replaced, not handed out.
         check=AsyncConnectionPool.check_connection,
         open=False,

@@ -76,6 +76,8 @@ async def read_page(conn: DbConnection, position: Cursor, limit: int) -> Page:
             "in_batch": not position.on_boundary,
             "prev": str(position.prev),
             "next": str(position.next),
+            "prev_xmax": str(position.prev.xmax),
+            "next_xmax": str(position.next.xmax),
             "after_tx": None if position.after is None else str(position.after[0]),
             "after_id": None if position.after is None else position.after[1],
             "limit": limit,

@@ -34,35 +34,44 @@ FROM pgcast_instance
 # One page of events after a position, read under a single statement snapshot (`here`).
 # rest_of_batch: events the position's batch (prev -> next) still owes, after `after`.
 # after_batch: events committed after `next` and before `here`.
-# The OR conditions are what `NOT pg_visible_in_snapshot` implies, written so the
-# (tx, id) index can be used. The first row always carries `here`, even on an empty page.
+# "Not visible in snapshot s" means tx >= xmax(s), or tx in xip(s). Each is its own
+# branch, ordered and limited on its own, so each is a short walk of the (tx, id) index
+# whatever the table's statistics say; written as one OR, the planner may scan the table.
+# The first row always carries `here`, even on an empty page.
 EVENTS_PAGE: Final[LiteralString] = """
 WITH here AS (
     SELECT pg_current_snapshot() AS snap,
            (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS taken_at_us
 ),
 rest_of_batch AS (
-    SELECT 1 AS part, e.*
-    FROM message_events e
-    WHERE %(in_batch)s
-      AND (e.tx >= pg_snapshot_xmax(%(prev)s::pg_snapshot)
-           OR e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(prev)s::pg_snapshot))))
-      AND e.tx < pg_snapshot_xmax(%(next)s::pg_snapshot)
-      AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
-      AND NOT pg_visible_in_snapshot(e.tx, %(prev)s::pg_snapshot)
-      AND (%(after_tx)s::xid8 IS NULL
-           OR (e.tx, e.id) > (%(after_tx)s::xid8, %(after_id)s::bigint))
-    ORDER BY e.tx, e.id
-    LIMIT %(limit)s
+    (SELECT 1 AS part, e.* FROM message_events e
+     WHERE %(in_batch)s
+       AND e.tx >= %(prev_xmax)s::text::xid8 AND e.tx < %(next_xmax)s::text::xid8
+       AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
+       AND (%(after_tx)s::xid8 IS NULL
+            OR (e.tx, e.id) > (%(after_tx)s::xid8, %(after_id)s::bigint))
+     ORDER BY e.tx, e.id
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT 1 AS part, e.* FROM message_events e
+     WHERE %(in_batch)s
+       AND e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(prev)s::pg_snapshot)))
+       AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
+       AND (%(after_tx)s::xid8 IS NULL
+            OR (e.tx, e.id) > (%(after_tx)s::xid8, %(after_id)s::bigint))
+     ORDER BY e.tx, e.id
+     LIMIT %(limit)s)
 ),
 after_batch AS (
-    SELECT 2 AS part, e.*
-    FROM message_events e
-    WHERE (e.tx >= pg_snapshot_xmax(%(next)s::pg_snapshot)
-           OR e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot))))
-      AND NOT pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
-    ORDER BY e.tx, e.id
-    LIMIT %(limit)s
+    (SELECT 2 AS part, e.* FROM message_events e
+     WHERE e.tx >= %(next_xmax)s::text::xid8
+     ORDER BY e.tx, e.id
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT 2 AS part, e.* FROM message_events e
+     WHERE e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot)))
+     ORDER BY e.tx, e.id
+     LIMIT %(limit)s)
 ),
 page AS (
     SELECT * FROM rest_of_batch
@@ -77,6 +86,7 @@ FROM here
 LEFT JOIN page ON true
 LEFT JOIN users u ON u.id = page.user_id
 ORDER BY page.part, page.tx, page.id
+LIMIT %(limit)s
 """
 
 # Marks the writing transaction so the poster's own socket is skipped (X-Socket-ID).

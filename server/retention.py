@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from datetime import timedelta
 
 import psycopg
@@ -23,6 +24,9 @@ async def prune_once(pool: DbPool, retention: timedelta) -> None:
 
 
 async def prune_forever(pool: DbPool, retention: timedelta) -> None:
+    # Spread over the hour, so the processes of a deployment do not all prune at once
+    # (and a process that lives a few seconds, like a test's, never does).
+    await asyncio.sleep(random.uniform(60, PRUNE_EVERY_SECONDS))
     while True:
         try:
             await prune_once(pool, retention)

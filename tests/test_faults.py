@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,11 @@ class PostgresOfOurOwn:
 def own_postgres(tmp_path: Path) -> Iterator[tuple[PostgresOfOurOwn, str]]:
     with embedded_database(tmp_path / "own") as conninfo:
         migrate(conninfo)
-        yield PostgresOfOurOwn(tmp_path / "own"), conninfo
+        postgres = PostgresOfOurOwn(tmp_path / "own")
+        yield postgres, conninfo
+        # A server restarted by the test is not the process pgserver started; stop it here.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            postgres.pg_ctl("-m", "fast", "stop")
 
 
 @pytest.fixture

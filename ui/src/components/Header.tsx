@@ -12,7 +12,7 @@ export function Header({ user, connection }: { user: User; connection: Connectio
         <span className="app-user-name">{user.name}</span>
         {/* A real form post, not fetch: with WorkOS the 303 leads to WorkOS's own logout
             page, a cross-origin redirect that only a navigation can follow. */}
-        <form method="post" action="/auth/logout">
+        <form className="app-sign-out" method="post" action="/auth/logout">
           <button type="submit" className="button-secondary">
             Sign out
           </button>

@@ -16,7 +16,7 @@ export const PAGE_SIZE = 50;
 type FeedAction =
   | { type: "event"; event: FeedEvent }
   | { type: "replaced"; page: MessagePage; eventsDuringFetch: FeedEvent[] }
-  | { type: "older"; page: MessagePage };
+  | { type: "older"; page: MessagePage; before: number };
 
 function feedReducer(state: FeedState, action: FeedAction): FeedState {
   switch (action.type) {
@@ -27,7 +27,7 @@ function feedReducer(state: FeedState, action: FeedAction): FeedState {
     case "replaced":
       return replaceWithPage(action.page, action.eventsDuringFetch);
     case "older":
-      return prependOlderPage(state, action.page);
+      return prependOlderPage(state, action.page, action.before);
   }
 }
 
@@ -52,6 +52,13 @@ function describe(error: unknown): string {
 
 /**
  * The live feed: history over HTTP, changes over the realtime socket, merged by id.
+ *
+ * The first page is fetched once the socket is subscribed (its `connected` frame), not on
+ * mount: the server guarantees every change committed after `connected` reaches the
+ * socket, so a page fetched from then on plus the events on top of it leaves no gap. A
+ * page fetched earlier would need a second fetch after `connected` to close that gap,
+ * and the second one would replace whatever older pages the reader loaded in between.
+ * Until then the feed shows its loading state.
  */
 export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesControls {
   const [feed, dispatch] = useReducer(feedReducer, EMPTY_FEED);
@@ -64,6 +71,8 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
 
   // Each reload starts a new generation; answers from an older one are stale.
   const generation = useRef(0);
+  // Cancels the reload in flight when a newer one supersedes it or the feed unmounts.
+  const reloadAbort = useRef<AbortController | null>(null);
   // Events that arrive while a reload is in flight, to re-apply on top of its page.
   const eventsDuringReload = useRef<FeedEvent[] | null>(null);
   const loadingOlderRef = useRef(false);
@@ -81,12 +90,19 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
     dispatch({ type: "event", event });
   }, []);
 
+  /**
+   * Start over from a fresh first page. This replaces the feed, older pages included: it
+   * runs only when the feed may have a gap (a fresh socket) or on "Try again".
+   */
   const reload = useCallback(async () => {
     const current = ++generation.current;
+    reloadAbort.current?.abort();
+    const abort = new AbortController();
+    reloadAbort.current = abort;
     const buffered: FeedEvent[] = [];
     eventsDuringReload.current = buffered;
     try {
-      const page = await listMessages({ limit: PAGE_SIZE });
+      const page = await listMessages({ limit: PAGE_SIZE, signal: abort.signal });
       if (current !== generation.current) return;
       dispatch({ type: "replaced", page, eventsDuringFetch: buffered });
       setLoadError(null);
@@ -95,7 +111,10 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
       if (current !== generation.current) return;
       handleFailure(error, setLoadError);
     } finally {
-      if (current === generation.current) eventsDuringReload.current = null;
+      if (current === generation.current) {
+        eventsDuringReload.current = null;
+        reloadAbort.current = null;
+      }
     }
   }, [handleFailure]);
 
@@ -108,8 +127,9 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
     setOlderError(null);
     try {
       const page = await listMessages({ before, limit: PAGE_SIZE });
-      // A reload in the meantime replaced the list this page would extend.
-      if (current === generation.current) dispatch({ type: "older", page });
+      // A reload in the meantime replaced the list this page would extend. (The reducer
+      // also drops it if the list no longer ends at `before`.)
+      if (current === generation.current) dispatch({ type: "older", page, before });
     } catch (error) {
       if (current === generation.current) handleFailure(error, setOlderError);
     } finally {
@@ -121,17 +141,23 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
   const { state: connection, getSocketId } = useRealtime({
     onEvent: apply,
     // A fresh socket (first connect, or after its cursor was refused) only sees what is
-    // committed from now on: reload history so nothing before it is missing.
+    // committed from now on: load history now so nothing before it is missing. This is
+    // the only automatic first-page fetch; a resumed socket replays what it missed.
     onConnected: ({ resumed }) => {
       if (!resumed) void reload();
     },
     onSignedOut: () => onSignedOutRef.current(),
   });
 
-  useEffect(() => {
-    // Shows history at once instead of waiting for the socket's handshake.
-    void reload();
-  }, [reload]);
+  useEffect(
+    () => () => {
+      // Unmounted (signed out): whatever is still in flight has no feed to update.
+      generation.current += 1;
+      reloadAbort.current?.abort();
+      reloadAbort.current = null;
+    },
+    [],
+  );
 
   const send = useCallback(
     async (content: string) => {

@@ -84,13 +84,17 @@ export async function devLogin(email: string, name: string): Promise<void> {
   await send("/auth/dev-login", jsonBody({ email, name }));
 }
 
+/** `signal` cancels a request whose answer is no longer wanted (a newer reload started). */
 export function listMessages(
-  options: { before?: number | null; limit?: number } = {},
+  options: { before?: number | null; limit?: number; signal?: AbortSignal } = {},
 ): Promise<MessagePage> {
   const params = new URLSearchParams();
   if (options.before != null) params.set("before", String(options.before));
   params.set("limit", String(options.limit ?? 50));
-  return requestJson<MessagePage>(`/api/messages?${params.toString()}`);
+  return requestJson<MessagePage>(
+    `/api/messages?${params.toString()}`,
+    options.signal ? { signal: options.signal } : undefined,
+  );
 }
 
 /** `socketId` keeps this tab's own socket from receiving the broadcast of this post. */

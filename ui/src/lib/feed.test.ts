@@ -45,12 +45,20 @@ describe("applyEvent", () => {
 describe("prependOlderPage", () => {
   it("puts the older page above, skipping messages already shown", () => {
     const state = { ...EMPTY_FEED, loaded: true, messages: [makeMessage(4), makeMessage(5)], nextBefore: 4 };
-    const next = prependOlderPage(state, {
-      messages: [makeMessage(2), makeMessage(3), makeMessage(4)],
-      next_before: 2,
-    });
+    const next = prependOlderPage(
+      state,
+      { messages: [makeMessage(2), makeMessage(3), makeMessage(4)], next_before: 2 },
+      4,
+    );
     expect(ids(next.messages)).toEqual([2, 3, 4, 5]);
     expect(next.nextBefore).toBe(2);
+  });
+
+  it("drops a page asked for a list that has since been replaced, which would leave a gap", () => {
+    // Asked with before=4; meanwhile a reload replaced the list with one starting at 8.
+    const state = { ...EMPTY_FEED, loaded: true, messages: [makeMessage(8), makeMessage(9)], nextBefore: 8 };
+    const page = { messages: [makeMessage(2), makeMessage(3)], next_before: null };
+    expect(prependOlderPage(state, page, 4)).toBe(state);
   });
 });
 

@@ -49,7 +49,18 @@ export function replaceWithPage(page: MessagePage, eventsDuringFetch: FeedEvent[
   };
 }
 
-export function prependOlderPage(state: FeedState, page: MessagePage): FeedState {
+/**
+ * Put an older page above the list it was fetched for. `requestedBefore` is the
+ * `nextBefore` the page was asked with: if the list has since been replaced (a history
+ * reload after close 4400) its oldest message is elsewhere, and prepending would leave
+ * a gap between the two, so the page is dropped and can be asked for again.
+ */
+export function prependOlderPage(
+  state: FeedState,
+  page: MessagePage,
+  requestedBefore: number,
+): FeedState {
+  if (state.nextBefore !== requestedBefore) return state;
   return {
     ...state,
     messages: prependOlder(state.messages, page.messages),

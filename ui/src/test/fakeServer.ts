@@ -6,9 +6,28 @@ export interface RecordedRequest {
   path: string;
   headers: Headers;
   body: unknown;
+  signal: AbortSignal | null;
 }
 
 type Reply = { status: number; body?: unknown };
+
+/** Replies held back by `FakeServer.hold`, delivered on `release()`. */
+export interface Hold {
+  /** How many matching requests it has caught so far. */
+  readonly caught: number;
+  /** Delivers every caught reply, and lets later matching requests through. */
+  release(): void;
+}
+
+interface HoldRule {
+  method: string;
+  pathPrefix: string;
+  skip: number;
+  count: number;
+  released: boolean;
+  waiting: (() => void)[];
+  caught: number;
+}
 
 /**
  * A stand-in for the pgcast HTTP API, installed as `fetch`. Tests set its state and
@@ -23,9 +42,30 @@ export class FakeServer {
   nextId = 1000;
   /** Overrides the reply to the next POST /api/messages. */
   nextPostReply: Reply | null = null;
+  private holds: HoldRule[] = [];
 
   install(): void {
     vi.stubGlobal("fetch", vi.fn(this.handle));
+  }
+
+  /**
+   * Holds back the replies to matching requests (after letting the first `skip` through,
+   * and at most `count` of them) until `release()`: a slow network. Each reply is made
+   * when its request arrives, from the state the server had then; an aborted request
+   * rejects at once, as `fetch` does.
+   */
+  hold(method: string, pathPrefix: string, { skip = 0, count = Infinity } = {}): Hold {
+    const rule: HoldRule = { method, pathPrefix, skip, count, released: false, waiting: [], caught: 0 };
+    this.holds.push(rule);
+    return {
+      get caught() {
+        return rule.caught;
+      },
+      release: () => {
+        rule.released = true;
+        for (const resume of rule.waiting.splice(0)) resume();
+      },
+    };
   }
 
   requestsTo(method: string, pathPrefix: string): RecordedRequest[] {
@@ -39,13 +79,38 @@ export class FakeServer {
     const method = (init.method ?? "GET").toUpperCase();
     const headers = new Headers(init.headers);
     const body: unknown = typeof init.body === "string" ? JSON.parse(init.body) : undefined;
-    this.requests.push({ method, path: url.pathname + url.search, headers, body });
+    const path = url.pathname + url.search;
+    const signal = init.signal ?? null;
+    this.requests.push({ method, path, headers, body, signal });
     const reply = this.route(method, url, body);
+    await this.heldBack(method, path, signal);
     return new Response(reply.body === undefined ? null : JSON.stringify(reply.body), {
       status: reply.status,
       headers: { "Content-Type": "application/json" },
     });
   };
+
+  private heldBack(method: string, path: string, signal: AbortSignal | null): Promise<void> {
+    const rule = this.holds.find(
+      (hold) =>
+        !hold.released &&
+        hold.caught < hold.count &&
+        hold.method === method &&
+        path.startsWith(hold.pathPrefix),
+    );
+    if (!rule) return Promise.resolve();
+    if (rule.skip > 0) {
+      rule.skip -= 1;
+      return Promise.resolve();
+    }
+    rule.caught += 1;
+    return new Promise((resolve, reject) => {
+      rule.waiting.push(resolve);
+      signal?.addEventListener("abort", () =>
+        reject(new DOMException("The operation was aborted.", "AbortError")),
+      );
+    });
+  }
 
   private route(method: string, url: URL, body: unknown): Reply {
     const route = `${method} ${url.pathname}`;

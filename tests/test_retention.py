@@ -1,0 +1,57 @@
+"""Retention: old events are pruned, recent ones stay replayable, and a cursor that may need
+a pruned event is refused with 4400 rather than silently missing it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from server.cursor import Cursor
+from server.keys import POOL
+from server.retention import prune_once
+from tests.conftest import RunningServer, create_user
+from tests.test_websocket import refused_cursor
+
+
+async def test_prune_drops_old_events_keeps_recent_ones_and_refuses_older_cursors(
+    client_factory: Any, server: RunningServer, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'old ' || n "
+        "FROM generate_series(1, 3) AS n",
+        [user_id],
+    )
+    await db.execute("UPDATE message_events SET recorded_at = now() - interval '8 days'")
+    socket = await alice.connect()
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'recent')", [user_id])
+    assert (await socket.next_frame())["data"]["message"]["content"] == "recent"
+    await socket.close()
+
+    await prune_once(server.app[POOL], timedelta(days=7))
+
+    cursor = await db.execute("SELECT content FROM message_events ORDER BY id")
+    assert await cursor.fetchall() == [("recent",)]
+    cursor = await db.execute(
+        "SELECT pruned_through BETWEEN now() - interval '8 days 1 minute' "
+        "AND now() - interval '8 days' + interval '1 minute' FROM pgcast_instance"
+    )
+    assert await cursor.fetchone() == (True,)
+    # Messages themselves are never pruned.
+    cursor = await db.execute("SELECT count(*) FROM messages")
+    assert await cursor.fetchone() == (4,)
+
+    # A cursor from after the pruned events still resumes...
+    resumed = await alice.connect(after=socket.cursor)
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'next')", [user_id])
+    assert (await resumed.next_frame())["data"]["message"]["content"] == "next"
+    # ...one from before them is refused.
+    real = Cursor.decode(socket.cursor)
+    ten_days_us = 10 * 24 * 3600 * 1_000_000
+    ancient = replace(real, taken_at_us=real.taken_at_us - ten_days_us).encode()
+    assert "retention" in await refused_cursor(alice, ancient)
