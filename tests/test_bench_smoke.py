@@ -1,0 +1,14 @@
+"""The quick benchmark runs end to end and produces numbers (never judged on timing here)."""
+
+from __future__ import annotations
+
+from bench.quick import parse_args, run
+
+
+def test_quick_bench_smoke_produces_figures_and_delivers_everything() -> None:
+    result = run(parse_args(["--smoke", "--no-write"]))
+    assert result["problems"] == []
+    assert result["pgcast_frames_per_second"] > 0
+    assert result["baseline_frames_per_second"] > 0
+    assert result["latency_ms"]["p50"] > 0
+    assert result["frames_delivered_metric"] == result["frames_received"] > 0
