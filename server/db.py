@@ -34,5 +34,7 @@ def create_pool(conninfo: str, application_name: str, max_size: int = 10) -> DbP
         kwargs={"application_name": application_name, "autocommit": True},
         # A connection that died with a database restart is replaced, not handed out.
         check=AsyncConnectionPool.check_connection,
+        # While the database is away, requests fail fast with 503 instead of queueing.
+        timeout=5.0,
         open=False,
     )

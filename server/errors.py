@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import psycopg
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from psycopg_pool import PoolTimeout
 
 from server.protocol import to_json
 
@@ -66,6 +68,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in error.headers.items() if k.lower() == "allow"}
         return error_response(
             error.status, _HTTP_CODES.get(error.status, "http_error"), message, headers
+        )
+    except (psycopg.OperationalError, PoolTimeout) as error:
+        log.warning("database unavailable in %s %s: %s", request.method, request.path, error)
+        return error_response(
+            503,
+            "database_unavailable",
+            "The database is not answering; try again shortly.",
+            {"Retry-After": "1"},
         )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -49,9 +49,9 @@ class Subscription:
     def offer(self, broadcasts: Iterable[Broadcast], woke_at: float | None = None) -> None:
         if self.close_request is not None:
             return
-        if self._oldest_woke_at is None:
-            self._oldest_woke_at = woke_at
         if self._held is not None:
+            if self._oldest_woke_at is None:
+                self._oldest_woke_at = woke_at
             for broadcast in broadcasts:
                 self._held.append(broadcast)
                 self._backlog_bytes += len(broadcast.frame)
@@ -71,6 +71,8 @@ class Subscription:
             added += len(text)
         if not added:
             return
+        if self._oldest_woke_at is None:
+            self._oldest_woke_at = woke_at
         self._backlog_bytes += added
         if self._backlog_bytes > self._max_backlog_bytes:
             self._give_up()

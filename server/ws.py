@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 
+import psycopg
 from aiohttp import WSMsgType, web
 
 from server.auth import Principal, is_same_origin, require_user
@@ -28,6 +29,7 @@ CURSOR_REFUSED = 4400
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+TRY_AGAIN_LATER = 1013
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 
@@ -52,27 +54,37 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     # snapshot missed is then guaranteed to reach this subscription (docs/delivery.md).
     subscription = hub.subscribe(socket_id, principal.user.id, principal.session_id)
     try:
-        try:
-            await _catch_up(request, ws, subscription, request.query.get("after"))
-        except CursorError as error:
-            await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
-            return ws
         metrics = request.app[METRICS]
-        writer = asyncio.create_task(_send_live(ws, subscription, metrics))
+        delivery = asyncio.create_task(_deliver(request, ws, subscription, metrics))
         enforcer = asyncio.create_task(
-            _close_when_asked(request, ws, subscription, metrics, writer)
+            _close_when_asked(request, ws, subscription, metrics, delivery)
         )
         try:
             await _read_until_closed(ws)
         finally:
-            writer.cancel()
+            delivery.cancel()
             if subscription.close_request is None:
                 enforcer.cancel()
             # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
-            await asyncio.gather(writer, enforcer, return_exceptions=True)
+            await asyncio.gather(delivery, enforcer, return_exceptions=True)
     finally:
         hub.unsubscribe(subscription)
     return ws
+
+
+async def _deliver(
+    request: web.Request, ws: web.WebSocketResponse, subscription: Subscription, metrics: Metrics
+) -> None:
+    try:
+        await _catch_up(request, ws, subscription, request.query.get("after"))
+    except CursorError as error:
+        await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
+        return
+    except psycopg.Error:
+        log.warning("catching a socket up failed: database unavailable")
+        await ws.close(code=TRY_AGAIN_LATER, message=b"database unavailable; reconnect")
+        return
+    await _send_live(ws, subscription, metrics)
 
 
 async def _catch_up(
@@ -82,23 +94,28 @@ async def _catch_up(
     after: str | None,
 ) -> None:
     database_id = request.app[DATABASE_ID]
-    async with request.app[POOL].connection() as conn:
-        if after is None:
+    pool = request.app[POOL]
+    if after is None:
+        async with pool.connection() as conn:
             position = await current_position(conn, database_id)
-            await ws.send_str(connected_frame(subscription.socket_id, position.encode()))
-        else:
-            position = Cursor.decode(after)
-            if position.database != database_id:
-                raise CursorError("cursor is from another database")
+        await ws.send_str(connected_frame(subscription.socket_id, position.encode()))
+    else:
+        position = Cursor.decode(after)
+        if position.database != database_id:
+            raise CursorError("cursor is from another database")
+        async with pool.connection() as conn:
             await check_resumable(conn, position)
-            await ws.send_str(connected_frame(subscription.socket_id, after))
-            while True:
+        await ws.send_str(connected_frame(subscription.socket_id, after))
+        while True:
+            # The connection goes back to the pool before sending: a slow client must not
+            # hold one for the length of its replay.
+            async with pool.connection() as conn:
                 page = await read_page(conn, position, REPLAY_PAGE_SIZE)
-                for broadcast in page.broadcasts:
-                    await ws.send_str(broadcast.frame)
-                position = page.end
-                if page.complete:
-                    break
+            for broadcast in page.broadcasts:
+                await ws.send_str(broadcast.frame)
+            position = page.end
+            if page.complete:
+                break
     subscription.go_live(position.next)
 
 
@@ -122,15 +139,15 @@ async def _close_when_asked(
     ws: web.WebSocketResponse,
     subscription: Subscription,
     metrics: Metrics,
-    writer: asyncio.Task[None],
+    delivery: asyncio.Task[None],
 ) -> None:
     """Carry out a close the hub asked for (slow consumer, signed out).
 
-    The writer may be stuck waiting for a peer that stopped reading, so it is cancelled
+    Delivery may be stuck waiting for a peer that stopped reading, so it is cancelled
     first; if even the close frame cannot be sent in time, the connection is dropped.
     """
     await subscription.close_requested.wait()
-    writer.cancel()
+    delivery.cancel()
     assert subscription.close_request is not None
     code, reason = subscription.close_request
     if code == SLOW_CONSUMER_CLOSE:

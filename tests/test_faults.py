@@ -111,6 +111,11 @@ async def test_postgres_restart_during_load_loses_nothing_and_readiness_follows(
 
         await asyncio.to_thread(postgres.pg_ctl, "-m", "fast", "stop")
         await wait_for_readiness(own_server.url, 503)
+        # Requests that need the database say so, quickly, instead of failing with 500.
+        async with alice.http.get(own_server.url + "/api/me") as response:
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "database_unavailable"
+            assert response.headers["Retry-After"] == "1"
         writing = asyncio.create_task(
             insert_with_retries(conninfo, me["user"]["id"], [f"b{n}" for n in range(50)])
         )
