@@ -708,25 +708,47 @@ async def open_sockets(
 ) -> list[Receiver]:
     """Open `count` sockets, a few at a time; with `expect_connected`, each has had its
     `connected` frame (pgcast's promise that nothing committed after it is missed)."""
+    receivers, errors = await try_open_sockets(port, path, origin, cookie, count, expect_connected)
+    if errors:
+        await close_sockets(receivers)
+        raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
+    return receivers
+
+
+async def try_open_sockets(
+    port: int,
+    path: str,
+    origin: str,
+    cookie: str | None,
+    count: int,
+    expect_connected: bool,
+    concurrency: int = CONNECT_CONCURRENCY,
+    first_index: int = 0,
+) -> tuple[list[Receiver], list[BaseException]]:
+    """Like open_sockets, `concurrency` handshakes at a time, but never raises: returns the
+    sockets that opened (by index) and the errors of those that did not (already closed)."""
     loop = asyncio.get_running_loop()
-    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    limit = asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
+    failed: list[Receiver] = []
 
     async def connect(index: int) -> None:
         request, accept = handshake(port, path, origin, cookie)
         receiver = Receiver(index, request, accept, expect_connected)
         async with limit, asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: receiver, HOST, port)
+            try:
+                await receiver.opened
+            except BaseException:
+                failed.append(receiver)
+                raise
             receivers.append(receiver)
-            await receiver.opened
 
-    results = await asyncio.gather(*(connect(i) for i in range(count)), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        await close_sockets(receivers)
-        raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
+    indexes = range(first_index, first_index + count)
+    results = await asyncio.gather(*(connect(i) for i in indexes), return_exceptions=True)
+    await close_sockets(failed)
     receivers.sort(key=lambda r: r.index)
-    return receivers
+    return receivers, [r for r in results if isinstance(r, BaseException)]
 
 
 async def close_sockets(receivers: list[Receiver]) -> None:

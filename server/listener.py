@@ -100,6 +100,12 @@ class Listener:
                 log.warning("reading the event log failed: %s", str(error).strip())
                 self._wake.set()
                 await asyncio.sleep(_backoff(failures))
+            except Exception:
+                # A bug must not end delivery for good: log it, and retry from the same place.
+                failures += 1
+                log.exception("delivering events failed")
+                self._wake.set()
+                await asyncio.sleep(_backoff(failures))
 
     async def deliver_pending(self) -> None:
         woke_at = asyncio.get_running_loop().time()
