@@ -128,7 +128,8 @@ def client_max_size(config: Config) -> int:
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth.cookie_session_middleware(config)],
+        # Sessions outermost: a change made before an error (a spent login state) is saved.
+        middlewares=[auth.cookie_session_middleware(config), error_middleware],
         client_max_size=client_max_size(config),
     )
     app[CONFIG] = config

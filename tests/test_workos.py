@@ -481,3 +481,21 @@ async def test_config_shows_workos_sign_in(client_factory: Any) -> None:
 def test_half_configured_workos_refuses_to_start(tmp_path: Path, env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="WORKOS_API_KEY and WORKOS_CLIENT_ID"):
         load_config({"PGCAST_DATA_DIR": str(tmp_path), **env})
+
+
+async def test_a_failed_callback_spends_the_state_too(
+    client_factory: Any, fake: FakeWorkOS, db: psycopg.AsyncConnection[Any]
+) -> None:
+    fake.add_user("grace@example.com", "Grace")
+    browser = client_factory()
+    good_code, state = await start_login(browser)
+    url = browser.server.url + "/auth/callback"
+    bad = {"code": "01FAKECODE", "state": state}
+    async with browser.http.get(url, params=bad, allow_redirects=False) as response:
+        assert response.status == 400
+    # The same state with the good code is now refused: each state works once.
+    good = {"code": good_code, "state": state}
+    async with browser.http.get(url, params=good, allow_redirects=False) as response:
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_login_state"
+    assert await count_rows(db, "users") == 0
