@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,24 @@ from server.db import with_database
 DATABASE_NAME = "pgcast"
 
 
+def _private_runtime_dir() -> None:
+    """Give pgserver a lock directory of this user's own.
+
+    Without XDG_RUNTIME_DIR, pgserver keeps its inter-process lock at /tmp/.lockfile, shared
+    by every user of the machine: whoever created it first locks the others out.
+    """
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    runtime = Path(tempfile.gettempdir()) / f"pgcast-runtime-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    if runtime.stat().st_uid != os.getuid():
+        raise ConfigError(f"{runtime} belongs to another user; set XDG_RUNTIME_DIR")
+    (runtime / "python_PostgresServer").mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
 def _pgserver() -> object:
+    _private_runtime_dir()
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then uses the temp dir.
         warnings.simplefilter("ignore")
