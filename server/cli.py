@@ -78,6 +78,8 @@ def command_serve(args: argparse.Namespace) -> int:
             port=config.port,
             reuse_port=args.reuse_port,
             shutdown_timeout=10.0,
+            # aiohttp's default of 128 overflows when thousands of clients reconnect at once.
+            backlog=4096,
             access_log_class=AccessLogger,
             print=None,
             handle_signals=True,

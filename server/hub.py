@@ -46,7 +46,17 @@ class Subscription:
         self._backlog_bytes = 0
         self.offer(held, self._oldest_woke_at)
 
-    def offer(self, broadcasts: Iterable[Broadcast], woke_at: float | None = None) -> None:
+    def offer(
+        self,
+        broadcasts: Iterable[Broadcast],
+        woke_at: float | None = None,
+        reframed: dict[tuple[int, Snapshot], str] | None = None,
+    ) -> None:
+        """Queue what this socket should get of `broadcasts`.
+
+        `reframed` caches frames re-encoded for a catch-up snapshot across the sockets of
+        one publish: sockets that connected between the same two commits share one.
+        """
         if self.close_request is not None:
             return
         if self._held is not None:
@@ -66,7 +76,7 @@ class Subscription:
             if self._seen_by is not None:
                 if self._seen_by.sees(broadcast.tx):
                     continue
-                text = self._frame_after_catch_up(broadcast, self._seen_by)
+                text = self._frame_after_catch_up(broadcast, self._seen_by, reframed)
             self._frames.append(text)
             added += len(text)
         if not added:
@@ -78,7 +88,12 @@ class Subscription:
             self._give_up()
         self._wakeup.set()
 
-    def _frame_after_catch_up(self, broadcast: Broadcast, seen_by: Snapshot) -> str:
+    def _frame_after_catch_up(
+        self,
+        broadcast: Broadcast,
+        seen_by: Snapshot,
+        reframed: dict[tuple[int, Snapshot], str] | None,
+    ) -> str:
         """The frame to send from a batch that began before this socket's catch-up snapshot.
 
         The shared frame's cursor says "everything before the batch's start, and the batch
@@ -91,9 +106,15 @@ class Subscription:
         if not seen_by.sees_all_of(position.prev):
             self._seen_by = None
             return broadcast.frame
-        return broadcast.framed_with(
+        key = (broadcast.event_id, seen_by)
+        if reframed is not None and key in reframed:
+            return reframed[key]
+        text = broadcast.framed_with(
             Cursor(position.database, position.taken_at_us, seen_by, position.next, position.after)
         )
+        if reframed is not None:
+            reframed[key] = text
+        return text
 
     def close(self, code: int, reason: str) -> None:
         if self.close_request is None:
@@ -143,8 +164,9 @@ class Hub:
     def publish(self, broadcasts: Sequence[Broadcast], woke_at: float | None = None) -> None:
         if not broadcasts:
             return
+        reframed: dict[tuple[int, Snapshot], str] = {}
         for subscription in list(self._subscriptions.values()):
-            subscription.offer(broadcasts, woke_at)
+            subscription.offer(broadcasts, woke_at, reframed)
 
     def close_user(self, user_id: int, reason: str) -> None:
         for subscription in list(self._subscriptions.values()):

@@ -59,3 +59,14 @@ def test_snapshot_order() -> None:
     assert Snapshot.parse("13:13:").sees_all_of(late)
     assert not late.sees_all_of(Snapshot.parse("13:13:"))
     assert early.sees_all_of(early)
+
+
+async def test_sockets_caught_up_to_the_same_snapshot_share_one_reframed_frame() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    caught_up = Snapshot.parse("10:12:10")
+    sockets = [hub.subscribe(f"s{n}", user_id=1) for n in range(3)]
+    for socket in sockets:
+        socket.go_live(caught_up)
+    hub.publish([broadcast(10, 5, "9:9:", "13:13:")])
+    frames = [(await socket.take())[0][0] for socket in sockets]
+    assert frames[0] is frames[1] is frames[2]
