@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import idle_sockets
+from bench import idle_sockets, slow_consumer
 from bench.quick import parse_args, run
 
 
@@ -22,3 +22,9 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all() -> 
     assert count["opened"] == 50
     assert count["broadcast"]["ok"]
     assert count["readyz_status"] == 200
+
+
+def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes() -> None:
+    result = slow_consumer.run(slow_consumer.parse_args(["--smoke", "--no-write"]))
+    assert result["problems"] == []
+    assert result["replayed_messages"]

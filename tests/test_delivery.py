@@ -204,3 +204,25 @@ async def test_killing_the_listen_connection_loses_and_repeats_nothing(
         assert [f["data"]["message"]["content"] for f in frames] == [f"m{n}" for n in range(200)]
     await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
     assert (await first.next_frame())["data"]["message"]["content"] == "after"
+
+
+async def test_a_replay_longer_than_one_page_arrives_complete_and_in_order(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    socket = await alice.connect()
+    await socket.close()
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (user_id, content) "
+        "SELECT %s, 'r' || n FROM generate_series(1, 450) AS n",
+        [user_id],
+    )
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'r451')", [user_id])
+
+    resumed = await alice.connect(after=socket.cursor)
+    frames = await resumed.frames(451)
+    assert [f["data"]["message"]["content"] for f in frames] == [f"r{n}" for n in range(1, 452)]
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'live')", [user_id])
+    assert (await resumed.next_frame())["data"]["message"]["content"] == "live"
