@@ -67,6 +67,7 @@ from bench.quick import (
     _us_per_frame,
     _usage_dict,
     bench_database,
+    bench_main,
     close_sockets,
     connect_writer,
     fanout_phase,
@@ -74,6 +75,7 @@ from bench.quick import (
     latency_phase,
     open_sockets,
     run_pgcast,
+    save_report,
     try_open_sockets,
     usage_notes,
 )
@@ -761,32 +763,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join([".venv/bin/python bench/compare.py", *args.argv]),
     }
     result["report"] = render_report(result, runs)
-    result["report_path"] = None
-    if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"compare-{started.strftime('%Y%m%d-%H%M%S')}.md"
-        path.write_text(result["report"])
-        result["report_path"] = str(path)
+    save_report(result, args, "compare", started)
     result.pop("_args")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    print(result["report"], end="")
-    if result["report_path"]:
-        print(f"\nwritten to {result['report_path']}")
-    if result["problems"]:
-        print("\nbench: SOME CHECKS FAILED", file=sys.stderr)
-        for problem in result["problems"]:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    return 0
+    return bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

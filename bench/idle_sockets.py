@@ -60,6 +60,7 @@ from bench.quick import (
     _delivery_dict,
     _raise_open_file_limit,
     bench_database,
+    bench_main,
     check_delivery,
     close_sockets,
     connect_writer,
@@ -67,6 +68,7 @@ from bench.quick import (
     free_port,
     open_sockets,
     pgcast_env,
+    save_report,
     sign_in,
     try_open_sockets,
     wait_delivered,
@@ -777,32 +779,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ephemeral_ports=ephemeral_ports(),
     )
     result["report"] = render_report(result)
-    result["report_path"] = None
-    if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"idle-{started.strftime('%Y%m%d-%H%M%S')}.md"
-        path.write_text(result["report"])
-        result["report_path"] = str(path)
+    save_report(result, args, "idle", started)
     result.pop("_counts")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except (BenchError, psycopg.Error) as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    print(result["report"], end="")
-    if result["report_path"]:
-        print(f"\nwritten to {result['report_path']}")
-    if result["problems"]:
-        print("\nbench: CHECK FAILED", file=sys.stderr)
-        for problem in result["problems"]:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    return 0
+    return bench_main(parse_args, run, argv, errors=(BenchError, psycopg.Error))
 
 
 if __name__ == "__main__":

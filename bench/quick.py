@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1382,33 +1382,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["database"] = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
     result["command"] = " ".join([".venv/bin/python bench/quick.py", *args.argv])
     result["report"] = render_report(result)
-    result["report_path"] = None
-    if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"quick-{started.strftime('%Y%m%d-%H%M%S')}.md"
-        path.write_text(result["report"])
-        result["report_path"] = str(path)
+    save_report(result, args, "quick", started)
     for private in ("_args", "_latency", "_fanout", "_baseline"):
         result.pop(private)
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def save_report(result: dict[str, Any], args: argparse.Namespace, name: str, started: Any) -> None:
+    """Write `result["report"]` to `<out>/<name>-<UTC time>.md` unless --no-write."""
+    result["report_path"] = None
+    if not args.no_write:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"{name}-{started.strftime('%Y%m%d-%H%M%S')}.md"
+        path.write_text(result["report"])
+        result["report_path"] = str(path)
+
+
+def bench_main(
+    parse: Callable[[Sequence[str] | None], argparse.Namespace],
+    run_bench: Callable[[argparse.Namespace], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+    errors: tuple[type[BaseException], ...] = (BenchError,),
+) -> int:
+    """A bench script's command line: print the report; exit 1 if it could not run or a
+    check failed."""
+    args = parse(argv)
     try:
-        result = run(args)
-    except BenchError as error:
+        result = run_bench(args)
+    except errors as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
     print(result["report"], end="")
     if result["report_path"]:
         print(f"\nwritten to {result['report_path']}")
     if result["problems"]:
-        print("\nbench: DELIVERY CHECK FAILED", file=sys.stderr)
+        print("\nbench: CHECK FAILED", file=sys.stderr)
         for problem in result["problems"]:
             print(f"  {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

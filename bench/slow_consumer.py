@@ -70,6 +70,7 @@ from bench.quick import (
     _raise_open_file_limit,
     _usage_dict,
     bench_database,
+    bench_main,
     check_delivery,
     close_sockets,
     connect_writer,
@@ -79,6 +80,7 @@ from bench.quick import (
     metrics_delta,
     open_sockets,
     pgcast_env,
+    save_report,
     sign_in,
     summarize_ms,
     usage_notes,
@@ -1091,33 +1093,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["database"] = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
     result["command"] = " ".join([".venv/bin/python bench/slow_consumer.py", *args.argv])
     result["report"] = render_report(result)
-    result["report_path"] = None
-    if not args.no_write:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"slow-{started.strftime('%Y%m%d-%H%M%S')}.md"
-        path.write_text(result["report"])
-        result["report_path"] = str(path)
+    save_report(result, args, "slow", started)
     for private in ("_args", "_phase_a", "_result"):
         result.pop(private)
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        result = run(args)
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    print(result["report"], end="")
-    if result["report_path"]:
-        print(f"\nwritten to {result['report_path']}")
-    if result["problems"]:
-        print("\nbench: CHECK FAILED", file=sys.stderr)
-        for problem in result["problems"]:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    return 0
+    return bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
