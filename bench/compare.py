@@ -66,6 +66,7 @@ from bench.quick import (
     _ratio,
     _us_per_frame,
     _usage_dict,
+    add_report_options,
     bench_database,
     bench_main,
     close_sockets,
@@ -76,6 +77,7 @@ from bench.quick import (
     open_sockets,
     run_pgcast,
     save_report,
+    settle_options,
     try_open_sockets,
     usage_notes,
 )
@@ -697,18 +699,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="well under a minute: 5 sockets, 40 messages, burst of 200 (explicit options win)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=BENCH_DIR / "out", help="report directory (bench/out)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
+    add_report_options(parser)
     args = parser.parse_args(argv)
-    base = SMOKE if args.smoke else DEFAULTS
-    for name, default in base.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    for name in ("sockets", "messages", "burst", "batch", "content_chars"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    settle_options(
+        parser,
+        args,
+        SMOKE if args.smoke else DEFAULTS,
+        ("sockets", "messages", "burst", "batch", "content_chars"),
+    )
     if not args.rate > 0:
         parser.error("--rate must be more than 0")
     args.servers = [name.strip() for name in args.servers.split(",") if name.strip()]

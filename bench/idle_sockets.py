@@ -50,7 +50,6 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.quick import (
-    BENCH_DIR,
     CONNECT_TIMEOUT,
     HOST,
     BenchError,
@@ -59,6 +58,7 @@ from bench.quick import (
     ServerProcess,
     _delivery_dict,
     _raise_open_file_limit,
+    add_report_options,
     bench_database,
     bench_main,
     check_delivery,
@@ -691,10 +691,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help=f"a few seconds: {SMOKE_SOCKETS[0]} sockets (an explicit --sockets still wins)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=BENCH_DIR / "out", help="report directory (bench/out)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
+    add_report_options(parser)
     args = parser.parse_args(argv)
     if args.sockets is None:
         args.sockets = list(SMOKE_SOCKETS if args.smoke else DEFAULT_SOCKETS)

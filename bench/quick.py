@@ -1260,18 +1260,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="a few seconds: 5 sockets, 50 messages, burst of 200 (explicit options still win)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=BENCH_DIR / "out", help="report directory (bench/out)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
+    add_report_options(parser)
     args = parser.parse_args(argv)
-    base = SMOKE if args.smoke else DEFAULTS
-    for name, default in base.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    for name in ("sockets", "messages", "burst", "batch", "content_chars"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    settle_options(
+        parser,
+        args,
+        SMOKE if args.smoke else DEFAULTS,
+        ("sockets", "messages", "burst", "batch", "content_chars"),
+    )
     if args.prefill_events < 0:
         parser.error("--prefill-events must be 0 or more")
     if not args.rate > 0:
@@ -1386,6 +1382,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for private in ("_args", "_latency", "_fanout", "_baseline"):
         result.pop(private)
     return result
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=BENCH_DIR / "out", help="report directory (bench/out)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print the report only")
+
+
+def settle_options(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    defaults: dict[str, Any],
+    positive: Sequence[str],
+) -> None:
+    """Fill options left unset from `defaults` (the --smoke set or the normal one), then
+    refuse any of `positive` below 1."""
+    for name, default in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
 
 
 def save_report(result: dict[str, Any], args: argparse.Namespace, name: str, started: Any) -> None:

@@ -52,7 +52,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.quick import (
-    BENCH_DIR,
     CONNECT_TIMEOUT,
     GIL_SWITCH_INTERVAL,
     HOST,
@@ -69,6 +68,7 @@ from bench.quick import (
     _notify_to_send_ms,
     _raise_open_file_limit,
     _usage_dict,
+    add_report_options,
     bench_database,
     bench_main,
     check_delivery,
@@ -81,6 +81,7 @@ from bench.quick import (
     open_sockets,
     pgcast_env,
     save_report,
+    settle_options,
     sign_in,
     summarize_ms,
     usage_notes,
@@ -1047,18 +1048,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="a few seconds: 5 sockets, 2 s phases, a 64 KiB bound (explicit options still win)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=BENCH_DIR / "out", help="report directory (bench/out)"
-    )
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
+    add_report_options(parser)
     args = parser.parse_args(argv)
-    base = SMOKE if args.smoke else DEFAULTS
-    for name, default in base.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    for name in ("sockets", "content_chars", "rcvbuf"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    settle_options(
+        parser, args, SMOKE if args.smoke else DEFAULTS, ("sockets", "content_chars", "rcvbuf")
+    )
     if args.mss and not 88 <= args.mss <= 65535:
         parser.error("--mss must be 0 or between 88 and 65535")
     if args.max_stall_seconds < args.seconds:
