@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_STAMP := ui/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui chromium clean
+.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick
 
 run: $(VENV)/.installed ui/dist/index.html
 	$(BIN)/pgcast serve
@@ -48,6 +48,17 @@ chromium:
 # Exit code 5 ("no tests collected") is an error here like any other failure.
 pytest: $(VENV)/.installed ui/dist/index.html chromium
 	$(BIN)/python -m pytest -q
+
+# Benchmarks write their reports to bench/out/ (see bench/README.md).
+bench-quick: $(VENV)/.installed
+	$(BIN)/python bench/quick.py --smoke
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python bench/quick.py
+	$(BIN)/python bench/idle_sockets.py
+	$(BIN)/python bench/slow_consumer.py
+	$(BIN)/python bench/compare.py
 
 clean:
 	rm -rf $(VENV) ui/node_modules ui/dist .pgcast
