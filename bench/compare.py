@@ -72,6 +72,7 @@ from bench.quick import (
     close_sockets,
     connect_writer,
     fanout_phase,
+    finish_report,
     free_port,
     latency_phase,
     open_sockets,
@@ -590,11 +591,7 @@ def render_report(result: dict[str, Any], runs: list[ServerRun]) -> str:
         "Versions: "
         + ", ".join(f"{name} {version}" for name, version in result["versions"].items()),
     ]
-    if result["notes"]:
-        lines += ["", "Notes:", "", *(f"- {note}" for note in result["notes"])]
-    if result["problems"]:
-        lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in result["problems"])]
-    return "\n".join(lines) + "\n"
+    return finish_report(lines, result)
 
 
 def summarize(runs: list[ServerRun]) -> tuple[dict[str, Any], list[str], list[str]]:

@@ -65,6 +65,7 @@ from bench.quick import (
     close_sockets,
     connect_writer,
     fetch_metrics,
+    finish_report,
     free_port,
     open_sockets,
     pgcast_env,
@@ -602,11 +603,7 @@ def render_report(result: dict[str, Any]) -> str:
             for name, render in REPORT_ROWS
         ),
     ]
-    if result["notes"]:
-        lines += ["", "Notes:", "", *(f"- {note}" for note in result["notes"])]
-    if result["problems"]:
-        lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in result["problems"])]
-    return "\n".join(lines) + "\n"
+    return finish_report(lines, result)
 
 
 def _broadcast_dict(broadcast: Broadcast) -> dict[str, Any]:

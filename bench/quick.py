@@ -1195,11 +1195,7 @@ def render_report(result: dict[str, Any]) -> str:
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in rows),
     ]
-    if result["notes"]:
-        lines += ["", "Notes:", "", *(f"- {note}" for note in result["notes"])]
-    if result["problems"]:
-        lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in result["problems"])]
-    return "\n".join(lines) + "\n"
+    return finish_report(lines, result)
 
 
 def _usage_dict(usage: Usage) -> dict[str, Any]:
@@ -1382,6 +1378,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for private in ("_args", "_latency", "_fanout", "_baseline"):
         result.pop(private)
     return result
+
+
+def finish_report(lines: list[str], result: dict[str, Any]) -> str:
+    """A report's Markdown: its lines, then the notes and any problems."""
+    if result["notes"]:
+        lines += ["", "Notes:", "", *(f"- {note}" for note in result["notes"])]
+    if result["problems"]:
+        lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in result["problems"])]
+    return "\n".join(lines) + "\n"
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:

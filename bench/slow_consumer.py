@@ -75,6 +75,7 @@ from bench.quick import (
     close_sockets,
     connect_writer,
     fetch_metrics,
+    finish_report,
     free_port,
     handshake,
     metrics_delta,
@@ -988,11 +989,7 @@ def render_report(result: dict[str, Any]) -> str:
         "| --- | --- |",
         *(f"| {name} | {value} |" for name, value in rows),
     ]
-    if result["notes"]:
-        lines += ["", "Notes:", "", *(f"- {note}" for note in result["notes"])]
-    if result["problems"]:
-        lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in result["problems"])]
-    return "\n".join(lines) + "\n"
+    return finish_report(lines, result)
 
 
 # --------------------------------------------------------------------------------------------

@@ -274,6 +274,15 @@ class FakeWorkOS:
         tokens carry ``https://api.workos.com`` (unless ``issuer=`` was given)."""
         return self._issuer_override or self.base_url.rstrip("/")
 
+    def pgcast_env(self, **extra: str) -> dict[str, str]:
+        """The settings that point pgcast (and its SDK) at this fake."""
+        return {
+            "WORKOS_API_KEY": self.api_key,
+            "WORKOS_CLIENT_ID": self.client_id,
+            "WORKOS_BASE_URL": self.base_url,
+            **extra,
+        }
+
     @property
     def jwks_url(self) -> str:
         """Same URL as the SDK's ``user_management.get_jwks_url()``."""

@@ -39,10 +39,7 @@ async def server(
         database_url,
         tmp_path,
         unused_tcp_port,
-        WORKOS_API_KEY=fake.api_key,
-        WORKOS_CLIENT_ID=fake.client_id,
-        WORKOS_BASE_URL=fake.base_url,
-        WORKOS_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        **fake.pgcast_env(WORKOS_WEBHOOK_SECRET=WEBHOOK_SECRET),
     )
     running = await start_server(config)
     yield running

@@ -30,9 +30,7 @@ async def workos_server(
         database_url,
         tmp_path,
         unused_tcp_port,
-        WORKOS_API_KEY=fake.api_key,
-        WORKOS_CLIENT_ID=fake.client_id,
-        WORKOS_BASE_URL=fake.base_url,
+        **fake.pgcast_env(),
     )
     running = await start_server(config)
     yield running
