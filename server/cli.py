@@ -22,10 +22,10 @@ from server import queries
 from server.api import validated_content
 from server.background import running
 from server.config import Config, ConfigError, load_config
-from server.cursor import Cursor, CursorError
+from server.cursor import CursorError
 from server.db import create_pool, describe
 from server.embedded import bundled_psql, embedded_database
-from server.eventlog import check_resumable, current_position, database_identity
+from server.eventlog import current_position, database_identity, resumable_position
 from server.hub import Hub
 from server.listener import Listener
 from server.migrate import migrate
@@ -154,10 +154,7 @@ async def _tail(conninfo: str, after: str | None) -> None:
                 start = await current_position(conn, database_id)
             else:
                 try:
-                    start = Cursor.decode(after)
-                    if start.database != database_id:
-                        raise CursorError("cursor is from another database")
-                    await check_resumable(conn, start)
+                    start = await resumable_position(conn, after, database_id)
                 except CursorError as error:
                     raise UserError(f"--after: {error}") from None
         # The same path a WebSocket takes: the listener reads everything after `start`.

@@ -55,8 +55,12 @@ async def current_position(conn: DbConnection, database: str) -> Cursor:
     return Cursor.at(database, taken_at_us, Snapshot.parse(snapshot_text))
 
 
-async def check_resumable(conn: DbConnection, position: Cursor) -> None:
-    """Refuse a cursor from elsewhere, from the future, or older than retention."""
+async def resumable_position(conn: DbConnection, text: str, database: str) -> Cursor:
+    """The position a client's cursor names; CursorError for one from another database,
+    from the future, older than retention, or not a cursor at all."""
+    position = Cursor.decode(text)
+    if position.database != database:
+        raise CursorError("cursor is from another database")
     cursor = await conn.execute(queries.CURSOR_LIMITS)
     row = await cursor.fetchone()
     assert row is not None
@@ -66,6 +70,7 @@ async def check_resumable(conn: DbConnection, position: Cursor) -> None:
         raise CursorError("cursor is ahead of this database")
     if isinstance(pruned_through_us, int) and position.taken_at_us <= pruned_through_us:
         raise CursorError("cursor is older than the event retention; reload")
+    return position
 
 
 async def read_page(conn: DbConnection, position: Cursor, limit: int) -> Page:

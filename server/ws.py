@@ -10,9 +10,9 @@ import psycopg
 from aiohttp import WSMsgType, web
 
 from server.auth import Principal, is_same_origin, require_user
-from server.cursor import Cursor, CursorError
+from server.cursor import CursorError
 from server.errors import ApiError
-from server.eventlog import check_resumable, current_position, read_page
+from server.eventlog import current_position, read_page, resumable_position
 from server.hub import SLOW_CONSUMER_CLOSE, Subscription
 from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKET_LIMITER, SOCKETS
 from server.metrics import Metrics
@@ -112,11 +112,8 @@ async def _catch_up(
             position = await current_position(conn, database_id)
         await ws.send_str(connected_frame(subscription.socket_id, position.encode()))
     else:
-        position = Cursor.decode(after)
-        if position.database != database_id:
-            raise CursorError("cursor is from another database")
         async with pool.connection() as conn:
-            await check_resumable(conn, position)
+            position = await resumable_position(conn, after, database_id)
         await ws.send_str(connected_frame(subscription.socket_id, after))
         while True:
             # The connection goes back to the pool before sending: a slow client must not
