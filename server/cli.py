@@ -30,6 +30,7 @@ from server.hub import Hub
 from server.listener import Listener
 from server.migrate import migrate
 from server.protocol import message_json, to_json
+from server.wire import text_of
 
 log = logging.getLogger("pgcast")
 
@@ -165,8 +166,8 @@ async def _tail(conninfo: str, after: str | None) -> None:
         async with running(listener.run(), "listener"):
             while True:
                 frames, _ = await subscription.take()
-                for text in frames:
-                    sys.stdout.write(text + "\n")
+                for frame in frames:
+                    sys.stdout.write(text_of(frame) + "\n")
                 sys.stdout.flush()
 
 

@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from server import queries
 from server.cursor import Cursor, CursorError, Snapshot
 from server.db import DbConnection
 from server.protocol import MESSAGES_CHANNEL, frame, message_json
+from server.wire import text_frame
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """One event, already encoded as the frame every socket receives."""
+    """One event, already encoded as the frame every socket receives: its JSON text, and
+    that text as a WebSocket frame on the wire."""
 
     event_id: int
     tx: int
     origin_socket_id: str | None
     frame: str
     cursor: Cursor
+    wire: bytes = field(init=False, repr=False)
 
-    def framed_with(self, cursor: Cursor) -> str:
-        """The same frame carrying another cursor (it is always the frame's last key)."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", text_frame(self.frame))
+
+    def framed_with(self, cursor: Cursor) -> bytes:
+        """The same frame, on the wire, carrying another cursor (always the frame's last key)."""
         head = self.frame[: self.frame.rindex(',"cursor":"')]
-        return f'{head},"cursor":"{cursor.encode()}"}}'
+        return text_frame(f'{head},"cursor":"{cursor.encode()}"}}')
 
 
 @dataclass(frozen=True, slots=True)

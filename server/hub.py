@@ -29,7 +29,7 @@ class Subscription:
         self.close_request: tuple[int, str] | None = None
         self.close_requested = asyncio.Event()
         self._max_backlog_bytes = max_backlog_bytes
-        self._frames: deque[str] = deque()
+        self._frames: deque[bytes] = deque()
         self._backlog_bytes = 0
         # When the listener woke for the oldest frame still queued (loop time), for lag metrics.
         self._oldest_woke_at: float | None = None
@@ -50,7 +50,7 @@ class Subscription:
         self,
         broadcasts: Iterable[Broadcast],
         woke_at: float | None = None,
-        reframed: dict[tuple[int, Snapshot], str] | None = None,
+        reframed: dict[tuple[int, Snapshot], bytes] | None = None,
     ) -> None:
         """Queue what this socket should get of `broadcasts`.
 
@@ -64,7 +64,7 @@ class Subscription:
                 self._oldest_woke_at = woke_at
             for broadcast in broadcasts:
                 self._held.append(broadcast)
-                self._backlog_bytes += len(broadcast.frame)
+                self._backlog_bytes += len(broadcast.wire)
             if self._backlog_bytes > self._max_backlog_bytes:
                 self._give_up()
             return
@@ -72,13 +72,13 @@ class Subscription:
         for broadcast in broadcasts:
             if broadcast.origin_socket_id == self.socket_id:
                 continue
-            text = broadcast.frame
+            wire = broadcast.wire
             if self._seen_by is not None:
                 if self._seen_by.sees(broadcast.tx):
                     continue
-                text = self._frame_after_catch_up(broadcast, self._seen_by, reframed)
-            self._frames.append(text)
-            added += len(text)
+                wire = self._frame_after_catch_up(broadcast, self._seen_by, reframed)
+            self._frames.append(wire)
+            added += len(wire)
         if not added:
             return
         if self._oldest_woke_at is None:
@@ -92,8 +92,8 @@ class Subscription:
         self,
         broadcast: Broadcast,
         seen_by: Snapshot,
-        reframed: dict[tuple[int, Snapshot], str] | None,
-    ) -> str:
+        reframed: dict[tuple[int, Snapshot], bytes] | None,
+    ) -> bytes:
         """The frame to send from a batch that began before this socket's catch-up snapshot.
 
         The shared frame's cursor says "everything before the batch's start, and the batch
@@ -105,16 +105,16 @@ class Subscription:
         position = broadcast.cursor
         if not seen_by.sees_all_of(position.prev):
             self._seen_by = None
-            return broadcast.frame
+            return broadcast.wire
         key = (broadcast.event_id, seen_by)
         if reframed is not None and key in reframed:
             return reframed[key]
-        text = broadcast.framed_with(
+        wire = broadcast.framed_with(
             Cursor(position.database, position.taken_at_us, seen_by, position.next, position.after)
         )
         if reframed is not None:
-            reframed[key] = text
-        return text
+            reframed[key] = wire
+        return wire
 
     def close(self, code: int, reason: str) -> None:
         if self.close_request is None:
@@ -123,9 +123,9 @@ class Subscription:
         self._wakeup.set()
         self.close_requested.set()
 
-    async def take(self) -> tuple[list[str], float | None]:
-        """Wait for frames (or a close request); take all that are queued, with the loop time
-        at which the listener woke for the oldest of them."""
+    async def take(self) -> tuple[list[bytes], float | None]:
+        """Wait for frames (or a close request); take all that are queued, as WebSocket frames
+        on the wire, with the loop time at which the listener woke for the oldest of them."""
         while not self._frames and self.close_request is None:
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -164,7 +164,7 @@ class Hub:
     def publish(self, broadcasts: Sequence[Broadcast], woke_at: float | None = None) -> None:
         if not broadcasts:
             return
-        reframed: dict[tuple[int, Snapshot], str] = {}
+        reframed: dict[tuple[int, Snapshot], bytes] = {}
         for subscription in list(self._subscriptions.values()):
             subscription.offer(broadcasts, woke_at, reframed)
 

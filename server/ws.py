@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 
 import psycopg
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from server.auth import Principal, is_same_origin, require_user
 from server.cursor import CursorError
@@ -49,8 +51,9 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
     )
-    await ws.prepare(request)
+    stream = await ws.prepare(request)
     request.app[SOCKETS].add(ws)
+    wire = WireWriter(request, ws, stream)
 
     socket_id = secrets.token_urlsafe(12)
     hub = request.app[HUB]
@@ -59,7 +62,7 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     subscription = hub.subscribe(socket_id, principal.user.id, principal.session_id)
     try:
         metrics = request.app[METRICS]
-        delivery = asyncio.create_task(_deliver(request, ws, subscription, metrics))
+        delivery = asyncio.create_task(_deliver(request, ws, wire, subscription, metrics))
         enforcer = asyncio.create_task(
             _close_when_asked(request, ws, subscription, metrics, delivery)
         )
@@ -84,11 +87,36 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     return ws
 
 
+class WireWriter:
+    """Writes frames encoded once per event (server/wire.py) straight to the connection:
+    everything a socket has queued goes out in one system call, with aiohttp's own flow
+    control (`drain` waits while the kernel's send buffer is full)."""
+
+    def __init__(
+        self, request: web.Request, ws: web.WebSocketResponse, stream: AbstractStreamWriter
+    ) -> None:
+        self._request = request
+        self._ws = ws
+        self._stream = stream
+
+    async def write(self, frames: Sequence[bytes]) -> None:
+        transport = self._request.transport
+        # Once aiohttp has sent a close frame no data frame may follow it (RFC 6455 5.5.1).
+        if self._ws.closed or transport is None or transport.is_closing():
+            raise ConnectionResetError("socket closed")
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        await self._stream.drain()
+
+
 async def _deliver(
-    request: web.Request, ws: web.WebSocketResponse, subscription: Subscription, metrics: Metrics
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    wire: WireWriter,
+    subscription: Subscription,
+    metrics: Metrics,
 ) -> None:
     try:
-        await _catch_up(request, ws, subscription, request.query.get("after"))
+        await _catch_up(request, ws, wire, subscription, request.query.get("after"))
     except CursorError as error:
         await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
         return
@@ -96,12 +124,13 @@ async def _deliver(
         log.warning("catching a socket up failed: database unavailable")
         await ws.close(code=TRY_AGAIN_LATER, message=b"database unavailable; reconnect")
         return
-    await _send_live(ws, subscription, metrics)
+    await _send_live(ws, wire, subscription, metrics)
 
 
 async def _catch_up(
     request: web.Request,
     ws: web.WebSocketResponse,
+    wire: WireWriter,
     subscription: Subscription,
     after: str | None,
 ) -> None:
@@ -120,8 +149,8 @@ async def _catch_up(
             # hold one for the length of its replay.
             async with pool.connection() as conn:
                 page = await read_page(conn, position, REPLAY_PAGE_SIZE)
-            for broadcast in page.broadcasts:
-                await ws.send_str(broadcast.frame)
+            if page.broadcasts:
+                await wire.write([broadcast.wire for broadcast in page.broadcasts])
             position = page.end
             if page.complete:
                 break
@@ -130,7 +159,7 @@ async def _catch_up(
 
 
 async def _send_live(
-    ws: web.WebSocketResponse, subscription: Subscription, metrics: Metrics
+    ws: web.WebSocketResponse, wire: WireWriter, subscription: Subscription, metrics: Metrics
 ) -> None:
     loop = asyncio.get_running_loop()
     while not ws.closed:
@@ -139,8 +168,7 @@ async def _send_live(
             return
         if woke_at is not None:
             metrics.notify_to_send_seconds.observe(loop.time() - woke_at)
-        for text in frames:
-            await ws.send_str(text)
+        await wire.write(frames)
         metrics.frames_delivered.inc(len(frames))
 
 

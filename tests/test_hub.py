@@ -8,6 +8,7 @@ from server.cursor import Cursor, Snapshot
 from server.eventlog import Broadcast
 from server.hub import Hub
 from server.protocol import frame
+from server.wire import text_of
 
 
 def broadcast(
@@ -26,7 +27,7 @@ async def test_socket_skips_its_own_posts() -> None:
         [broadcast(10, 1, "9:9:", "11:11:", origin="me"), broadcast(11, 2, "9:9:", "12:12:")]
     )
     frames, _ = await mine.take()
-    assert [json.loads(f)["data"]["message"]["id"] for f in frames] == [2]
+    assert [json.loads(text_of(f))["data"]["message"]["id"] for f in frames] == [2]
 
 
 async def test_frames_of_a_batch_straddling_the_catch_up_carry_a_cursor_that_says_so() -> None:
@@ -39,7 +40,7 @@ async def test_frames_of_a_batch_straddling_the_catch_up_carry_a_cursor_that_say
     hub.publish([broadcast(10, 5, "9:9:", "13:13:"), broadcast(11, 6, "9:9:", "13:13:")])
     frames, _ = await socket.take()
     assert len(frames) == 1
-    cursor = Cursor.decode(json.loads(frames[0])["cursor"])
+    cursor = Cursor.decode(json.loads(text_of(frames[0]))["cursor"])
     # Resuming from it must not send tx 11 again: its batch now starts at S, not at P.
     assert cursor.prev == caught_up
     assert cursor.next == Snapshot.parse("13:13:")
@@ -49,7 +50,7 @@ async def test_frames_of_a_batch_straddling_the_catch_up_carry_a_cursor_that_say
     later = broadcast(13, 7, "13:13:", "14:14:")
     hub.publish([later])
     frames, _ = await socket.take()
-    assert frames == [later.frame]
+    assert frames == [later.wire]
 
 
 def test_snapshot_order() -> None:
