@@ -65,8 +65,18 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     # The listener's starting point is fixed before any socket can subscribe.
     async with app[POOL].connection() as conn:
         start = await current_position(conn, app[DATABASE_ID])
-    app[LISTENER] = listener = Listener(config.database_url, app[POOL], hub, start)
-    app[METRICS] = create_metrics(sockets=hub.__len__, reconnects=lambda: listener.reconnects)
+    app[LISTENER] = listener = Listener(
+        config.database_url,
+        app[POOL],
+        hub,
+        start,
+        published=lambda seconds: app[METRICS].notify_to_send_seconds.observe(seconds),
+    )
+    app[METRICS] = create_metrics(
+        sockets=hub.__len__,
+        reconnects=lambda: listener.reconnects,
+        frames=lambda: hub.frames_handed_over,
+    )
     async with running(listener.run(), "listener"):
         # Serve only once LISTEN is in place, so the process is ready as soon as it accepts.
         async with asyncio.timeout(LISTEN_STARTUP_TIMEOUT_SECONDS):

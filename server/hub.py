@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from server.cursor import Cursor, Snapshot
 from server.eventlog import Broadcast
 
 SLOW_CONSUMER_CLOSE = 1013
 SIGNED_OUT_CLOSE = 4401
+
+WriteNow = Callable[[list[bytes]], bool]
+"""Writes frames to a socket at once if it can take them without waiting; False if not."""
 
 
 class Subscription:
@@ -38,6 +41,13 @@ class Subscription:
         self._held: list[Broadcast] | None = []
         # Broadcasts this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
+        self._write_now: WriteNow | None = None
+        self.frames_handed_over = 0
+
+    def write_directly_with(self, write_now: WriteNow) -> None:
+        """Let `offer` hand frames straight to the socket when none are queued ahead of them:
+        a live broadcast then costs each socket one write, with no task to wake."""
+        self._write_now = write_now
 
     def go_live(self, seen_by: Snapshot | None) -> None:
         """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
@@ -68,7 +78,7 @@ class Subscription:
             if self._backlog_bytes > self._max_backlog_bytes:
                 self._give_up()
             return
-        added = 0
+        wires: list[bytes] = []
         for broadcast in broadcasts:
             if broadcast.origin_socket_id == self.socket_id:
                 continue
@@ -77,13 +87,17 @@ class Subscription:
                 if self._seen_by.sees(broadcast.tx):
                     continue
                 wire = self._frame_after_catch_up(broadcast, self._seen_by, reframed)
-            self._frames.append(wire)
-            added += len(wire)
-        if not added:
+            wires.append(wire)
+        if not wires:
             return
+        # Only with nothing queued: queued frames are older and must go out first.
+        if not self._frames and self._write_now is not None and self._write_now(wires):
+            self.frames_handed_over += len(wires)
+            return
+        self._frames.extend(wires)
         if self._oldest_woke_at is None:
             self._oldest_woke_at = woke_at
-        self._backlog_bytes += added
+        self._backlog_bytes += sum(len(wire) for wire in wires)
         if self._backlog_bytes > self._max_backlog_bytes:
             self._give_up()
         self._wakeup.set()
@@ -133,6 +147,7 @@ class Subscription:
         woke_at, self._oldest_woke_at = self._oldest_woke_at, None
         self._frames.clear()
         self._backlog_bytes = 0
+        self.frames_handed_over += len(frames)
         return frames, woke_at
 
     def _give_up(self) -> None:
@@ -147,9 +162,16 @@ class Hub:
     def __init__(self, max_backlog_bytes: int) -> None:
         self._max_backlog_bytes = max_backlog_bytes
         self._subscriptions: dict[str, Subscription] = {}
+        self._frames_of_unsubscribed = 0
 
     def __len__(self) -> int:
         return len(self._subscriptions)
+
+    @property
+    def frames_handed_over(self) -> int:
+        """Frames handed to sockets so far (written, or taken by their writer to write)."""
+        live = sum(s.frames_handed_over for s in self._subscriptions.values())
+        return self._frames_of_unsubscribed + live
 
     def subscribe(
         self, socket_id: str, user_id: int, session_id: str | None = None
@@ -159,7 +181,8 @@ class Hub:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.pop(subscription.socket_id, None)
+        if self._subscriptions.pop(subscription.socket_id, None) is not None:
+            self._frames_of_unsubscribed += subscription.frames_handed_over
 
     def publish(self, broadcasts: Sequence[Broadcast], woke_at: float | None = None) -> None:
         if not broadcasts:

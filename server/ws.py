@@ -93,19 +93,37 @@ class WireWriter:
     control (`drain` waits while the kernel's send buffer is full)."""
 
     def __init__(
-        self, request: web.Request, ws: web.WebSocketResponse, stream: AbstractStreamWriter
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        stream: AbstractStreamWriter,
     ) -> None:
         self._request = request
         self._ws = ws
         self._stream = stream
 
-    async def write(self, frames: Sequence[bytes]) -> None:
+    def _open_transport(self) -> asyncio.Transport | None:
         transport = self._request.transport
         # Once aiohttp has sent a close frame no data frame may follow it (RFC 6455 5.5.1).
         if self._ws.closed or transport is None or transport.is_closing():
+            return None
+        return transport
+
+    async def write(self, frames: Sequence[bytes]) -> None:
+        transport = self._open_transport()
+        if transport is None:
             raise ConnectionResetError("socket closed")
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
         await self._stream.drain()
+
+    def write_now(self, frames: list[bytes]) -> bool:
+        """The hub's fast path: write at once unless earlier bytes still wait for the kernel
+        (then the socket's own task writes them in order, waiting for the peer to read)."""
+        transport = self._open_transport()
+        if transport is None or transport.get_write_buffer_size():
+            return False
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return True
 
 
 async def _deliver(
@@ -155,6 +173,7 @@ async def _catch_up(
             if page.complete:
                 break
             await asyncio.sleep(0)
+    subscription.write_directly_with(wire.write_now)
     subscription.go_live(position.next)
 
 
@@ -169,7 +188,6 @@ async def _send_live(
         if woke_at is not None:
             metrics.notify_to_send_seconds.observe(loop.time() - woke_at)
         await wire.write(frames)
-        metrics.frames_delivered.inc(len(frames))
 
 
 async def _close_when_asked(

@@ -71,3 +71,33 @@ async def test_sockets_caught_up_to_the_same_snapshot_share_one_reframed_frame()
     hub.publish([broadcast(10, 5, "9:9:", "13:13:")])
     frames = [(await socket.take())[0][0] for socket in sockets]
     assert frames[0] is frames[1] is frames[2]
+
+
+async def test_a_socket_that_cannot_take_frames_now_gets_them_queued_in_order() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    socket = hub.subscribe("s", user_id=1)
+    written: list[bytes] = []
+    kernel_buffer_full = True
+
+    def write_now(frames: list[bytes]) -> bool:
+        if kernel_buffer_full:
+            return False
+        written.extend(frames)
+        return True
+
+    socket.write_directly_with(write_now)
+    socket.go_live(None)
+    first, second, third = (broadcast(10 + n, n, "9:9:", f"{11 + n}:{11 + n}:") for n in range(3))
+    hub.publish([first])
+    kernel_buffer_full = False
+    # `first` still waits in the queue: `second` must not overtake it.
+    hub.publish([second])
+    assert written == []
+    frames, _ = await socket.take()
+    assert frames == [first.wire, second.wire]
+
+    hub.publish([third])
+    assert written == [third.wire]
+    assert hub.frames_handed_over == 3
+    hub.unsubscribe(socket)
+    assert hub.frames_handed_over == 3
