@@ -76,6 +76,7 @@ from bench.quick import (
     free_port,
     latency_phase,
     open_sockets,
+    run_load_generator,
     run_pgcast,
     save_report,
     settle_options,
@@ -738,7 +739,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workdir = Path(tmp)
             with bench_database(workdir) as (conninfo, postmaster):
                 install_peer_triggers(conninfo)
-                done = asyncio.run(_bench(runnable, conninfo, workdir, postmaster))
+                done = run_load_generator(_bench(runnable, conninfo, workdir, postmaster))
     finally:
         sys.setswitchinterval(switch_interval)
     by_key = {run.key: run for run in done}

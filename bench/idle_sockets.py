@@ -69,6 +69,7 @@ from bench.quick import (
     free_port,
     open_sockets,
     pgcast_env,
+    run_load_generator,
     save_report,
     sign_in,
     try_open_sockets,
@@ -757,7 +758,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pgcast-idle-") as tmp:
         workdir = Path(tmp)
         with bench_database(workdir) as (conninfo, _postmaster):
-            result = asyncio.run(_bench(args, conninfo, workdir))
+            result = run_load_generator(_bench(args, conninfo, workdir))
     result["notes"] = notes + result["notes"]
     result.update(
         batch=args.batch,

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -81,6 +81,7 @@ from bench.quick import (
     metrics_delta,
     open_sockets,
     pgcast_env,
+    run_load_generator,
     save_report,
     settle_options,
     sign_in,
@@ -155,8 +156,8 @@ class StalledReceiver(Receiver):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)
-        self._stalled_transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._stalled_transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -1075,7 +1076,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="pgcast-slow-") as tmp:
             workdir = Path(tmp)
             with bench_database(workdir) as (conninfo, postmaster):
-                result = asyncio.run(_bench(args, conninfo, workdir, postmaster))
+                result = run_load_generator(_bench(args, conninfo, workdir, postmaster))
     finally:
         sys.setswitchinterval(switch_interval)
     result["load_average"] = load_average
