@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UI_STAMP := ui/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick
+.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install
 
 run: $(VENV)/.installed ui/dist/index.html
 	$(BIN)/pgcast serve
@@ -49,16 +49,32 @@ chromium:
 pytest: $(VENV)/.installed ui/dist/index.html chromium
 	$(BIN)/python -m pytest -q
 
-# Benchmarks write their reports to bench/out/ (see bench/README.md).
-bench-quick: $(VENV)/.installed
-	$(BIN)/python bench/quick.py --smoke
+# Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
+# turns a run into bench/RESULTS.md and its plots (see bench/README.md).
+RUN_DIR = bench/out/run-$(shell date -u +%Y%m%d-%H%M%S)
 
-bench: $(VENV)/.installed
+bench-install: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	$(BIN)/python bench/quick.py
-	$(BIN)/python bench/idle_sockets.py
-	$(BIN)/python bench/slow_consumer.py
-	$(BIN)/python bench/compare.py
+
+# Every scenario at smoke size, about a minute; its report stays in its run directory.
+bench-quick: bench-install
+	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
+	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare; do \
+		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
+	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
+
+bench: bench-install
+	$(eval FULL_DIR := $(RUN_DIR))
+	$(BIN)/python bench/db_limits.py --out $(FULL_DIR)
+	$(BIN)/python bench/socket_limit.py --sockets 100,1000,5000 --out $(FULL_DIR)
+	$(BIN)/python bench/fanout.py --out $(FULL_DIR)
+	$(BIN)/python bench/ingest.py --out $(FULL_DIR)
+	$(BIN)/python bench/resume.py --out $(FULL_DIR)
+	$(BIN)/python bench/idle_sockets.py --out $(FULL_DIR)
+	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
+	$(BIN)/python bench/quick.py --out $(FULL_DIR)
+	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
+	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:
 	rm -rf $(VENV) ui/node_modules ui/dist .pgcast

@@ -1,13 +1,49 @@
-"""The quick benchmark runs end to end and produces numbers (never judged on timing here)."""
+"""Every benchmark runs end to end at smoke size and produces numbers, and bench/report.py
+turns them into RESULTS.md with its plots (never judged on timing here)."""
 
 from __future__ import annotations
 
-from bench import db_limits, fanout, idle_sockets, ingest, resume, slow_consumer, socket_limit
-from bench.quick import parse_args, run
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from bench import (
+    db_limits,
+    fanout,
+    idle_sockets,
+    ingest,
+    quick,
+    report,
+    resume,
+    slow_consumer,
+    socket_limit,
+)
+
+Smoke = Callable[[ModuleType], dict[str, Any]]
 
 
-def test_quick_bench_smoke_produces_figures_and_delivers_everything() -> None:
-    result = run(parse_args(["--smoke", "--no-write"]))
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Smoke, Path]:
+    """Runs a bench script's --smoke once per module, its reports in one run directory."""
+    run_dir = tmp_path_factory.mktemp("bench-run")
+    results: dict[str, dict[str, Any]] = {}
+
+    def run_smoke(module: ModuleType) -> dict[str, Any]:
+        if module.__name__ not in results:
+            args = module.parse_args(["--smoke", "--out", str(run_dir)])
+            results[module.__name__] = module.run(args)
+        return results[module.__name__]
+
+    return run_smoke, run_dir
+
+
+def test_quick_bench_smoke_produces_figures_and_delivers_everything(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](quick)
     assert result["problems"] == []
     assert result["pgcast_frames_per_second"] > 0
     assert result["baseline_frames_per_second"] > 0
@@ -15,8 +51,10 @@ def test_quick_bench_smoke_produces_figures_and_delivers_everything() -> None:
     assert result["frames_delivered_metric"] == result["frames_received"] > 0
 
 
-def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all() -> None:
-    result = idle_sockets.run(idle_sockets.parse_args(["--smoke", "--no-write"]))
+def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](idle_sockets)
     assert result["problems"] == []
     [count] = result["counts"]
     assert count["opened"] == 50
@@ -24,14 +62,16 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all() -> 
     assert count["readyz_status"] == 200
 
 
-def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes() -> None:
-    result = slow_consumer.run(slow_consumer.parse_args(["--smoke", "--no-write"]))
+def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](slow_consumer)
     assert result["problems"] == []
     assert result["replayed_messages"]
 
 
-def test_db_limits_bench_smoke_measures_every_trigger_variant() -> None:
-    result = db_limits.run(db_limits.parse_args(["--smoke", "--no-write"]))
+def test_db_limits_bench_smoke_measures_every_trigger_variant(smoke: tuple[Smoke, Path]) -> None:
+    result = smoke[0](db_limits)
     assert result["problems"] == []
     assert set(result["rates"]) == {"none", "notify", "pgcast"}
     for by_writers in result["rates"].values():
@@ -39,8 +79,10 @@ def test_db_limits_bench_smoke_measures_every_trigger_variant() -> None:
         assert all(rate > 0 for rate in by_writers.values())
 
 
-def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size() -> None:
-    result = socket_limit.run(socket_limit.parse_args(["--smoke", "--no-write"]))
+def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](socket_limit)
     assert result["problems"] == []
     measurements = result["measurements"]
     assert {m["frames_per_write"] for m in measurements} == {1, 10}
@@ -50,15 +92,17 @@ def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size() -> N
         assert measurement["frames_per_second"] > 0
 
 
-def test_resume_bench_smoke_replays_the_backlog_once_in_order() -> None:
-    result = resume.run(resume.parse_args(["--smoke", "--no-write"]))
+def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke, Path]) -> None:
+    result = smoke[0](resume)
     assert result["problems"] == []
     assert result["delivery_ok"]
     assert result["events_per_second"] > 0
 
 
-def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_count() -> None:
-    result = fanout.run(fanout.parse_args(["--smoke", "--no-write"]))
+def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_count(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](fanout)
     assert result["problems"] == []
     assert {(step["sockets"], step["target_rate"]) for step in result["steps"]} == {
         (5, 20.0),
@@ -73,8 +117,8 @@ def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_cou
     assert all(burst["frames_per_second"] > 0 for burst in result["bursts"])
 
 
-def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert() -> None:
-    result = ingest.run(ingest.parse_args(["--smoke", "--no-write"]))
+def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert(smoke: tuple[Smoke, Path]) -> None:
+    result = smoke[0](ingest)
     assert result["problems"] == []
     bulk = result["bulk"]
     assert bulk["reception"]["frames"] == bulk["reception"]["expected"] == 500 * 10
@@ -83,3 +127,30 @@ def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert() -> None:
         assert step["tx_per_second"] > 0
         assert step["limit_tx_per_second"] > 0
         assert step["reception"]["frames"] == step["reception"]["expected"] > 0
+
+
+def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:
+    run_smoke, run_dir = smoke
+    for module in (db_limits, socket_limit, fanout, ingest, resume, idle_sockets):
+        run_smoke(module)
+    results = run_dir / "RESULTS.md"
+    written = report.write_results(run_dir, results)
+    text = results.read_text()
+    for heading in (
+        "## The aims",
+        "### The database alone",
+        "### The socket",
+        "## Fan-out",
+        "## Ingest and bulk",
+        "## Replay",
+        "## Idle sockets",
+    ):
+        assert heading in text
+    assert "## Problems reported by the run" not in text
+    plots = [path for path in written if path.suffix == ".png"]
+    assert [path.name for path in plots] == [
+        "latency-vs-sockets.png",
+        "fanout-vs-limit.png",
+        "throughput-vs-writers.png",
+    ]
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots)

