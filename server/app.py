@@ -67,10 +67,10 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
         start = await current_position(conn, app[DATABASE_ID])
     app[LISTENER] = listener = Listener(
         config.database_url,
-        app[POOL],
         hub,
         start,
         published=lambda seconds: app[METRICS].notify_to_send_seconds.observe(seconds),
+        batch_window=config.batch_window_ms / 1000,
     )
     app[METRICS] = create_metrics(
         sockets=hub.__len__,

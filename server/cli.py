@@ -162,7 +162,7 @@ async def _tail(conninfo: str, after: str | None) -> None:
         hub = Hub(max_backlog_bytes=1 << 62)
         subscription = hub.subscribe("tail", user_id=0)
         subscription.go_live(None)
-        listener = Listener(conninfo, pool, hub, start)
+        listener = Listener(conninfo, hub, start)
         async with running(listener.run(), "listener"):
             while True:
                 frames, _ = await subscription.take()

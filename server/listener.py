@@ -16,7 +16,7 @@ import psycopg
 
 from server import queries
 from server.cursor import Cursor
-from server.db import DbPool
+from server.db import DbConnection
 from server.eventlog import read_page
 from server.hub import Hub
 
@@ -30,19 +30,27 @@ class Listener:
     def __init__(
         self,
         conninfo: str,
-        pool: DbPool,
         hub: Hub,
         start: Cursor,
         published: Callable[[float], None] | None = None,
+        batch_window: float = 0.0,
     ) -> None:
         """`published` is told, after each wake-up that had events, the seconds from waking
-        to the last socket that could take them at once having them written."""
+        to the last socket that could take them at once having them written.
+
+        While events keep coming, the log is read at most once per `batch_window` seconds:
+        each read (a query, and a write per socket) then carries the events of a whole window.
+        The first event after a quiet window goes out at once.
+        """
         self.position = start
         self._published = published
+        self._batch_window = batch_window
         self._listening = asyncio.Event()
         self.reconnects = 0
         self._conninfo = conninfo
-        self._pool = pool
+        # Reads go through a connection of the listener's own: a pooled one would cost a
+        # checkout and a liveness round trip on every wake-up.
+        self._reader: DbConnection | None = None
         self._hub = hub
         self._wake = asyncio.Event()
 
@@ -54,9 +62,12 @@ class Listener:
         await self._listening.wait()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._listen_forever())
-            tasks.create_task(self._deliver_forever())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._listen_forever())
+                tasks.create_task(self._deliver_forever())
+        finally:
+            await self._drop_reader()
 
     async def _listen_forever(self) -> None:
         failures = 0
@@ -99,16 +110,22 @@ class Listener:
             log.warning("ignoring malformed revocation %r", payload[:100])
 
     async def _deliver_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
+            began = loop.time()
             try:
                 await self.deliver_pending()
                 failures = 0
+                rest_of_window = began + self._batch_window - loop.time()
+                if rest_of_window > 0:
+                    await asyncio.sleep(rest_of_window)
             except psycopg.Error as error:
                 failures += 1
                 log.warning("reading the event log failed: %s", str(error).strip())
+                await self._drop_reader()
                 self._wake.set()
                 await asyncio.sleep(_backoff(failures))
             except Exception:
@@ -122,16 +139,30 @@ class Listener:
         loop = asyncio.get_running_loop()
         woke_at = loop.time()
         published = False
-        async with self._pool.connection() as conn:
-            while True:
-                page = await read_page(conn, self.position, PAGE_SIZE)
-                self._hub.publish(page.broadcasts, woke_at)
-                published = published or bool(page.broadcasts)
-                self.position = page.end
-                if page.complete:
-                    break
+        conn = await self._connected_reader()
+        while True:
+            page = await read_page(conn, self.position, PAGE_SIZE)
+            self._hub.publish(page.broadcasts, woke_at)
+            published = published or bool(page.broadcasts)
+            self.position = page.end
+            if page.complete:
+                break
         if published and self._published is not None:
             self._published(loop.time() - woke_at)
+
+    async def _connected_reader(self) -> DbConnection:
+        if self._reader is None or self._reader.closed:
+            self._reader = await psycopg.AsyncConnection.connect(
+                self._conninfo,
+                autocommit=True,
+                application_name=queries.LISTENER_READER_APPLICATION_NAME,
+            )
+        return self._reader
+
+    async def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.close()
 
 
 def _backoff(failures: int) -> float:

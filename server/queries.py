@@ -5,6 +5,7 @@ from typing import Final, LiteralString
 # Names pgcast gives its own connections; the audit view tells API posts apart by them.
 APPLICATION_NAME: Final = "pgcast"
 LISTENER_APPLICATION_NAME: Final = "pgcast-listener"
+LISTENER_READER_APPLICATION_NAME: Final = "pgcast-listener-reader"
 CLI_APPLICATION_NAME: Final = "pgcast-cli"
 NOTIFY_CHANNEL: Final = "pgcast_events"
 

@@ -67,6 +67,14 @@ def test_bad_setting_exits_1_with_one_line(database_url: str, tmp_path: Path) ->
     )
 
 
+def test_bad_batch_window_exits_1_with_one_line(database_url: str, tmp_path: Path) -> None:
+    result = run_cli("migrate", env=cli_env(database_url, tmp_path, PGCAST_BATCH_WINDOW_MS="2000"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "pgcast: PGCAST_BATCH_WINDOW_MS=2000 is out of range (0 to 1000)"
+    )
+
+
 def test_dev_login_on_public_host_refuses_to_start(database_url: str, tmp_path: Path) -> None:
     env = cli_env(database_url, tmp_path, PGCAST_DEV_LOGIN="1", PGCAST_HOST="0.0.0.0")
     result = run_cli("serve", env=env)

@@ -189,7 +189,9 @@ async def test_killing_the_listen_connection_loses_and_repeats_nothing(
             for _ in range(5):
                 cursor = await admin.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'pgcast-listener' AND datname = current_database()"
+                    # The LISTEN connection and the one that reads the event log.
+                    "WHERE application_name LIKE 'pgcast-listener%' "
+                    "AND datname = current_database()"
                 )
                 row = await cursor.fetchone()
                 killed += int(row[0]) if row else 0
