@@ -248,6 +248,8 @@ async def _bench(
     port = free_port()
     url = f"http://{HOST}:{port}"
     env = pgcast_env(conninfo, workdir / "server-data", port)
+    if args.batch_window_ms is not None:
+        env["PGCAST_BATCH_WINDOW_MS"] = str(args.batch_window_ms)
     server = await ServerProcess.start(
         "pgcast serve", [sys.executable, "-m", "server", "serve", "--no-migrate"], env
     )
@@ -393,6 +395,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rates", help="ladder of msg/s, comma-separated (20,50,200,1000)")
     parser.add_argument("--seconds", type=float, help="seconds per ladder step (3)")
     parser.add_argument("--burst-bytes", type=int, help="bytes on the wire per burst (400 MB)")
+    parser.add_argument(
+        "--batch-window-ms", type=int, help="the server's PGCAST_BATCH_WINDOW_MS (its default)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few sockets, a few seconds")
     add_report_options(parser)
     args = parser.parse_args(argv)

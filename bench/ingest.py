@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import sys
 import tempfile
@@ -48,13 +47,12 @@ from bench.db_limits import (
     set_variant,
     writer_user,
 )
-from bench.fanout import DRAIN_SECONDS, Fleet
+from bench.fanout import DRAIN_SECONDS
 from bench.quick import (
     GIL_SWITCH_INTERVAL,
     HOST,
     BenchError,
     Meter,
-    Receiver,
     ServerProcess,
     _raise_open_file_limit,
     _ratio,
@@ -62,7 +60,6 @@ from bench.quick import (
     add_report_options,
     bench_database,
     bench_main,
-    close_sockets,
     fetch_metrics,
     finish_report,
     free_port,
@@ -72,8 +69,8 @@ from bench.quick import (
     save_report,
     settle_options,
     sign_in,
-    wait_delivered,
 )
+from bench.receivers import ReceiverProcess, Reception
 
 DEFAULTS: dict[str, Any] = {
     "sockets": 1000,
@@ -82,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
     "bulk_rows": 10_000,
     "content_bytes": 200,
 }
+# The receivers take the CPU the writers, PostgreSQL and pgcast leave (bench/receivers.py).
+RECEIVERS_NICE = 10
 SMOKE: dict[str, Any] = {
     "sockets": 10,
     "writers": "1,4",
@@ -94,49 +93,6 @@ INSERT INTO messages (user_id, content)
 SELECT %(user_id)s, repeat('b', %(chars)s) FROM generate_series(1, %(rows)s)
 RETURNING id
 """
-
-
-@dataclass
-class Reception:
-    """What the sockets got of the messages with `ids`."""
-
-    frames: int
-    expected: int
-    frames_per_second: float
-    losses: int
-    duplicates: int
-    closed_sockets: int
-    first_at: float
-    last_at: float
-
-
-def reception(receivers: Sequence[Receiver], ids: Sequence[int]) -> Reception:
-    """Exactly once, not order: with several writers, id order is not commit order."""
-    wanted = set(ids)
-    frames = losses = duplicates = closed = 0
-    firsts, lasts = [], []
-    for receiver in receivers:
-        got = [found for found in receiver.ids if found in wanted]
-        frames += len(got)
-        unique = set(got)
-        duplicates += len(got) - len(unique)
-        losses += len(wanted - unique)
-        closed += receiver.closed
-        if receiver.times:
-            firsts.append(receiver.times[0])
-            lasts.append(receiver.times[-1])
-    first, last = (min(firsts), max(lasts)) if firsts else (math.nan, math.nan)
-    span = last - first
-    return Reception(
-        frames=frames,
-        expected=len(wanted) * len(receivers),
-        frames_per_second=frames / span if span > 0 else math.nan,
-        losses=losses,
-        duplicates=duplicates,
-        closed_sockets=closed,
-        first_at=first,
-        last_at=last,
-    )
 
 
 @dataclass
@@ -186,22 +142,23 @@ def _bulk_insert(conninfo: str, user_id: int, rows: int, chars: int) -> tuple[li
 
 
 async def bulk_phase(
-    args: argparse.Namespace, conninfo: str, user_id: int, fleet: Fleet, meter: Meter
+    args: argparse.Namespace,
+    conninfo: str,
+    user_id: int,
+    fleet: ReceiverProcess,
+    meter: Meter,
 ) -> Bulk:
-    for receiver in fleet.receivers:
-        receiver.start_phase(args.bulk_rows)
+    await fleet.start_phase(args.bulk_rows)
     meter.start()
     began = time.time()
     ids, committed = await asyncio.to_thread(
         _bulk_insert, conninfo, user_id, args.bulk_rows, args.content_bytes
     )
-    await wait_delivered(fleet.receivers, DRAIN_SECONDS)
+    got = await fleet.finish(ids, DRAIN_SECONDS)
     usage = await meter.stop()
-    got = reception(fleet.receivers, ids)
-    await fleet.settle()
     return Bulk(
         rows=args.bulk_rows,
-        sockets=len(fleet.receivers),
+        sockets=fleet.sockets,
         insert_ms=1000 * (committed - began),
         commit_to_first_ms=1000 * (got.first_at - committed),
         commit_to_last_ms=1000 * (got.last_at - committed),
@@ -216,7 +173,7 @@ async def ingest_phase(
     conninfo: str,
     postmaster: psutil.Process | None,
     workdir: Path,
-    fleet: Fleet,
+    fleet: ReceiverProcess,
     meter: Meter,
     writers: int,
 ) -> Ingest:
@@ -240,9 +197,7 @@ async def ingest_phase(
     with psycopg.connect(conninfo, autocommit=True) as conn:
         reset_tables(conn)
         set_variant(conn, "pgcast")
-    for receiver in fleet.receivers:
-        # Unknown until the writers stop; the count is set then.
-        receiver.start_phase(1 << 62)
+    await fleet.start_phase()
     meter.start()
     rate = await asyncio.to_thread(
         pgbench_inserts,
@@ -256,17 +211,11 @@ async def ingest_phase(
     )
     writers_done = time.time()
     ids = await asyncio.to_thread(_ids, conninfo)
-    for receiver in fleet.receivers:
-        receiver.expected = len(ids)
-        if len(receiver.ids) >= len(ids) or receiver.closed:
-            receiver.done.set()
-    await wait_delivered(fleet.receivers, DRAIN_SECONDS)
+    got = await fleet.finish(ids, DRAIN_SECONDS)
     usage = await meter.stop()
-    got = reception(fleet.receivers, ids)
-    await fleet.settle()
     return Ingest(
         writers=writers,
-        sockets=len(fleet.receivers),
+        sockets=fleet.sockets,
         limit_tx_per_second=limit.tx_per_second,
         tx_per_second=rate.tx_per_second,
         ratio=_ratio(rate.tx_per_second, limit.tx_per_second),
@@ -288,27 +237,30 @@ async def _bench(
         set_variant(conn, "pgcast")
     port = free_port()
     url = f"http://{HOST}:{port}"
+    env = pgcast_env(conninfo, workdir / "server-data", port)
+    if args.batch_window_ms is not None:
+        env["PGCAST_BATCH_WINDOW_MS"] = str(args.batch_window_ms)
     server = await ServerProcess.start(
-        "pgcast serve",
-        [sys.executable, "-m", "server", "serve", "--no-migrate"],
-        pgcast_env(conninfo, workdir / "server-data", port),
+        "pgcast serve", [sys.executable, "-m", "server", "serve", "--no-migrate"], env
     )
     ingests: list[Ingest] = []
     try:
         await server.wait_ready(url + "/readyz")
+        fleet = await ReceiverProcess.start(nice=RECEIVERS_NICE)
         watched = {
             "server": (psutil.Process(server.pid), False),
+            # This process, pgbench and the receivers' process.
             "loadgen": (psutil.Process(), True),
+            "receivers": (psutil.Process(fleet.pid), False),
         }
         if postmaster is not None:
             watched["postgres"] = (postmaster, True)
         meter = Meter(watched)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             user_id, cookie = await sign_in(http, url)
-            fleet = Fleet(port, url, cookie)
             before = await fetch_metrics(http, url)
             try:
-                await fleet.ensure(args.sockets)
+                await fleet.open(port, url, cookie, args.sockets)
                 bulk = await bulk_phase(args, conninfo, user_id, fleet, meter)
                 print(
                     f"ingest: bulk {bulk.rows} rows to {bulk.sockets} sockets: "
@@ -326,7 +278,7 @@ async def _bench(
                         file=sys.stderr,
                     )
             finally:
-                await close_sockets(fleet.receivers)
+                await fleet.close()
             metrics = metrics_delta(before, await fetch_metrics(http, url))
     finally:
         await server.stop()
@@ -418,6 +370,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, help="seconds per pgbench run (5)")
     parser.add_argument("--bulk-rows", type=int, help="rows in the one bulk INSERT (10000)")
     parser.add_argument("--content-bytes", type=int, help="message content bytes (200)")
+    parser.add_argument(
+        "--batch-window-ms", type=int, help="the server's PGCAST_BATCH_WINDOW_MS (its default)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few sockets, a few seconds")
     add_report_options(parser)
     args = parser.parse_args(argv)
