@@ -76,13 +76,14 @@ class Cursor:
         return self.prev == self.next and self.after is None
 
     def encode(self) -> str:
+        if self.after is not None:
+            return BatchCursors(self.database, self.taken_at_us, self.prev, self.next).encode(
+                *self.after
+            )
         fields: list[object] = [1, self.database, self.taken_at_us, str(self.next)]
         if not self.on_boundary:
             fields.append(str(self.prev))
-            if self.after is not None:
-                fields.extend(self.after)
-        raw = json.dumps(fields, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return _base64(json.dumps(fields, separators=(",", ":")).encode())
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
@@ -115,6 +116,42 @@ class Cursor:
                 raise CursorError("inconsistent position in cursor")
             after = (tx, event_id)
         return cls(database, taken_at_us, prev_snapshot, next_snapshot, after)
+
+
+class BatchCursors:
+    """The cursors of one batch's events, which differ only in `after`: replay and live
+    delivery give every event its own cursor, so their constant part is encoded once.
+
+    base64 turns each group of 3 bytes into 4 characters on its own, so the base64 of a JSON
+    head padded to a multiple of 3 bytes, followed by the base64 of `tx,id]`, is the base64
+    of the whole array. The padding is spaces after a comma, which JSON ignores: `decode`
+    reads these cursors as it reads the compact ones issued before.
+    """
+
+    __slots__ = ("_database", "_head", "_next", "_prev", "_taken_at_us")
+
+    def __init__(self, database: str, taken_at_us: int, prev: Snapshot, next: Snapshot) -> None:
+        self._database = database
+        self._taken_at_us = taken_at_us
+        self._prev = prev
+        self._next = next
+        fields = [1, database, taken_at_us, str(next), str(prev)]
+        head = json.dumps(fields, separators=(",", ":"))[:-1].encode() + b","
+        self._head = _base64(head + b" " * (-len(head) % 3))
+
+    def cursor(self, tx: int, event_id: int) -> Cursor:
+        return Cursor(self._database, self._taken_at_us, self._prev, self._next, (tx, event_id))
+
+    def encode(self, tx: int, event_id: int) -> str:
+        return self._head + _base64(f"{tx},{event_id}]".encode())
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _base64(raw: bytes) -> str:
+    """base64url without padding (base64.urlsafe_b64encode, without its Python layers)."""
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _is_count(value: object) -> bool:

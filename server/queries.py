@@ -38,28 +38,34 @@ FROM pgcast_instance
 # "Not visible in snapshot s" means tx >= xmax(s), or tx in xip(s). Each is its own
 # branch, ordered and limited on its own, so each is a short walk of the (tx, id) index
 # whatever the table's statistics say; written as one OR, the planner may scan the table.
+# For the same reason the rest of a batch starts from one row comparison, `(tx, id) >=` the
+# first key still owed (eventlog.page_parameters): "tx >= xmax(prev), and no `after` or past
+# it" is an OR too, which no index bound can express, so each page would walk (or scan and
+# sort) the batch again from its start.
+# `here` is MATERIALIZED: inlined, the snapshot and its text were computed again per row.
+# Timestamps are formatted here, as protocol.iso_timestamp formats them, whatever the
+# session's TimeZone (`FMYYYY` leaves years below 1000 unpadded, like strftime's "%Y").
+# Those Python's datetime cannot hold come out NULL: the event is skipped as unreadable.
 # The first row always carries `here`, even on an empty page.
 EVENTS_PAGE: Final[LiteralString] = """
-WITH here AS (
-    SELECT pg_current_snapshot() AS snap,
+WITH here AS MATERIALIZED (
+    SELECT pg_current_snapshot()::text AS snap,
            (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS taken_at_us
 ),
 rest_of_batch AS (
     (SELECT 1 AS part, e.* FROM message_events e
      WHERE %(in_batch)s
-       AND e.tx >= %(prev_xmax)s::text::xid8 AND e.tx < %(next_xmax)s::text::xid8
+       AND (e.tx, e.id) >= (%(from_tx)s::text::xid8, %(from_id)s::bigint)
+       AND e.tx < %(next_xmax)s::text::xid8
        AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
-       AND (%(after_tx)s::xid8 IS NULL
-            OR (e.tx, e.id) > (%(after_tx)s::xid8, %(after_id)s::bigint))
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
     UNION ALL
     (SELECT 1 AS part, e.* FROM message_events e
      WHERE %(in_batch)s
        AND e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(prev)s::pg_snapshot)))
+       AND (e.tx, e.id) >= (%(xip_from_tx)s::text::xid8, %(xip_from_id)s::bigint)
        AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
-       AND (%(after_tx)s::xid8 IS NULL
-            OR (e.tx, e.id) > (%(after_tx)s::xid8, %(after_id)s::bigint))
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
 ),
@@ -79,10 +85,20 @@ page AS (
     UNION ALL
     SELECT * FROM after_batch
 )
-SELECT here.snap::text, here.taken_at_us,
+SELECT here.snap, here.taken_at_us,
        page.part, page.id, page.tx::text::bigint, page.kind, page.message_id, page.user_id,
-       page.content, page.message_created_at, page.message_updated_at, page.origin_socket_id,
-       u.name, u.avatar_url
+       page.content,
+       CASE WHEN page.message_created_at >= '0001-01-01Z'
+             AND page.message_created_at < '10000-01-01Z'
+            THEN to_char(page.message_created_at AT TIME ZONE 'UTC',
+                         'FMYYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+       END,
+       CASE WHEN page.message_updated_at >= '0001-01-01Z'
+             AND page.message_updated_at < '10000-01-01Z'
+            THEN to_char(page.message_updated_at AT TIME ZONE 'UTC',
+                         'FMYYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+       END,
+       page.origin_socket_id, u.name, u.avatar_url
 FROM here
 LEFT JOIN page ON true
 LEFT JOIN users u ON u.id = page.user_id

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg import sql
 
+from server import queries, ws
+from server.cursor import Cursor, Snapshot
+from server.eventlog import current_position, database_identity, page_parameters, read_page
+from server.keys import POOL
+from server.protocol import MESSAGES_CHANNEL, event_frame, frame, iso_timestamp, message_json
 from tests.conftest import Client, RunningServer, create_user
 
 
@@ -216,15 +226,311 @@ async def test_a_replay_longer_than_one_page_arrives_complete_and_in_order(
     socket = await alice.connect()
     await socket.close()
     user_id = await create_user(db)
+    # One transaction longer than two pages: pages end in the middle of its batch.
+    rows = 2 * ws.REPLAY_PAGE_SIZE + 50
     await db.execute(
         "INSERT INTO messages (user_id, content) "
-        "SELECT %s, 'r' || n FROM generate_series(1, 450) AS n",
-        [user_id],
+        "SELECT %s, 'r' || n FROM generate_series(1, %s) AS n",
+        [user_id, rows],
     )
-    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'r451')", [user_id])
+    await db.execute(
+        "INSERT INTO messages (user_id, content) VALUES (%s, %s)", [user_id, f"r{rows + 1}"]
+    )
 
     resumed = await alice.connect(after=socket.cursor)
-    frames = await resumed.frames(451)
-    assert [f["data"]["message"]["content"] for f in frames] == [f"r{n}" for n in range(1, 452)]
+    frames = await resumed.frames(rows + 1)
+    assert [f["data"]["message"]["content"] for f in frames] == [
+        f"r{n}" for n in range(1, rows + 2)
+    ]
     await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'live')", [user_id])
     assert (await resumed.next_frame())["data"]["message"]["content"] == "live"
+
+
+async def test_a_replay_paged_through_the_middle_of_batches_sends_each_event_once_in_order(
+    client_factory: Any,
+    db: psycopg.AsyncConnection[Any],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pages of two events end inside a transaction, inside a batch, and inside each of a
+    # batch's two parts: a transaction that was in progress at the batch's start (xip) and
+    # those that began after it.
+    monkeypatch.setattr(ws, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(ws, "REPLAY_FRAMES_PER_WRITE", 1)
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    socket = await alice.connect()
+    user_id = await create_user(db)
+
+    async with await psycopg.AsyncConnection.connect(database_url) as writer_a:
+        await writer_a.execute(
+            "INSERT INTO messages (user_id, content) SELECT %s, 'A' || n "
+            "FROM generate_series(1, 3) AS n",
+            [user_id],
+        )
+        await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'b0')", [user_id])
+        # b0's cursor ends a batch in which A was still in progress.
+        assert (await socket.next_frame())["data"]["message"]["content"] == "b0"
+        await socket.close()
+        await writer_a.commit()
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'B' || n "
+        "FROM generate_series(1, 4) AS n",
+        [user_id],
+    )
+    expected = ["A1", "A2", "A3", "B1", "B2", "B3", "B4"]
+
+    async def replay(cursor: str, count: int) -> tuple[Any, list[dict[str, Any]]]:
+        resumed = await alice.connect(after=cursor)
+        return resumed, await resumed.frames(count)
+
+    resumed, frames = await replay(socket.cursor, len(expected))
+    assert [f["data"]["message"]["content"] for f in frames] == expected
+    await resumed.close()
+    # Every frame's cursor resumes exactly after it, wherever its page ended.
+    for index, previous in enumerate(frames):
+        resumed, rest = await replay(previous["cursor"], len(expected) - index - 1)
+        assert [f["data"]["message"]["content"] for f in rest] == expected[index + 1 :]
+        if index == len(frames) - 1:
+            # Then live, with nothing repeated at the seam.
+            await db.execute(
+                "INSERT INTO messages (user_id, content) VALUES (%s, 'live')", [user_id]
+            )
+            assert (await resumed.next_frame())["data"]["message"]["content"] == "live"
+        await resumed.close()
+
+
+async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_back(
+    client_factory: Any,
+    db: psycopg.AsyncConnection[Any],
+    server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The replay reads a page ahead while it writes: closing the socket must stop that read
+    # and return its connection to the pool.
+    monkeypatch.setattr(ws, "REPLAY_PAGE_SIZE", 50)
+    monkeypatch.setattr(ws, "REPLAY_FRAMES_PER_WRITE", 10)
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    socket = await alice.connect()
+    await socket.close()
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'r' || n "
+        "FROM generate_series(1, 3000) AS n",
+        [user_id],
+    )
+
+    for _ in range(3):
+        resumed = await alice.connect(after=socket.cursor)
+        await resumed.frames(5)
+        await resumed.close()
+    pool = server.app[POOL]
+    for _ in range(100):
+        stats = pool.get_stats()
+        if stats["pool_available"] == stats["pool_size"]:
+            break
+        await asyncio.sleep(0.05)
+    assert stats["pool_available"] == stats["pool_size"], stats
+
+    resumed = await alice.connect(after=socket.cursor)
+    frames = await resumed.frames(3000)
+    assert [f["data"]["message"]["content"] for f in frames] == [f"r{n}" for n in range(1, 3001)]
+
+
+def test_owed_events_start_just_past_the_position() -> None:
+    prev, next_ = Snapshot.parse("100:110:103,105"), Snapshot.parse("108:120:")
+    min_id, max_id = -(1 << 63), (1 << 63) - 1
+
+    def starts(after: tuple[int, int] | None) -> tuple[tuple[str, int], tuple[str, int]]:
+        parameters = page_parameters(Cursor("db", 1, prev, next_, after), 200)
+        return (
+            (parameters["from_tx"], parameters["from_id"]),
+            (parameters["xip_from_tx"], parameters["xip_from_id"]),
+        )
+
+    assert starts(None) == (("110", min_id), ("0", min_id))
+    # In prev's in-progress transaction 103: the range part starts at prev's xmax.
+    assert starts((103, 7)) == (("110", min_id), ("103", 8))
+    assert starts((112, 7)) == (("112", 8), ("112", 8))
+    assert starts((112, max_id)) == (("113", min_id), ("113", min_id))
+    on_boundary = page_parameters(Cursor.at("db", 1, next_), 200)
+    assert on_boundary["in_batch"] is False
+
+
+def _numbered(query: str) -> tuple[str, list[str]]:
+    """`query` with $1, $2... for psycopg's named placeholders, and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, query), names
+
+
+# A plan made for the parameters, on a table never analyzed, may read a small table's batch
+# with a bitmap scan and sort it (below some 15,000 rows, it was estimated cheaper).
+@pytest.mark.parametrize(
+    ("analyzed", "plan"),
+    [(False, "force_generic_plan"), (True, "force_generic_plan"), (True, "force_custom_plan")],
+)
+async def test_every_part_of_a_page_is_a_seek_into_the_tx_index(
+    db: psycopg.AsyncConnection[Any], analyzed: bool, plan: str
+) -> None:
+    # Each page must cost the same wherever it starts in a batch: each part of EVENTS_PAGE
+    # starts at the first event owed (no row read and thrown away), whether the plan was
+    # made for the parameters or for any of them.
+    await db.execute("ALTER TABLE message_events SET (autovacuum_enabled = off)")
+    user_id = await create_user(db)
+    position = await current_position(db, "db")
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'x' || n "
+        "FROM generate_series(1, 2000) AS n",
+        [user_id],
+    )
+    if analyzed:
+        await db.execute("ANALYZE message_events")
+    page = await read_page(db, position, 200)
+    assert not page.complete
+    page = await read_page(db, page.end, 200)  # in the middle of the batch, past 200 events
+    assert not page.complete
+    assert page.end.after is not None
+
+    query, names = _numbered(queries.EVENTS_PAGE)
+    parameters = page_parameters(page.end, 200)
+    await db.execute(f"SET plan_cache_mode = {plan}")
+    await db.execute(f"PREPARE events_page AS {query}")
+    arguments = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
+    explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE events_page")
+    cursor = await db.execute(explain + sql.SQL("(") + arguments + sql.SQL(")"))
+    plan_text = "\n".join(row[0] for row in await cursor.fetchall())
+
+    assert "Seq Scan on message_events" not in plan_text, plan_text
+    assert "Bitmap" not in plan_text, plan_text
+    assert "Rows Removed by Filter" not in plan_text, plan_text
+    scans = re.findall(r"Index Scan using message_events_tx_idx", plan_text)
+    assert len(scans) == 4, plan_text
+    # The rest of the batch: both its parts seek to (tx, id).
+    assert len(re.findall(r"Index Cond: .*ROW\(tx, id\) >= ROW", plan_text)) == 2, plan_text
+    assert "rows=200" in plan_text, plan_text
+
+
+# Microsecond 0 and 999999, a leap day, a daylight-saving change in America, before 1970,
+# and years Python's strftime writes with fewer than four digits.
+TIMESTAMPS = [
+    datetime(2026, 11, 25, 17, 46, 57, 123456, tzinfo=UTC),
+    datetime(2026, 11, 25, 17, 46, 57, 0, tzinfo=UTC),
+    datetime(2026, 11, 25, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2024, 2, 29, 0, 0, 0, 10, tzinfo=UTC),
+    datetime(2026, 3, 8, 7, 30, tzinfo=UTC),
+    datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(999, 6, 1, 12, tzinfo=UTC),
+    datetime(5, 1, 2, tzinfo=UTC),
+    datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize(
+    "time_zone",
+    ["UTC", "America/St_Johns", "Asia/Kathmandu", "Pacific/Kiritimati", "Pacific/Pago_Pago"],
+)
+async def test_frames_are_the_ones_built_from_python_datetimes_in_any_session_time_zone(
+    database_url: str, db: psycopg.AsyncConnection[Any], time_zone: str
+) -> None:
+    user_id = await create_user(db, "zoe@example.com", 'Zoë "Z" Ω')
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, options=f"-c TimeZone={time_zone}"
+    ) as conn:
+        database = await database_identity(conn)
+        position = await current_position(conn, database)
+        for n, moment in enumerate(TIMESTAMPS):
+            await db.execute(
+                "INSERT INTO messages (user_id, content, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s)",
+                [user_id, f"at {n}", moment, moment + timedelta(microseconds=1)],
+            )
+        page = await read_page(conn, position, 100)
+
+    assert [b.frame for b in page.broadcasts] == [
+        frame(
+            "new-message",
+            MESSAGES_CHANNEL,
+            {
+                "message": message_json(
+                    b.event_id,
+                    user_id,
+                    f"at {n}",
+                    moment,
+                    moment + timedelta(microseconds=1),
+                    'Zoë "Z" Ω',
+                    None,
+                )
+            },
+            b.cursor.encode(),
+        )
+        for n, (moment, b) in enumerate(zip(TIMESTAMPS, page.broadcasts, strict=True))
+    ]
+    assert iso_timestamp(TIMESTAMPS[1]) == "2026-11-25T17:46:57.000000Z"
+
+
+async def test_an_event_whose_timestamps_python_cannot_hold_is_skipped_not_stalled(
+    database_url: str, db: psycopg.AsyncConnection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    user_id = await create_user(db)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        position = await current_position(conn, "db")
+        for moment in ("10000-01-01 00:00:00Z", "0044-03-15 12:00:00Z BC", "infinity"):
+            await db.execute(
+                "INSERT INTO message_events (kind, message_id, user_id, content, "
+                "message_created_at, message_updated_at) "
+                "VALUES ('new-message', 1, %s, 'odd', %s, now())",
+                [user_id, moment],
+            )
+        await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
+        with caplog.at_level(logging.ERROR, logger="server.eventlog"):
+            page = await read_page(conn, position, 100)
+
+    assert [b.frame.count('"content":"after"') for b in page.broadcasts] == [1]
+    assert page.complete
+    assert caplog.text.count("skipping unreadable event") == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "avatar_url"),
+    [
+        ("plain", "Alice", None),
+        ('quotes " and \\ backslashes', 'O"Brien \\', 'https://example.com/a.png?q="1"'),
+        ("control \x01\x1f\t\n\r and \u2028\u2029 separators", "Zoë", None),
+        ("emoji 😀, accents é, CJK 日本", "日本", "https://example.com/😀.png"),
+        ("", None, None),  # the author was deleted before the event was read
+        (None, "Alice", None),  # a row written by hand without content
+    ],
+)
+def test_event_frames_are_the_frames_the_json_encoder_writes(
+    content: str | None, name: str | None, avatar_url: str | None
+) -> None:
+    created = datetime(2026, 11, 25, 17, 46, 57, 0, tzinfo=UTC)
+    updated = datetime(2026, 11, 25, 17, 46, 57, 5, tzinfo=UTC)
+    cursor = Cursor(
+        "0123456789abcdef", 1, Snapshot.parse("5:9:6,7"), Snapshot.parse("8:12:9"), (7, 42)
+    ).encode()
+    for kind in ("new-message", "message-updated"):
+        built = event_frame(
+            kind,
+            12,
+            3,
+            content,
+            iso_timestamp(created),
+            iso_timestamp(updated),
+            name,
+            avatar_url,
+            cursor,
+        )
+        message = message_json(12, 3, content, created, updated, name, avatar_url)  # type: ignore[arg-type]
+        assert built == frame(kind, MESSAGES_CHANNEL, {"message": message}, cursor)
+    deleted = event_frame("message-deleted", 12, 3, None, None, None, name, avatar_url, cursor)
+    assert deleted == frame("message-deleted", MESSAGES_CHANNEL, {"id": 12}, cursor)
+    with pytest.raises(ValueError, match="timestamps"):
+        event_frame("new-message", 12, 3, content, None, None, name, avatar_url, cursor)
