@@ -30,7 +30,7 @@ class Subscription:
         self.user_id = user_id
         self.session_id = session_id
         self.close_request: tuple[int, str] | None = None
-        self.close_requested = asyncio.Event()
+        self._on_close_request: Callable[[], None] | None = None
         self._max_backlog_bytes = max_backlog_bytes
         self._frames: deque[bytes] = deque()
         self._backlog_bytes = 0
@@ -130,12 +130,24 @@ class Subscription:
             reframed[key] = wire
         return wire
 
+    def when_close_requested(self, callback: Callable[[], None]) -> None:
+        """Call `callback` soon after the first close request (at once if there was one).
+
+        A callback rather than a task waiting on an event: an idle socket then costs no
+        task of its own for a close that rarely comes.
+        """
+        self._on_close_request = callback
+        if self.close_request is not None:
+            asyncio.get_running_loop().call_soon(callback)
+
     def close(self, code: int, reason: str) -> None:
-        if self.close_request is None:
+        first = self.close_request is None
+        if first:
             self.close_request = (code, reason)
         self._frames.clear()
         self._wakeup.set()
-        self.close_requested.set()
+        if first and self._on_close_request is not None:
+            asyncio.get_running_loop().call_soon(self._on_close_request)
 
     async def take(self) -> tuple[list[bytes], float | None]:
         """Wait for frames (or a close request); take all that are queued, as WebSocket frames

@@ -67,17 +67,18 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     try:
         metrics = request.app[METRICS]
         delivery = asyncio.create_task(_deliver(request, ws, wire, subscription, metrics))
-        enforcer = asyncio.create_task(
-            _close_when_asked(request, ws, subscription, metrics, delivery)
+        closing: list[asyncio.Task[None]] = []
+        subscription.when_close_requested(
+            lambda: closing.append(
+                asyncio.create_task(_close_as_asked(request, ws, subscription, metrics, delivery))
+            )
         )
         try:
             await _read_until_closed(ws)
         finally:
             delivery.cancel()
-            if subscription.close_request is None:
-                enforcer.cancel()
             # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
-            await asyncio.gather(delivery, enforcer, return_exceptions=True)
+            await asyncio.gather(delivery, *closing, return_exceptions=True)
     finally:
         hub.unsubscribe(subscription)
         # A peer that stopped reading (the heartbeat gave up on it, say) would otherwise keep
@@ -211,7 +212,7 @@ async def _send_live(
         await wire.write(frames)
 
 
-async def _close_when_asked(
+async def _close_as_asked(
     request: web.Request,
     ws: web.WebSocketResponse,
     subscription: Subscription,
@@ -223,7 +224,6 @@ async def _close_when_asked(
     Delivery may be stuck waiting for a peer that stopped reading, so it is cancelled
     first; if even the close frame cannot be sent in time, the connection is dropped.
     """
-    await subscription.close_requested.wait()
     delivery.cancel()
     assert subscription.close_request is not None
     code, reason = subscription.close_request
