@@ -7,7 +7,6 @@ The hub knows nothing of WebSockets. A transport subscribes, drains its Subscrip
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from server.cursor import Cursor, Snapshot
@@ -31,12 +30,15 @@ class Subscription:
         self.session_id = session_id
         self.close_request: tuple[int, str] | None = None
         self._on_close_request: Callable[[], None] | None = None
+        self._on_queued: Callable[[], None] | None = None
         self._max_backlog_bytes = max_backlog_bytes
-        self._frames: deque[bytes] = deque()
+        # A list and a future made only while waiting, not a deque and an Event: each of
+        # those is most of a kilobyte, for every idle socket.
+        self._frames: list[bytes] = []
         self._backlog_bytes = 0
         # When the listener woke for the oldest frame still queued (loop time), for lag metrics.
         self._oldest_woke_at: float | None = None
-        self._wakeup = asyncio.Event()
+        self._waiting: asyncio.Future[None] | None = None
         # Until the socket has caught up (replay), live broadcasts wait here unfiltered.
         self._held: list[Broadcast] | None = []
         # Broadcasts this snapshot saw were already sent by the replay; skip them live.
@@ -94,13 +96,20 @@ class Subscription:
         if not self._frames and self._write_now is not None and self._write_now(wires):
             self.frames_handed_over += len(wires)
             return
-        self._frames.extend(wires)
+        queue_was_empty = not self._frames
+        self._frames += wires
+        if queue_was_empty and self._on_queued is not None:
+            self._on_queued()
         if self._oldest_woke_at is None:
             self._oldest_woke_at = woke_at
         self._backlog_bytes += sum(len(wire) for wire in wires)
         if self._backlog_bytes > self._max_backlog_bytes:
             self._give_up()
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
 
     def _frame_after_catch_up(
         self,
@@ -144,20 +153,32 @@ class Subscription:
         first = self.close_request is None
         if first:
             self.close_request = (code, reason)
-        self._frames.clear()
-        self._wakeup.set()
+        self._frames = []
+        self._wake()
         if first and self._on_close_request is not None:
             asyncio.get_running_loop().call_soon(self._on_close_request)
 
+    def when_frames_queued(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever frames are queued behind an empty queue: a socket that
+        `write_directly_with` cannot write to at once then starts a writer of its own."""
+        self._on_queued = callback
+
     async def take(self) -> tuple[list[bytes], float | None]:
-        """Wait for frames (or a close request); take all that are queued, as WebSocket frames
-        on the wire, with the loop time at which the listener woke for the oldest of them."""
+        """Wait for frames (or a close request); then `take_queued`."""
         while not self._frames and self.close_request is None:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        frames = list(self._frames)
+            self._waiting = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiting
+            finally:
+                self._waiting = None
+        return self.take_queued()
+
+    def take_queued(self) -> tuple[list[bytes], float | None]:
+        """Take every frame queued (none after a close request), as WebSocket frames on the
+        wire, with the loop time at which the listener woke for the oldest of them."""
+        frames = self._frames
         woke_at, self._oldest_woke_at = self._oldest_woke_at, None
-        self._frames.clear()
+        self._frames = []
         self._backlog_bytes = 0
         self.frames_handed_over += len(frames)
         return frames, woke_at

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 from aiohttp import WSMsgType, web
@@ -66,19 +66,27 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     subscription = hub.subscribe(socket_id, principal.user.id, principal.session_id)
     try:
         metrics = request.app[METRICS]
-        delivery = asyncio.create_task(_deliver(request, ws, wire, subscription, metrics))
+        backlog = BacklogWriter(wire, subscription, metrics)
+        delivery = asyncio.create_task(_deliver(request, ws, wire, subscription, backlog))
         closing: list[asyncio.Task[None]] = []
+
+        def stop_delivery() -> None:
+            delivery.cancel()
+            backlog.cancel()
+
         subscription.when_close_requested(
             lambda: closing.append(
-                asyncio.create_task(_close_as_asked(request, ws, subscription, metrics, delivery))
+                asyncio.create_task(
+                    _close_as_asked(request, ws, subscription, metrics, stop_delivery)
+                )
             )
         )
         try:
             await _read_until_closed(ws)
         finally:
-            delivery.cancel()
+            stop_delivery()
             # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
-            await asyncio.gather(delivery, *closing, return_exceptions=True)
+            await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
     finally:
         hub.unsubscribe(subscription)
         # A peer that stopped reading (the heartbeat gave up on it, say) would otherwise keep
@@ -131,23 +139,61 @@ class WireWriter:
         return True
 
 
+class BacklogWriter:
+    """Writes what a live socket has queued, in a task started only when it has a backlog.
+
+    Live frames normally go straight from the hub to the connection (`write_now`); they are
+    queued only while earlier bytes still wait for the kernel. An idle socket then holds no
+    task of its own, and a lagging one holds one until it has caught up.
+    """
+
+    def __init__(self, wire: WireWriter, subscription: Subscription, metrics: Metrics) -> None:
+        self._wire = wire
+        self._subscription = subscription
+        self._metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write_backlog())
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [] if self._task is None else [self._task]
+
+    async def _write_backlog(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frames, woke_at = self._subscription.take_queued()
+            if not frames:
+                return
+            if woke_at is not None:
+                self._metrics.notify_to_send_seconds.observe(loop.time() - woke_at)
+            try:
+                await self._wire.write(frames)
+            except ConnectionError:
+                # The socket is gone; its handler is finishing and unsubscribes it.
+                return
+
+
 async def _deliver(
     request: web.Request,
     ws: web.WebSocketResponse,
     wire: WireWriter,
     subscription: Subscription,
-    metrics: Metrics,
+    backlog: BacklogWriter,
 ) -> None:
     try:
-        await _catch_up(request, ws, wire, subscription, request.query.get("after"))
+        await _catch_up(request, ws, wire, subscription, backlog, request.query.get("after"))
     except CursorError as error:
         await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
         return
     except psycopg.Error:
         log.warning("catching a socket up failed: database unavailable")
         await ws.close(code=TRY_AGAIN_LATER, message=b"database unavailable; reconnect")
-        return
-    await _send_live(ws, wire, subscription, metrics)
 
 
 async def _catch_up(
@@ -155,6 +201,7 @@ async def _catch_up(
     ws: web.WebSocketResponse,
     wire: WireWriter,
     subscription: Subscription,
+    backlog: BacklogWriter,
     after: str | None,
 ) -> None:
     database_id = request.app[DATABASE_ID]
@@ -195,21 +242,9 @@ async def _catch_up(
             # to give its connection back.
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
+    subscription.when_frames_queued(backlog.start)
     subscription.write_directly_with(wire.write_now)
     subscription.go_live(position.next)
-
-
-async def _send_live(
-    ws: web.WebSocketResponse, wire: WireWriter, subscription: Subscription, metrics: Metrics
-) -> None:
-    loop = asyncio.get_running_loop()
-    while not ws.closed:
-        frames, woke_at = await subscription.take()
-        if subscription.close_request is not None:
-            return
-        if woke_at is not None:
-            metrics.notify_to_send_seconds.observe(loop.time() - woke_at)
-        await wire.write(frames)
 
 
 async def _close_as_asked(
@@ -217,14 +252,14 @@ async def _close_as_asked(
     ws: web.WebSocketResponse,
     subscription: Subscription,
     metrics: Metrics,
-    delivery: asyncio.Task[None],
+    stop_delivery: Callable[[], None],
 ) -> None:
     """Carry out a close the hub asked for (slow consumer, signed out).
 
-    Delivery may be stuck waiting for a peer that stopped reading, so it is cancelled
+    Delivery may be stuck waiting for a peer that stopped reading, so it is stopped
     first; if even the close frame cannot be sent in time, the connection is dropped.
     """
-    delivery.cancel()
+    stop_delivery()
     assert subscription.close_request is not None
     code, reason = subscription.close_request
     if code == SLOW_CONSUMER_CLOSE:
