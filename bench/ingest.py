@@ -1,13 +1,12 @@
 """Ingest and bulk: writers at full speed while sockets listen, and one huge INSERT.
 
-    .venv/bin/python bench/ingest.py [--sockets 1000] [--writers 1,4,16] [--seconds 5]
+    .venv/bin/python bench/ingest.py [--sockets 1,1000] [--writers 1,4,16] [--seconds 5]
                                      [--bulk-rows 10000] [--smoke]
 
-One pgcast server with `--sockets` sockets open (one signed-in user):
+One pgcast server, one signed-in user, its sockets in a niced child process (receivers.py):
 
-1. Bulk: one `INSERT ... SELECT` of `--bulk-rows` rows, one transaction. Reported: COMMIT to
-   the first frame anywhere, to the last frame on the last socket, and frames/s over that.
-2. Ingest, for each writer count: pgbench (bench/db_limits.py) inserts single-row
+1. Ingest, for each socket count (1 shows pgcast's own cost, 1,000 adds what receiving costs
+   on this machine) and each writer count: pgbench (bench/db_limits.py) inserts single-row
    transactions for `--seconds`,
    a. with only bench/db_limits.py's bare NOTIFY trigger on `messages` (pgcast's own trigger
       off, so the server and its sockets sit idle): the limit, measured with the same
@@ -17,6 +16,9 @@ One pgcast server with `--sockets` sockets open (one signed-in user):
    sockets got: frames/s, how long after the writers stopped the last socket had everything,
    and sockets closed as too slow (they would resume from their cursor; here they are
    replaced before the next step).
+2. Bulk, at the largest socket count: one `INSERT ... SELECT` of `--bulk-rows` rows, one
+   transaction. Reported: COMMIT to the first frame anywhere, to the last frame on the last
+   socket, and frames/s over that.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ from bench.quick import (
 from bench.receivers import ReceiverProcess, Reception
 
 DEFAULTS: dict[str, Any] = {
-    "sockets": 1000,
+    "sockets": "1,1000",
     "writers": "1,4,16",
     "seconds": 5,
     "bulk_rows": 10_000,
@@ -82,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
 # The receivers take the CPU the writers, PostgreSQL and pgcast leave (bench/receivers.py).
 RECEIVERS_NICE = 10
 SMOKE: dict[str, Any] = {
-    "sockets": 10,
+    "sockets": "1,10",
     "writers": "1,4",
     "seconds": 1,
     "bulk_rows": 500,
@@ -260,23 +262,25 @@ async def _bench(
             user_id, cookie = await sign_in(http, url)
             before = await fetch_metrics(http, url)
             try:
-                await fleet.open(port, url, cookie, args.sockets)
+                for sockets in sorted(_counts(args.sockets)):
+                    await fleet.open(port, url, cookie, sockets)
+                    for writers in _counts(args.writers):
+                        ingest = await ingest_phase(
+                            args, conninfo, postmaster, workdir, fleet, meter, writers
+                        )
+                        ingests.append(ingest)
+                        print(
+                            f"ingest: {writers} writers: {ingest.tx_per_second:,.0f} tx/s with "
+                            f"{sockets} sockets listening, "
+                            f"{ingest.limit_tx_per_second:,.0f} bare NOTIFY",
+                            file=sys.stderr,
+                        )
                 bulk = await bulk_phase(args, conninfo, user_id, fleet, meter)
                 print(
                     f"ingest: bulk {bulk.rows} rows to {bulk.sockets} sockets: "
                     f"last frame {bulk.commit_to_last_ms:.0f} ms after COMMIT",
                     file=sys.stderr,
                 )
-                for writers in _writer_counts(args.writers):
-                    ingest = await ingest_phase(
-                        args, conninfo, postmaster, workdir, fleet, meter, writers
-                    )
-                    ingests.append(ingest)
-                    print(
-                        f"ingest: {writers} writers: {ingest.tx_per_second:,.0f} tx/s with "
-                        f"sockets listening, {ingest.limit_tx_per_second:,.0f} bare NOTIFY",
-                        file=sys.stderr,
-                    )
             finally:
                 await fleet.close()
             metrics = metrics_delta(before, await fetch_metrics(http, url))
@@ -333,17 +337,18 @@ def render_report(result: dict[str, Any]) -> str:
         f"| {bulk['commit_to_last_ms']:.0f} | {bulk['frames_per_second']:,.0f} "
         f"| {got['frames']:,} / {got['expected']:,} | {_cpus(bulk['usage'])} |",
         "",
-        f"### Ingest: pgbench writers, {result['sockets']:,} sockets listening",
+        "### Ingest: pgbench writers while sockets listen",
         "",
-        "| writers | bare NOTIFY limit tx/s | pgcast tx/s | pgcast / limit "
+        "| sockets | writers | bare NOTIFY limit tx/s | pgcast tx/s | pgcast / limit "
         "| writer latency ms (limit / pgcast) | frames/s to sockets "
         "| last socket caught up after writers (ms) | sockets closed as too slow "
         "| CPU % server / postgres / loadgen (limit; pgcast) |",
-        "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for ingest in result["ingest"]:
         got = ingest["reception"]
         lines.append(
+            f"| {ingest['sockets']:,} "
             f"| {ingest['writers']} | {ingest['limit_tx_per_second']:,.0f} "
             f"| {ingest['tx_per_second']:,.0f} | {ingest['ratio']:.2f} "
             f"| {ingest['limit_writer_latency_ms']:.2f} / {ingest['writer_latency_ms']:.2f} "
@@ -359,13 +364,13 @@ def render_report(result: dict[str, Any]) -> str:
     return finish_report(lines, result)
 
 
-def _writer_counts(text: str) -> list[int]:
+def _counts(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sockets", type=int, help="sockets listening (1000)")
+    parser.add_argument("--sockets", help="socket counts listening, comma-separated (1,1000)")
     parser.add_argument("--writers", help="pgbench client counts, comma-separated (1,4,16)")
     parser.add_argument("--seconds", type=int, help="seconds per pgbench run (5)")
     parser.add_argument("--bulk-rows", type=int, help="rows in the one bulk INSERT (10000)")
@@ -380,14 +385,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser,
         args,
         SMOKE if args.smoke else DEFAULTS,
-        ("sockets", "seconds", "bulk_rows", "content_bytes"),
+        ("seconds", "bulk_rows", "content_bytes"),
     )
-    try:
-        counts = _writer_counts(args.writers)
-    except ValueError:
-        parser.error("--writers must be comma-separated whole numbers")
-    if not counts or min(counts) < 1:
-        parser.error("--writers must list numbers of 1 or more")
+    for name in ("sockets", "writers"):
+        try:
+            counts = _counts(getattr(args, name))
+        except ValueError:
+            parser.error(f"--{name} must be comma-separated whole numbers")
+        if not counts or min(counts) < 1:
+            parser.error(f"--{name} must list numbers of 1 or more")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 

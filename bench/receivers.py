@@ -105,6 +105,7 @@ class ReceiverProcess:
         return answer
 
     async def open(self, port: int, url: str, cookie: str, count: int) -> None:
+        """Open sockets, or close some, until `count` are open."""
         self.sockets = await self._call("open", port, url, cookie, count)
 
     async def start_phase(self, expected: int = OPEN_ENDED) -> None:
@@ -132,38 +133,36 @@ def _child_main(conn: Connection, nice: int) -> None:
 
 
 async def _serve(conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-    loop.add_reader(conn.fileno(), lambda: commands.put_nowait(conn.recv()))
     fleet: Fleet | None = None
-    try:
-        while True:
-            command, *params = await commands.get()
-            try:
-                if command == "close":
-                    if fleet is not None:
-                        await close_sockets(fleet.receivers)
-                    conn.send(None)
-                    return
-                if command == "open":
-                    port, url, cookie, count = params
+    while True:
+        # A thread, not add_reader: uvloop makes a watched descriptor non-blocking, and
+        # Connection.recv then fails halfway through a message.
+        command, *params = await asyncio.to_thread(conn.recv)
+        try:
+            if command == "close":
+                if fleet is not None:
+                    await close_sockets(fleet.receivers)
+                conn.send(None)
+                return
+            if command == "open":
+                port, url, cookie, count = params
+                if fleet is None:
                     fleet = Fleet(port, url, cookie)
-                    await fleet.ensure(count)
-                    conn.send(len(fleet.receivers))
-                    continue
-                assert fleet is not None, "open first"
-                if command == "start":
-                    for receiver in fleet.receivers:
-                        receiver.start_phase(params[0])
-                    conn.send(None)
-                elif command == "finish":
-                    conn.send(await _finish(fleet, params[0], params[1]))
-                else:
-                    raise ValueError(f"unknown command {command!r}")
-            except Exception as error:
-                conn.send(error)
-    finally:
-        loop.remove_reader(conn.fileno())
+                await fleet.ensure(count)
+                conn.send(len(fleet.receivers))
+                continue
+            assert fleet is not None, "open first"
+            if command == "start":
+                for receiver in fleet.receivers:
+                    receiver.start_phase(params[0])
+                conn.send(None)
+            elif command == "finish":
+                conn.send(await _finish(fleet, params[0], params[1]))
+            else:
+                raise ValueError(f"unknown command {command!r}")
+        except Exception as error:
+            # The parent raises it.
+            conn.send(error)
 
 
 async def _finish(fleet: Fleet, ids: list[int], limit_seconds: float) -> Reception:

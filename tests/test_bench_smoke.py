@@ -122,7 +122,12 @@ def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert(smoke: tuple[Sm
     assert result["problems"] == []
     bulk = result["bulk"]
     assert bulk["reception"]["frames"] == bulk["reception"]["expected"] == 500 * 10
-    assert [step["writers"] for step in result["ingest"]] == [1, 4]
+    assert [(step["sockets"], step["writers"]) for step in result["ingest"]] == [
+        (1, 1),
+        (1, 4),
+        (10, 1),
+        (10, 4),
+    ]
     for step in result["ingest"]:
         assert step["tx_per_second"] > 0
         assert step["limit_tx_per_second"] > 0
