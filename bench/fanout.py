@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +37,15 @@ if __package__ in (None, ""):  # run as a script: bench/fanout.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.quick import (
-    GIL_SWITCH_INTERVAL,
     HOST,
     BenchError,
     Meter,
     Receiver,
     ServerProcess,
     _delivery_dict,
-    _raise_open_file_limit,
     _us_per_frame,
     _usage_dict,
     add_report_options,
-    bench_database,
     bench_main,
     close_sockets,
     connect_writer,
@@ -63,8 +57,7 @@ from bench.quick import (
     metrics_delta,
     open_sockets,
     pgcast_env,
-    run_load_generator,
-    save_report,
+    run_bench,
     settle_options,
     sign_in,
     wait_delivered,
@@ -425,26 +418,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    _raise_open_file_limit()
-    started = datetime.now(UTC)
-    load_average = os.getloadavg()[0]
-    switch_interval = sys.getswitchinterval()
-    # The writer thread takes the commit time once it has the GIL back: keep that wait short.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pgcast-fanout-") as tmp:
-            workdir = Path(tmp)
-            with bench_database(workdir) as (conninfo, postmaster):
-                result = run_load_generator(_bench(args, conninfo, workdir, postmaster))
-    finally:
-        sys.setswitchinterval(switch_interval)
-    result["load_average"] = load_average
-    result["timestamp"] = started.strftime("%Y-%m-%d %H:%M:%S UTC")
-    result["cpus"] = os.cpu_count()
-    result["command"] = " ".join([".venv/bin/python bench/fanout.py", *args.argv])
-    result["report"] = render_report(result)
-    save_report(result, args, "fanout", started)
-    return result
+    return run_bench(args, "fanout", _bench, render_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +48,20 @@ from bench.db_limits import (
 )
 from bench.fanout import DRAIN_SECONDS
 from bench.quick import (
-    GIL_SWITCH_INTERVAL,
     HOST,
     BenchError,
     Meter,
     ServerProcess,
-    _raise_open_file_limit,
     _ratio,
     _usage_dict,
     add_report_options,
-    bench_database,
     bench_main,
     fetch_metrics,
     finish_report,
     free_port,
     metrics_delta,
     pgcast_env,
-    run_load_generator,
-    save_report,
+    run_bench,
     settle_options,
     sign_in,
 )
@@ -299,6 +292,7 @@ async def _bench(
     return {
         "bulk": asdict(bulk),
         "ingest": [asdict(ingest) for ingest in ingests],
+        "sockets": args.sockets,
         "slow_closes": metrics.get("pgcast_slow_sockets_closed_total", 0.0),
         "server_warnings": server.warning_count,
         "server_warning_samples": server.warnings,
@@ -399,26 +393,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    _raise_open_file_limit()
-    started = datetime.now(UTC)
-    load_average = os.getloadavg()[0]
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pgcast-ingest-") as tmp:
-            workdir = Path(tmp)
-            with bench_database(workdir) as (conninfo, postmaster):
-                result = run_load_generator(_bench(args, conninfo, workdir, postmaster))
-    finally:
-        sys.setswitchinterval(switch_interval)
-    result["load_average"] = load_average
-    result["timestamp"] = started.strftime("%Y-%m-%d %H:%M:%S UTC")
-    result["cpus"] = os.cpu_count()
-    result["sockets"] = args.sockets
-    result["command"] = " ".join([".venv/bin/python bench/ingest.py", *args.argv])
-    result["report"] = render_report(result)
-    save_report(result, args, "ingest", started)
-    return result
+    return run_bench(args, "ingest", _bench, render_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1400,33 +1400,60 @@ async def _bench(
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the whole benchmark once; every figure in a dict. `problems` is empty when delivery
-    was complete, exactly-once and in order everywhere. Raises BenchError if it cannot run."""
+BenchCoroutine = Callable[
+    [argparse.Namespace, str, Path, psutil.Process | None], Coroutine[Any, Any, dict[str, Any]]
+]
+
+
+def run_bench(
+    args: argparse.Namespace,
+    name: str,
+    bench: BenchCoroutine,
+    render: Callable[[dict[str, Any]], str],
+    prepare: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """What every bench script's `run` does around its own `bench` coroutine: a database in a
+    temporary directory (`prepare` sees it first), the load generator's loop, the figures
+    every report carries, the Markdown from `render`, and the saved report `<name>-*`.
+    Keys starting with `_` are for `render` only and are dropped."""
     _raise_open_file_limit()
     started = datetime.now(UTC)
     load_average = os.getloadavg()[0]
     switch_interval = sys.getswitchinterval()
-    # The writer thread takes the commit time once it has the GIL back: keep that wait short.
+    # A writer thread takes the commit time once it has the GIL back: keep that wait short.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
-        with tempfile.TemporaryDirectory(prefix="pgcast-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"pgcast-{name}-") as tmp:
             workdir = Path(tmp)
             with bench_database(workdir) as (conninfo, postmaster):
-                prefill(conninfo, args.prefill_events)
-                result = run_load_generator(_bench(args, conninfo, workdir, postmaster))
+                if prepare is not None:
+                    prepare(conninfo)
+                result = run_load_generator(bench(args, conninfo, workdir, postmaster))
     finally:
         sys.setswitchinterval(switch_interval)
     result["load_average"] = load_average
     result["timestamp"] = started.strftime("%Y-%m-%d %H:%M:%S UTC")
     result["cpus"] = os.cpu_count()
     result["database"] = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
-    result["command"] = " ".join([".venv/bin/python bench/quick.py", *args.argv])
-    result["report"] = render_report(result)
-    save_report(result, args, "quick", started)
-    for private in ("_args", "_latency", "_fanout", "_baseline"):
+    script = Path(sys.modules[bench.__module__].__file__ or name).name
+    result["command"] = " ".join([f".venv/bin/python bench/{script}", *args.argv])
+    result["report"] = render(result)
+    save_report(result, args, name, started)
+    for private in [key for key in result if key.startswith("_")]:
         result.pop(private)
     return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the whole benchmark once; every figure in a dict. `problems` is empty when delivery
+    was complete, exactly-once and in order everywhere. Raises BenchError if it cannot run."""
+    return run_bench(
+        args,
+        "quick",
+        _bench,
+        render_report,
+        prepare=lambda conninfo: prefill(conninfo, args.prefill_events),
+    )
 
 
 def finish_report(lines: list[str], result: dict[str, Any]) -> str:

@@ -34,13 +34,11 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -68,7 +66,6 @@ from bench.quick import (
     _delivery_dict,
     _usage_dict,
     add_report_options,
-    bench_database,
     bench_main,
     check_delivery,
     close_sockets,
@@ -77,8 +74,7 @@ from bench.quick import (
     handshake,
     pgcast_env,
     run_baseline,
-    run_load_generator,
-    save_report,
+    run_bench,
     settle_options,
     sign_in,
     usage_notes,
@@ -636,22 +632,7 @@ async def _bench(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the whole benchmark once; every figure in a dict. `problems` is empty when the
     replay was complete, exactly-once and in order. Raises BenchError if it cannot run."""
-    started = datetime.now(UTC)
-    load_average = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="pgcast-bench-") as tmp:
-        workdir = Path(tmp)
-        with bench_database(workdir) as (conninfo, postmaster):
-            result = run_load_generator(_bench(args, conninfo, workdir, postmaster))
-    result["load_average"] = load_average
-    result["timestamp"] = started.strftime("%Y-%m-%d %H:%M:%S UTC")
-    result["cpus"] = os.cpu_count()
-    result["database"] = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
-    result["command"] = " ".join([".venv/bin/python bench/resume.py", *args.argv])
-    result["report"] = render_report(result)
-    save_report(result, args, "resume", started)
-    for private in ("_args", "_replay", "_db_reads", "_bare"):
-        result.pop(private)
-    return result
+    return run_bench(args, "resume", _bench, render_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,14 +31,11 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -53,7 +50,6 @@ if __package__ in (None, ""):
 
 from bench.quick import (
     CONNECT_TIMEOUT,
-    GIL_SWITCH_INTERVAL,
     HOST,
     SETTLE_TIMEOUT,
     BenchError,
@@ -66,10 +62,8 @@ from bench.quick import (
     _cpu,
     _delivery_dict,
     _notify_to_send_ms,
-    _raise_open_file_limit,
     _usage_dict,
     add_report_options,
-    bench_database,
     bench_main,
     check_delivery,
     close_sockets,
@@ -81,8 +75,7 @@ from bench.quick import (
     metrics_delta,
     open_sockets,
     pgcast_env,
-    run_load_generator,
-    save_report,
+    run_bench,
     settle_options,
     sign_in,
     summarize_ms,
@@ -1066,29 +1059,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark once; every figure in a dict. `problems` is empty when every check
     passed. Raises bench.quick.BenchError when it cannot run."""
-    _raise_open_file_limit()
-    started = datetime.now(UTC)
-    load_average = os.getloadavg()[0]
-    switch_interval = sys.getswitchinterval()
-    # The writer thread takes the commit time once it has the GIL back: keep that wait short.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pgcast-slow-") as tmp:
-            workdir = Path(tmp)
-            with bench_database(workdir) as (conninfo, postmaster):
-                result = run_load_generator(_bench(args, conninfo, workdir, postmaster))
-    finally:
-        sys.setswitchinterval(switch_interval)
-    result["load_average"] = load_average
-    result["timestamp"] = started.strftime("%Y-%m-%d %H:%M:%S UTC")
-    result["cpus"] = os.cpu_count()
-    result["database"] = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
-    result["command"] = " ".join([".venv/bin/python bench/slow_consumer.py", *args.argv])
-    result["report"] = render_report(result)
-    save_report(result, args, "slow", started)
-    for private in ("_args", "_phase_a", "_result"):
-        result.pop(private)
-    return result
+    return run_bench(args, "slow", _bench, render_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
