@@ -1,7 +1,10 @@
 """Fan-out: hands each broadcast to every subscribed socket without waiting on any of them.
 
-The hub knows nothing of WebSockets. A transport subscribes, drains its Subscription with
-`await take()`, and obeys `close_request` when the hub gives up on a slow consumer.
+The hub knows nothing of WebSockets. A transport subscribes and either hands the hub a
+`write_directly_with` callable (frames are written during `publish` when the socket can take
+them, and queued otherwise; `when_frames_queued` says when to drain with `take_queued`) or
+drains its Subscription with `await take()`. It obeys `close_request`, which
+`when_close_requested` announces, when the hub gives up on a slow consumer or a session ends.
 """
 
 from __future__ import annotations
