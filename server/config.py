@@ -133,9 +133,16 @@ def _session_key(env: Mapping[str, str], data_dir: Path) -> Secret:
             return Secret(key)
         data_dir.mkdir(parents=True, exist_ok=True)
         key = Fernet.generate_key().decode()
-        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(key + "\n")
+        # Written aside, then linked into place: a process starting at the same moment sees
+        # the whole key or no file, never an empty one. The link fails if another won.
+        draft = data_dir / f".session.key.{os.getpid()}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(key + "\n")
+            os.link(draft, key_file)
+        finally:
+            draft.unlink(missing_ok=True)
         return Secret(key)
     except FileExistsError:
         return _session_key(env, data_dir)
