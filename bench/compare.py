@@ -332,13 +332,7 @@ async def run_peer(
     conn: psycopg.Connection[Any] | None = None
     try:
         await server.wait_ready(url + "/ready")
-        watched = {
-            "server": (psutil.Process(server.pid), False),
-            "loadgen": (psutil.Process(), False),
-        }
-        if postmaster is not None:
-            watched["postgres"] = (postmaster, True)
-        meter = Meter(watched)
+        meter = Meter.for_server(server.pid, postmaster)
         writer = await asyncio.to_thread(connect_writer, conninfo)
         conn = writer
         user_id = await asyncio.to_thread(bench_user, writer)

@@ -255,13 +255,7 @@ async def _bench(
     writer: psycopg.Connection[Any] | None = None
     try:
         await server.wait_ready(url + "/readyz")
-        watched = {
-            "server": (psutil.Process(server.pid), False),
-            "loadgen": (psutil.Process(), False),
-        }
-        if postmaster is not None:
-            watched["postgres"] = (postmaster, True)
-        meter = Meter(watched)
+        meter = Meter.for_server(server.pid, postmaster)
         writer = await asyncio.to_thread(connect_writer, conninfo)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             user_id, cookie = await sign_in(http, url)

@@ -526,6 +526,18 @@ class Meter:
         self._host: Any = None
         self._sampler: asyncio.Task[None] | None = None
 
+    @classmethod
+    def for_server(cls, server_pid: int, postmaster: psutil.Process | None) -> Meter:
+        """The usual set: a server under test, this process (the load generator), and
+        PostgreSQL with its backends when the postmaster is known."""
+        watched = {
+            "server": (psutil.Process(server_pid), False),
+            "loadgen": (psutil.Process(), False),
+        }
+        if postmaster is not None:
+            watched["postgres"] = (postmaster, True)
+        return cls(watched)
+
     def start(self) -> None:
         for watched in self._watched.values():
             watched.start_cpu = _cpu_seconds(_tree(watched.root, watched.children))
@@ -1007,13 +1019,7 @@ async def run_pgcast(
     conn: psycopg.Connection[Any] | None = None
     try:
         await server.wait_ready(url + "/readyz")
-        watched = {
-            "server": (psutil.Process(server.pid), False),
-            "loadgen": (psutil.Process(), False),
-        }
-        if postmaster is not None:
-            watched["postgres"] = (postmaster, True)
-        meter = Meter(watched)
+        meter = Meter.for_server(server.pid, postmaster)
         writer = await asyncio.to_thread(connect_writer, conninfo)
         conn = writer
         jar = aiohttp.CookieJar(unsafe=True)

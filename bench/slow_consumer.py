@@ -599,13 +599,7 @@ async def _bench(
     receivers: list[Receiver] = []
     try:
         await process.wait_ready(url + "/readyz")
-        watched = {
-            "server": (psutil.Process(process.pid), False),
-            "loadgen": (psutil.Process(), False),
-        }
-        if postmaster is not None:
-            watched["postgres"] = (postmaster, True)
-        meter = Meter(watched)
+        meter = Meter.for_server(process.pid, postmaster)
         conn = await asyncio.to_thread(connect_writer, conninfo)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             user_id, cookie = await sign_in(http, url)
