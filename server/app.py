@@ -12,19 +12,19 @@ import aiohttp
 import workos
 from aiohttp import web
 
-from server import api, auth, health, login, webhooks, ws
+from server import api, auth, health, login, queries, webhooks
 from server.background import running
 from server.config import Config
+from server.core.hub import Hub
 from server.db import create_pool
 from server.errors import error_middleware
-from server.eventlog import current_position, database_identity
-from server.hub import Hub
 from server.keys import (
     CONFIG,
     DATABASE_ID,
     HUB,
     LISTENER,
     METRICS,
+    POLICY,
     POOL,
     POST_LIMITER,
     SOCKET_LIMITER,
@@ -32,11 +32,17 @@ from server.keys import (
     TOKENS,
     WORKOS,
 )
-from server.listener import Listener
 from server.metrics import create_metrics
+from server.pg.eventlog import current_position, database_identity
+from server.pg.feed import EventFeed
+from server.pg.listener import Listener
+from server.pg.policy import DatabaseListenPolicy
+from server.pg.revocations import Revocations
 from server.ratelimit import SocketLimiter, post_limiter
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
+from server.transports.native import handler as native
+from server.transports.websocket import close_all_sockets
 
 UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
@@ -60,28 +66,40 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    pool = app[POOL]
     assert config.database_url is not None
     app[HUB] = hub = Hub(config.socket_backlog_bytes)
-    # The listener's starting point is fixed before any socket can subscribe.
-    async with app[POOL].connection() as conn:
+    app[POLICY] = DatabaseListenPolicy(pool)
+    # The feed's starting point is fixed before any socket can subscribe.
+    async with pool.connection() as conn:
         start = await current_position(conn, app[DATABASE_ID])
-    app[LISTENER] = listener = Listener(
+    feed = EventFeed(
         config.database_url,
         hub,
         start,
         published=lambda seconds: app[METRICS].notify_to_send_seconds.observe(seconds),
         batch_window=config.batch_window_ms / 1000,
     )
+    revocations = Revocations(pool, hub)
+    app[LISTENER] = listener = Listener(config.database_url)
+    listener.route(queries.NOTIFY_CHANNEL, feed.wake)
+    listener.route(queries.REVOCATIONS_CHANNEL, revocations.announced)
+    # Whatever committed or was revoked while LISTEN was down is in the tables.
+    listener.when_listening(feed.wake)
+    listener.when_listening(revocations.check_everything)
     app[METRICS] = create_metrics(
         sockets=hub.__len__,
         reconnects=lambda: listener.reconnects,
         frames=lambda: hub.frames_handed_over,
     )
-    async with running(listener.run(), "listener"):
-        # Serve only once LISTEN is in place, so the process is ready as soon as it accepts.
-        async with asyncio.timeout(LISTEN_STARTUP_TIMEOUT_SECONDS):
-            await listener.wait_listening()
-        yield
+    async with running(feed.run(), "event feed"), running(listener.run(), "listener"):
+        try:
+            # Serve only once LISTEN is in place, so the process is ready as soon as it accepts.
+            async with asyncio.timeout(LISTEN_STARTUP_TIMEOUT_SECONDS):
+                await listener.wait_listening()
+            yield
+        finally:
+            await revocations.close()
 
 
 async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -124,6 +142,10 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _close_sockets(app: web.Application) -> None:
+    await close_all_sockets(app[SOCKETS])
+
+
 async def index(request: web.Request) -> web.FileResponse:
     page = UI_DIST / "index.html"
     if not page.exists():
@@ -144,12 +166,13 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, rate_limits_ctx, retention_ctx])
     api.setup_routes(app)
     auth.setup_routes(app)
     login.setup_routes(app)
     webhooks.setup_routes(app)
-    ws.setup_routes(app)
+    native.setup_routes(app)
     health.setup_routes(app)
     app.router.add_get("/", index)
     if (UI_DIST / "assets").is_dir():

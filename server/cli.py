@@ -22,14 +22,18 @@ from server import queries
 from server.api import validated_content
 from server.background import running
 from server.config import Config, ConfigError, load_config
-from server.cursor import CursorError
+from server.core.cursor import CursorError
+from server.core.events import Event
+from server.core.hub import Hub
 from server.db import create_pool, describe
 from server.embedded import bundled_psql, embedded_database
-from server.eventlog import current_position, database_identity, resumable_position
-from server.hub import Hub
-from server.listener import Listener
 from server.migrate import migrate
+from server.pg.eventlog import current_position, database_identity
+from server.pg.feed import EventFeed
+from server.pg.listener import Listener
+from server.pg.replay import catch_up
 from server.protocol import message_json, to_json
+from server.transports.native.codec import CODEC, event_text
 from server.wire import text_of
 
 log = logging.getLogger("pgcast")
@@ -151,21 +155,33 @@ async def _tail(conninfo: str, after: str | None) -> None:
     async with create_pool(conninfo, queries.CLI_APPLICATION_NAME, max_size=2) as pool:
         async with pool.connection() as conn:
             database_id = await database_identity(conn)
-            if after is None:
-                start = await current_position(conn, database_id)
-            else:
-                try:
-                    start = await resumable_position(conn, after, database_id)
-                except CursorError as error:
-                    raise UserError(f"--after: {error}") from None
-        # The same path a WebSocket takes: the listener reads everything after `start`.
+            start = await current_position(conn, database_id)
+        # The path a WebSocket takes, on every channel: subscribed before the catch-up, so
+        # nothing falls between the replay and the live events.
         hub = Hub(max_backlog_bytes=1 << 62)
-        subscription = hub.subscribe("tail", user_id=0)
-        subscription.go_live(None)
-        listener = Listener(conninfo, hub, start)
-        async with running(listener.run(), "listener"):
+        connection = hub.subscribe_to_everything("tail", CODEC)
+        feed = EventFeed(conninfo, hub, start)
+        listener = Listener(conninfo)
+        listener.route(queries.NOTIFY_CHANNEL, feed.wake)
+        listener.when_listening(feed.wake)
+
+        async def started(_cursor: str) -> None:
+            pass
+
+        async def print_events(events: list[Event]) -> None:
+            for event in events:
+                sys.stdout.write(event_text(event, event.cursor) + "\n")
+            sys.stdout.flush()
+
+        async with running(feed.run(), "event feed"), running(listener.run(), "listener"):
+            try:
+                await catch_up(
+                    pool, database_id, connection, after, None, started=started, send=print_events
+                )
+            except CursorError as error:
+                raise UserError(f"--after: {error}") from None
             while True:
-                frames, _ = await subscription.take()
+                frames, _ = await connection.take()
                 for frame in frames:
                     sys.stdout.write(text_of(frame) + "\n")
                 sys.stdout.flush()

@@ -8,10 +8,11 @@ import workos
 from aiohttp import web
 
 from server.config import Config
+from server.core.channels import ListenPolicy
+from server.core.hub import Hub
 from server.db import DbPool
-from server.hub import Hub
-from server.listener import Listener
 from server.metrics import Metrics
+from server.pg.listener import Listener
 from server.ratelimit import PostLimiter, SocketLimiter
 from server.tokens import AccessTokenVerifier
 
@@ -20,6 +21,7 @@ POOL = web.AppKey("pool", DbPool)
 DATABASE_ID = web.AppKey("database_id", str)
 HUB = web.AppKey("hub", Hub)
 LISTENER = web.AppKey("listener", Listener)
+POLICY = web.AppKey("listen_policy", ListenPolicy)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 METRICS = web.AppKey("metrics", Metrics)
 POST_LIMITER = web.AppKey("post_limiter", PostLimiter)

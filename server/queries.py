@@ -11,7 +11,6 @@ NOTIFY_CHANNEL: Final = "pgcast_events"
 
 REVOCATIONS_CHANNEL: Final = "pgcast_revocations"
 
-LISTEN: Final[LiteralString] = "LISTEN pgcast_events; LISTEN pgcast_revocations"
 
 DATABASE_IDENTITY: Final[LiteralString] = """
 SELECT instance_id::text,
@@ -36,24 +35,40 @@ FROM pgcast_instance
 # rest_of_batch: events the position's batch (prev -> next) still owes, after `after`.
 # after_batch: events committed after `next` and before `here`.
 # "Not visible in snapshot s" means tx >= xmax(s), or tx in xip(s). Each is its own
-# branch, ordered and limited on its own, so each is a short walk of the (tx, id) index
-# whatever the table's statistics say; written as one OR, the planner may scan the table.
+# branch, ordered and limited on its own, so each is a short walk of an index whatever the
+# table's statistics say; written as one OR, the planner may scan the table.
 # For the same reason the rest of a batch starts from one row comparison, `(tx, id) >=` the
 # first key still owed (eventlog.page_parameters): "tx >= xmax(prev), and no `after` or past
 # it" is an OR too, which no index bound can express, so each page would walk (or scan and
 # sort) the batch again from its start.
+# EVENTS_PAGE reads every channel (the listener) through broadcasts_tx_idx;
+# CHANNEL_EVENTS_PAGE reads only the channels asked for (a replay), each branch once per
+# channel through broadcasts_channel_tx_idx, so a replay never walks other channels' events.
 # `here` is MATERIALIZED: inlined, the snapshot and its text were computed again per row.
-# Timestamps are formatted here, as protocol.iso_timestamp formats them, whatever the
-# session's TimeZone (`FMYYYY` leaves years below 1000 unpadded, like strftime's "%Y").
-# Those Python's datetime cannot hold come out NULL: the event is skipped as unreadable.
 # The first row always carries `here`, even on an empty page.
-EVENTS_PAGE: Final[LiteralString] = """
+_HERE: Final[LiteralString] = """
 WITH here AS MATERIALIZED (
     SELECT pg_current_snapshot()::text AS snap,
            (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS taken_at_us
 ),
+"""
+
+_PAGE: Final[LiteralString] = """
+SELECT here.snap, here.taken_at_us,
+       page.part, page.id, page.tx::text::bigint, page.channel, page.event, page.data::text,
+       page.origin_socket_id
+FROM here
+LEFT JOIN page ON true
+ORDER BY page.part, page.tx, page.id
+LIMIT %(limit)s
+"""
+
+# Built from constants only (noqa below): there is nothing of a caller's in the text.
+EVENTS_PAGE: Final[LiteralString] = (
+    _HERE  # noqa: S608
+    + """
 rest_of_batch AS (
-    (SELECT 1 AS part, e.* FROM message_events e
+    (SELECT 1 AS part, e.* FROM broadcasts e
      WHERE %(in_batch)s
        AND (e.tx, e.id) >= (%(from_tx)s::text::xid8, %(from_id)s::bigint)
        AND e.tx < %(next_xmax)s::text::xid8
@@ -61,7 +76,7 @@ rest_of_batch AS (
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
     UNION ALL
-    (SELECT 1 AS part, e.* FROM message_events e
+    (SELECT 1 AS part, e.* FROM broadcasts e
      WHERE %(in_batch)s
        AND e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(prev)s::pg_snapshot)))
        AND (e.tx, e.id) >= (%(xip_from_tx)s::text::xid8, %(xip_from_id)s::bigint)
@@ -70,12 +85,12 @@ rest_of_batch AS (
      LIMIT %(limit)s)
 ),
 after_batch AS (
-    (SELECT 2 AS part, e.* FROM message_events e
+    (SELECT 2 AS part, e.* FROM broadcasts e
      WHERE e.tx >= %(next_xmax)s::text::xid8
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
     UNION ALL
-    (SELECT 2 AS part, e.* FROM message_events e
+    (SELECT 2 AS part, e.* FROM broadcasts e
      WHERE e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot)))
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
@@ -85,26 +100,66 @@ page AS (
     UNION ALL
     SELECT * FROM after_batch
 )
-SELECT here.snap, here.taken_at_us,
-       page.part, page.id, page.tx::text::bigint, page.kind, page.message_id, page.user_id,
-       page.content,
-       CASE WHEN page.message_created_at >= '0001-01-01Z'
-             AND page.message_created_at < '10000-01-01Z'
-            THEN to_char(page.message_created_at AT TIME ZONE 'UTC',
-                         'FMYYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-       END,
-       CASE WHEN page.message_updated_at >= '0001-01-01Z'
-             AND page.message_updated_at < '10000-01-01Z'
-            THEN to_char(page.message_updated_at AT TIME ZONE 'UTC',
-                         'FMYYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-       END,
-       page.origin_socket_id, u.name, u.avatar_url
-FROM here
-LEFT JOIN page ON true
-LEFT JOIN users u ON u.id = page.user_id
-ORDER BY page.part, page.tx, page.id
-LIMIT %(limit)s
 """
+    + _PAGE
+)
+
+# Per channel the planner estimates rows by the channel alone, and for a small table or one
+# big channel it may prefer a bitmap or sequential scan of the rest of the batch and a sort:
+# the whole rest of a batch read for every page. CHANNEL_EVENTS_PAGE runs in a transaction
+# with these set, so each branch is an ordered index seek that stops at its LIMIT.
+ORDERED_INDEX_SCANS_ONLY: Final[LiteralString] = (
+    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+)
+
+CHANNEL_EVENTS_PAGE: Final[LiteralString] = (
+    _HERE  # noqa: S608
+    + """
+wanted AS (SELECT DISTINCT unnest(%(channels)s::text[]) AS channel),
+rest_of_batch AS (
+    SELECT 1 AS part, e.* FROM wanted w, LATERAL (
+        (SELECT * FROM broadcasts e
+         WHERE %(in_batch)s
+           AND (e.channel, e.tx, e.id) >= (w.channel, %(from_tx)s::text::xid8, %(from_id)s::bigint)
+           AND (e.channel, e.tx) < (w.channel, %(next_xmax)s::text::xid8)
+           AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
+         ORDER BY e.channel, e.tx, e.id
+         LIMIT %(limit)s)
+        UNION ALL
+        (SELECT * FROM broadcasts e
+         WHERE %(in_batch)s
+           AND e.channel = w.channel
+           AND e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(prev)s::pg_snapshot)))
+           AND (e.channel, e.tx, e.id)
+               >= (w.channel, %(xip_from_tx)s::text::xid8, %(xip_from_id)s::bigint)
+           AND pg_visible_in_snapshot(e.tx, %(next)s::pg_snapshot)
+         ORDER BY e.channel, e.tx, e.id
+         LIMIT %(limit)s)
+    ) e
+),
+after_batch AS (
+    SELECT 2 AS part, e.* FROM wanted w, LATERAL (
+        (SELECT * FROM broadcasts e
+         WHERE (e.channel, e.tx) >= (w.channel, %(next_xmax)s::text::xid8)
+           AND e.channel <= w.channel
+         ORDER BY e.channel, e.tx, e.id
+         LIMIT %(limit)s)
+        UNION ALL
+        (SELECT * FROM broadcasts e
+         WHERE e.channel = w.channel
+           AND e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot)))
+         ORDER BY e.channel, e.tx, e.id
+         LIMIT %(limit)s)
+    ) e
+),
+page AS (
+    SELECT * FROM rest_of_batch
+    UNION ALL
+    SELECT * FROM after_batch
+)
+"""
+    + _PAGE
+)
 
 # Marks the writing transaction so the poster's own socket is skipped (X-Socket-ID).
 SET_ORIGIN_SOCKET: Final[LiteralString] = (
@@ -199,7 +254,7 @@ RETURNING id, name, avatar_url, email
 # still need it is refused (4400) instead of silently skipping it.
 PRUNE_EVENTS: Final[LiteralString] = """
 WITH pruned AS (
-    DELETE FROM message_events
+    DELETE FROM broadcasts
     WHERE recorded_at < now() - %(retention)s::interval
     RETURNING recorded_at
 )
@@ -209,3 +264,32 @@ WHERE EXISTS (SELECT 1 FROM pruned)
 """
 
 NOTIFY_QUEUE_USAGE: Final[LiteralString] = "SELECT pg_notification_queue_usage()"
+
+# Who may listen: the rule is the database's own function (db/migrations/0005_channels.sql).
+FORBIDDEN_CHANNELS: Final[LiteralString] = """
+SELECT c.name
+FROM unnest(%(channels)s::text[]) WITH ORDINALITY AS c(name, position)
+WHERE NOT pgcast_may_listen(%(user_id)s, c.name)
+ORDER BY c.position
+"""
+
+# What a process re-checks of its open subscriptions when revocations may have been missed
+# (the LISTEN connection was down) or a membership was revoked.
+ENDED_SESSIONS: Final[LiteralString] = """
+SELECT s.id FROM unnest(%(session_ids)s::text[]) AS s(id)
+WHERE NOT EXISTS (
+    SELECT FROM user_sessions us
+    WHERE us.id = s.id AND us.revoked_at IS NULL AND us.expires_at > now()
+)
+"""
+
+DELETED_USERS: Final[LiteralString] = """
+SELECT u.id FROM unnest(%(user_ids)s::bigint[]) AS u(id)
+WHERE NOT EXISTS (SELECT FROM users WHERE users.id = u.id)
+"""
+
+FORBIDDEN_SUBSCRIPTIONS: Final[LiteralString] = """
+SELECT s.user_id, s.channel
+FROM unnest(%(user_ids)s::bigint[], %(channels)s::text[]) AS s(user_id, channel)
+WHERE NOT pgcast_may_listen(s.user_id, s.channel)
+"""

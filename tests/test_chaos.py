@@ -39,10 +39,11 @@ async def test_rows_the_api_would_refuse_are_still_delivered_and_the_listener_su
             "INSERT INTO messages (user_id, content) VALUES (%s, 'orphan')", [doomed]
         )
         await conn.execute("DELETE FROM users WHERE id = %s", [doomed])
-    # A hand-written, malformed event row must be skipped, not stall what follows.
+    # A hand-written row on the channel, in no shape the triggers write, and one on a
+    # channel nobody listens to: delivered as written and not at all, and nothing stalls.
     await db.execute(
-        "INSERT INTO message_events (kind, message_id, user_id, content) "
-        "VALUES ('new-message', 0, 0, NULL)"
+        "INSERT INTO broadcasts (channel, event, data) "
+        """VALUES ('messages', 'maintenance', '{"note": "by hand"}'), ('elsewhere', 'x', '{}')"""
     )
     await db.execute("NOTIFY pgcast_events")
     await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
@@ -51,9 +52,12 @@ async def test_rows_the_api_would_refuse_are_still_delivered_and_the_listener_su
     assert empty["data"]["message"]["content"] == ""
     assert big["data"]["message"]["content"] == megabyte
     assert orphan["data"]["message"]["content"] == "orphan"
-    assert orphan["data"]["message"]["user"] is None
+    # The author as they were when the message was written, in the same transaction.
+    assert orphan["data"]["message"]["user"]["name"] == "Doomed"
     assert orphan_deleted["event"] == "message-deleted"
     assert orphan_deleted["data"]["id"] == orphan["data"]["message"]["id"]
+    by_hand = await socket.next_frame()
+    assert (by_hand["event"], by_hand["data"]) == ("maintenance", {"note": "by hand"})
     assert (await socket.next_frame())["data"]["message"]["content"] == "after"
 
 

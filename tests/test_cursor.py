@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.cursor import BatchCursors, Cursor, CursorError, Snapshot
+from server.core.cursor import BatchCursors, Cursor, CursorError, Snapshot
 
 
 def test_snapshot_sees_what_had_committed() -> None:

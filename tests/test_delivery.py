@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,11 +12,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from server import queries, ws
-from server.cursor import Cursor, Snapshot
-from server.eventlog import current_position, database_identity, page_parameters, read_page
+from server import queries
+from server.core.cursor import Cursor, Snapshot
 from server.keys import POOL
-from server.protocol import MESSAGES_CHANNEL, event_frame, frame, iso_timestamp, message_json
+from server.pg import replay as replay_module
+from server.pg.eventlog import current_position, database_identity, page_parameters, read_page
+from server.pg.replay import REPLAY_PAGE_SIZE
+from server.protocol import iso_timestamp, message_json
 from tests.conftest import Client, RunningServer, create_user
 
 
@@ -227,7 +229,7 @@ async def test_a_replay_longer_than_one_page_arrives_complete_and_in_order(
     await socket.close()
     user_id = await create_user(db)
     # One transaction longer than two pages: pages end in the middle of its batch.
-    rows = 2 * ws.REPLAY_PAGE_SIZE + 50
+    rows = 2 * REPLAY_PAGE_SIZE + 50
     await db.execute(
         "INSERT INTO messages (user_id, content) "
         "SELECT %s, 'r' || n FROM generate_series(1, %s) AS n",
@@ -255,8 +257,8 @@ async def test_a_replay_paged_through_the_middle_of_batches_sends_each_event_onc
     # Pages of two events end inside a transaction, inside a batch, and inside each of a
     # batch's two parts: a transaction that was in progress at the batch's start (xip) and
     # those that began after it.
-    monkeypatch.setattr(ws, "REPLAY_PAGE_SIZE", 2)
-    monkeypatch.setattr(ws, "REPLAY_FRAMES_PER_WRITE", 1)
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 1)
     alice = client_factory()
     await alice.sign_in("alice@example.com", "Alice")
     socket = await alice.connect()
@@ -308,8 +310,8 @@ async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_b
 ) -> None:
     # The replay reads a page ahead while it writes: closing the socket must stop that read
     # and return its connection to the pool.
-    monkeypatch.setattr(ws, "REPLAY_PAGE_SIZE", 50)
-    monkeypatch.setattr(ws, "REPLAY_FRAMES_PER_WRITE", 10)
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 50)
+    monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 10)
     alice = client_factory()
     await alice.sign_in("alice@example.com", "Alice")
     socket = await alice.connect()
@@ -372,17 +374,19 @@ def _numbered(query: str) -> tuple[str, list[str]]:
 
 # A plan made for the parameters, on a table never analyzed, may read a small table's batch
 # with a bitmap scan and sort it (below some 15,000 rows, it was estimated cheaper).
+@pytest.mark.parametrize("channels", [None, ["messages", "orders.1"]])
 @pytest.mark.parametrize(
     ("analyzed", "plan"),
     [(False, "force_generic_plan"), (True, "force_generic_plan"), (True, "force_custom_plan")],
 )
-async def test_every_part_of_a_page_is_a_seek_into_the_tx_index(
-    db: psycopg.AsyncConnection[Any], analyzed: bool, plan: str
+async def test_every_page_is_an_index_seek_wherever_it_starts_in_a_batch(
+    db: psycopg.AsyncConnection[Any], analyzed: bool, plan: str, channels: list[str] | None
 ) -> None:
-    # Each page must cost the same wherever it starts in a batch: each part of EVENTS_PAGE
-    # starts at the first event owed (no row read and thrown away), whether the plan was
-    # made for the parameters or for any of them.
-    await db.execute("ALTER TABLE message_events SET (autovacuum_enabled = off)")
+    # Each page must cost the same wherever it starts in a batch: each part of the page
+    # query starts at the first event owed (no row read and thrown away), whether the plan
+    # was made for the parameters or for any of them; a replay of some channels seeks into
+    # each of them and reads no other channel's events.
+    await db.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
     user_id = await create_user(db)
     position = await current_position(db, "db")
     await db.execute(
@@ -390,16 +394,25 @@ async def test_every_part_of_a_page_is_a_seek_into_the_tx_index(
         "FROM generate_series(1, 2000) AS n",
         [user_id],
     )
+    await db.execute(
+        "INSERT INTO broadcasts (channel, event, data) "
+        "SELECT 'other.' || (n % 7), 'noise', '{}' FROM generate_series(1, 3000) AS n"
+    )
     if analyzed:
-        await db.execute("ANALYZE message_events")
-    page = await read_page(db, position, 200)
+        await db.execute("ANALYZE broadcasts")
+    page = await read_page(db, position, 200, channels)
     assert not page.complete
-    page = await read_page(db, page.end, 200)  # in the middle of the batch, past 200 events
+    page = await read_page(db, page.end, 200, channels)  # mid-batch, past 200 events
     assert not page.complete
     assert page.end.after is not None
+    assert {event.channel for event in page.events} == {"messages"}
 
-    query, names = _numbered(queries.EVENTS_PAGE)
+    template = queries.EVENTS_PAGE if channels is None else queries.CHANNEL_EVENTS_PAGE
+    query, names = _numbered(template)
     parameters = page_parameters(page.end, 200)
+    if channels is not None:
+        parameters["channels"] = channels
+        await db.execute(queries.ORDERED_INDEX_SCANS_ONLY.replace("SET LOCAL", "SET"))
     await db.execute(f"SET plan_cache_mode = {plan}")
     await db.execute(f"PREPARE events_page AS {query}")
     arguments = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
@@ -407,13 +420,16 @@ async def test_every_part_of_a_page_is_a_seek_into_the_tx_index(
     cursor = await db.execute(explain + sql.SQL("(") + arguments + sql.SQL(")"))
     plan_text = "\n".join(row[0] for row in await cursor.fetchall())
 
-    assert "Seq Scan on message_events" not in plan_text, plan_text
+    assert "Seq Scan on broadcasts" not in plan_text, plan_text
     assert "Bitmap" not in plan_text, plan_text
     assert "Rows Removed by Filter" not in plan_text, plan_text
-    scans = re.findall(r"Index Scan using message_events_tx_idx", plan_text)
+    index = "broadcasts_tx_idx" if channels is None else "broadcasts_channel_tx_idx"
+    scans = re.findall(rf"Index Scan using {index}", plan_text)
     assert len(scans) == 4, plan_text
     # The rest of the batch: both its parts seek to (tx, id).
-    assert len(re.findall(r"Index Cond: .*ROW\(tx, id\) >= ROW", plan_text)) == 2, plan_text
+    assert len(re.findall(r"Index Cond: .*ROW\((channel, )?tx, id\) >= ROW", plan_text)) == 2, (
+        plan_text
+    )
     assert "rows=200" in plan_text, plan_text
 
 
@@ -445,21 +461,25 @@ async def test_frames_are_the_ones_built_from_python_datetimes_in_any_session_ti
     ) as conn:
         database = await database_identity(conn)
         position = await current_position(conn, database)
+        message_ids = []
         for n, moment in enumerate(TIMESTAMPS):
-            await db.execute(
+            cursor = await db.execute(
                 "INSERT INTO messages (user_id, content, created_at, updated_at) "
-                "VALUES (%s, %s, %s, %s)",
+                "VALUES (%s, %s, %s, %s) RETURNING id",
                 [user_id, f"at {n}", moment, moment + timedelta(microseconds=1)],
             )
+            row = await cursor.fetchone()
+            assert row is not None
+            message_ids.append(row[0])
         page = await read_page(conn, position, 100)
 
-    assert [b.frame for b in page.broadcasts] == [
-        frame(
+    assert [(e.channel, e.name, json.loads(e.data)) for e in page.events] == [
+        (
+            "messages",
             "new-message",
-            MESSAGES_CHANNEL,
             {
                 "message": message_json(
-                    b.event_id,
+                    message_id,
                     user_id,
                     f"at {n}",
                     moment,
@@ -468,69 +488,26 @@ async def test_frames_are_the_ones_built_from_python_datetimes_in_any_session_ti
                     None,
                 )
             },
-            b.cursor.encode(),
         )
-        for n, (moment, b) in enumerate(zip(TIMESTAMPS, page.broadcasts, strict=True))
+        for n, (moment, message_id) in enumerate(zip(TIMESTAMPS, message_ids, strict=True))
     ]
     assert iso_timestamp(TIMESTAMPS[1]) == "2026-11-25T17:46:57.000000Z"
 
 
-async def test_an_event_whose_timestamps_python_cannot_hold_is_skipped_not_stalled(
-    database_url: str, db: psycopg.AsyncConnection[Any], caplog: pytest.LogCaptureFixture
+async def test_a_message_whose_timestamps_python_cannot_hold_is_delivered_not_stalled(
+    database_url: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
     user_id = await create_user(db)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         position = await current_position(conn, "db")
         for moment in ("10000-01-01 00:00:00Z", "0044-03-15 12:00:00Z BC", "infinity"):
             await db.execute(
-                "INSERT INTO message_events (kind, message_id, user_id, content, "
-                "message_created_at, message_updated_at) "
-                "VALUES ('new-message', 1, %s, 'odd', %s, now())",
+                "INSERT INTO messages (user_id, content, created_at) VALUES (%s, 'odd', %s)",
                 [user_id, moment],
             )
         await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
-        with caplog.at_level(logging.ERROR, logger="server.eventlog"):
-            page = await read_page(conn, position, 100)
+        page = await read_page(conn, position, 100)
 
-    assert [b.frame.count('"content":"after"') for b in page.broadcasts] == [1]
+    contents = [json.loads(event.data)["message"]["content"] for event in page.events]
+    assert contents == ["odd", "odd", "odd", "after"]
     assert page.complete
-    assert caplog.text.count("skipping unreadable event") == 3
-
-
-@pytest.mark.parametrize(
-    ("content", "name", "avatar_url"),
-    [
-        ("plain", "Alice", None),
-        ('quotes " and \\ backslashes', 'O"Brien \\', 'https://example.com/a.png?q="1"'),
-        ("control \x01\x1f\t\n\r and \u2028\u2029 separators", "Zoë", None),
-        ("emoji 😀, accents é, CJK 日本", "日本", "https://example.com/😀.png"),
-        ("", None, None),  # the author was deleted before the event was read
-        (None, "Alice", None),  # a row written by hand without content
-    ],
-)
-def test_event_frames_are_the_frames_the_json_encoder_writes(
-    content: str | None, name: str | None, avatar_url: str | None
-) -> None:
-    created = datetime(2026, 11, 25, 17, 46, 57, 0, tzinfo=UTC)
-    updated = datetime(2026, 11, 25, 17, 46, 57, 5, tzinfo=UTC)
-    cursor = Cursor(
-        "0123456789abcdef", 1, Snapshot.parse("5:9:6,7"), Snapshot.parse("8:12:9"), (7, 42)
-    ).encode()
-    for kind in ("new-message", "message-updated"):
-        built = event_frame(
-            kind,
-            12,
-            3,
-            content,
-            iso_timestamp(created),
-            iso_timestamp(updated),
-            name,
-            avatar_url,
-            cursor,
-        )
-        message = message_json(12, 3, content, created, updated, name, avatar_url)  # type: ignore[arg-type]
-        assert built == frame(kind, MESSAGES_CHANNEL, {"message": message}, cursor)
-    deleted = event_frame("message-deleted", 12, 3, None, None, None, name, avatar_url, cursor)
-    assert deleted == frame("message-deleted", MESSAGES_CHANNEL, {"id": 12}, cursor)
-    with pytest.raises(ValueError, match="timestamps"):
-        event_frame("new-message", 12, 3, content, None, None, name, avatar_url, cursor)

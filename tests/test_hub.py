@@ -1,27 +1,38 @@
-"""The hub's per-socket rules, on hand-made broadcasts (no I/O)."""
+"""The hub's per-socket rules, on hand-made events (no I/O)."""
 
 from __future__ import annotations
 
 import json
 
-from server.cursor import Cursor, Snapshot
-from server.eventlog import Broadcast
-from server.hub import Hub
-from server.protocol import frame
+from server.core.cursor import BatchCursors, Cursor, Snapshot
+from server.core.events import CloseReason, Disconnect, Event
+from server.core.hub import Connection, Hub
+from server.transports.native.codec import CODEC
 from server.wire import text_of
 
 
 def broadcast(
-    tx: int, event_id: int, prev: str, next_: str, origin: str | None = None
-) -> Broadcast:
-    cursor = Cursor("db", 1, Snapshot.parse(prev), Snapshot.parse(next_), (tx, event_id))
-    text = frame("new-message", "messages", {"message": {"id": event_id}}, cursor.encode())
-    return Broadcast(event_id, tx, origin, text, cursor)
+    tx: int,
+    event_id: int,
+    prev: str,
+    next_: str,
+    origin: str | None = None,
+    channel: str = "messages",
+) -> Event:
+    batch = BatchCursors("db", 1, Snapshot.parse(prev), Snapshot.parse(next_))
+    data = json.dumps({"message": {"id": event_id}})
+    return Event(event_id, tx, channel, "new-message", data, origin, batch)
+
+
+def subscribe(
+    hub: Hub, socket_id: str, user_id: int = 1, channels: tuple[str, ...] = ("messages",)
+) -> Connection:
+    return hub.subscribe(socket_id, user_id, None, channels, CODEC)
 
 
 async def test_socket_skips_its_own_posts() -> None:
     hub = Hub(max_backlog_bytes=1 << 20)
-    mine = hub.subscribe("me", user_id=1)
+    mine = subscribe(hub, "me")
     mine.go_live(None)
     hub.publish(
         [broadcast(10, 1, "9:9:", "11:11:", origin="me"), broadcast(11, 2, "9:9:", "12:12:")]
@@ -34,7 +45,7 @@ async def test_frames_of_a_batch_straddling_the_catch_up_carry_a_cursor_that_say
     # The socket caught up to S = 12:12: (tx 11 had committed, tx 10 had not). The listener's
     # batch began at P = 9:9: and holds tx 10 (new to the socket) and tx 11 (already sent).
     hub = Hub(max_backlog_bytes=1 << 20)
-    socket = hub.subscribe("s", user_id=1)
+    socket = subscribe(hub, "s")
     caught_up = Snapshot.parse("10:12:10")
     socket.go_live(caught_up)
     hub.publish([broadcast(10, 5, "9:9:", "13:13:"), broadcast(11, 6, "9:9:", "13:13:")])
@@ -50,7 +61,7 @@ async def test_frames_of_a_batch_straddling_the_catch_up_carry_a_cursor_that_say
     later = broadcast(13, 7, "13:13:", "14:14:")
     hub.publish([later])
     frames, _ = await socket.take()
-    assert frames == [later.wire]
+    assert frames == [later.encoded(CODEC)]
 
 
 def test_snapshot_order() -> None:
@@ -65,7 +76,7 @@ def test_snapshot_order() -> None:
 async def test_sockets_caught_up_to_the_same_snapshot_share_one_reframed_frame() -> None:
     hub = Hub(max_backlog_bytes=1 << 20)
     caught_up = Snapshot.parse("10:12:10")
-    sockets = [hub.subscribe(f"s{n}", user_id=1) for n in range(3)]
+    sockets = [subscribe(hub, f"s{n}") for n in range(3)]
     for socket in sockets:
         socket.go_live(caught_up)
     hub.publish([broadcast(10, 5, "9:9:", "13:13:")])
@@ -75,7 +86,7 @@ async def test_sockets_caught_up_to_the_same_snapshot_share_one_reframed_frame()
 
 async def test_a_socket_that_cannot_take_frames_now_gets_them_queued_in_order() -> None:
     hub = Hub(max_backlog_bytes=1 << 20)
-    socket = hub.subscribe("s", user_id=1)
+    socket = subscribe(hub, "s")
     written: list[bytes] = []
     kernel_buffer_full = True
 
@@ -94,10 +105,58 @@ async def test_a_socket_that_cannot_take_frames_now_gets_them_queued_in_order() 
     hub.publish([second])
     assert written == []
     frames, _ = await socket.take()
-    assert frames == [first.wire, second.wire]
+    assert frames == [first.encoded(CODEC), second.encoded(CODEC)]
 
     hub.publish([third])
-    assert written == [third.wire]
+    assert written == [third.encoded(CODEC)]
     assert hub.frames_handed_over == 3
     hub.unsubscribe(socket)
     assert hub.frames_handed_over == 3
+
+
+async def test_an_event_reaches_only_its_channels_subscribers_in_commit_order() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    orders = subscribe(hub, "orders", channels=("orders.1",))
+    both = subscribe(hub, "both", channels=("orders.1", "messages"))
+    feed = subscribe(hub, "feed")
+    idle = subscribe(hub, "idle", channels=("orders.2",))
+    for connection in (orders, both, feed, idle):
+        connection.go_live(None)
+    events = [
+        broadcast(10, 1, "9:9:", "13:13:", channel="orders.1"),
+        broadcast(11, 2, "9:9:", "13:13:"),
+        broadcast(12, 3, "9:9:", "13:13:", channel="orders.1"),
+    ]
+    hub.publish(events)
+
+    def ids(frames: list[bytes]) -> list[int]:
+        return [json.loads(text_of(frame))["data"]["message"]["id"] for frame in frames]
+
+    assert ids((await orders.take())[0]) == [1, 3]
+    assert ids((await both.take())[0]) == [1, 2, 3]
+    assert ids((await feed.take())[0]) == [2]
+    assert idle.take_queued()[0] == []
+
+
+def test_closing_by_user_session_and_channel_is_a_lookup() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    alice_team = hub.subscribe("a1", 1, "sa", ("private-team.ops", "messages"), CODEC)
+    alice_feed = hub.subscribe("a2", 1, "sa2", ("messages",), CODEC)
+    bob = hub.subscribe("b1", 2, "sb", ("private-team.ops",), CODEC)
+    revoked = Disconnect(CloseReason.FORBIDDEN, "no longer allowed")
+
+    hub.close_subscriptions(1, "private-team.ops", revoked)
+    assert alice_team.close_request == revoked
+    assert alice_feed.close_request is None
+    assert bob.close_request is None
+
+    hub.close_session("sb", Disconnect(CloseReason.SIGNED_OUT, "signed out"))
+    assert bob.close_request is not None
+    assert bob.close_request.reason is CloseReason.SIGNED_OUT
+    hub.close_user(1, Disconnect(CloseReason.SIGNED_OUT, "account deleted"))
+    assert alice_feed.close_request is not None
+
+    for connection in (alice_team, alice_feed, bob):
+        hub.unsubscribe(connection)
+    assert len(hub) == 0
+    assert hub.subscriptions() == set()

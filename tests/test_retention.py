@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from server.cursor import Cursor
+from server.core.cursor import Cursor
 from server.keys import POOL
 from server.retention import prune_once
 from tests.conftest import RunningServer, create_user
@@ -27,7 +27,7 @@ async def test_prune_drops_old_events_keeps_recent_ones_and_refuses_older_cursor
         "FROM generate_series(1, 3) AS n",
         [user_id],
     )
-    await db.execute("UPDATE message_events SET recorded_at = now() - interval '8 days'")
+    await db.execute("UPDATE broadcasts SET recorded_at = now() - interval '8 days'")
     socket = await alice.connect()
     await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'recent')", [user_id])
     assert (await socket.next_frame())["data"]["message"]["content"] == "recent"
@@ -35,7 +35,7 @@ async def test_prune_drops_old_events_keeps_recent_ones_and_refuses_older_cursor
 
     await prune_once(server.app[POOL], timedelta(days=7))
 
-    cursor = await db.execute("SELECT content FROM message_events ORDER BY id")
+    cursor = await db.execute("SELECT data #>> '{message,content}' FROM broadcasts ORDER BY id")
     assert await cursor.fetchall() == [("recent",)]
     cursor = await db.execute(
         "SELECT pruned_through BETWEEN now() - interval '8 days 1 minute' "

@@ -9,7 +9,7 @@ import aiohttp
 import psycopg
 import pytest
 
-from server.cursor import Cursor
+from server.core.cursor import Cursor
 from tests.conftest import (
     Client,
     RunningServer,
@@ -150,7 +150,9 @@ async def test_connected_frame_comes_first_with_socket_id_and_cursor(client_fact
     frame = await ws.receive_json(timeout=10)
     assert frame["event"] == "connected"
     assert frame["channel"] == ""
-    assert set(frame["data"]) == {"socket_id", "cursor"}
+    assert set(frame["data"]) == {"socket_id", "cursor", "channels"}
+    # With no channels asked for, a socket listens to `messages`, as before channels.
+    assert frame["data"]["channels"] == ["messages"]
     Cursor.decode(frame["data"]["cursor"])
     await ws.close()
 

@@ -1,0 +1,338 @@
+"""Fan-out: hands each event to the connections subscribed to its channel, without waiting
+on any of them.
+
+The hub knows no protocol and no socket. A transport subscribes a connection with the
+codec its frames are made by, and either hands the connection a `write_directly_with`
+callable (frames are written during `publish` when the socket can take them, and queued
+otherwise; `when_frames_queued` says when to drain with `take_queued`) or drains it with
+`await take()`. It obeys `close_request`, which `when_close_requested` announces, when the
+hub gives up on a slow consumer, a session ends or a channel is no longer the user's.
+
+Subscriptions are indexed by channel, by user and by session: a broadcast costs work in
+proportion to its channel's subscribers, and closing a user's connections is a lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from server.core.cursor import Cursor, Snapshot
+from server.core.events import CloseReason, Codec, Disconnect, Event
+
+WriteNow = Callable[[list[bytes]], bool]
+"""Writes frames to a socket at once if it can take them without waiting; False if not."""
+
+Reframed = dict[tuple[int, Snapshot, Codec], bytes]
+K = TypeVar("K")
+
+
+class Connection:
+    """One socket's subscription: its channels and its bounded outbound queue."""
+
+    def __init__(
+        self,
+        socket_id: str,
+        user_id: int,
+        session_id: str | None,
+        channels: Iterable[str],
+        codec: Codec,
+        max_backlog_bytes: int,
+    ) -> None:
+        self.socket_id = socket_id
+        self.user_id = user_id
+        self.session_id = session_id
+        self.channels = frozenset(channels)
+        self.codec = codec
+        self.close_request: Disconnect | None = None
+        self._on_close_request: Callable[[], None] | None = None
+        self._on_queued: Callable[[], None] | None = None
+        self._max_backlog_bytes = max_backlog_bytes
+        # A list and a future made only while waiting, not a deque and an Event: each of
+        # those is most of a kilobyte, for every idle socket.
+        self._frames: list[bytes] = []
+        self._backlog_bytes = 0
+        # When the listener woke for the oldest frame still queued (loop time), for lag metrics.
+        self._oldest_woke_at: float | None = None
+        self._waiting: asyncio.Future[None] | None = None
+        # Until the socket has caught up (replay), live events wait here unfiltered.
+        self._held: list[Event] | None = []
+        # Events this snapshot saw were already sent by the replay; skip them live.
+        self._seen_by: Snapshot | None = None
+        self._write_now: WriteNow | None = None
+        self.frames_handed_over = 0
+
+    def __repr__(self) -> str:
+        return f"Connection({self.socket_id!r}, user={self.user_id}, channels={len(self.channels)})"
+
+    def write_directly_with(self, write_now: WriteNow) -> None:
+        """Let `offer` hand frames straight to the socket when none are queued ahead of them:
+        a live broadcast then costs each socket one write, with no task to wake."""
+        self._write_now = write_now
+
+    def go_live(self, seen_by: Snapshot | None) -> None:
+        """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
+        held, self._held = self._held or [], None
+        self._seen_by = seen_by
+        self._backlog_bytes = 0
+        self.offer(held, self._oldest_woke_at)
+
+    def offer(
+        self,
+        events: Sequence[Event],
+        woke_at: float | None = None,
+        reframed: Reframed | None = None,
+    ) -> None:
+        """Queue what this socket should get of `events` (all of its channels).
+
+        `reframed` caches frames re-encoded for a catch-up snapshot across the connections
+        of one publish: sockets that connected between the same two commits share one.
+        """
+        if self.close_request is not None:
+            return
+        if self._held is not None:
+            if self._oldest_woke_at is None:
+                self._oldest_woke_at = woke_at
+            codec = self.codec
+            for event in events:
+                self._held.append(event)
+                self._backlog_bytes += len(event.encoded(codec))
+            if self._backlog_bytes > self._max_backlog_bytes:
+                self._give_up()
+            return
+        wires: list[bytes] = []
+        codec = self.codec
+        for event in events:
+            if event.origin == self.socket_id:
+                continue
+            if self._seen_by is not None:
+                if self._seen_by.sees(event.tx):
+                    continue
+                wires.append(self._frame_after_catch_up(event, self._seen_by, reframed))
+            else:
+                wires.append(event.encoded(codec))
+        if not wires:
+            return
+        # Only with nothing queued: queued frames are older and must go out first.
+        if not self._frames and self._write_now is not None and self._write_now(wires):
+            self.frames_handed_over += len(wires)
+            return
+        queue_was_empty = not self._frames
+        self._frames += wires
+        if queue_was_empty and self._on_queued is not None:
+            self._on_queued()
+        if self._oldest_woke_at is None:
+            self._oldest_woke_at = woke_at
+        self._backlog_bytes += sum(len(wire) for wire in wires)
+        if self._backlog_bytes > self._max_backlog_bytes:
+            self._give_up()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
+
+    def _frame_after_catch_up(
+        self, event: Event, seen_by: Snapshot, reframed: Reframed | None
+    ) -> bytes:
+        """The frame to send from a batch that began before this socket's catch-up snapshot.
+
+        The shared frame's cursor says "everything before the batch's start, and the batch
+        up to here". This socket has more than that: everything `seen_by` saw, some of which
+        sorts later in the batch. Its cursor must say so, or resuming from it would send
+        those again. Once batches start after `seen_by`, the shared frames are right as
+        they are and the filter is dropped.
+        """
+        position = event.position
+        if not seen_by.sees_all_of(position.prev):
+            self._seen_by = None
+            return event.encoded(self.codec)
+        key = (event.id, seen_by, self.codec)
+        if reframed is not None and key in reframed:
+            return reframed[key]
+        wire = self.codec.encode_at(
+            event,
+            Cursor(position.database, position.taken_at_us, seen_by, position.next, position.after),
+        )
+        if reframed is not None:
+            reframed[key] = wire
+        return wire
+
+    def when_close_requested(self, callback: Callable[[], None]) -> None:
+        """Call `callback` soon after the first close request (at once if there was one).
+
+        A callback rather than a task waiting on an event: an idle socket then costs no
+        task of its own for a close that rarely comes.
+        """
+        self._on_close_request = callback
+        if self.close_request is not None:
+            asyncio.get_running_loop().call_soon(callback)
+
+    def close(self, disconnect: Disconnect) -> None:
+        first = self.close_request is None
+        if first:
+            self.close_request = disconnect
+        self._frames = []
+        self._held = None
+        self._wake()
+        if first and self._on_close_request is not None:
+            asyncio.get_running_loop().call_soon(self._on_close_request)
+
+    def when_frames_queued(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever frames are queued behind an empty queue: a socket that
+        `write_directly_with` cannot write to at once then starts a writer of its own."""
+        self._on_queued = callback
+
+    async def take(self) -> tuple[list[bytes], float | None]:
+        """Wait for frames (or a close request); then `take_queued`."""
+        while not self._frames and self.close_request is None:
+            self._waiting = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiting
+            finally:
+                self._waiting = None
+        return self.take_queued()
+
+    def take_queued(self) -> tuple[list[bytes], float | None]:
+        """Take every frame queued (none after a close request), as frames on the wire,
+        with the loop time at which the listener woke for the oldest of them."""
+        frames = self._frames
+        woke_at, self._oldest_woke_at = self._oldest_woke_at, None
+        self._frames = []
+        self._backlog_bytes = 0
+        self.frames_handed_over += len(frames)
+        return frames, woke_at
+
+    def _give_up(self) -> None:
+        self.close(
+            Disconnect(
+                CloseReason.TOO_SLOW, f"too slow: over {self._max_backlog_bytes} bytes unsent"
+            )
+        )
+
+
+class Hub:
+    def __init__(self, max_backlog_bytes: int) -> None:
+        self._max_backlog_bytes = max_backlog_bytes
+        self._by_channel: dict[str, set[Connection]] = {}
+        self._by_user: dict[int, set[Connection]] = {}
+        self._by_session: dict[str, set[Connection]] = {}
+        # Connections that receive every channel (`pgcast tail`).
+        self._everything: set[Connection] = set()
+        self._count = 0
+        self._frames_of_unsubscribed = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def frames_handed_over(self) -> int:
+        """Frames handed to sockets so far (written, or taken by their writer to write)."""
+        live = sum(c.frames_handed_over for users in self._by_user.values() for c in users)
+        return self._frames_of_unsubscribed + live
+
+    def subscribe(
+        self,
+        socket_id: str,
+        user_id: int,
+        session_id: str | None,
+        channels: Iterable[str],
+        codec: Codec,
+    ) -> Connection:
+        connection = Connection(
+            socket_id, user_id, session_id, channels, codec, self._max_backlog_bytes
+        )
+        for channel in connection.channels:
+            self._by_channel.setdefault(channel, set()).add(connection)
+        self._by_user.setdefault(user_id, set()).add(connection)
+        if session_id is not None:
+            self._by_session.setdefault(session_id, set()).add(connection)
+        self._count += 1
+        return connection
+
+    def subscribe_to_everything(self, socket_id: str, codec: Codec) -> Connection:
+        """A connection of no user that receives every channel (`pgcast tail`)."""
+        connection = Connection(socket_id, 0, None, (), codec, self._max_backlog_bytes)
+        self._everything.add(connection)
+        return connection
+
+    def unsubscribe(self, connection: Connection) -> None:
+        if connection in self._everything:
+            self._everything.discard(connection)
+            return
+        users = self._by_user.get(connection.user_id)
+        if users is None or connection not in users:
+            return
+        _discard(self._by_user, connection.user_id, connection)
+        for channel in connection.channels:
+            _discard(self._by_channel, channel, connection)
+        if connection.session_id is not None:
+            _discard(self._by_session, connection.session_id, connection)
+        self._count -= 1
+        self._frames_of_unsubscribed += connection.frames_handed_over
+
+    def publish(self, events: Sequence[Event], woke_at: float | None = None) -> None:
+        if not events:
+            return
+        reframed: Reframed = {}
+        channel = events[0].channel
+        if all(event.channel == channel for event in events):
+            # The usual wake-up: one channel, so every subscriber gets the same list.
+            for connection in tuple(self._by_channel.get(channel, ())):
+                connection.offer(events, woke_at, reframed)
+        else:
+            # Each connection gets its channels' events, still in commit order.
+            routed: dict[Connection, list[Event]] = {}
+            for event in events:
+                for connection in self._by_channel.get(event.channel, ()):
+                    mine = routed.get(connection)
+                    if mine is None:
+                        routed[connection] = [event]
+                    else:
+                        mine.append(event)
+            for connection, mine in routed.items():
+                connection.offer(mine, woke_at, reframed)
+        for connection in tuple(self._everything):
+            connection.offer(events, woke_at, reframed)
+
+    def users(self) -> list[int]:
+        return list(self._by_user)
+
+    def sessions(self) -> list[str]:
+        return list(self._by_session)
+
+    def subscriptions(self) -> set[tuple[int, str]]:
+        """(user, channel) of every subscription."""
+        return {
+            (connection.user_id, channel)
+            for channel, connections in self._by_channel.items()
+            for connection in connections
+        }
+
+    def close_user(self, user_id: int, disconnect: Disconnect) -> None:
+        for connection in tuple(self._by_user.get(user_id, ())):
+            connection.close(disconnect)
+
+    def close_session(self, session_id: str, disconnect: Disconnect) -> None:
+        for connection in tuple(self._by_session.get(session_id, ())):
+            connection.close(disconnect)
+
+    def close_subscriptions(self, user_id: int, channel: str, disconnect: Disconnect) -> None:
+        """End user `user_id`'s subscriptions to `channel` (the rule no longer lets them in)."""
+        for connection in tuple(self._by_user.get(user_id, ())):
+            if channel in connection.channels:
+                connection.close(disconnect)
+
+    def close_all(self, disconnect: Disconnect) -> None:
+        for connections in tuple(self._by_user.values()):
+            for connection in tuple(connections):
+                connection.close(disconnect)
+
+
+def _discard(index: dict[K, set[Connection]], key: K, connection: Connection) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(connection)
+        if not members:
+            del index[key]

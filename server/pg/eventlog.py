@@ -1,0 +1,130 @@
+"""Reads the event log (`broadcasts`) in commit order: the one query live delivery and
+replay use, turned into protocol-free events."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+from server import queries
+from server.core.cursor import BatchCursors, Cursor, CursorError, Snapshot
+from server.core.events import Event
+from server.db import DbConnection
+
+
+async def database_identity(conn: DbConnection) -> str:
+    """A short id for this database, baked into cursors so foreign ones are refused."""
+    cursor = await conn.execute(queries.DATABASE_IDENTITY)
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("pgcast_instance is empty; run `pgcast migrate`")
+    return hashlib.sha256(f"{row[0]}:{row[1]}".encode()).hexdigest()[:16]
+
+
+async def current_position(conn: DbConnection, database: str) -> Cursor:
+    cursor = await conn.execute(queries.CURRENT_POSITION)
+    row = await cursor.fetchone()
+    assert row is not None
+    snapshot_text, taken_at_us = row
+    return Cursor.at(database, taken_at_us, Snapshot.parse(snapshot_text))
+
+
+async def resumable_position(conn: DbConnection, text: str, database: str) -> Cursor:
+    """The position a client's cursor names; CursorError for one from another database,
+    from the future, older than retention, or not a cursor at all."""
+    position = Cursor.decode(text)
+    if position.database != database:
+        raise CursorError("cursor is from another database")
+    cursor = await conn.execute(queries.CURSOR_LIMITS)
+    row = await cursor.fetchone()
+    assert row is not None
+    newest_xmax, pruned_through_us = row
+    assert isinstance(newest_xmax, int)
+    if position.next.xmax > newest_xmax:
+        raise CursorError("cursor is ahead of this database")
+    if isinstance(pruned_through_us, int) and position.taken_at_us <= pruned_through_us:
+        raise CursorError("cursor is older than the event retention; reload")
+    return position
+
+
+# Bounds of a bigint event id, so that a key (tx, event id) can name "before the first event
+# of tx" exactly.
+_MIN_EVENT_ID = -(1 << 63)
+_MAX_EVENT_ID = (1 << 63) - 1
+
+
+def page_parameters(position: Cursor, limit: int) -> dict[str, object]:
+    """EVENTS_PAGE's parameters: each branch starts at the first key (tx, event id) that
+    `position` still owes, so every page is a seek into the (tx, id) index, not a walk
+    from the start of the batch."""
+    if position.after is None:
+        owed = (0, _MIN_EVENT_ID)
+    else:
+        tx, event_id = position.after
+        owed = (tx, event_id + 1) if event_id < _MAX_EVENT_ID else (tx + 1, _MIN_EVENT_ID)
+    # Below prev's xmax only prev's in-progress transactions belong to the batch (the xip
+    # branch); from it on, every transaction next sees (the range branch).
+    from_tx, from_id = max((position.prev.xmax, _MIN_EVENT_ID), owed)
+    return {
+        "in_batch": not position.on_boundary,
+        "prev": str(position.prev),
+        "next": str(position.next),
+        "next_xmax": str(position.next.xmax),
+        "from_tx": str(from_tx),
+        "from_id": from_id,
+        "xip_from_tx": str(owed[0]),
+        "xip_from_id": owed[1],
+        "limit": limit,
+    }
+
+
+class Page:
+    """One page of the event log, as read. Where it ends is known at once, so a replay can
+    ask for the next page while it sends this one."""
+
+    __slots__ = ("complete", "end", "events")
+
+    def __init__(self, position: Cursor, rows: list[tuple[Any, ...]], limit: int) -> None:
+        here_text, here_taken_at_us = rows[0][0], rows[0][1]
+        here = Snapshot.parse(here_text)
+        # Events of the position's own batch (part 1), then of the batch from its `next` to
+        # `here` (part 2).
+        batches = (
+            BatchCursors(position.database, position.taken_at_us, position.prev, position.next),
+            BatchCursors(position.database, here_taken_at_us, position.next, here),
+        )
+        # With no events, the one row is there only to carry `here`.
+        if rows[0][2] is None:
+            rows = []
+        events: list[Event] = []
+        for _, _, part, event_id, tx, channel, name, data, origin in rows:
+            events.append(Event(event_id, tx, channel, name, data, origin, batches[part - 1]))
+        self.events: Final = events
+        self.complete: Final = len(rows) < limit
+        """True when nothing committed before the page's snapshot remains after `end`."""
+        self.end: Final = (
+            Cursor.at(position.database, here_taken_at_us, here)
+            if self.complete
+            else events[-1].position
+        )
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+async def read_page(
+    conn: DbConnection, position: Cursor, limit: int, channels: Sequence[str] | None = None
+) -> Page:
+    """The next events after `position`, at most `limit`: of every channel, or of `channels`."""
+    parameters = page_parameters(position, limit)
+    if channels is None:
+        result = await conn.execute(queries.EVENTS_PAGE, parameters)
+        rows = await result.fetchall()
+    else:
+        parameters["channels"] = list(channels)
+        async with conn.transaction():
+            await conn.execute(queries.ORDERED_INDEX_SCANS_ONLY)
+            result = await conn.execute(queries.CHANNEL_EVENTS_PAGE, parameters)
+            rows = await result.fetchall()
+    return Page(position, rows, limit)

@@ -1,0 +1,91 @@
+"""The one LISTEN connection of a process. It routes each NOTIFY channel to the handler
+registered for it, and tells whoever asked each time LISTEN is (re)established, since
+notifications sent while it was away are gone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from server import queries
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 5.0
+
+NotifyHandler = Callable[[str], None]
+
+
+class Listener:
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._routes: dict[str, NotifyHandler] = {}
+        self._on_listening: list[Callable[[], None]] = []
+        self._listening = asyncio.Event()
+        self.reconnects = 0
+
+    def route(self, channel: str, handler: NotifyHandler) -> None:
+        """Call `handler(payload)` for every notification on `channel`."""
+        self._routes[channel] = handler
+
+    def when_listening(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time LISTEN is in place, the first time and after every
+        reconnect: whatever it missed meanwhile must be caught up from the tables."""
+        self._on_listening.append(callback)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    async def wait_listening(self) -> None:
+        await self._listening.wait()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    application_name=queries.LISTENER_APPLICATION_NAME,
+                )
+                async with conn:
+                    for channel in self._routes:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    if failures:
+                        log.info("listener reconnected after %d attempt(s)", failures)
+                    failures = 0
+                    self._listening.set()
+                    for callback in self._on_listening:
+                        self._call(callback, "catching up after LISTEN")
+                    async for notification in conn.notifies():
+                        handler = self._routes.get(notification.channel)
+                        if handler is not None:
+                            self._call(handler, notification.channel, notification.payload)
+            except psycopg.Error as error:
+                if self.listening:
+                    self.reconnects += 1
+                log.warning("listener connection lost: %s", str(error).strip() or type(error))
+            finally:
+                self._listening.clear()
+            failures += 1
+            await asyncio.sleep(backoff(failures))
+
+    @staticmethod
+    def _call(handler: Callable[..., None], what: str, *args: str) -> None:
+        # A handler that fails must not end the listener, or every process would stop
+        # delivering on one bad payload.
+        try:
+            handler(*args)
+        except Exception:
+            log.exception("handling %s failed", what)
+
+
+def backoff(failures: int) -> float:
+    ceiling: float = min(MAX_BACKOFF_SECONDS, 0.05 * 2**failures)
+    return random.uniform(ceiling / 2, ceiling)

@@ -1,0 +1,1 @@
+"""One folder per protocol, beside the aiohttp socket writers they share (websocket.py)."""

@@ -1,0 +1,1 @@
+"""pgcast's own protocol: `GET /ws`."""

@@ -1,0 +1,153 @@
+"""`GET /ws?channels=a,b[&after=CURSOR]`: one socket per client and one cursor for all of its
+channels; replay after the cursor, then live events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+import psycopg
+from aiohttp import WSMsgType, web
+
+from server.auth import Principal, is_same_origin, require_user
+from server.core.channels import ChannelError, requested_channels
+from server.core.cursor import CursorError
+from server.core.events import CloseReason, Disconnect, Event
+from server.core.hub import Connection
+from server.errors import ApiError
+from server.keys import DATABASE_ID, HUB, METRICS, POLICY, POOL, SOCKET_LIMITER, SOCKETS
+from server.pg.replay import catch_up
+from server.transports.native.codec import CODEC, close_frame, connected_frame
+from server.transports.websocket import (
+    HEARTBEAT_SECONDS,
+    BacklogWriter,
+    WireWriter,
+    close_as_asked,
+    drop_if_abandoned,
+)
+
+log = logging.getLogger(__name__)
+
+# Clients send nothing but control frames; anything else is refused, so this stays small.
+MAX_CLIENT_FRAME_BYTES = 4096
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    if request.headers.get("Origin") is not None and not is_same_origin(request):
+        raise ApiError(403, "cross_site_request", "WebSocket from another site refused")
+    try:
+        channels = requested_channels(
+            request.query.getall("channels", []), request.query.getall("channel", [])
+        )
+    except ChannelError as error:
+        raise ApiError(400, "invalid_channels", str(error)) from None
+    principal = await require_user(request)
+    with request.app[SOCKET_LIMITER].hold(principal.user.id, request.remote or ""):
+        return await _serve_socket(request, principal, channels)
+
+
+async def _serve_socket(
+    request: web.Request, principal: Principal, channels: tuple[str, ...]
+) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
+    )
+    stream = await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    wire = WireWriter(request, ws, stream)
+
+    hub = request.app[HUB]
+    # Subscribe before taking the snapshot the socket starts from: every event the snapshot
+    # missed is then guaranteed to reach this connection (docs/delivery.md).
+    connection = hub.subscribe(
+        secrets.token_urlsafe(12), principal.user.id, principal.session_id, channels, CODEC
+    )
+    try:
+        metrics = request.app[METRICS]
+        backlog = BacklogWriter(wire, connection, metrics)
+        delivery = asyncio.create_task(_deliver(request, ws, wire, connection, backlog, channels))
+        closing: list[asyncio.Task[None]] = []
+
+        def stop_delivery() -> None:
+            delivery.cancel()
+            backlog.cancel()
+
+        def close_requested() -> None:
+            disconnect = connection.close_request
+            assert disconnect is not None
+            if disconnect.reason is CloseReason.TOO_SLOW:
+                metrics.slow_sockets_closed.inc()
+            code, reason = close_frame(disconnect)
+            closing.append(
+                asyncio.create_task(close_as_asked(request, ws, code, reason, stop_delivery))
+            )
+
+        connection.when_close_requested(close_requested)
+        try:
+            await _read_until_closed(ws)
+        finally:
+            stop_delivery()
+            # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
+            await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
+    finally:
+        hub.unsubscribe(connection)
+        drop_if_abandoned(request)
+    return ws
+
+
+async def _deliver(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    wire: WireWriter,
+    connection: Connection,
+    backlog: BacklogWriter,
+    channels: tuple[str, ...],
+) -> None:
+    forbidden = await request.app[POLICY].forbidden(connection.user_id, channels)
+    if forbidden:
+        names = ", ".join(forbidden)
+        connection.close(Disconnect(CloseReason.FORBIDDEN, f"not allowed to listen to {names}"))
+        return
+
+    async def started(cursor: str) -> None:
+        await ws.send_str(connected_frame(connection.socket_id, cursor, channels))
+
+    async def send(events: list[Event]) -> None:
+        await wire.write([event.encoded(CODEC) for event in events])
+
+    # Live frames are held until the catch-up is done; then they go straight to the socket.
+    connection.when_frames_queued(backlog.start)
+    connection.write_directly_with(wire.write_now)
+    try:
+        await catch_up(
+            request.app[POOL],
+            request.app[DATABASE_ID],
+            connection,
+            request.query.get("after"),
+            channels,
+            started=started,
+            send=send,
+        )
+    except CursorError as error:
+        connection.close(Disconnect(CloseReason.CURSOR_REFUSED, str(error)))
+        return
+    except psycopg.Error:
+        log.warning("catching a socket up failed: database unavailable")
+        connection.close(Disconnect(CloseReason.UNAVAILABLE, "database unavailable"))
+
+
+async def _read_until_closed(ws: web.WebSocketResponse) -> None:
+    async for message in ws:
+        if message.type == WSMsgType.TEXT:
+            await ws.close(code=POLICY_VIOLATION, message=b"clients send no messages on /ws")
+        elif message.type == WSMsgType.BINARY:
+            await ws.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
+        elif message.type == WSMsgType.ERROR:
+            log.info("socket closed with error: %s", ws.exception())
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/ws", websocket)
