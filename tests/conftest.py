@@ -7,10 +7,11 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import psycopg
@@ -181,9 +182,20 @@ class Client:
             await response.read()
             return response
 
-    async def connect(self, after: str | None = None) -> Socket:
-        url = self.server.ws_url + ("" if after is None else f"?after={after}")
-        ws = await self.http.ws_connect(url, headers={"Origin": self.server.origin})
+    def socket_url(self, after: str | None = None, channels: Sequence[str] | None = None) -> str:
+        query: list[tuple[str, str]] = []
+        if channels is not None:
+            query.append(("channels", ",".join(channels)))
+        if after is not None:
+            query.append(("after", after))
+        return self.server.ws_url + ("?" + urlencode(query) if query else "")
+
+    async def connect(
+        self, after: str | None = None, channels: Sequence[str] | None = None
+    ) -> Socket:
+        ws = await self.http.ws_connect(
+            self.socket_url(after, channels), headers={"Origin": self.server.origin}
+        )
         socket = Socket(ws)
         connected = await socket.next_frame()
         assert connected["event"] == "connected", connected

@@ -1,0 +1,54 @@
+"""The LISTEN connection routes each NOTIFY channel to its handler, whatever a handler does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+import pytest
+
+from server.background import running
+from server.pg.listener import Listener
+
+
+async def test_a_handler_that_raises_is_logged_and_the_listener_goes_on(
+    database_url: str, db: psycopg.AsyncConnection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = Listener(database_url)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    listened = asyncio.Event()
+
+    def broken(payload: str) -> None:
+        raise ValueError(f"cannot use {payload!r}")
+
+    listener.route("pgcast_test_broken", broken)
+    listener.route("pgcast_test_fine", received.put_nowait)
+    listener.when_listening(listened.set)
+    with caplog.at_level(logging.ERROR, logger="server.pg.listener"):
+        async with running(listener.run(), "listener"):
+            await asyncio.wait_for(listened.wait(), 10)
+            await db.execute("SELECT pg_notify('pgcast_test_broken', 'bad')")
+            await db.execute("SELECT pg_notify('pgcast_test_unrouted', 'ignored')")
+            await db.execute("SELECT pg_notify('pgcast_test_fine', 'good')")
+            assert await asyncio.wait_for(received.get(), 10) == "good"
+    assert "handling pgcast_test_broken failed" in caplog.text
+    assert "cannot use 'bad'" in caplog.text
+
+
+async def test_every_reconnect_is_announced_so_missed_work_is_caught_up(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    listener = Listener(database_url)
+    connections: asyncio.Queue[None] = asyncio.Queue()
+    listener.route("pgcast_test_fine", lambda _payload: None)
+    listener.when_listening(lambda: connections.put_nowait(None))
+    async with running(listener.run(), "listener"):
+        await asyncio.wait_for(connections.get(), 10)
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'pgcast-listener' AND datname = current_database()"
+        )
+        await asyncio.wait_for(connections.get(), 10)
+    assert listener.reconnects == 1
