@@ -58,6 +58,68 @@ $$;
 COMMENT ON FUNCTION pgcast_broadcasts_of_messages(messages, text) IS
     'What one written messages row broadcasts: channel messages, new-message / message-updated with {"message": Message}, message-deleted with {"id": id}.';
 
+-- A user as other users see them in broadcasts: never the e-mail.
+CREATE OR REPLACE FUNCTION pgcast_public_user(user_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object('id', u.id, 'name', u.name, 'avatar_url', u.avatar_url)
+    FROM users u WHERE u.id = pgcast_public_user.user_id
+$$;
+
+COMMENT ON FUNCTION pgcast_public_user(bigint) IS
+    'A user as broadcasts show them to others: id, name and avatar_url, never the e-mail.';
+
+CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_direct_messages(d direct_messages, operation text)
+RETURNS TABLE (channel text, event text, data jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT 'private-user.' || person,
+           CASE operation
+               WHEN 'INSERT' THEN 'new-direct-message'
+               WHEN 'UPDATE' THEN 'direct-message-updated'
+               ELSE 'direct-message-deleted'
+           END,
+           CASE WHEN operation = 'DELETE' THEN jsonb_build_object('id', d.id)
+           ELSE jsonb_build_object('direct_message', jsonb_build_object(
+               'id', d.id,
+               'sender_id', d.sender_id,
+               'recipient_id', d.recipient_id,
+               'content', d.content,
+               'created_at', pgcast_iso_time(d.created_at),
+               'updated_at', pgcast_iso_time(d.updated_at),
+               'read_at', pgcast_iso_time(d.read_at),
+               'sender', pgcast_public_user(d.sender_id),
+               'recipient', pgcast_public_user(d.recipient_id)))
+           END
+    FROM (VALUES (d.sender_id), (d.recipient_id)) AS people (person)
+$$;
+
+COMMENT ON FUNCTION pgcast_broadcasts_of_direct_messages(direct_messages, text) IS
+    'What one written direct_messages row broadcasts: to the sender''s and the recipient''s private-user.{id} only, as new-direct-message / direct-message-updated with {"direct_message": ...}, or direct-message-deleted with {"id": id}.';
+
+CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_notifications(n notifications, operation text)
+RETURNS TABLE (channel text, event text, data jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT 'private-user.' || n.user_id,
+           CASE operation
+               WHEN 'INSERT' THEN 'Illuminate\Notifications\Events\BroadcastNotificationCreated'
+               WHEN 'UPDATE' THEN 'notification-updated'
+               ELSE 'notification-deleted'
+           END,
+           CASE operation
+               -- What Laravel's BroadcastNotificationCreated sends: the data, its id and type.
+               WHEN 'INSERT' THEN n.data || jsonb_build_object('id', n.id, 'type', n.type)
+               WHEN 'UPDATE' THEN jsonb_build_object('notification', jsonb_build_object(
+                   'id', n.id,
+                   'type', n.type,
+                   'data', n.data,
+                   'read_at', pgcast_iso_time(n.read_at),
+                   'created_at', pgcast_iso_time(n.created_at)))
+               ELSE jsonb_build_object('id', n.id)
+           END
+$$;
+
+COMMENT ON FUNCTION pgcast_broadcasts_of_notifications(notifications, text) IS
+    'What one written notifications row broadcasts, to its user''s private-user.{id} only: Illuminate\Notifications\Events\BroadcastNotificationCreated with the data plus id and type; notification-updated with {"notification": ...}; notification-deleted with {"id": id}.';
+
 -- The one trigger function of every broadcasting table. Its argument names the table's
 -- function (row, operation) -> (channel, event, data). Rows are matched by `id`: an UPDATE
 -- that changes a row's id is the deletion of the old id and the insertion of the new one,
@@ -150,6 +212,40 @@ CREATE OR REPLACE TRIGGER messages_broadcast_delete
     AFTER DELETE ON messages
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
+
+CREATE OR REPLACE TRIGGER direct_messages_touch_updated_at
+    BEFORE UPDATE ON direct_messages
+    FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
+
+CREATE OR REPLACE TRIGGER direct_messages_broadcast_insert
+    AFTER INSERT ON direct_messages
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_direct_messages');
+
+CREATE OR REPLACE TRIGGER direct_messages_broadcast_update
+    AFTER UPDATE ON direct_messages
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_direct_messages');
+
+CREATE OR REPLACE TRIGGER direct_messages_broadcast_delete
+    AFTER DELETE ON direct_messages
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_direct_messages');
+
+CREATE OR REPLACE TRIGGER notifications_broadcast_insert
+    AFTER INSERT ON notifications
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_notifications');
+
+CREATE OR REPLACE TRIGGER notifications_broadcast_update
+    AFTER UPDATE ON notifications
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_notifications');
+
+CREATE OR REPLACE TRIGGER notifications_broadcast_delete
+    AFTER DELETE ON notifications
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_notifications');
 
 -- The audit trail, for DBAs: who broadcast what, when, and from where.
 CREATE OR REPLACE VIEW broadcast_audit AS
