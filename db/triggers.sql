@@ -68,6 +68,37 @@ $$;
 COMMENT ON FUNCTION pgcast_public_user(bigint) IS
     'A user as broadcasts show them to others: id, name and avatar_url, never the e-mail.';
 
+-- The shapes clients see, in one place for broadcasts and the REST API alike.
+CREATE OR REPLACE FUNCTION pgcast_direct_message_json(d direct_messages) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', d.id,
+        'sender_id', d.sender_id,
+        'recipient_id', d.recipient_id,
+        'content', d.content,
+        'created_at', pgcast_iso_time(d.created_at),
+        'updated_at', pgcast_iso_time(d.updated_at),
+        'read_at', pgcast_iso_time(d.read_at),
+        'sender', pgcast_public_user(d.sender_id),
+        'recipient', pgcast_public_user(d.recipient_id))
+$$;
+
+COMMENT ON FUNCTION pgcast_direct_message_json(direct_messages) IS
+    'A direct message as its two people see it, with both users.';
+
+CREATE OR REPLACE FUNCTION pgcast_notification_json(n notifications) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'id', n.id,
+        'type', n.type,
+        'data', n.data,
+        'read_at', pgcast_iso_time(n.read_at),
+        'created_at', pgcast_iso_time(n.created_at))
+$$;
+
+COMMENT ON FUNCTION pgcast_notification_json(notifications) IS
+    'A notification as its user sees it in lists and notification-updated events.';
+
 CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_direct_messages(d direct_messages, operation text)
 RETURNS TABLE (channel text, event text, data jsonb)
 LANGUAGE sql STABLE AS $$
@@ -78,16 +109,7 @@ LANGUAGE sql STABLE AS $$
                ELSE 'direct-message-deleted'
            END,
            CASE WHEN operation = 'DELETE' THEN jsonb_build_object('id', d.id)
-           ELSE jsonb_build_object('direct_message', jsonb_build_object(
-               'id', d.id,
-               'sender_id', d.sender_id,
-               'recipient_id', d.recipient_id,
-               'content', d.content,
-               'created_at', pgcast_iso_time(d.created_at),
-               'updated_at', pgcast_iso_time(d.updated_at),
-               'read_at', pgcast_iso_time(d.read_at),
-               'sender', pgcast_public_user(d.sender_id),
-               'recipient', pgcast_public_user(d.recipient_id)))
+           ELSE jsonb_build_object('direct_message', pgcast_direct_message_json(d))
            END
     FROM (VALUES (d.sender_id), (d.recipient_id)) AS people (person)
 $$;
@@ -107,12 +129,7 @@ LANGUAGE sql STABLE AS $$
            CASE operation
                -- What Laravel's BroadcastNotificationCreated sends: the data, its id and type.
                WHEN 'INSERT' THEN n.data || jsonb_build_object('id', n.id, 'type', n.type)
-               WHEN 'UPDATE' THEN jsonb_build_object('notification', jsonb_build_object(
-                   'id', n.id,
-                   'type', n.type,
-                   'data', n.data,
-                   'read_at', pgcast_iso_time(n.read_at),
-                   'created_at', pgcast_iso_time(n.created_at)))
+               WHEN 'UPDATE' THEN jsonb_build_object('notification', pgcast_notification_json(n))
                ELSE jsonb_build_object('id', n.id)
            END
 $$;

@@ -19,7 +19,7 @@ import psycopg
 from aiohttp import web
 
 from server import queries
-from server.api import validated_content
+from server.api.messages import validated_content
 from server.background import running
 from server.config import Config, ConfigError, load_config
 from server.core.cursor import CursorError

@@ -293,3 +293,100 @@ SELECT s.user_id, s.channel
 FROM unnest(%(user_ids)s::bigint[], %(channels)s::text[]) AS s(user_id, channel)
 WHERE NOT pgcast_may_listen(s.user_id, s.channel)
 """
+
+# Direct messages. The JSON shapes come from the same SQL functions the broadcasts use.
+# The recipient must exist; the CHECK refuses writing to yourself.
+INSERT_DIRECT_MESSAGE: Final[LiteralString] = """
+WITH inserted AS (
+    INSERT INTO direct_messages (sender_id, recipient_id, content)
+    SELECT %(sender_id)s, u.id, %(content)s FROM users u WHERE u.id = %(recipient_id)s
+    RETURNING *
+)
+SELECT pgcast_direct_message_json(inserted)::text FROM inserted
+"""
+
+CONVERSATION_PAGE: Final[LiteralString] = """
+SELECT d.id, pgcast_direct_message_json(d)::text
+FROM direct_messages d
+WHERE ((d.sender_id = %(me)s AND d.recipient_id = %(other)s)
+       OR (d.sender_id = %(other)s AND d.recipient_id = %(me)s))
+  AND (%(before)s::bigint IS NULL OR d.id < %(before)s::bigint)
+ORDER BY d.id DESC
+LIMIT %(limit)s
+"""
+
+# One row per person the user has written with: them, the last message, what is unread.
+CONVERSATIONS: Final[LiteralString] = """
+WITH latest AS (
+    SELECT other, max(id) AS last_id
+    FROM (
+        SELECT recipient_id AS other, id FROM direct_messages WHERE sender_id = %(me)s
+        UNION ALL
+        SELECT sender_id, id FROM direct_messages WHERE recipient_id = %(me)s
+    ) mine
+    GROUP BY other
+)
+SELECT pgcast_public_user(latest.other)::text,
+       pgcast_direct_message_json(d)::text,
+       (SELECT count(*) FROM direct_messages unread
+        WHERE unread.recipient_id = %(me)s AND unread.sender_id = latest.other
+          AND unread.read_at IS NULL)
+FROM latest
+JOIN direct_messages d ON d.id = latest.last_id
+ORDER BY latest.last_id DESC
+"""
+
+MARK_CONVERSATION_READ: Final[LiteralString] = """
+UPDATE direct_messages SET read_at = now()
+WHERE recipient_id = %(me)s AND sender_id = %(other)s AND read_at IS NULL
+"""
+
+# Notifications, newest first; `before` is a notification id (a uuid) from the previous page.
+NOTIFICATIONS_PAGE: Final[LiteralString] = """
+SELECT n.id::text, pgcast_notification_json(n)::text
+FROM notifications n
+WHERE n.user_id = %(me)s
+  AND (%(before)s::uuid IS NULL
+       OR (n.created_at, n.id) < (SELECT b.created_at, b.id FROM notifications b
+                                  WHERE b.id = %(before)s::uuid AND b.user_id = %(me)s))
+ORDER BY n.created_at DESC, n.id DESC
+LIMIT %(limit)s
+"""
+
+UNREAD_NOTIFICATIONS: Final[LiteralString] = """
+SELECT count(*) FROM notifications WHERE user_id = %(me)s AND read_at IS NULL
+"""
+
+# Marking read touches (and so broadcasts) only what was unread.
+MARK_NOTIFICATION_READ: Final[LiteralString] = """
+WITH mine AS (
+    SELECT id FROM notifications WHERE id = %(id)s::uuid AND user_id = %(me)s
+),
+marked AS (
+    UPDATE notifications n SET read_at = now()
+    FROM mine WHERE n.id = mine.id AND n.read_at IS NULL
+    RETURNING n.*
+)
+SELECT pgcast_notification_json(marked)::text FROM marked
+UNION ALL
+SELECT pgcast_notification_json(n)::text FROM notifications n, mine
+WHERE n.id = mine.id AND NOT EXISTS (SELECT FROM marked)
+"""
+
+MARK_ALL_NOTIFICATIONS_READ: Final[LiteralString] = """
+UPDATE notifications SET read_at = now() WHERE user_id = %(me)s AND read_at IS NULL
+"""
+
+INSERT_NOTIFICATION: Final[LiteralString] = """
+INSERT INTO notifications (user_id, type, data) VALUES (%(user_id)s, %(type)s, %(data)s)
+RETURNING pgcast_notification_json(notifications)::text
+"""
+
+# People to write to: names only, never e-mails. `pattern` is already LIKE-escaped.
+SEARCH_USERS: Final[LiteralString] = """
+SELECT pgcast_public_user(u.id)::text
+FROM users u
+WHERE u.id <> %(me)s AND u.name ILIKE %(pattern)s
+ORDER BY lower(u.name), u.id
+LIMIT %(limit)s
+"""
