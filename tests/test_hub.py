@@ -160,3 +160,30 @@ def test_closing_by_user_session_and_channel_is_a_lookup() -> None:
         hub.unsubscribe(connection)
     assert len(hub) == 0
     assert hub.subscriptions() == set()
+
+
+async def test_an_open_connection_can_add_and_drop_channels() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    connection = subscribe(hub, "s", channels=("a",))
+    connection.go_live(None)
+    hub.add_channel(connection, "b")
+    assert hub.channels() == {"a": 1, "b": 1}
+    hub.publish([broadcast(10, 1, "9:9:", "11:11:", channel="b")])
+    hub.remove_channel(connection, "a")
+    hub.publish([broadcast(11, 2, "11:11:", "12:12:", channel="a")])
+    frames, _ = await connection.take()
+    assert [json.loads(text_of(f))["channel"] for f in frames] == ["b"]
+    assert hub.channels() == {"b": 1}
+    hub.unsubscribe(connection)
+    assert hub.channels() == {}
+
+
+async def test_an_ephemeral_event_has_no_cursor_and_passes_the_catch_up_filter() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    connection = subscribe(hub, "s", channels=("private-room",))
+    connection.go_live(Snapshot.parse("10:12:10"))
+    hub.publish([Event.ephemeral("private-room", "client-typing", '{"who":1}', "other")])
+    frames, _ = await connection.take()
+    assert [json.loads(text_of(f)) for f in frames] == [
+        {"event": "client-typing", "channel": "private-room", "data": {"who": 1}}
+    ]

@@ -12,7 +12,8 @@ from server.core.cursor import BatchCursors, Cursor
 
 
 class Event:
-    """One row of the event log. `data` is the payload as JSON text, exactly as stored: the
+    """One row of the event log, or an ephemeral event that is never stored (a client event:
+    no transaction, no cursor). `data` is the payload as JSON text, exactly as stored: the
     core never parses it, and a transport copies it into its frames.
 
     A plain class with slots, because one is built per event and per replayed event.
@@ -28,7 +29,7 @@ class Event:
         name: str,
         data: str,
         origin_socket_id: str | None,
-        batch: BatchCursors,
+        batch: BatchCursors | None,
     ) -> None:
         self.id: Final = event_id
         self.tx: Final = tx
@@ -37,12 +38,18 @@ class Event:
         self.data: Final = data
         self.origin: Final = origin_socket_id
         self._batch = batch
-        self.cursor: Final = batch.encode(tx, event_id)
-        """The opaque cursor of the position just after this event."""
+        self.cursor: Final = None if batch is None else batch.encode(tx, event_id)
+        """The opaque cursor of the position just after this event; None if ephemeral."""
         self._encoded: dict[Codec, bytes] = {}
+
+    @classmethod
+    def ephemeral(cls, channel: str, name: str, data: str, origin_socket_id: str | None) -> Event:
+        """An event that is delivered live once and never stored or replayed."""
+        return cls(0, 0, channel, name, data, origin_socket_id, None)
 
     @property
     def position(self) -> Cursor:
+        assert self._batch is not None, "an ephemeral event has no position"
         return self._batch.cursor(self.tx, self.id)
 
     def encoded(self, codec: Codec) -> bytes:
