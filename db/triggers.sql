@@ -29,9 +29,21 @@ BEGIN
         SELECT 'new-message', n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
         FROM new_rows n ORDER BY n.id;
     ELSIF TG_OP = 'UPDATE' THEN
+        -- A statement trigger cannot pair old rows with new ones, so an UPDATE that changes
+        -- ids is told by id: an id that is gone is a deletion, one that appeared is a new
+        -- message, and one in both is an update. Clients keyed by id end up with the table.
         INSERT INTO message_events
             (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
-        SELECT 'message-updated', n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
+        SELECT 'message-deleted', o.id, o.user_id, NULL, o.created_at, o.updated_at, origin
+        FROM old_rows o
+        WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)
+        ORDER BY o.id;
+        INSERT INTO message_events
+            (kind, message_id, user_id, content, message_created_at, message_updated_at, origin_socket_id)
+        -- IN, not EXISTS: a hashed subplan, not a scan of old_rows per row.
+        SELECT CASE WHEN n.id IN (SELECT o.id FROM old_rows o)
+                    THEN 'message-updated' ELSE 'new-message' END,
+               n.id, n.user_id, n.content, n.created_at, n.updated_at, origin
         FROM new_rows n ORDER BY n.id;
     ELSE
         INSERT INTO message_events
@@ -40,6 +52,7 @@ BEGIN
         FROM old_rows o ORDER BY o.id;
     END IF;
     GET DIAGNOSTICS recorded = ROW_COUNT;
+    -- The last INSERT's count: for an UPDATE, its new rows, as many as its old ones.
     IF recorded > 0 THEN
         PERFORM pg_notify('pgcast_events', '');
     END IF;
@@ -67,7 +80,7 @@ CREATE OR REPLACE TRIGGER messages_broadcast_insert
 
 CREATE OR REPLACE TRIGGER messages_broadcast_update
     AFTER UPDATE ON messages
-    REFERENCING NEW TABLE AS new_rows
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
 
 CREATE OR REPLACE TRIGGER messages_broadcast_delete

@@ -534,3 +534,38 @@ def test_event_frames_are_the_frames_the_json_encoder_writes(
     assert deleted == frame("message-deleted", MESSAGES_CHANNEL, {"id": 12}, cursor)
     with pytest.raises(ValueError, match="timestamps"):
         event_frame("new-message", 12, 3, content, None, None, name, avatar_url, cursor)
+
+
+def kind_and_id(frame: dict[str, Any]) -> tuple[str, int]:
+    data = frame["data"]
+    return frame["event"], data["id"] if "id" in data else data["message"]["id"]
+
+
+async def test_update_of_a_message_id_tells_clients_the_old_id_is_gone(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    _, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (id, user_id, content) VALUES (1001, %s, 'a'), (1002, %s, 'b')",
+        [user_id, user_id],
+    )
+    await db.execute("UPDATE messages SET id = 2001 WHERE id = 1001")
+    # One statement that moves one row and edits another.
+    await db.execute(
+        "UPDATE messages SET id = CASE WHEN id = 2001 THEN 3001 ELSE id END, "
+        "content = content || '!' WHERE id IN (2001, 1002)"
+    )
+
+    for socket in (first, second):
+        frames = await socket.frames(7)
+        assert [kind_and_id(f) for f in frames] == [
+            ("new-message", 1001),
+            ("new-message", 1002),
+            ("message-deleted", 1001),
+            ("new-message", 2001),
+            ("message-deleted", 2001),
+            ("message-updated", 1002),
+            ("new-message", 3001),
+        ]
+        assert [f["data"]["message"]["content"] for f in frames[5:]] == ["b!", "a!"]
