@@ -569,3 +569,79 @@ async def test_update_of_a_message_id_tells_clients_the_old_id_is_gone(
             ("new-message", 3001),
         ]
         assert [f["data"]["message"]["content"] for f in frames[5:]] == ["b!", "a!"]
+
+
+async def insert_event_by_hand(
+    db: psycopg.AsyncConnection[Any], tx: str, content: str, user_id: int, count: int = 1
+) -> None:
+    await db.execute(
+        "INSERT INTO message_events "
+        "(tx, kind, message_id, user_id, content, message_created_at, message_updated_at) "
+        "SELECT %s::xid8, 'new-message', 900000 + n, %s, %s, now(), now() "
+        "FROM generate_series(1, %s) AS n",
+        [tx, user_id, content, count],
+    )
+
+
+async def current_xmax(db: psycopg.AsyncConnection[Any]) -> int:
+    cursor = await db.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def send_and_expect(
+    db: psycopg.AsyncConnection[Any], user_id: int, sockets: list[Any], texts: list[str]
+) -> None:
+    """Insert each text as a message; every socket gets exactly these, in order, and
+    nothing in between."""
+    for text in texts:
+        await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, %s)", [user_id, text])
+    for socket in sockets:
+        frames = await socket.frames(len(texts))
+        assert [f["data"]["message"]["content"] for f in frames] == texts
+
+
+async def test_events_written_by_hand_with_a_future_transaction_id_neither_flood_nor_stall(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    # More than a page of them, with ids the counter will not reach for a long while.
+    future = str(await current_xmax(db) + 1_000_000_000)
+    await insert_event_by_hand(db, future, "from the future", user_id, count=1001)
+    await db.execute("NOTIFY pgcast_events")
+
+    await send_and_expect(db, user_id, [first, second], [f"now {n}" for n in range(5)])
+    await first.close()
+    resumed = await alice.connect(after=first.cursor)
+    await send_and_expect(db, user_id, [resumed, second], ["later"])
+
+
+async def test_an_event_written_by_hand_with_a_past_transaction_id_is_history(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    _, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    await insert_event_by_hand(db, "3", "from the past", user_id)
+    await db.execute("NOTIFY pgcast_events")
+
+    await send_and_expect(db, user_id, [first, second], ["now 0", "now 1"])
+
+
+async def test_an_event_written_by_hand_naming_an_open_transaction_arrives_once_it_ends(
+    client_factory: Any, db: psycopg.AsyncConnection[Any], database_url: str
+) -> None:
+    _, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    async with await psycopg.AsyncConnection.connect(database_url) as held:
+        cursor = await held.execute("SELECT pg_current_xact_id()::text")
+        row = await cursor.fetchone()
+        assert row is not None
+        await insert_event_by_hand(db, row[0], "borrowed", user_id)
+        await send_and_expect(db, user_id, [first, second], ["m0", "m1", "m2"])
+        await held.rollback()
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
+    for socket in (first, second):
+        frames = await socket.frames(2)
+        assert [f["data"]["message"]["content"] for f in frames] == ["borrowed", "after"]
