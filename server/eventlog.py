@@ -87,7 +87,7 @@ async def resumable_position(conn: DbConnection, text: str, database: str) -> Cu
     cursor = await conn.execute(queries.CURSOR_LIMITS)
     row = await cursor.fetchone()
     assert row is not None
-    now_text, pruned_through_us = row
+    now_text, pruned_tx = row
     now = Snapshot.parse(now_text)
     if position.next.xmax > now.xmax:
         raise CursorError("cursor is ahead of this database")
@@ -96,7 +96,10 @@ async def resumable_position(conn: DbConnection, text: str, database: str) -> Cu
     # a replay from it could return rows this statement's snapshot does not see yet.
     if any(tx < position.next.xmax and tx not in position.next.xip for tx in now.xip):
         raise CursorError("cursor is ahead of this database")
-    if isinstance(pruned_through_us, int) and position.taken_at_us <= pruned_through_us:
+    # The cursor owes every event its `prev` does not see. All of those are in the log only
+    # if `prev` saw every transaction up to the newest pruned one. Its own clock time says
+    # nothing: the client wrote it.
+    if pruned_tx is not None and position.prev.xmin <= pruned_tx:
         raise CursorError("cursor is older than the event retention; reload")
     return position
 

@@ -28,10 +28,10 @@ SELECT pg_current_snapshot()::text,
 # did, or NULL.
 ADOPT_EVENT_LOG: Final[LiteralString] = "SELECT pgcast_adopt_event_log()"
 
-# What a cursor is checked against: the current snapshot, and the newest event that
-# retention removed.
+# What a cursor is checked against: the current snapshot, and the newest transaction among
+# the events that retention removed.
 CURSOR_LIMITS: Final[LiteralString] = """
-SELECT pg_current_snapshot()::text, (extract(epoch FROM pruned_through) * 1000000)::bigint
+SELECT pg_current_snapshot()::text, pruned_tx::text::bigint
 FROM pgcast_instance
 """
 
@@ -211,16 +211,22 @@ DO UPDATE SET name = EXCLUDED.name
 RETURNING id, name, avatar_url, email
 """
 
-# Retention: drop old events and remember the newest one dropped, so a cursor that may
-# still need it is refused (4400) instead of silently skipping it.
+# Retention: drop old events and remember the newest transaction dropped, so a cursor that
+# may still need one of them is refused (4400) instead of silently skipping it. An event whose
+# tx this snapshot does not see yet (written by hand with a tx from the future) was never
+# sent to anyone, and a read never would have returned it before its tx came round: it must
+# not make every cursor look too old.
 PRUNE_EVENTS: Final[LiteralString] = """
 WITH pruned AS (
     DELETE FROM message_events
     WHERE recorded_at < now() - %(retention)s::interval
-    RETURNING recorded_at
+    RETURNING recorded_at, tx
 )
 UPDATE pgcast_instance
-SET pruned_through = greatest(pruned_through, (SELECT max(recorded_at) FROM pruned))
+SET pruned_through = greatest(pruned_through, (SELECT max(recorded_at) FROM pruned)),
+    pruned_tx = greatest(pruned_tx, (
+        SELECT max(tx) FROM pruned WHERE pg_visible_in_snapshot(tx, pg_current_snapshot())
+    ))
 WHERE EXISTS (SELECT 1 FROM pruned)
 """
 
