@@ -89,13 +89,21 @@ CREATE OR REPLACE TRIGGER messages_broadcast_delete
     FOR EACH STATEMENT EXECUTE FUNCTION pgcast_record_message_events();
 
 -- Sockets of a signed-out session or a deleted user are closed by every pgcast process:
--- they LISTEN on pgcast_revocations next to pgcast_events.
+-- they LISTEN on pgcast_revocations next to pgcast_events. A session ends when it is revoked,
+-- deleted while in force, or has its expiry moved into the past; sockets also close by
+-- themselves when the expiry they learned at sign-in passes, so deleting rows that have
+-- already expired (as retention does) announces nothing.
 CREATE OR REPLACE FUNCTION pgcast_announce_revocation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_TABLE_NAME = 'users' THEN
         PERFORM pg_notify('pgcast_revocations', 'user:' || OLD.id);
-    ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.revoked_at IS NULL AND OLD.expires_at > now() THEN
+            PERFORM pg_notify('pgcast_revocations', 'session:' || OLD.id);
+        END IF;
+    ELSIF (NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL)
+       OR (NEW.expires_at <= now() AND OLD.expires_at > now()) THEN
         PERFORM pg_notify('pgcast_revocations', 'session:' || NEW.id);
     END IF;
     RETURN NULL;
@@ -103,14 +111,18 @@ END
 $$;
 
 COMMENT ON FUNCTION pgcast_announce_revocation() IS
-    'Tells pgcast listeners to close the sockets of a revoked session or a deleted user.';
+    'Tells pgcast listeners to close the sockets of an ended session or a deleted user.';
 
 CREATE OR REPLACE TRIGGER users_announce_deletion
     AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
 
 CREATE OR REPLACE TRIGGER user_sessions_announce_revocation
-    AFTER UPDATE OF revoked_at ON user_sessions
+    AFTER UPDATE OF revoked_at, expires_at ON user_sessions
+    FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
+
+CREATE OR REPLACE TRIGGER user_sessions_announce_deletion
+    AFTER DELETE ON user_sessions
     FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
 
 -- The event log's transaction ids mean something only in the cluster that issued them. After

@@ -153,8 +153,10 @@ VALUES (%(session_id)s, %(user_id)s, %(workos_session_id)s,
 """
 
 # A cookie is only as good as its row: revoked, expired, or its user deleted means signed out.
+# The time it has left is measured on the database's clock, which decided it is valid.
 SESSION_USER: Final[LiteralString] = """
-SELECT u.id, u.name, u.avatar_url, u.email, s.workos_session_id
+SELECT u.id, u.name, u.avatar_url, u.email, s.workos_session_id,
+       extract(epoch FROM s.expires_at - now())::float8
 FROM user_sessions s
 JOIN users u ON u.id = s.user_id
 WHERE s.id = %(session_id)s AND s.revoked_at IS NULL AND s.expires_at > now()

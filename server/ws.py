@@ -15,7 +15,7 @@ from server.auth import Principal, is_same_origin, require_user
 from server.cursor import Cursor, CursorError
 from server.errors import ApiError
 from server.eventlog import PageRows, current_position, read_rows, resumable_position
-from server.hub import SLOW_CONSUMER_CLOSE, Subscription
+from server.hub import SIGNED_OUT_CLOSE, SLOW_CONSUMER_CLOSE, Subscription
 from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKET_LIMITER, SOCKETS
 from server.metrics import Metrics
 from server.protocol import connected_frame
@@ -64,6 +64,15 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
     # Subscribe before taking the snapshot the socket starts from: every broadcast the
     # snapshot missed is then guaranteed to reach this subscription (docs/delivery.md).
     subscription = hub.subscribe(socket_id, principal.user.id, principal.session_id)
+    # A timer, not a task: the session's end is known now, and most sockets never see it.
+    expiry: asyncio.TimerHandle | None = None
+    if principal.session_seconds_left is not None:
+        expiry = asyncio.get_running_loop().call_later(
+            principal.session_seconds_left,
+            subscription.close,
+            SIGNED_OUT_CLOSE,
+            "session expired",
+        )
     try:
         metrics = request.app[METRICS]
         backlog = BacklogWriter(wire, subscription, metrics)
@@ -88,6 +97,8 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
             # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
             await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.unsubscribe(subscription)
         # A peer that stopped reading (the heartbeat gave up on it, say) would otherwise keep
         # its connection and buffers until it reads again, which may be never.
