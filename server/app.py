@@ -71,6 +71,7 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
         start,
         published=lambda seconds: app[METRICS].notify_to_send_seconds.observe(seconds),
         batch_window=config.batch_window_ms / 1000,
+        catch_up_revocations=True,
     )
     app[METRICS] = create_metrics(
         sockets=hub.__len__,

@@ -227,6 +227,12 @@ class Hub:
         for subscription in list(self._subscriptions.values()):
             subscription.offer(broadcasts, woke_at, reframed)
 
+    def signed_in(self) -> tuple[set[str], set[int]]:
+        """The sessions and the users that have sockets here."""
+        subscriptions = self._subscriptions.values()
+        sessions = {s.session_id for s in subscriptions if s.session_id is not None}
+        return sessions, {s.user_id for s in subscriptions}
+
     def close_user(self, user_id: int, reason: str) -> None:
         for subscription in list(self._subscriptions.values()):
             if subscription.user_id == user_id:

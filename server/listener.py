@@ -34,6 +34,7 @@ class Listener:
         start: Cursor,
         published: Callable[[float], None] | None = None,
         batch_window: float = 0.0,
+        catch_up_revocations: bool = False,
     ) -> None:
         """`published` is told, after each wake-up that had events, the seconds from waking
         to the last socket that could take them at once having them written.
@@ -41,6 +42,11 @@ class Listener:
         While events keep coming, the log is read at most once per `batch_window` seconds:
         each read (a query, and a write per socket) then carries the events of a whole window.
         The first event after a quiet window goes out at once.
+
+        With `catch_up_revocations`, each time LISTEN is (re)established the sessions and
+        users of the hub's subscriptions are checked against the tables, because
+        revocations announced while it was down are lost like any notification. (`pgcast
+        tail`'s one subscription belongs to no user, and must not be closed as one.)
         """
         self.position = start
         self._published = published
@@ -53,6 +59,8 @@ class Listener:
         self._reader: DbConnection | None = None
         self._hub = hub
         self._wake = asyncio.Event()
+        self._catch_up_revocations = catch_up_revocations
+        self._revocations_owed = False
 
     @property
     def listening(self) -> bool:
@@ -84,7 +92,8 @@ class Listener:
                         log.info("listener reconnected after %d attempt(s)", failures)
                     failures = 0
                     self._listening.set()
-                    # Whatever committed while we were not listening is in the table.
+                    # Whatever committed while we were not listening is in the tables.
+                    self._revocations_owed = self._catch_up_revocations
                     self._wake.set()
                     async for notification in conn.notifies():
                         if notification.channel == queries.REVOCATIONS_CHANNEL:
@@ -117,6 +126,9 @@ class Listener:
             self._wake.clear()
             began = loop.time()
             try:
+                if self._revocations_owed:
+                    await self._close_ended_sessions()
+                    self._revocations_owed = False
                 await self.deliver_pending()
                 failures = 0
                 rest_of_window = began + self._batch_window - loop.time()
@@ -134,6 +146,21 @@ class Listener:
                 log.exception("delivering events failed")
                 self._wake.set()
                 await asyncio.sleep(_backoff(failures))
+
+    async def _close_ended_sessions(self) -> None:
+        """Close the sockets of sessions and users that ended while LISTEN was down."""
+        sessions, users = self._hub.signed_in()
+        if not sessions and not users:
+            return
+        conn = await self._connected_reader()
+        cursor = await conn.execute(
+            queries.ENDED_AMONG, {"session_ids": list(sessions), "user_ids": list(users)}
+        )
+        for kind, ident, reason in await cursor.fetchall():
+            if kind == "user":
+                self._hub.close_user(int(ident), reason)
+            else:
+                self._hub.close_session(ident, reason)
 
     async def deliver_pending(self) -> None:
         loop = asyncio.get_running_loop()

@@ -162,6 +162,22 @@ JOIN users u ON u.id = s.user_id
 WHERE s.id = %(session_id)s AND s.revoked_at IS NULL AND s.expires_at > now()
 """
 
+# Of the sessions and users with sockets in this process, those that ended: what a listener
+# that was away missed of pgcast_revocations. Users first, so their sockets say why.
+ENDED_AMONG: Final[LiteralString] = """
+SELECT 'user', u.id::text, 'account deleted'
+FROM unnest(%(user_ids)s::bigint[]) AS u(id)
+WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = u.id)
+UNION ALL
+SELECT 'session', s.id,
+       CASE WHEN us.id IS NOT NULL AND us.revoked_at IS NULL THEN 'session expired'
+            ELSE 'signed out' END
+FROM unnest(%(session_ids)s::text[]) AS s(id)
+LEFT JOIN user_sessions us ON us.id = s.id
+WHERE us.id IS NULL OR us.revoked_at IS NOT NULL OR us.expires_at <= now()
+ORDER BY 1 DESC
+"""
+
 REVOKE_SESSION: Final[LiteralString] = """
 UPDATE user_sessions SET revoked_at = now()
 WHERE id = %(session_id)s AND revoked_at IS NULL
