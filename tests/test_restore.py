@@ -14,9 +14,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from server.cursor import Cursor
 from server.db import with_database
 from server.embedded import bundled_psql, embedded_database
 from server.eventlog import current_position, database_identity
+from server.migrate import migrate
 from tests.conftest import Client, create_user, server_config, start_server
 from tests.test_cli import cli_env, run_cli
 from tests.test_websocket import refused_cursor
@@ -130,6 +132,10 @@ async def test_a_database_restored_into_another_cluster_sends_each_new_event_onc
             )
             assert await contents(resumed, 1) == ["resumed"]
             assert await contents(sockets[1], 1) == ["resumed"]
+        # Refused for where it comes from, not only while this counter is behind it.
+        behind = Cursor.decode(old_cursor).next.xmax - await xmax(restored)
+        if behind > 0:
+            await burn_transaction_ids(restored, behind + 10)
         assert await refused_cursor(alice, old_cursor) == "cursor is from another database"
         result = await asyncio.to_thread(
             run_cli, "tail", "--after", old_cursor, env=cli_env(restored, tmp_path)
@@ -143,3 +149,87 @@ async def test_a_database_restored_into_another_cluster_sends_each_new_event_onc
     finally:
         await alice.close()
         await server.runner.cleanup()
+
+
+async def instance_id(conn: psycopg.AsyncConnection[Any]) -> str:
+    cursor = await conn.execute("SELECT instance_id::text FROM pgcast_instance")
+    row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def insert_future_event(conn: psycopg.AsyncConnection[Any], user_id: int) -> None:
+    await conn.execute(
+        "INSERT INTO message_events (tx, kind, message_id, user_id, content, "
+        "message_created_at, message_updated_at) "
+        "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8, "
+        "'new-message', 1, %s, 'by hand', now(), now()",
+        [user_id],
+    )
+
+
+async def test_migrate_moves_events_written_with_a_future_transaction_id_into_history(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as db:
+        user_id = await create_user(db)
+        await insert_future_event(db, user_id)
+        before = await instance_id(db)
+
+        with caplog.at_level(logging.WARNING, logger="server.migrate"):
+            await asyncio.to_thread(migrate, database_url)
+
+        assert "1 event(s) had a transaction id this cluster has not issued yet" in caplog.text
+        cursor = await db.execute("SELECT tx::text FROM message_events")
+        assert await cursor.fetchall() == [("2",)]
+        # Same cluster: no cursor was ever sent that event, so cursors stay good.
+        assert await instance_id(db) == before
+
+
+async def test_without_the_system_identifier_the_counter_still_tells_another_cluster(
+    second_cluster: str,
+) -> None:
+    # Some administrators revoke pg_control_system() from PUBLIC; pgcast's role may then not
+    # call it. (On PostgreSQL 15 and 18 every role may by default.)
+    await asyncio.to_thread(migrate, second_cluster)
+    async with await psycopg.AsyncConnection.connect(second_cluster, autocommit=True) as db:
+        await db.execute("CREATE ROLE pgcast_app")
+        await db.execute(
+            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO pgcast_app"
+        )
+        await db.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+        await db.execute("SET ROLE pgcast_app")
+        cursor = await db.execute("SELECT has_function_privilege('pg_control_system()', 'execute')")
+        assert await cursor.fetchone() == (False,)
+        user_id = await create_user(db)
+        original = await instance_id(db)
+
+        # The identifier was recorded when it could be read: an event from the future is
+        # one written by hand, moved aside, and cursors stay.
+        await insert_future_event(db, user_id)
+        cursor = await db.execute("SELECT pgcast_adopt_event_log()")
+        assert "moved into history" in str(await cursor.fetchone())
+        assert await instance_id(db) == original
+
+        # Never recorded, and not readable: events ahead of the counter mean another cluster.
+        await db.execute("RESET ROLE")
+        await db.execute("UPDATE pgcast_instance SET system_identifier = NULL")
+        await db.execute("SET ROLE pgcast_app")
+        await insert_future_event(db, user_id)
+        cursor = await db.execute("SELECT pgcast_adopt_event_log()")
+        assert "another PostgreSQL cluster" in str(await cursor.fetchone())
+        assert await instance_id(db) != original
+
+        # A counter lower than the one last recorded means another cluster too.
+        renewed = await instance_id(db)
+        await db.execute("RESET ROLE")
+        await db.execute(
+            "UPDATE pgcast_instance SET checked_xmax = "
+            "(pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000)::text::xid8"
+        )
+        await db.execute("SET ROLE pgcast_app")
+        cursor = await db.execute("SELECT pgcast_adopt_event_log()")
+        assert "another PostgreSQL cluster" in str(await cursor.fetchone())
+        assert await instance_id(db) != renewed
+        cursor = await db.execute("SELECT system_identifier FROM pgcast_instance")
+        assert await cursor.fetchone() == (None,)

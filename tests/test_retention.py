@@ -12,7 +12,7 @@ import psycopg
 from server.cursor import Cursor
 from server.keys import POOL
 from server.retention import prune_once
-from tests.conftest import RunningServer, create_user
+from tests.conftest import RunningServer, count_rows, create_user
 from tests.test_websocket import refused_cursor
 
 
@@ -72,3 +72,27 @@ async def test_a_cursor_that_needs_pruned_events_is_refused_whatever_time_it_cla
     century_us = 100 * 365 * 24 * 3600 * 1_000_000
     forged = replace(connected, taken_at_us=connected.taken_at_us + century_us)
     assert "retention" in await refused_cursor(alice, forged.encode())
+
+
+async def test_a_pruned_event_written_by_hand_with_a_future_transaction_id_refuses_no_cursor(
+    client_factory: Any, server: RunningServer, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    user_id = await create_user(db)
+    socket = await alice.connect()
+    await socket.close()
+    await db.execute(
+        "INSERT INTO message_events (tx, kind, message_id, user_id, content, "
+        "message_created_at, message_updated_at, recorded_at) "
+        "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8, "
+        "'new-message', 1, %s, 'by hand', now(), now(), now() - interval '8 days'",
+        [user_id],
+    )
+    await prune_once(server.app[POOL], timedelta(days=7))
+    assert await count_rows(db, "message_events") == 0
+
+    # No one was ever sent it, so no cursor misses it.
+    resumed = await alice.connect(after=socket.cursor)
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'next')", [user_id])
+    assert (await resumed.next_frame())["data"]["message"]["content"] == "next"
