@@ -127,8 +127,13 @@ class Listener:
             began = loop.time()
             try:
                 if self._revocations_owed:
-                    await self._close_ended_sessions()
+                    # Cleared first: a LISTEN re-established during the check owes another.
                     self._revocations_owed = False
+                    try:
+                        await self._close_ended_sessions()
+                    except BaseException:
+                        self._revocations_owed = True
+                        raise
                 await self.deliver_pending()
                 failures = 0
                 rest_of_window = began + self._batch_window - loop.time()
