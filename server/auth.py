@@ -47,6 +47,8 @@ class Principal:
     session_id: str | None
     """The cookie session; None for a bearer token (no cookie, so no CSRF exposure)."""
     workos_session_id: str | None = None
+    session_seconds_left: float | None = None
+    """How long the cookie session had left when it was checked (the database's clock)."""
 
 
 def user_from_row(row: tuple[Any, ...]) -> User:
@@ -80,7 +82,9 @@ async def authenticate(request: web.Request) -> Principal | None:
         row = await cursor.fetchone()
     if row is None:
         return None
-    return Principal(user_from_row(row), session_id, workos_session_id=row[4])
+    return Principal(
+        user_from_row(row), session_id, workos_session_id=row[4], session_seconds_left=row[5]
+    )
 
 
 async def _bearer_principal(request: web.Request, authorization: str) -> Principal:

@@ -1,4 +1,5 @@
-"""Applies db/migrations/ (yoyo) and then db/triggers.sql, one process at a time."""
+"""Applies db/migrations/ (yoyo) and then db/triggers.sql, one process at a time, and makes
+sure the event log belongs to this cluster (a restored database gets it rebased)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def migrate(conninfo: str) -> list[str]:
                 backend.connection.close()
             with lock_conn.transaction():
                 lock_conn.execute((DB_DIR / "triggers.sql").read_text())
+                adopted = lock_conn.execute(queries.ADOPT_EVENT_LOG).fetchone()
+            if adopted is not None and adopted[0] is not None:
+                log.warning("%s", adopted[0])
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
     applied = [migration.id for migration in pending]

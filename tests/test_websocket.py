@@ -76,8 +76,8 @@ async def test_cursor_older_than_retention_closes_with_4400(
     alice = await signed_in(client_factory)
     socket = await alice.connect()
     await socket.close()
-    # As if retention had just removed events newer than this cursor.
-    await db.execute("UPDATE pgcast_instance SET pruned_through = now()")
+    # As if retention had just removed an event of a transaction newer than this cursor.
+    await db.execute("UPDATE pgcast_instance SET pruned_tx = pg_current_xact_id()")
     assert "retention" in await refused_cursor(alice, socket.cursor)
 
 

@@ -65,6 +65,14 @@ async def _serve_socket(
     connection = hub.subscribe(
         secrets.token_urlsafe(12), principal.user.id, principal.session_id, channels, CODEC
     )
+    # A timer, not a task: the session's end is known now, and most sockets never see it.
+    expiry: asyncio.TimerHandle | None = None
+    if principal.session_seconds_left is not None:
+        expiry = asyncio.get_running_loop().call_later(
+            principal.session_seconds_left,
+            connection.close,
+            Disconnect(CloseReason.SIGNED_OUT, "session expired"),
+        )
     try:
         metrics = request.app[METRICS]
         backlog = BacklogWriter(wire, connection, metrics)
@@ -93,6 +101,8 @@ async def _serve_socket(
             # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
             await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.unsubscribe(connection)
         drop_if_abandoned(request)
     return ws
