@@ -6,7 +6,6 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import workos
@@ -35,10 +34,9 @@ from server.keys import (
 from server.listener import Listener
 from server.metrics import create_metrics
 from server.ratelimit import SocketLimiter, post_limiter
+from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
-
-UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 LISTEN_STARTUP_TIMEOUT_SECONDS = 30.0
 DEFAULT_WORKOS_BASE_URL = "https://api.workos.com/"
