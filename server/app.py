@@ -6,7 +6,6 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import workos
@@ -39,12 +38,11 @@ from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
 from server.pg.revocations import Revocations
 from server.ratelimit import SocketLimiter, post_limiter
+from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
 from server.transports.native import handler as native
 from server.transports.websocket import close_all_sockets
-
-UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 LISTEN_STARTUP_TIMEOUT_SECONDS = 30.0
 DEFAULT_WORKOS_BASE_URL = "https://api.workos.com/"

@@ -4,7 +4,6 @@ sure the event log belongs to this cluster (a restored database gets it rebased)
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg
@@ -12,8 +11,8 @@ from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
 from server import queries
+from server.resources import DB_DIR
 
-DB_DIR = Path(__file__).resolve().parent.parent / "db"
 # Any constant works; it only has to be the same in every pgcast process.
 MIGRATION_LOCK_KEY = 0x70676361_7374  # "pgcast"
 
