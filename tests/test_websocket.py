@@ -18,6 +18,7 @@ from tests.conftest import (
     server_config,
     start_server,
 )
+from tests.test_cursor import DEEPLY_NESTED_CURSOR
 
 
 async def refused_cursor(client: Client, cursor: str) -> str:
@@ -54,7 +55,16 @@ async def test_cross_site_websocket_is_refused_with_403(client_factory: Any) -> 
 
 @pytest.mark.parametrize(
     "cursor",
-    ["garbage", "", "W10", "WzEsImFiYyIsMSwiMTA6NTo3Il0", "eyJhIjogMX0", "!!!!", "A" * 5000],
+    [
+        "garbage",
+        "",
+        "W10",
+        "WzEsImFiYyIsMSwiMTA6NTo3Il0",
+        "eyJhIjogMX0",
+        "!!!!",
+        "A" * 5000,
+        DEEPLY_NESTED_CURSOR,
+    ],
 )
 async def test_unreadable_cursor_closes_with_4400(client_factory: Any, cursor: str) -> None:
     alice = await signed_in(client_factory)
