@@ -16,7 +16,15 @@ from server.cursor import Cursor, CursorError
 from server.errors import ApiError
 from server.eventlog import PageRows, current_position, read_rows, resumable_position
 from server.hub import SLOW_CONSUMER_CLOSE, Subscription
-from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKET_LIMITER, SOCKETS
+from server.keys import (
+    DATABASE_ID,
+    HUB,
+    METRICS,
+    POOL,
+    SOCKET_HEARTBEAT_SECONDS,
+    SOCKET_LIMITER,
+    SOCKETS,
+)
 from server.metrics import Metrics
 from server.protocol import connected_frame
 
@@ -53,7 +61,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
-        heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
+        heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
+        compress=False,
+        max_msg_size=MAX_CLIENT_FRAME_BYTES,
     )
     stream = await ws.prepare(request)
     request.app[SOCKETS].add(ws)
