@@ -71,7 +71,13 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
         compress=False,
         max_msg_size=MAX_CLIENT_FRAME_BYTES,
     )
-    stream = await ws.prepare(request)
+    try:
+        stream = await ws.prepare(request)
+    except ConnectionError:
+        # Returned unprepared, it is one aiohttp cannot send either: it then logs only the
+        # access line, as for any client that left before its response.
+        log.info("socket closed before the upgrade: the client left")
+        return ws
     request.app[SOCKETS].add(ws)
     wire = WireWriter(request, ws, stream)
 
