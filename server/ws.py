@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import socket
+import struct
 from collections.abc import Callable, Sequence
 
 import psycopg
@@ -16,7 +19,15 @@ from server.cursor import Cursor, CursorError
 from server.errors import ApiError
 from server.eventlog import PageRows, current_position, read_rows, resumable_position
 from server.hub import SIGNED_OUT_CLOSE, SLOW_CONSUMER_CLOSE, Subscription
-from server.keys import DATABASE_ID, HUB, METRICS, POOL, SOCKET_LIMITER, SOCKETS
+from server.keys import (
+    DATABASE_ID,
+    HUB,
+    METRICS,
+    POOL,
+    SOCKET_HEARTBEAT_SECONDS,
+    SOCKET_LIMITER,
+    SOCKETS,
+)
 from server.metrics import Metrics
 from server.protocol import connected_frame
 
@@ -30,8 +41,6 @@ HEARTBEAT_SECONDS = 30.0
 # the longest stretch measured was ~1.3 ms of CPU, mostly psycopg loading a page's rows.
 REPLAY_PAGE_SIZE = 1000
 REPLAY_FRAMES_PER_WRITE = 100
-# Unsent bytes left behind by a finished socket mean its peer stopped reading.
-ABANDONED_WRITE_BUFFER_BYTES = 64 * 1024
 # Clients send nothing but control frames; anything else is refused, so this stays small.
 MAX_CLIENT_FRAME_BYTES = 4096
 
@@ -40,7 +49,12 @@ UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
+# How long a closing socket's peer gets to take what is still unsent and the close frame,
+# whoever closes it and why; then its connection is dropped (RST) and its buffers freed.
 CLOSE_TIMEOUT_SECONDS = 2.0
+# SO_LINGER on, with no time: closing the socket resets the connection and discards what the
+# kernel still holds for a peer that stopped reading, instead of trying to deliver it.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -52,10 +66,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(
-        heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
+    ws = BoundedWebSocket(
+        heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
+        compress=False,
+        max_msg_size=MAX_CLIENT_FRAME_BYTES,
     )
-    stream = await ws.prepare(request)
+    try:
+        stream = await ws.prepare(request)
+    except ConnectionError:
+        # Returned unprepared, it is one aiohttp cannot send either: it then logs only the
+        # access line, as for any client that left before its response.
+        log.info("socket closed before the upgrade: the client left")
+        return ws
     request.app[SOCKETS].add(ws)
     wire = WireWriter(request, ws, stream)
 
@@ -85,30 +107,84 @@ async def _serve_socket(request: web.Request, principal: Principal) -> web.WebSo
 
         subscription.when_close_requested(
             lambda: closing.append(
-                asyncio.create_task(
-                    _close_as_asked(request, ws, subscription, metrics, stop_delivery)
-                )
+                asyncio.create_task(_close_as_asked(ws, subscription, metrics, stop_delivery))
             )
         )
         try:
             await _read_until_closed(ws)
         finally:
             stop_delivery()
-            # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
+            # Let an asked-for close finish (BoundedWebSocket.close bounds it).
             await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
     finally:
         if expiry is not None:
             expiry.cancel()
         hub.unsubscribe(subscription)
-        # A peer that stopped reading (the heartbeat gave up on it, say) would otherwise keep
-        # its connection and buffers until it reads again, which may be never.
-        transport = request.transport
-        if (
-            transport is not None
-            and transport.get_write_buffer_size() > ABANDONED_WRITE_BUFFER_BYTES
-        ):
-            transport.abort()
+    # However the socket ended (the heartbeat gave up on it, say), aiohttp now calls `close`
+    # once more: a peer that stopped reading loses its connection there, within the bound.
     return ws
+
+
+class BoundedWebSocket(web.WebSocketResponse):
+    """A WebSocketResponse whose every close ends with the connection gone within
+    CLOSE_TIMEOUT_SECONDS, whatever the peer does.
+
+    aiohttp's own `close` waits without a bound for a peer that stopped reading to take the
+    close frame, and only ever closes the transport gracefully, which waits for that peer
+    too. Overriding `close` covers every caller: pgcast's closes, aiohttp's own (an oversized
+    or malformed frame, the peer's close frame, `write_eof` after the handler returns) and
+    shutdown.
+    """
+
+    _closing_request: web.BaseRequest | None = None
+    _closing_stream: AbstractStreamWriter | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        self._closing_request = request
+        self._closing_stream = await super().prepare(request)
+        return self._closing_stream
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        request, stream = self._closing_request, self._closing_stream
+        transport = None if request is None else request.transport
+        if transport is not None:
+            # With no high-water mark, draining waits until everything, the close frame
+            # too, has reached the kernel, not just until the buffer is below the mark.
+            transport.set_write_buffer_limits(high=0)
+        task = asyncio.current_task()
+        cancelled_before = 0 if task is None else task.cancelling()
+        closed = True
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                closed = await super().close(code=code, message=message, drain=drain)
+                if stream is not None:
+                    await stream.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            if task is None or task.cancelling() > cancelled_before:
+                raise
+            # Not this task's cancellation: aiohttp shares one drain future between every
+            # writer of a connection, and a writer cancelled while it waited cancelled it
+            # for all. The close failed; the connection is dropped below.
+        finally:
+            # `closed` is False when the socket was closed before: if that close is still
+            # under way (the transport still open), it is bounded on its own.
+            if transport is not None and (closed or transport.is_closing()):
+                _drop_unless_sent(transport)
+        return closed
+
+
+def _drop_unless_sent(transport: asyncio.Transport) -> None:
+    """Drop a connection unless it was closed with nothing left to send: its peer had its
+    chance to take what is left."""
+    if transport.is_closing() and not transport.get_write_buffer_size():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    transport.abort()
 
 
 class WireWriter:
@@ -138,7 +214,11 @@ class WireWriter:
         if transport is None:
             raise ConnectionResetError("socket closed")
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        await self._stream.drain()
+        if transport.get_write_buffer_size():
+            # Shielded: aiohttp shares one drain future between every writer of a
+            # connection, `ws.close()` among them. Cancelling this task (to close the
+            # socket) while it waited here would cancel that future for all of them.
+            await asyncio.shield(self._stream.drain())
 
     def write_now(self, frames: list[bytes]) -> bool:
         """The hub's fast path: write at once unless earlier bytes still wait for the kernel
@@ -197,14 +277,15 @@ async def _deliver(
     subscription: Subscription,
     backlog: BacklogWriter,
 ) -> None:
+    # The close is asked of the subscription, not made here: ending the socket cancels this
+    # task, which must not cut short the close it started.
     try:
         await _catch_up(request, ws, wire, subscription, backlog, request.query.get("after"))
     except CursorError as error:
-        await ws.close(code=CURSOR_REFUSED, message=str(error).encode())
-        return
+        subscription.close(CURSOR_REFUSED, str(error))
     except psycopg.Error:
         log.warning("catching a socket up failed: database unavailable")
-        await ws.close(code=TRY_AGAIN_LATER, message=b"database unavailable; reconnect")
+        subscription.close(TRY_AGAIN_LATER, "database unavailable; reconnect")
 
 
 async def _catch_up(
@@ -259,13 +340,13 @@ async def _catch_up(
 
 
 async def _close_as_asked(
-    request: web.Request,
     ws: web.WebSocketResponse,
     subscription: Subscription,
     metrics: Metrics,
     stop_delivery: Callable[[], None],
 ) -> None:
-    """Carry out a close the hub asked for (slow consumer, signed out).
+    """Carry out a close the subscription was asked for (slow consumer, signed out, a
+    refused cursor).
 
     Delivery may be stuck waiting for a peer that stopped reading, so it is stopped
     first; if even the close frame cannot be sent in time, the connection is dropped.
@@ -275,12 +356,7 @@ async def _close_as_asked(
     code, reason = subscription.close_request
     if code == SLOW_CONSUMER_CLOSE:
         metrics.slow_sockets_closed.inc()
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-            await ws.close(code=code, message=reason.encode())
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
+    await ws.close(code=code, message=reason.encode())
 
 
 async def _read_until_closed(ws: web.WebSocketResponse) -> None:
@@ -294,7 +370,8 @@ async def _read_until_closed(ws: web.WebSocketResponse) -> None:
 
 
 async def close_all_sockets(app: web.Application) -> None:
-    """On shutdown: tell every client we are going away (1001), all at once."""
+    """On shutdown: tell every client we are going away (1001), all at once; each close
+    takes CLOSE_TIMEOUT_SECONDS at most (BoundedWebSocket)."""
     open_sockets = app[SOCKETS]
     await asyncio.gather(
         *(ws.close(code=GOING_AWAY, message=b"server shutting down") for ws in set(open_sockets)),
