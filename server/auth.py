@@ -147,11 +147,42 @@ async def end_session(request: web.Request) -> str | None:
     return None if principal is None else principal.workos_session_id
 
 
-def origin_of(url: str) -> str | None:
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# The names a browser on this machine may use for it; `localhost` resolves to either address.
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _origin_key(url: str, *, bare: bool) -> tuple[str, str, int] | None:
+    """Scheme, host and port, as browsers compare origins (default ports filled in).
+
+    `bare`: the URL must be an origin and nothing more, as an `Origin` header is."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
         return None
-    return f"{parts.scheme}://{parts.netloc}"
+    scheme = parts.scheme.lower()
+    if not host or scheme not in _DEFAULT_PORTS or "@" in parts.netloc:
+        return None
+    if bare and (parts.path or parts.query or parts.fragment):
+        return None
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _is_our_origin(config: Config, url: str, *, bare: bool) -> bool:
+    ours, theirs = _origin_key(config.public_origin, bare=True), _origin_key(url, bare=bare)
+    if ours is None or theirs is None:
+        return False
+    if ours == theirs:
+        return True
+    # In dev mode the public origin is loopback (config makes sure), and a browser opened on
+    # http://localhost:8080 instead of 127.0.0.1 is the same person at the same server.
+    return (
+        config.dev_login
+        and ours[0::2] == theirs[0::2]
+        and ours[1] in _LOOPBACK_NAMES
+        and theirs[1] in _LOOPBACK_NAMES
+    )
 
 
 def is_same_origin(request: web.Request) -> bool:
@@ -160,20 +191,26 @@ def is_same_origin(request: web.Request) -> bool:
     `Origin` decides when present (browsers send it on every cross-site request and on
     same-site POSTs); otherwise `Sec-Fetch-Site`, then `Referer`. With none, it is refused.
     """
-    expected = request.app[CONFIG].public_origin
+    config = request.app[CONFIG]
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin == expected
+        return _is_our_origin(config, origin, bare=True)
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
         return fetch_site == "same-origin"
     referer = request.headers.get("Referer")
-    return referer is not None and origin_of(referer) == expected
+    return referer is not None and _is_our_origin(config, referer, bare=False)
 
 
 def require_same_origin(request: web.Request) -> None:
     if not is_same_origin(request):
-        raise ApiError(403, "cross_site_request", "This request did not come from this site.")
+        expected = request.app[CONFIG].public_origin
+        raise ApiError(
+            403,
+            "cross_site_request",
+            f"This request did not come from this site; pgcast expects pages from {expected} "
+            "(PGCAST_PUBLIC_URL).",
+        )
 
 
 async def read_json_object(request: web.Request) -> JsonObject:
