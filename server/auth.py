@@ -3,7 +3,6 @@ checks for browsers, revocable sessions, and dev login."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from server.config import Config
 from server.errors import ApiError
 from server.keys import CONFIG, POOL, TOKENS
 from server.protocol import JsonObject
+from server.text import NotJson, NotText, parse_json, text_problem
 from server.tokens import InvalidToken
 
 SESSION_COOKIE = "pgcast_session"
@@ -55,8 +55,16 @@ def user_from_row(row: tuple[Any, ...]) -> User:
     return User(id=row[0], name=row[1], avatar_url=row[2], email=row[3])
 
 
+class _SessionCookieStorage(EncryptedCookieStorage):
+    def load_cookie(self, request: web.Request) -> str | None:
+        cookie = super().load_cookie(request)
+        # A Fernet token is ASCII. Anything else (invalid UTF-8 arrives as lone surrogates)
+        # is no session at all, as a cookie that fails to decrypt is.
+        return cookie if cookie is None or cookie.isascii() else None
+
+
 def cookie_session_middleware(config: Config) -> Middleware:
-    storage = EncryptedCookieStorage(
+    storage = _SessionCookieStorage(
         config.session_key.value,
         cookie_name=SESSION_COOKIE,
         max_age=config.session_max_age,
@@ -216,13 +224,12 @@ def require_same_origin(request: web.Request) -> None:
 async def read_json_object(request: web.Request) -> JsonObject:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    raw = await request.read()
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "The body is not valid UTF-8.") from None
-    except (RecursionError, ValueError):
-        raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
+        body = parse_json(await request.read())
+    except NotJson as error:
+        raise ApiError(400, "malformed_json", str(error)) from None
+    except NotText as error:
+        raise ApiError(422, "invalid_text", str(error)) from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_shape", "The body must be a JSON object.")
     return body
@@ -233,8 +240,11 @@ def _required_text(body: JsonObject, field: str, max_length: int) -> str:
     if not isinstance(value, str):
         raise ApiError(400, "invalid_shape", f'"{field}" must be a string.')
     value = value.strip()
-    if not value or len(value) > max_length or "\x00" in value:
+    if not value or len(value) > max_length:
         raise ApiError(422, f"invalid_{field}", f'"{field}" must be 1 to {max_length} characters.')
+    problem = text_problem(value)
+    if problem is not None:
+        raise ApiError(422, f"invalid_{field}", f'"{field}" {problem}.')
     return value
 
 
