@@ -1,5 +1,5 @@
-"""What counts as text: one rule for request bodies, messages and names, wherever they come
-from (the API, `pgcast send`, WorkOS)."""
+"""What counts as text: one rule for request bodies, messages and names, for the API and
+`pgcast send` alike."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def text_problem(value: str, *, allowed_controls: frozenset[str] = frozenset()) 
     for match in _CONTROL_OR_SURROGATE.finditer(value):
         char = match.group()
         if "\ud800" <= char <= "\udfff":
-            return "contains a lone surrogate (U+D800 to U+DFFF), which is not text"
+            return "contains a lone surrogate (U+D800 to U+DFFF) or bytes that are not UTF-8"
         if char not in allowed_controls:
             if char == "\x00":
                 return "contains a NUL character"
