@@ -3,8 +3,8 @@ breaks and tabs, and no other control character."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,23 @@ import psycopg
 import pytest
 
 from tests.conftest import count_rows, create_user
-from tests.test_cli import PGCAST, cli_env, run_cli
+from tests.test_cli import PGCAST, cli_env
+
+
+async def send(text: bytes, env: dict[str, str]) -> tuple[int | None, str]:
+    process = await asyncio.create_subprocess_exec(
+        *(os.fsencode(part) for part in PGCAST),
+        b"send",
+        text,
+        b"--as",
+        b"dba@example.com",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, stderr.decode()
+
 
 CONTROLS = ["\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b[31mred", "\x7f", "\x80", "\x85", "\x9b"]
 
@@ -66,11 +82,9 @@ async def test_pgcast_send_refuses_the_same_characters_with_one_line(
     database_url: str, db: psycopg.AsyncConnection[Any], tmp_path: Path, control: str
 ) -> None:
     await create_user(db, "dba@example.com")
-    result = run_cli(
-        "send", f"ding {control}", "--as", "dba@example.com", env=cli_env(database_url, tmp_path)
-    )
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
+    returncode, stderr = await send(f"ding {control}".encode(), cli_env(database_url, tmp_path))
+    assert returncode == 1
+    assert stderr.strip() == (
         f"pgcast: The message contains the control character U+{ord(control[0]):04X}, "
         "which cannot be shown."
     )
@@ -82,15 +96,10 @@ async def test_pgcast_send_refuses_bytes_that_are_not_utf8_with_one_line(
 ) -> None:
     await create_user(db, "dba@example.com")
     # What a shell passes for a file in another encoding: Python sees lone surrogates.
-    result = subprocess.run(
-        [*(os.fsencode(part) for part in PGCAST), b"send", b"caf\xe9", b"--as", b"dba@example.com"],
-        env=cli_env(database_url, tmp_path),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.decode().strip().splitlines() == [
-        "pgcast: The message contains a lone surrogate (U+D800 to U+DFFF) or bytes that are not UTF-8."
+    returncode, stderr = await send(b"caf\xe9", cli_env(database_url, tmp_path))
+    assert returncode == 1, stderr
+    assert stderr.strip().splitlines() == [
+        "pgcast: The message contains a lone surrogate (U+D800 to U+DFFF) "
+        "or bytes that are not UTF-8."
     ]
     assert await count_rows(db, "messages") == 0
