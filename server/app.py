@@ -102,7 +102,8 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TOKENS] = AccessTokenVerifier(
             http,
             jwks_url=client.user_management.get_jwks_url(),
-            issuer=config.workos_issuer or base_url.rstrip("/"),
+            issuer=config.workos_issuer or base_url,
+            client_id=config.workos_client_id,
         )
         try:
             yield
