@@ -15,7 +15,7 @@ from server import api, auth, health, login, webhooks, ws
 from server.background import running
 from server.config import Config
 from server.db import create_pool
-from server.errors import error_middleware
+from server.errors import error_middleware, request_limits_middleware, server_handler_args
 from server.eventlog import current_position, database_identity
 from server.hub import Hub
 from server.keys import (
@@ -139,8 +139,13 @@ def client_max_size(config: Config) -> int:
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         # Sessions outermost: a change made before an error (a spent login state) is saved.
-        middlewares=[auth.cookie_session_middleware(config), error_middleware],
+        middlewares=[
+            auth.cookie_session_middleware(config),
+            error_middleware,
+            request_limits_middleware,
+        ],
         client_max_size=client_max_size(config),
+        handler_args=server_handler_args(),
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
