@@ -17,6 +17,7 @@ from server.config import Config
 from server.db import create_pool
 from server.errors import error_middleware, request_limits_middleware, server_handler_args
 from server.eventlog import current_position, database_identity
+from server.headers import security_headers_hook
 from server.hub import Hub
 from server.keys import (
     CONFIG,
@@ -149,6 +150,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
+    app.on_response_prepare.append(security_headers_hook(config))
     app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, rate_limits_ctx, retention_ctx])
     api.setup_routes(app)
     auth.setup_routes(app)

@@ -16,7 +16,7 @@ from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from server import queries
-from server.config import Config
+from server.config import LOOPBACK_HOSTS, Config
 from server.errors import ApiError
 from server.keys import CONFIG, POOL, TOKENS
 from server.protocol import JsonObject
@@ -156,8 +156,6 @@ async def end_session(request: web.Request) -> str | None:
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# The names a browser on this machine may use for it; `localhost` resolves to either address.
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _origin_key(url: str, *, bare: bool) -> tuple[str, str, int] | None:
@@ -188,8 +186,8 @@ def _is_our_origin(config: Config, url: str, *, bare: bool) -> bool:
     return (
         config.dev_login
         and ours[0::2] == theirs[0::2]
-        and ours[1] in _LOOPBACK_NAMES
-        and theirs[1] in _LOOPBACK_NAMES
+        and ours[1] in LOOPBACK_HOSTS
+        and theirs[1] in LOOPBACK_HOSTS
     )
 
 

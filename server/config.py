@@ -104,6 +104,10 @@ def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name}={raw!r} must be 1 or 0")
 
 
+# The names a browser on this machine may use for it (`localhost` resolves to either address).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
