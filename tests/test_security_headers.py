@@ -67,9 +67,7 @@ async def test_every_kind_of_response_carries_the_security_headers(
         assert_hardened(response.headers, ws_origin_of(server))
 
 
-async def test_a_431_and_a_websocket_upgrade_carry_them_too(
-    client_factory: object, server: RunningServer
-) -> None:
+async def test_a_431_and_a_websocket_upgrade_carry_them_too(server: RunningServer) -> None:
     response = await raw_request(server.url, "GET", "/api/me", [(b"X-Big", b"x" * 9000)])
     assert response.status == 431
     assert_hardened(response.headers, ws_origin_of(server))
@@ -78,6 +76,7 @@ async def test_a_431_and_a_websocket_upgrade_carry_them_too(
     try:
         await alice.sign_in("alice@example.com", "Alice")
         async with alice.http.ws_connect(server.ws_url, headers={"Origin": server.origin}) as ws:
+            # aiohttp keeps the 101 response private on the client socket.
             assert ws._response.status == 101
             assert_hardened(ws._response.headers, ws_origin_of(server))
     finally:
