@@ -107,6 +107,10 @@ def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name}={raw!r} must be 1 or 0")
 
 
+# The names a browser on this machine may use for it (`localhost` resolves to either address).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -114,6 +118,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def url_host(host: str) -> str:
+    """The host as a URL writes it: an IPv6 address goes in brackets."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return f"[{host}]" if address.version == 6 else host
 
 
 def _generated_once(path: Path, make: Callable[[], str]) -> str:
@@ -222,9 +235,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     host = env.get("PGCAST_HOST") or "127.0.0.1"
     port = _int(env, "PGCAST_PORT", 8080, low=0, high=65535)
 
-    public_url = (env.get("PGCAST_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    public_url = (env.get("PGCAST_PUBLIC_URL") or f"http://{url_host(host)}:{port}").rstrip("/")
+    try:
+        parts = urlsplit(public_url)
+        public_host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"PGCAST_PUBLIC_URL={public_url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not public_host:
         raise ConfigError(f"PGCAST_PUBLIC_URL={public_url!r} must be an http(s) URL")
 
     api_key = env.get("WORKOS_API_KEY") or None
@@ -232,13 +249,21 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if (api_key is None) != (client_id is None):
         raise ConfigError("set both WORKOS_API_KEY and WORKOS_CLIENT_ID, or neither")
 
+    # Dev login signs anyone in as anyone: only the people at this machine may reach it.
+    # The listen address alone does not say so: a reverse proxy on this machine can publish
+    # a loopback listener to the world, and then the public origin is not loopback.
     dev_login = _flag(env, "PGCAST_DEV_LOGIN")
     if dev_login is None:
-        dev_login = api_key is None and is_loopback(host)
+        dev_login = api_key is None and is_loopback(host) and is_loopback(public_host)
     if dev_login and not is_loopback(host):
         raise ConfigError(
             f"dev login is on but PGCAST_HOST={host} is not a loopback address; "
             "unset PGCAST_DEV_LOGIN or listen on 127.0.0.1"
+        )
+    if dev_login and not is_loopback(public_host):
+        raise ConfigError(
+            f"dev login is on but PGCAST_PUBLIC_URL={public_url} is not a loopback address; "
+            "unset PGCAST_DEV_LOGIN or configure WorkOS"
         )
 
     webhook_secret = env.get("WORKOS_WEBHOOK_SECRET") or None

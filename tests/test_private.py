@@ -198,6 +198,7 @@ async def test_the_api_writes_a_direct_message_that_skips_the_posters_own_socket
         ({"recipient_id": "BOB", "content": 5}, 400, "invalid_shape"),
         ({"recipient_id": "BOB", "content": "   "}, 422, "content_empty"),
         ({"recipient_id": "BOB", "content": "x" * 10_001}, 422, "content_too_long"),
+        ({"recipient_id": "BOB", "content": "bell \x07"}, 422, "content_invalid"),
         ({"recipient_id": "ME", "content": "to myself"}, 422, "invalid_recipient"),
         ({"recipient_id": 999_999, "content": "to nobody"}, 422, "invalid_recipient"),
         ({"recipient_id": "GONE", "content": "to the departed"}, 422, "invalid_recipient"),
