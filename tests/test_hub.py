@@ -187,3 +187,18 @@ async def test_an_ephemeral_event_has_no_cursor_and_passes_the_catch_up_filter()
     assert [json.loads(text_of(f)) for f in frames] == [
         {"event": "client-typing", "channel": "private-room", "data": {"who": 1}}
     ]
+
+
+async def test_a_publish_that_crosses_past_the_catch_up_snapshot_sends_the_rest_shared() -> None:
+    # The first event's batch began before S (reframed); the second's begins after S, which
+    # drops the filter in the middle of one publish.
+    hub = Hub(max_backlog_bytes=1 << 20)
+    socket = subscribe(hub, "s")
+    socket.go_live(Snapshot.parse("10:12:10"))
+    straddling = broadcast(10, 5, "9:9:", "13:13:")
+    after = broadcast(13, 6, "13:13:", "14:14:")
+    also_after = broadcast(14, 7, "13:13:", "15:15:")
+    hub.publish([straddling, after, also_after])
+    frames, _ = await socket.take()
+    assert len(frames) == 3
+    assert frames[1:] == [after.encoded(CODEC), also_after.encoded(CODEC)]

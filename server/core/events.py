@@ -19,7 +19,19 @@ class Event:
     A plain class with slots, because one is built per event and per replayed event.
     """
 
-    __slots__ = ("_batch", "_encoded", "channel", "cursor", "data", "id", "name", "origin", "tx")
+    __slots__ = (
+        "_batch",
+        "_codec",
+        "_other_codecs",
+        "_wire",
+        "channel",
+        "cursor",
+        "data",
+        "id",
+        "name",
+        "origin",
+        "tx",
+    )
 
     def __init__(
         self,
@@ -40,7 +52,11 @@ class Event:
         self._batch = batch
         self.cursor: Final = None if batch is None else batch.encode(tx, event_id)
         """The opaque cursor of the position just after this event; None if ephemeral."""
-        self._encoded: dict[Codec, bytes] = {}
+        # The first codec's bytes sit in two slots: most deployments speak one protocol, and
+        # the fan-out asks for them once per socket, so a dict per event would cost each.
+        self._codec: Codec | None = None
+        self._wire = b""
+        self._other_codecs: dict[Codec, bytes] | None = None
 
     @classmethod
     def ephemeral(cls, channel: str, name: str, data: str, origin_socket_id: str | None) -> Event:
@@ -54,9 +70,18 @@ class Event:
 
     def encoded(self, codec: Codec) -> bytes:
         """This event as `codec` puts it on the wire; encoded once, shared by every socket."""
-        wire = self._encoded.get(codec)
+        if codec is self._codec:
+            return self._wire
+        if self._codec is None:
+            self._codec = codec
+            self._wire = codec.encode(self)
+            return self._wire
+        others = self._other_codecs
+        if others is None:
+            others = self._other_codecs = {}
+        wire = others.get(codec)
         if wire is None:
-            wire = self._encoded[codec] = codec.encode(self)
+            wire = others[codec] = codec.encode(self)
         return wire
 
     def __repr__(self) -> str:

@@ -101,17 +101,22 @@ class Connection:
             if self._backlog_bytes > self._max_backlog_bytes:
                 self._give_up()
             return
-        wires: list[bytes] = []
         codec = self.codec
-        for event in events:
-            if event.origin == self.socket_id:
-                continue
-            if self._seen_by is not None and event.cursor is not None:
-                if self._seen_by.sees(event.tx):
+        socket_id = self.socket_id
+        if self._seen_by is None:
+            # The usual case, once a socket has caught up: a list of shared bytes.
+            wires = [event.encoded(codec) for event in events if event.origin != socket_id]
+        else:
+            wires = []
+            for event in events:
+                if event.origin == socket_id:
                     continue
-                wires.append(self._frame_after_catch_up(event, self._seen_by, reframed))
-            else:
-                wires.append(event.encoded(codec))
+                # Re-read each time: a batch that starts after the snapshot drops it.
+                seen_by = self._seen_by
+                if seen_by is None or event.cursor is None:
+                    wires.append(event.encoded(codec))
+                elif not seen_by.sees(event.tx):
+                    wires.append(self._frame_after_catch_up(event, seen_by, reframed))
         if not wires:
             return
         # Only with nothing queued: queued frames are older and must go out first.
