@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import psycopg
 import pytest
 
 from bench import (
@@ -21,6 +22,11 @@ from bench import (
     slow_consumer,
     socket_limit,
 )
+from server.core.cursor import BatchCursors, Snapshot
+from server.core.events import Event
+from server.transports.native.codec import CODEC, connected_frame
+from server.wire import text_frame
+from tests.conftest import create_user
 
 Smoke = Callable[[ModuleType], dict[str, Any]]
 
@@ -159,3 +165,59 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "throughput-vs-writers.png",
     ]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots)
+
+
+class _Wire:
+    """Where a Receiver writes its handshake and control frames, when no socket is needed."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_receiver_counts_the_servers_new_message_frames_without_decoding_them(
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    """The load generator reads pgcast's new-message frames on its inline path: decoding the
+    JSON of each would make it the bottleneck of every fan-out figure. The frames are the ones
+    the server sends: rows of the event log, written by the messages trigger, through the
+    native codec."""
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'hello ' || n "
+        "FROM generate_series(1, 20) AS n",
+        [user_id],
+    )
+    cursor = await db.execute(
+        "SELECT id, tx::text::bigint, channel, event, data::text FROM broadcasts ORDER BY id"
+    )
+    batch = BatchCursors("bench", 0, Snapshot.parse("1:1:"), Snapshot.parse("2:2:"))
+    frames = b"".join(CODEC.encode(Event(*row, None, batch)) for row in await cursor.fetchall())
+    message_ids = [row[0] for row in await (await db.execute("SELECT id FROM messages")).fetchall()]
+    request, accept = quick.handshake(80, "/ws", "http://127.0.0.1", None)
+    receiver = quick.Receiver(0, request, accept, expect_connected=True)
+    decoded: list[bytes] = []
+    read_text = receiver._text
+
+    def count_decoded(payload: bytes, now: float) -> None:
+        decoded.append(payload)
+        read_text(payload, now)
+
+    receiver._text = count_decoded  # type: ignore[method-assign]
+    receiver.connection_made(_Wire())  # type: ignore[arg-type]
+    upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    receiver.data_received(upgrade.encode() + text_frame(connected_frame("s", "c", ("messages",))))
+    assert receiver.opened.done()
+    decoded.clear()
+    receiver.start_phase(len(message_ids))
+    receiver.data_received(frames)
+    assert sorted(receiver.ids) == sorted(message_ids)
+    assert decoded == []
