@@ -59,7 +59,7 @@ bench-install: $(VENV)/.installed
 # Every scenario at smoke size, about a minute; its report stays in its run directory.
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
-	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare; do \
+	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare channels; do \
 		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -74,6 +74,7 @@ bench: bench-install
 	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
 	$(BIN)/python bench/quick.py --out $(FULL_DIR)
 	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
+	$(BIN)/python bench/channels.py --out $(FULL_DIR)
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from bench import (
+    channels,
     db_limits,
     fanout,
     idle_sockets,
@@ -138,6 +139,27 @@ def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert(smoke: tuple[Sm
         assert step["tx_per_second"] > 0
         assert step["limit_tx_per_second"] > 0
         assert step["reception"]["frames"] == step["reception"]["expected"] > 0
+
+
+def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](channels)
+    assert result["problems"] == []
+    phases = result["phases"]
+    assert [(p["name"], p["channel"], p["listening"], p["sockets"]) for p in phases] == [
+        ("a", "bench.small", 3, 3),
+        ("b", "bench.small", 3, 53),
+        ("c", "messages", 53, 53),
+    ]
+    for phase in phases:
+        assert phase["delivery"]["ok"]
+        assert phase["unrouted_frames"] == 0
+        assert phase["frames"] == phase["broadcasts"] * phase["listening"] > 0
+        assert phase["server_us_per_broadcast"] > 0
+        assert phase["latency_ms"]["p50"] > 0
+    assert result["ratio_b_a_measured"] > 0
+    assert result["ratio_c_a_measured"] > 0
 
 
 def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:
