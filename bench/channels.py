@@ -261,7 +261,6 @@ async def _bench(
                 f"not listening to {phase.channel}"
             )
     return {
-        "_args": args,
         "phases": [asdict(phase) for phase in phases],
         "ratio_b_a": _ratio(b.net_server_us_per_broadcast, a.net_server_us_per_broadcast),
         "ratio_b_a_measured": _ratio(b.server_us_per_broadcast, a.server_us_per_broadcast),
@@ -282,17 +281,14 @@ def _phase_line(phase: Phase) -> str:
     )
 
 
-def render_report(result: dict[str, Any]) -> str:
-    args: argparse.Namespace = result["_args"]
+def phase_table(result: dict[str, Any]) -> list[str]:
+    """The phases and their ratios in Markdown, from the saved figures alone (bench/report.py
+    renders them into RESULTS.md)."""
+    a, b, _ = result["phases"]
+    subscribers, others = a["listening"], b["sockets"] - a["sockets"]
     lines = [
-        f"## pgcast channels, {result['timestamp']}",
-        "",
-        f"`{result['command']}`",
-        "",
-        f"{args.subscribers} subscribers of `{SMALL_CHANNEL}` (and `{SHARED_CHANNEL}`); "
-        f"{args.others} other sockets on `{SHARED_CHANNEL}` from (b) on. {result['cpus']} CPUs "
-        f"shared by PostgreSQL, the server and the load generator; database: "
-        f"{result['database']}; load average at start {result['load_average']:.1f}.",
+        f"{subscribers} subscribers of `{SMALL_CHANNEL}` (and `{SHARED_CHANNEL}`); {others} "
+        f"other sockets on `{SHARED_CHANNEL}` from (b) on.",
         "",
         "| phase | channel | sockets listening / connected | broadcasts, /s target / achieved "
         "| **server µs per broadcast, less idle** | as measured | server idle CPU % "
@@ -314,10 +310,23 @@ def render_report(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"**(b) / (a) = {result['ratio_b_a']:.2f}** less idle, {result['ratio_b_a_measured']:.2f} "
-        f"as measured (near 1: the {args.others} other sockets cost nothing per broadcast). "
+        f"as measured (near 1: the {others} other sockets cost nothing per broadcast). "
         f"(c) / (a) = {result['ratio_c_a']:.0f} less idle, {result['ratio_c_a_measured']:.0f} as "
-        f"measured, for {args.subscribers + args.others} frames per broadcast instead of "
-        f"{args.subscribers}.",
+        f"measured, for {subscribers + others} frames per broadcast instead of {subscribers}.",
+    ]
+    return lines
+
+
+def render_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"## pgcast channels, {result['timestamp']}",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"{result['cpus']} CPUs shared by PostgreSQL, the server and the load generator; "
+        f"database: {result['database']}; load average at start {result['load_average']:.1f}.",
+        "",
+        *phase_table(result),
         "",
         f"Server log warnings: {result['server_warnings']}.",
     ]

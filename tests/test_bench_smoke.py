@@ -22,6 +22,7 @@ from bench import (
     resume,
     slow_consumer,
     socket_limit,
+    versus_previous,
 )
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
@@ -162,9 +163,37 @@ def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
     assert result["ratio_c_a_measured"] > 0
 
 
+def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](versus_previous)
+    assert result["problems"] == []
+    assert [(run["round"], run["tree"]) for run in result["runs"]] == [
+        (1, "previous"),
+        (1, "current"),
+    ]
+    for run in result["runs"]:
+        assert run["fanout_delivery_ok"]
+        assert run["replay_delivery_ok"]
+        assert run["fanout_frames_per_second"] > 0
+        assert run["fanout_server_us_per_frame"] > 0
+        assert run["replay_events_per_second"] > 0
+        assert run["replay_server_us_per_event"] > 0
+    assert all(ratio > 0 for ratio in result["ratios"].values())
+
+
 def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:
     run_smoke, run_dir = smoke
-    for module in (db_limits, socket_limit, fanout, ingest, resume, idle_sockets):
+    for module in (
+        db_limits,
+        socket_limit,
+        fanout,
+        ingest,
+        resume,
+        idle_sockets,
+        channels,
+        versus_previous,
+    ):
         run_smoke(module)
     results = run_dir / "RESULTS.md"
     written = report.write_results(run_dir, results)
@@ -177,6 +206,9 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "## Ingest and bulk",
         "## Replay",
         "## Idle sockets",
+        "## Channels (issue: a core that routes by channel)",
+        "### A channel's broadcasts beside other channels' sockets",
+        "### Against a previous commit",
     ):
         assert heading in text
     assert "## Problems reported by the run" not in text
