@@ -152,6 +152,7 @@ def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
         ("a", "bench.small", 3, 3),
         ("b", "bench.small", 3, 53),
         ("c", "messages", 53, 53),
+        ("a'", "bench.small", 3, 3),
     ]
     for phase in phases:
         assert phase["delivery"]["ok"]
