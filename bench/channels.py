@@ -299,7 +299,7 @@ def phase_table(result: dict[str, Any]) -> list[str]:
     a, b, *_ = result["phases"]
     subscribers, others = a["listening"], b["sockets"] - a["sockets"]
     lines = [
-        f"{subscribers} subscribers of `{SMALL_CHANNEL}` (and `{SHARED_CHANNEL}`); {others} "
+        f"{subscribers:,} subscribers of `{SMALL_CHANNEL}` (and `{SHARED_CHANNEL}`); {others:,} "
         f"other sockets on `{SHARED_CHANNEL}` from (b) on.",
         "",
         "| phase | channel | sockets listening / connected | broadcasts, /s target / achieved "
@@ -310,8 +310,8 @@ def phase_table(result: dict[str, Any]) -> list[str]:
     for phase in result["phases"]:
         usage = phase["usage"]["cpu_percent"]
         lines.append(
-            f"| ({phase['name']}) | `{phase['channel']}` | {phase['listening']} / "
-            f"{phase['sockets']} | {phase['broadcasts']}, {phase['target_rate']:g} / "
+            f"| ({phase['name']}) | `{phase['channel']}` | {phase['listening']:,} / "
+            f"{phase['sockets']:,} | {phase['broadcasts']:,}, {phase['target_rate']:g} / "
             f"{phase['achieved_rate']:.0f} | **{phase['net_server_us_per_broadcast']:,.0f}** "
             f"| {phase['server_us_per_broadcast']:,.0f} | {phase['idle_server_percent']:.1f} "
             f"| {_ms(phase['latency_ms'], 'p50', 'p99')} "
@@ -322,10 +322,10 @@ def phase_table(result: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"(a) is the mean of (a) and (a'): **(b) / (a) = {result['ratio_b_a']:.2f}** less idle, "
-        f"{result['ratio_b_a_measured']:.2f} as measured (near 1: the {others} other sockets "
+        f"{result['ratio_b_a_measured']:.2f} as measured (near 1: the {others:,} other sockets "
         f"cost nothing per broadcast). (c) / (a) = {result['ratio_c_a']:.0f} less idle, "
-        f"{result['ratio_c_a_measured']:.0f} as measured, for {subscribers + others} frames per "
-        f"broadcast instead of {subscribers}. The same work drifted by (a') / (a) = "
+        f"{result['ratio_c_a_measured']:.0f} as measured, for {subscribers + others:,} frames "
+        f"per broadcast instead of {subscribers:,}. The same work drifted by (a') / (a) = "
         f"{result['drift_a']:.2f} over the run.",
     ]
     return lines
