@@ -56,7 +56,7 @@ RUN_DIR = bench/out/run-$(shell date -u +%Y%m%d-%H%M%S)
 bench-install: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
-# Every scenario at smoke size, about a minute; its report stays in its run directory.
+# Every scenario at smoke size, a minute or two; its report stays in its run directory.
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
 	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
