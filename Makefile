@@ -80,10 +80,11 @@ RUN_DIR = bench/out/run-$(shell date -u +%Y%m%d-%H%M%S)
 bench-install: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
-# Every scenario at smoke size, about a minute; its report stays in its run directory.
+# Every scenario at smoke size, a minute or two; its report stays in its run directory.
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
-	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare; do \
+	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
+			compare channels versus_previous; do \
 		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -98,6 +99,8 @@ bench: bench-install
 	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
 	$(BIN)/python bench/quick.py --out $(FULL_DIR)
 	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
+	$(BIN)/python bench/channels.py --out $(FULL_DIR)
+	$(BIN)/python bench/versus_previous.py --out $(FULL_DIR)
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:
