@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 from aiohttp import web
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
 
 from server import queries
 from server.api.messages import validated_content
@@ -40,6 +42,7 @@ from server.pg.feed import EventFeed
 from server.pg.listener import Listener
 from server.pg.replay import catch_up
 from server.protocol import message_json, to_json
+from server.text import text_problem
 from server.transports.native.codec import CODEC, event_text
 from server.wire import text_of
 
@@ -333,7 +336,15 @@ def command_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_user(conn: psycopg.Connection[Any], email: str) -> int:
+    user = conn.execute(queries.USER_BY_EMAIL, {"email": email}).fetchone()
+    if user is None:
+        raise UserError(f"no user with e-mail {email}; they must sign in once first")
+    return int(user[0])
+
+
 def command_send(args: argparse.Namespace) -> int:
+    """A message to everyone, or with --to a direct message to one person."""
     config = load_config()
     try:
         content = validated_content(args.text, config.max_message_chars)
@@ -343,14 +354,48 @@ def command_send(args: argparse.Namespace) -> int:
         database(config) as conninfo,
         psycopg.connect(conninfo, application_name=queries.CLI_APPLICATION_NAME) as conn,
     ):
-        user = conn.execute(queries.USER_BY_EMAIL, {"email": args.email}).fetchone()
-        if user is None:
-            raise UserError(f"no user with e-mail {args.email}; they must sign in once first")
+        sender = _existing_user(conn, args.email)
+        if args.to is None:
+            row = conn.execute(
+                queries.INSERT_MESSAGE, {"user_id": sender, "content": content}
+            ).fetchone()
+            assert row is not None
+            print(to_json(message_json(*row)))
+            return 0
+        recipient = _existing_user(conn, args.to)
+        if recipient == sender:
+            raise UserError("--to names the sender; nobody writes to themselves")
         row = conn.execute(
-            queries.INSERT_MESSAGE, {"user_id": user[0], "content": content}
+            queries.INSERT_DIRECT_MESSAGE,
+            {"sender_id": sender, "recipient_id": recipient, "content": content},
         ).fetchone()
     assert row is not None
-    print(to_json(message_json(*row)))
+    print(to_json({"direct_message": json.loads(row[0])}))
+    return 0
+
+
+def command_notify(args: argparse.Namespace) -> int:
+    config = load_config()
+    notification_type = args.type.strip()
+    if not 0 < len(notification_type) <= 255 or text_problem(notification_type) is not None:
+        raise UserError("--type must be 1 to 255 characters, without control characters")
+    try:
+        data = json.loads(args.data)
+    except (ValueError, RecursionError):
+        raise UserError("--data is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise UserError("--data must be a JSON object, like '{\"amount\": 12}'")
+    with (
+        database(config) as conninfo,
+        psycopg.connect(conninfo, application_name=queries.CLI_APPLICATION_NAME) as conn,
+    ):
+        user_id = _existing_user(conn, args.email)
+        row = conn.execute(
+            queries.INSERT_NOTIFICATION,
+            {"user_id": user_id, "type": notification_type, "data": Jsonb(data)},
+        ).fetchone()
+    assert row is not None
+    print(to_json({"notification": json.loads(row[0])}))
     return 0
 
 
@@ -457,10 +502,19 @@ def build_parser() -> argparse.ArgumentParser:
         run=command_migrate
     )
 
-    send = commands.add_parser("send", help="insert one message as an existing user")
+    send = commands.add_parser(
+        "send", help="insert one message as an existing user (--to: a direct message)"
+    )
     send.add_argument("text")
     send.add_argument("--as", dest="email", required=True, metavar="EMAIL")
+    send.add_argument("--to", metavar="EMAIL", help="send it to this user only")
     send.set_defaults(run=command_send)
+
+    notify = commands.add_parser("notify", help="insert one notification for an existing user")
+    notify.add_argument("email", metavar="EMAIL")
+    notify.add_argument("--type", required=True, help="what kind of notification it is")
+    notify.add_argument("--data", default="{}", metavar="JSON", help="its payload, an object")
+    notify.set_defaults(run=command_notify)
 
     tail = commands.add_parser("tail", help="print every broadcast as one JSON line")
     tail.add_argument("--after", metavar="CURSOR", help="resume after this cursor")
