@@ -346,6 +346,58 @@ COMMENT ON COLUMN message_audit.client_addr IS 'Writer''s network address; NULL 
 COMMENT ON COLUMN message_audit.via_api IS 'True when the event came through pgcast''s HTTP API.';
 COMMENT ON COLUMN message_audit.tx IS 'Writer''s transaction id.';
 
+-- Private chat and notifications, one row per change: who, to whom, when, from where. A
+-- direct message is broadcast twice (to each of its people); the audit shows it once.
+CREATE OR REPLACE VIEW private_audit AS
+SELECT e.id AS event_id,
+       e.recorded_at,
+       CASE WHEN e.event LIKE '%direct-message%' THEN 'direct message' ELSE 'notification' END
+           AS kind,
+       e.event,
+       coalesce(e.data -> 'direct_message' ->> 'id', e.data -> 'notification' ->> 'id',
+                e.data ->> 'id') AS item_id,
+       CASE WHEN jsonb_typeof(e.data -> 'direct_message' -> 'sender_id') = 'number'
+            THEN (e.data -> 'direct_message' ->> 'sender_id')::numeric::bigint END AS sender_id,
+       e.data -> 'direct_message' -> 'sender' ->> 'name' AS sender_name,
+       CASE WHEN e.event LIKE '%direct-message%'
+            THEN CASE WHEN jsonb_typeof(e.data -> 'direct_message' -> 'recipient_id') = 'number'
+                      THEN (e.data -> 'direct_message' ->> 'recipient_id')::numeric::bigint END
+            ELSE substr(e.channel, 14)::bigint
+       END AS recipient_id,
+       coalesce(e.data -> 'direct_message' ->> 'content',
+                e.data ->> 'type', e.data -> 'notification' ->> 'type') AS content_or_type,
+       e.db_role,
+       e.application_name,
+       e.client_addr,
+       (e.application_name = 'pgcast') AS via_api,
+       e.tx
+FROM broadcasts e
+WHERE e.channel ~ '^private-user\.[0-9]{1,18}$'
+  AND e.event IN ('new-direct-message', 'direct-message-updated', 'direct-message-deleted',
+                  'Illuminate\Notifications\Events\BroadcastNotificationCreated',
+                  'notification-updated', 'notification-deleted')
+  -- The second copy of a direct message's broadcast follows the first in the same statement.
+  AND NOT (e.event LIKE '%direct-message%' AND EXISTS (
+      SELECT FROM broadcasts first
+      WHERE first.id = e.id - 1 AND first.tx = e.tx AND first.event = e.event
+        AND first.data = e.data));
+
+COMMENT ON VIEW private_audit IS 'Direct messages and notifications as they were broadcast: who, to whom, when, from where; one row per change, newest last. Deletions carry only the id.';
+COMMENT ON COLUMN private_audit.event_id IS 'broadcasts.id (of the first copy, for a direct message).';
+COMMENT ON COLUMN private_audit.recorded_at IS 'When the writer recorded it.';
+COMMENT ON COLUMN private_audit.kind IS 'direct message or notification.';
+COMMENT ON COLUMN private_audit.event IS 'The event name clients received.';
+COMMENT ON COLUMN private_audit.item_id IS 'direct_messages.id or notifications.id.';
+COMMENT ON COLUMN private_audit.sender_id IS 'Who wrote the direct message (NULL for notifications and deletions).';
+COMMENT ON COLUMN private_audit.sender_name IS 'Their name when it was written.';
+COMMENT ON COLUMN private_audit.recipient_id IS 'Who it was for (NULL for a deleted direct message).';
+COMMENT ON COLUMN private_audit.content_or_type IS 'The direct message''s text, or the notification''s type.';
+COMMENT ON COLUMN private_audit.db_role IS 'Database role of the writer.';
+COMMENT ON COLUMN private_audit.application_name IS 'Writer''s application_name: "pgcast" for the API, "pgcast-cli", "psql", ...';
+COMMENT ON COLUMN private_audit.client_addr IS 'Writer''s network address; NULL over a Unix socket.';
+COMMENT ON COLUMN private_audit.via_api IS 'True when it came through pgcast''s HTTP API.';
+COMMENT ON COLUMN private_audit.tx IS 'Writer''s transaction id.';
+
 -- Before channels, the messages triggers had a function of their own.
 DROP FUNCTION IF EXISTS pgcast_record_message_events();
 
