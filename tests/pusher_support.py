@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -153,6 +155,22 @@ async def start_echo(
     client = EchoClient(process)
     await client.wait_for(lambda r: r.get("type") == "ready")
     return client
+
+
+async def broadcast(db: Any, channel: str, event: str, data: Any) -> None:
+    """What any SQL client does to broadcast: one row of `broadcasts`."""
+    await db.execute(
+        "INSERT INTO broadcasts (channel, event, data) VALUES (%s, %s, %s)",
+        [channel, event, json.dumps(data)],
+    )
+
+
+def signed(server: RunningServer, text: str) -> str:
+    """What a backend holding the app secret signs (Pusher's reference, computed here
+    rather than with pgcast's own helpers)."""
+    pusher = server.config.pusher
+    digest = hmac.new(pusher.secret.value.encode(), text.encode(), hashlib.sha256).hexdigest()
+    return f"{pusher.key}:{digest}"
 
 
 def cookie_of(client: Client) -> str:

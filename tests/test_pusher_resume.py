@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Client, RunningServer
-from tests.pusher_support import EchoClient, cookie_of, echo_clients, raw_pusher
+from tests.pusher_support import EchoClient, broadcast, cookie_of, echo_clients, raw_pusher
 
 EVENTS = 1000
 TIMEOUT = 60.0
@@ -134,7 +134,5 @@ async def test_a_raw_resume_replays_in_commit_order_then_goes_live(
         assert all(f["cursor"] for f in replayed)
         complete = json.loads((await again.next())["data"])
         assert complete["complete"] is True
-        await db.execute(
-            "INSERT INTO broadcasts (channel, event, data) VALUES ('orders', 'placed', '{\"n\": 5}')"
-        )
+        await broadcast(db, "orders", "placed", {"n": 5})
         assert json.loads((await again.next())["data"]) == {"n": 5}

@@ -536,11 +536,6 @@ class PusherSession:
             raise Invalid("an event name is 1 to 200 characters, no control characters")
         if not isinstance(data, dict):
             raise Invalid("a client event's data must be a JSON object")
-        if not self.rate.allow(asyncio.get_running_loop().time()):
-            raise Invalid(
-                f"client event rejected: at most {client_events.PER_SECOND} per second",
-                frames.CLIENT_EVENT_RATE_LIMITED,
-            )
         member = self.members.get(channel)
         try:
             payload = client_events.payload(
@@ -548,6 +543,12 @@ class PusherSession:
             )
         except client_events.TooLarge as error:
             raise Invalid(str(error)) from None
+        # Only events that would be sent count against the limit.
+        if not self.rate.allow(asyncio.get_running_loop().time()):
+            raise Invalid(
+                f"client event rejected: at most {client_events.PER_SECOND} per second",
+                frames.CLIENT_EVENT_RATE_LIMITED,
+            )
         try:
             await client_events.send(self.app[POOL], payload)
         except (psycopg.OperationalError, PoolTimeout):
