@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from server.app import create_app
 from server.transports.pusher.keys import PUSHER_TIMING, Timing
-from tests.conftest import Client, RunningServer, server_config
+from tests.conftest import Client, RunningServer, count_rows, server_config, start_server
 from tests.pusher_support import app_url, broadcast, raw_pusher, signed
 
 TIMEOUT = 10.0
@@ -323,3 +323,36 @@ async def test_fuzzed_client_frames_never_break_the_socket(
                 pass
     finally:
         await socket.close()
+
+
+async def test_client_events_reach_subscribers_on_another_process_and_are_not_stored(
+    server: RunningServer,
+    alice: Client,
+    database_url: str,
+    tmp_path: Path,
+    unused_tcp_port_factory: Any,
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    other = await start_server(
+        server_config(database_url, tmp_path / "other", unused_tcp_port_factory())
+    )
+    try:
+        bob = Client(other.endpoint)
+        await bob.sign_in("bob@example.com", "Bob")
+        await db_grant(server, "private-chat")
+        sender = await raw_pusher(alice.http, server)
+        receiver = await raw_pusher(bob.http, other)
+        for socket, running in ((sender, server), (receiver, other)):
+            auth = signed(running, f"{socket.socket_id}:private-chat")
+            frame = await socket.subscribe("private-chat", auth=auth)
+            assert frame["event"].endswith("succeeded")
+        before = await count_rows(db, "broadcasts")
+        await sender.send("client-typing", {"who": "alice"}, "private-chat")
+        frame = await receiver.next()
+        assert (frame["event"], frame["channel"]) == ("client-typing", "private-chat")
+        assert json.loads(frame["data"]) == {"who": "alice"}
+        assert "cursor" not in frame
+        assert await count_rows(db, "broadcasts") == before
+        await bob.close()
+    finally:
+        await other.runner.cleanup()
