@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UI_STAMP := ui/node_modules/.package-lock.json
+# pusher-js and laravel-echo for the tests that drive real Pusher clients (tests/node).
+NODE_TESTS_STAMP := tests/node/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
 .PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install
@@ -21,6 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 $(UI_STAMP): ui/package-lock.json
 	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(NODE_TESTS_STAMP): tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES)
@@ -46,7 +52,7 @@ chromium:
 
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(VENV)/.installed ui/dist/index.html chromium
+pytest: $(VENV)/.installed ui/dist/index.html chromium $(NODE_TESTS_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
@@ -59,7 +65,7 @@ bench-install: $(VENV)/.installed
 # Every scenario at smoke size, about a minute; its report stays in its run directory.
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
-	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare; do \
+	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare pusher; do \
 		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -74,7 +80,8 @@ bench: bench-install
 	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
 	$(BIN)/python bench/quick.py --out $(FULL_DIR)
 	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
+	$(BIN)/python bench/pusher.py --out $(FULL_DIR)
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:
-	rm -rf $(VENV) ui/node_modules ui/dist .pgcast
+	rm -rf $(VENV) ui/node_modules ui/dist .pgcast tests/node/node_modules

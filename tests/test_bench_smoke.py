@@ -15,6 +15,7 @@ from bench import (
     fanout,
     idle_sockets,
     ingest,
+    pusher,
     quick,
     report,
     resume,
@@ -132,6 +133,17 @@ def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert(smoke: tuple[Sm
         assert step["tx_per_second"] > 0
         assert step["limit_tx_per_second"] > 0
         assert step["reception"]["frames"] == step["reception"]["expected"] > 0
+
+
+def test_pusher_bench_smoke_delivers_everything_over_both_protocols(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](pusher)
+    assert result["problems"] == []
+    for protocol in ("native", "pusher"):
+        assert result[protocol]["frames"] == 5 * 100
+        assert result[protocol]["frames_per_second"] > 0
+    assert "cost_ratio" in result
 
 
 def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:
