@@ -356,3 +356,23 @@ async def test_client_events_reach_subscribers_on_another_process_and_are_not_st
         await bob.close()
     finally:
         await other.runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"event": "pusher:subscribe", "data": {"channel": "messages", "auth": NaN}}',
+        '{"event": "pusher:subscribe", "data": {"channel": "\\ud800"}}',
+        '{"event": "pusher:subscribe", "data": "{\\"channel\\": \\"\\\\udfff\\"}"}',
+    ],
+)
+async def test_json_no_frame_could_carry_on_gets_an_error_frame(
+    server: RunningServer, alice: Client, text: str
+) -> None:
+    socket = await raw_pusher(alice.http, server)
+    await socket.ws.send_str(text)
+    frame = await socket.next()
+    assert frame["event"] == "pusher:error"
+    assert frame["data"]["code"] == 4300
+    await socket.send("pusher:ping")
+    assert (await socket.next())["event"] == "pusher:pong"

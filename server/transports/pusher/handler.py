@@ -291,9 +291,14 @@ class PusherSession:
 
     async def _handle(self, text: str) -> None:
         try:
-            body = json.loads(text)
+            body = json.loads(text, parse_constant=_no_constant)
+            # JSON escapes can spell lone surrogates, which no frame can carry on.
+            text.encode().decode()
+            json.dumps(body, ensure_ascii=False).encode()
         except (RecursionError, ValueError):
             raise Invalid("the frame is not JSON") from None
+        except UnicodeError:
+            raise Invalid("the frame holds a lone surrogate, which is not text") from None
         if not isinstance(body, dict) or not isinstance(body.get("event"), str):
             raise Invalid('a frame is a JSON object with an "event" string')
         event: str = body["event"]
@@ -555,12 +560,17 @@ class PusherSession:
             raise Invalid("client event not sent: database unavailable") from None
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decoded(data: object) -> object:
     """`data` as sent: pusher-js sends objects, other clients JSON-encoded strings."""
     if isinstance(data, str):
         try:
-            decoded = json.loads(data)
-        except (RecursionError, ValueError):
+            decoded = json.loads(data, parse_constant=_no_constant)
+            json.dumps(decoded, ensure_ascii=False).encode()
+        except (RecursionError, ValueError, UnicodeError):
             return data
         if isinstance(decoded, dict):
             return decoded
@@ -575,8 +585,9 @@ def _object(data: object, event: str) -> JsonObject:
 
 def _member(channel_data: str) -> Member:
     try:
-        parsed: Any = json.loads(channel_data)
-    except (RecursionError, ValueError):
+        parsed: Any = json.loads(channel_data, parse_constant=_no_constant)
+        json.dumps(parsed, ensure_ascii=False).encode()
+    except (RecursionError, ValueError, UnicodeError):
         parsed = None
     user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
     if isinstance(user_id, int) and not isinstance(user_id, bool):
