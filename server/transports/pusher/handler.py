@@ -282,6 +282,14 @@ class PusherSession:
                     await self._handle(message.data)
                 except Invalid as invalid:
                     await self._send(frames.error(invalid.code, str(invalid)))
+                except ConnectionError:
+                    raise
+                except Exception:
+                    # A bug must not leave a socket in a state nobody knows: say so, and let
+                    # the client reconnect.
+                    log.exception("handling a Pusher frame failed")
+                    await self.close(frames.RECONNECT, "internal error; reconnect")
+                    return
             elif message.type is WSMsgType.BINARY:
                 await self._send(
                     frames.error(frames.INVALID_MESSAGE, "binary frames are not supported")
