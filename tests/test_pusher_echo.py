@@ -130,7 +130,9 @@ async def test_presence_lists_members_and_announces_each_user_once(
     bob_again.send("leave", channel="presence-room.1")
     leaving = await first.wait_for(lambda r: r["type"] == "leaving")
     assert leaving["member"] == {"name": "Bob", "avatar_url": None}
+    await first.settle()
     assert len([r for r in first.seen if r["type"] == "joining"]) == 1
+    assert len([r for r in first.seen if r["type"] == "leaving"]) == 1
     assert (alice_id, bob_id) != (0, 0)
 
 

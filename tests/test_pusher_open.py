@@ -46,7 +46,7 @@ async def test_an_external_backends_users_use_every_kind_of_channel(
             client.send("join", channel="room.1")
             client.send("listenForWhisper", channel="private-orders.7", event="typing")
             await client.wait_count(lambda r: r["type"] == "subscribed", 3, TIMEOUT)
-        here = [r for r in ben.seen if r["type"] == "here"][-1]
+        here = await ben.wait_for(lambda r: r["type"] == "here")
         assert {"name": "Ann"} in here["members"]
         assert {"name": "Ben"} in here["members"]
 
