@@ -42,6 +42,7 @@ from server.ratelimit import SocketLimiter, post_limiter
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
 from server.transports.native import handler as native
+from server.transports.pusher import api as pusher_api
 from server.transports.websocket import close_all_sockets
 
 UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
@@ -173,6 +174,7 @@ def create_app(config: Config) -> web.Application:
     login.setup_routes(app)
     webhooks.setup_routes(app)
     native.setup_routes(app)
+    pusher_api.setup_routes(app)
     health.setup_routes(app)
     app.router.add_get("/", index)
     if (UI_DIST / "assets").is_dir():
