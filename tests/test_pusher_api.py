@@ -19,6 +19,7 @@ from unittest import mock
 
 import psycopg
 import pusher
+import pusher.aiohttp
 import pusher.errors
 import pusher.http
 import pytest
@@ -212,6 +213,21 @@ async def test_send_to_user_is_stored_on_that_users_server_to_user_channel(
     await call(sdk.send_to_user, "42", "nudge", {"n": 1})
     [(channel, event, data, *_)] = await audit(db)
     assert (channel, event, data) == ("private-server-to-user.42", "nudge", {"n": 1})
+
+
+async def test_the_sdks_asyncio_backend_works_too(
+    client_factory: Any, server: RunningServer
+) -> None:
+    # pusher.aiohttp sends its parameters through aiohttp's URL encoding, not as signed.
+    client = sdk_for(server, backend=pusher.aiohttp.AsyncIOBackend)
+    alice, _ = await signed_in(client_factory, "Alice")
+    socket = await alice.connect(channels=["presence-room"])
+    assert await client.trigger("presence-room", "hello", {"text": "a b+c,d"}) == {}
+    assert await received(socket, 1) == [("presence-room", "hello", {"text": "a b+c,d"})]
+    assert await client.channels_info("presence-", ["user_count", "subscription_count"]) == {
+        "channels": {"presence-room": {"user_count": 1, "subscription_count": 1}}
+    }
+    await socket.close()
 
 
 # --- channel state -----------------------------------------------------------------------
