@@ -24,6 +24,7 @@ import pusher.errors
 import pusher.http
 import pytest
 
+from server.transports.pusher.api import pusher_data_from_stored
 from tests.conftest import Client, RunningServer, Socket, count_rows, server_config, start_server
 
 SIGNED_OUT = 4401
@@ -153,6 +154,37 @@ async def test_data_that_is_not_a_json_object_arrives_wrapped_in_pusher_data(
         {"pusher_data": ""},
         {"pusher_data": 1},
     ]
+
+
+async def test_a_pusher_transport_gets_every_data_string_back_from_the_table(
+    sdk: pusher.Pusher, db: psycopg.AsyncConnection[Any]
+) -> None:
+    sent = [
+        '{"b": 1, "a": [true, null, 1.5e300]}',
+        "plain text",
+        '{"pusher_data": "x"}',
+        '{"pusher_data": "x", "more": 1}',
+        '{"pusher_data": 1}',
+        "  {} ",
+        '"a JSON string"',
+        "{not json",
+        "ünïcödé ✓",
+    ]
+    for data in sent:
+        await call(sdk.trigger, "feed", "said", data)
+    cursor = await db.execute("SELECT data::text FROM broadcasts ORDER BY id")
+    given_back = [pusher_data_from_stored(text) for (text,) in await cursor.fetchall()]
+    for original, back in zip(sent, given_back, strict=True):
+        try:
+            parsed = json.loads(original)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            # Stored as the object: equal JSON, keys, spacing and numbers as jsonb writes
+            # them (1.5e300 comes back in digits: the same number to JavaScript).
+            assert json.loads(back, parse_int=float) == parsed
+        else:
+            assert back == original
 
 
 async def test_socket_id_keeps_that_socket_from_receiving_its_own_event(

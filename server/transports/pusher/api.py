@@ -22,9 +22,9 @@ How Pusher's `data` is stored. Pusher's `data` is a string; `broadcasts.data` is
 object. The JSON text of an object is stored as that object (equal JSON, not necessarily the
 same bytes: jsonb reorders keys and drops whitespace). Any other string, and an object that
 is itself exactly `{"pusher_data": <string>}`, is stored wrapped as `{"pusher_data": data}`.
-So a transport that speaks Pusher gives the string back with `pusher_data_text()`: a stored
-object that is exactly `{"pusher_data": <string>}` is sent as that string, any other object
-as its JSON text.
+So a transport that speaks Pusher gives the string back with `pusher_data_from_stored()`
+(from the stored JSON text, as an Event carries it): a stored object that is exactly
+`{"pusher_data": <string>}` is sent as that string, any other object as its JSON text.
 
 `#server-to-user-{id}` (`send_to_user`) is stored on channel `private-server-to-user.{id}`
 (`#` is not a channel character); `pusher_channel()` gives the Pusher name back. No listen
@@ -64,6 +64,9 @@ PUSHER_DATA: Final = "pusher_data"
 SERVER_TO_USER_PREFIX: Final = "#server-to-user-"
 SERVER_TO_USER_STORED_PREFIX: Final = "private-server-to-user."
 
+# How jsonb writes the wrapper (and how json.dumps does): nothing else starts like this.
+_WRAPPER_START: Final = '{"pusher_data": "'
+
 INFO_ATTRIBUTES: Final = ("user_count", "subscription_count")
 # What pgcast_revocations carries to close a user's sockets on every process.
 TERMINATE_PREFIX: Final = "terminate:"
@@ -90,13 +93,20 @@ def stored_data(data: str) -> str:
     return json.dumps({PUSHER_DATA: data})
 
 
-def pusher_data_text(stored: Any) -> str:
+def pusher_data_from_stored(stored: str) -> str:
     """The inverse of stored_data, for a transport that sends Pusher's `data` string: given
-    the decoded stored object, the string to send."""
-    if isinstance(stored, dict) and _is_wrapper(stored):
-        text: str = stored[PUSHER_DATA]
+    the stored JSON text of `broadcasts.data` (Event.data), the string to send. Only text
+    that starts like the wrapper is parsed, so an ordinary event costs a prefix check."""
+    if not stored.startswith(_WRAPPER_START):
+        return stored
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return stored
+    if isinstance(value, dict) and _is_wrapper(value):
+        text: str = value[PUSHER_DATA]
         return text
-    return json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+    return stored
 
 
 def stored_channel(channel: str) -> str:
@@ -383,12 +393,20 @@ def _channel_info(hub: Hub, channel: str, info: Sequence[str]) -> JsonObject:
 
 
 def _presence_users(hub: Hub, channel: str) -> list[str]:
-    """The distinct users subscribed to `channel` in this process, as Pusher user ids.
+    """The distinct users subscribed to `channel` in this process, as Pusher user ids."""
+    return _users_by_channel(hub).get(channel, [])
 
-    From the hub, which knows sockets' pgcast users; the presence store replaces this once
-    presence members are kept cluster-wide."""
-    users = {user_id for user_id, subscribed in hub.subscriptions() if subscribed == channel}
-    return [str(user_id) for user_id in sorted(users)]
+
+def _users_by_channel(hub: Hub) -> dict[str, list[str]]:
+    """Every presence channel's distinct users here, in one pass over the subscriptions.
+
+    From the hub, which knows the pgcast user of every socket; a presence store that keeps
+    members cluster-wide replaces this."""
+    users: dict[str, set[int]] = {}
+    for user_id, channel in hub.subscriptions():
+        if channel.startswith(PRESENCE_PREFIX):
+            users.setdefault(channel, set()).add(user_id)
+    return {channel: [str(u) for u in sorted(ids)] for channel, ids in users.items()}
 
 
 def _path_channel(request: web.Request) -> str:
@@ -408,13 +426,14 @@ async def list_channels(request: web.Request) -> web.Response:
             "user_count is only for presence channels: add filter_by_prefix=presence-.",
         )
     hub = request.app[HUB]
+    users = _users_by_channel(hub) if "user_count" in info else {}
     channels: JsonObject = {}
     for stored, count in hub.channels().items():
         if stored.startswith(SERVER_TO_USER_STORED_PREFIX) or not stored.startswith(prefix):
             continue
         attributes: JsonObject = {}
         if "user_count" in info:
-            attributes["user_count"] = len(_presence_users(hub, stored))
+            attributes["user_count"] = len(users.get(stored, ()))
         if "subscription_count" in info:
             attributes["subscription_count"] = count
         channels[stored] = attributes
