@@ -283,15 +283,17 @@ WHERE NOT EXISTS (
 )
 """
 
+# User id 0 is no user: a Pusher socket without a pgcast session (open mode), which no
+# user's deletion or the listen rule can end.
 DELETED_USERS: Final[LiteralString] = """
 SELECT u.id FROM unnest(%(user_ids)s::bigint[]) AS u(id)
-WHERE NOT EXISTS (SELECT FROM users WHERE users.id = u.id)
+WHERE u.id <> 0 AND NOT EXISTS (SELECT FROM users WHERE users.id = u.id)
 """
 
 FORBIDDEN_SUBSCRIPTIONS: Final[LiteralString] = """
 SELECT s.user_id, s.channel
 FROM unnest(%(user_ids)s::bigint[], %(channels)s::text[]) AS s(user_id, channel)
-WHERE NOT pgcast_may_listen(s.user_id, s.channel)
+WHERE s.user_id <> 0 AND NOT pgcast_may_listen(s.user_id, s.channel)
 """
 
 # Direct messages. The JSON shapes come from the same SQL functions the broadcasts use.
@@ -404,3 +406,9 @@ ORDER BY p.position
 
 # Tells every process's listener to close something (server/pg/revocations.py).
 ANNOUNCE_REVOCATION: Final[LiteralString] = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# Client events (Pusher `client-…`) travel between processes as notifications and are never
+# stored: each process LISTENs here and hands them to its hub.
+CLIENT_EVENTS_CHANNEL: Final = "pgcast_client_events"
+
+NOTIFY_CLIENT_EVENT: Final[LiteralString] = "SELECT pg_notify('pgcast_client_events', %(payload)s)"
