@@ -24,7 +24,9 @@ import pusher.errors
 import pusher.http
 import pytest
 
+from server.core.presence import Member
 from server.transports.pusher.api import pusher_data_from_stored
+from server.transports.pusher.keys import PRESENCE
 from tests.conftest import Client, RunningServer, Socket, count_rows, server_config, start_server
 
 SIGNED_OUT = 4401
@@ -239,12 +241,17 @@ async def test_batch_events_arrive_in_order_each_with_its_own_socket_id(
     assert [row[4] for row in rows] == [first.socket_id, None, None]
 
 
-async def test_send_to_user_is_stored_on_that_users_server_to_user_channel(
-    sdk: pusher.Pusher, db: psycopg.AsyncConnection[Any]
+async def test_send_to_user_reaches_that_users_own_channel(
+    client_factory: Any, sdk: pusher.Pusher, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    await call(sdk.send_to_user, "42", "nudge", {"n": 1})
-    [(channel, event, data, *_)] = await audit(db)
-    assert (channel, event, data) == ("private-server-to-user.42", "nudge", {"n": 1})
+    # #server-to-user-{id} is carried by private-user.{id}, which /ws sockets of that
+    # user may join and a Pusher socket signed in as them receives.
+    alice, alice_id = await signed_in(client_factory, "Alice")
+    socket = await alice.connect(channels=[f"private-user.{alice_id}"])
+    await call(sdk.send_to_user, str(alice_id), "nudge", {"n": 1})
+    assert await received(socket, 1) == [(f"private-user.{alice_id}", "nudge", {"n": 1})]
+    [(channel, *_)] = await audit(db)
+    assert channel == f"private-user.{alice_id}"
 
 
 async def test_the_sdks_asyncio_backend_works_too(
@@ -345,7 +352,9 @@ async def test_channels_and_channel_info_count_this_processes_subscribers(
     await close_all(sockets)
 
 
-async def test_presence_users_lists_each_user_once(client_factory: Any, sdk: pusher.Pusher) -> None:
+async def test_presence_users_lists_each_user_once(
+    client_factory: Any, server: RunningServer, sdk: pusher.Pusher
+) -> None:
     alice, alice_id = await signed_in(client_factory, "Alice")
     bob, bob_id = await signed_in(client_factory, "Bob")
     sockets = [await alice.connect(channels=["presence-room"]) for _ in range(2)]
@@ -355,6 +364,17 @@ async def test_presence_users_lists_each_user_once(client_factory: Any, sdk: pus
         {"id": str(alice_id)},
         {"id": str(bob_id)},
     ]
+    # A member who joined over the Pusher protocol, as the transport puts them in the
+    # presence store (an external backend's user id, no pgcast user).
+    await server.app[PRESENCE].join("presence-room", "1.2", Member("ext-7", {"name": "Eve"}))
+    users = await call(sdk.users_info, "presence-room")
+    assert sorted(user["id"] for user in users["users"]) == sorted(
+        [str(alice_id), str(bob_id), "ext-7"]
+    )
+    assert await call(sdk.channel_info, "presence-room", ["user_count"]) == {
+        "occupied": True,
+        "user_count": 3,
+    }
     assert await call(sdk.users_info, "presence-empty") == {"users": []}
     with pytest.raises(pusher.errors.PusherBadRequest) as refused:
         await call(sdk.users_info, "news")

@@ -26,12 +26,13 @@ So a transport that speaks Pusher gives the string back with `pusher_data_from_s
 (from the stored JSON text, as an Event carries it): a stored object that is exactly
 `{"pusher_data": <string>}` is sent as that string, any other object as its JSON text.
 
-`#server-to-user-{id}` (`send_to_user`) is stored on channel `private-server-to-user.{id}`
-(`#` is not a channel character); `pusher_channel()` gives the Pusher name back. No listen
-rule admits anyone to it: only the Pusher transport subscribes a socket signed in as that user.
+`#server-to-user-{id}` (`send_to_user`) is written to `private-user.{id}`, the channel that
+carries it (channels.stored_channel): that user's own channel, which their `/ws` sockets may
+join and a Pusher socket signed in as them receives.
 
-Channel and user counts are this process's (the hub's); presence users are the distinct
-users subscribed here to the channel.
+Counts are this process's: subscriptions from the hub; a presence channel's users are the
+members the presence store holds (joined over the Pusher protocol) and the pgcast users
+subscribed to it over `/ws`, each once.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ from aiohttp import web
 
 from server import queries
 from server.core.channels import PRESENCE_PREFIX, is_channel_name, is_event_name
-from server.core.hub import Hub
 from server.errors import ApiError
 from server.keys import CONFIG, HUB, POOL
 from server.protocol import JsonObject
+from server.transports.pusher.channels import (
+    ENCRYPTED_PREFIX,
+    SERVER_TO_USER_PREFIX,
+    stored_channel,
+)
+from server.transports.pusher.keys import PRESENCE
 from server.transports.pusher.signature import SignatureError, verify_request
 
 MAX_DATA_BYTES: Final = 10 * 1024
@@ -61,8 +67,6 @@ MAX_BATCH_EVENTS: Final = 10
 MAX_BODY_BYTES: Final = 1024 * 1024
 
 PUSHER_DATA: Final = "pusher_data"
-SERVER_TO_USER_PREFIX: Final = "#server-to-user-"
-SERVER_TO_USER_STORED_PREFIX: Final = "private-server-to-user."
 
 # How jsonb writes the wrapper (and how json.dumps does): nothing else starts like this.
 _WRAPPER_START: Final = '{"pusher_data": "'
@@ -79,7 +83,7 @@ _USER_ID = re.compile(r"[-a-zA-Z0-9_=@,.;]{1,200}")
 _SOCKET_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-# --- the two mappings a Pusher transport needs ---------------------------------------------
+# --- Pusher's data string and broadcasts.data ----------------------------------------------
 
 
 def stored_data(data: str) -> str:
@@ -106,20 +110,6 @@ def pusher_data_from_stored(stored: str) -> str:
     if isinstance(value, dict) and _is_wrapper(value):
         text: str = value[PUSHER_DATA]
         return text
-    return stored
-
-
-def stored_channel(channel: str) -> str:
-    """The `broadcasts.channel` a Pusher channel name is stored on."""
-    if channel.startswith(SERVER_TO_USER_PREFIX):
-        return SERVER_TO_USER_STORED_PREFIX + channel.removeprefix(SERVER_TO_USER_PREFIX)
-    return channel
-
-
-def pusher_channel(stored: str) -> str:
-    """The Pusher channel name of a stored channel (the inverse of stored_channel)."""
-    if stored.startswith(SERVER_TO_USER_STORED_PREFIX):
-        return SERVER_TO_USER_PREFIX + stored.removeprefix(SERVER_TO_USER_STORED_PREFIX)
     return stored
 
 
@@ -220,7 +210,7 @@ def _publication(fields: JsonObject, channels: Sequence[str]) -> Publication:
         raise ApiError(400, "invalid_event_name", "Event names starting pusher: are Pusher's own.")
     for channel in channels:
         _check_channel(channel)
-    if len(channels) > 1 and any(c.startswith("private-encrypted-") for c in channels):
+    if len(channels) > 1 and any(c.startswith(ENCRYPTED_PREFIX) for c in channels):
         raise ApiError(
             400,
             "invalid_channel",
@@ -344,9 +334,13 @@ async def trigger_event(request: web.Request) -> web.Response:
     await _insert(request, [publication])
     if not publication.info:
         return web.json_response({})
-    hub = request.app[HUB]
+    state = _State(request.app)
     return web.json_response(
-        {"channels": {c: _channel_info(hub, c, publication.info) for c in publication.channels}}
+        {
+            "channels": {
+                c: await state.trigger_info(c, publication.info) for c in publication.channels
+            }
+        }
     )
 
 
@@ -368,45 +362,53 @@ async def trigger_batch(request: web.Request) -> web.Response:
     await _insert(request, publications)
     if not any(p.info for p in publications):
         return web.json_response({})
-    hub = request.app[HUB]
+    state = _State(request.app)
     return web.json_response(
-        {
-            "batch": [
-                _channel_info(hub, p.channels[0], p.info) if p.info else {} for p in publications
-            ]
-        }
+        {"batch": [await state.trigger_info(p.channels[0], p.info) for p in publications]}
     )
-
-
-def _channel_info(hub: Hub, channel: str, info: Sequence[str]) -> JsonObject:
-    """The attributes asked for that apply to `channel`, as a trigger reports them: those
-    that do not apply (user_count of a channel that is not presence) are left out."""
-    attributes: JsonObject = {}
-    if "user_count" in info and channel.startswith(PRESENCE_PREFIX):
-        attributes["user_count"] = len(_presence_users(hub, channel))
-    if "subscription_count" in info:
-        attributes["subscription_count"] = hub.subscribers(stored_channel(channel))
-    return attributes
 
 
 # --- channel state -------------------------------------------------------------------------
 
 
-def _presence_users(hub: Hub, channel: str) -> list[str]:
-    """The distinct users subscribed to `channel` in this process, as Pusher user ids."""
-    return _users_by_channel(hub).get(channel, [])
+class _State:
+    """This process's view of its channels, for one request."""
 
+    def __init__(self, app: web.Application) -> None:
+        self._hub = app[HUB]
+        self._presence = app[PRESENCE]
+        self._hub_users: dict[str, set[str]] | None = None
 
-def _users_by_channel(hub: Hub) -> dict[str, list[str]]:
-    """Every presence channel's distinct users here, in one pass over the subscriptions.
+    def subscriptions(self, channel: str) -> int:
+        """Sockets subscribed to `channel`, of either protocol."""
+        return self._hub.subscribers(stored_channel(channel))
 
-    From the hub, which knows the pgcast user of every socket; a presence store that keeps
-    members cluster-wide replaces this."""
-    users: dict[str, set[int]] = {}
-    for user_id, channel in hub.subscriptions():
-        if channel.startswith(PRESENCE_PREFIX):
-            users.setdefault(channel, set()).add(user_id)
-    return {channel: [str(u) for u in sorted(ids)] for channel, ids in users.items()}
+    def channels(self) -> dict[str, int]:
+        return self._hub.channels()
+
+    async def users(self, channel: str) -> list[str]:
+        """A presence channel's users, each once: the members in the presence store (who
+        joined over the Pusher protocol) and the pgcast users subscribed over `/ws`."""
+        members = set(await self._presence.members(channel))
+        if self._hub_users is None:
+            # One pass over the subscriptions however many channels a request asks about.
+            self._hub_users = {}
+            for user_id, subscribed in self._hub.subscriptions():
+                # User 0 is a Pusher socket with no pgcast user: the store has its member.
+                if user_id != 0 and subscribed.startswith(PRESENCE_PREFIX):
+                    self._hub_users.setdefault(subscribed, set()).add(str(user_id))
+        users = members | self._hub_users.get(channel, set())
+        return sorted(users, key=lambda u: (not u.isdigit(), len(u), u))
+
+    async def trigger_info(self, channel: str, info: Sequence[str]) -> JsonObject:
+        """The attributes asked for that apply to `channel`, as a trigger reports them:
+        user_count of a channel that is not presence is left out."""
+        attributes: JsonObject = {}
+        if "user_count" in info and channel.startswith(PRESENCE_PREFIX):
+            attributes["user_count"] = len(await self.users(channel))
+        if "subscription_count" in info:
+            attributes["subscription_count"] = self.subscriptions(channel)
+        return attributes
 
 
 def _path_channel(request: web.Request) -> str:
@@ -425,18 +427,17 @@ async def list_channels(request: web.Request) -> web.Response:
             "invalid_info",
             "user_count is only for presence channels: add filter_by_prefix=presence-.",
         )
-    hub = request.app[HUB]
-    users = _users_by_channel(hub) if "user_count" in info else {}
+    state = _State(request.app)
     channels: JsonObject = {}
-    for stored, count in hub.channels().items():
-        if stored.startswith(SERVER_TO_USER_STORED_PREFIX) or not stored.startswith(prefix):
+    for channel, count in state.channels().items():
+        if not channel.startswith(prefix):
             continue
         attributes: JsonObject = {}
         if "user_count" in info:
-            attributes["user_count"] = len(users.get(stored, ()))
+            attributes["user_count"] = len(await state.users(channel))
         if "subscription_count" in info:
             attributes["subscription_count"] = count
-        channels[stored] = attributes
+        channels[channel] = attributes
     return web.json_response({"channels": channels})
 
 
@@ -446,10 +447,10 @@ async def channel_state(request: web.Request) -> web.Response:
     info = _info(signed.params.get("info"))
     if "user_count" in info and not channel.startswith(PRESENCE_PREFIX):
         raise ApiError(400, "invalid_info", "user_count is only for presence channels.")
-    hub = request.app[HUB]
-    state: JsonObject = {"occupied": hub.subscribers(stored_channel(channel)) > 0}
-    state.update(_channel_info(hub, channel, info))
-    return web.json_response(state)
+    state = _State(request.app)
+    body: JsonObject = {"occupied": state.subscriptions(channel) > 0}
+    body.update(await state.trigger_info(channel, info))
+    return web.json_response(body)
 
 
 async def presence_users(request: web.Request) -> web.Response:
@@ -459,7 +460,7 @@ async def presence_users(request: web.Request) -> web.Response:
         raise ApiError(
             400, "not_a_presence_channel", "Users are listed for presence- channels only."
         )
-    users = _presence_users(request.app[HUB], channel)
+    users = await _State(request.app).users(channel)
     return web.json_response({"users": [{"id": user_id} for user_id in users]})
 
 
