@@ -30,6 +30,9 @@ So a transport that speaks Pusher gives the string back with `pusher_data_from_s
 carries it (channels.stored_channel): that user's own channel, which their `/ws` sockets may
 join and a Pusher socket signed in as them receives.
 
+terminate_connections announces `terminate:{user_id}` on `pgcast_revocations`, so every
+process closes that pgcast user's sockets (server/pg/revocations.py).
+
 Counts are this process's: subscriptions from the hub; a presence channel's users are the
 members the presence store holds (joined over the Pusher protocol) and the pgcast users
 subscribed to it over `/ws`, each once.
@@ -68,7 +71,7 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 
 PUSHER_DATA: Final = "pusher_data"
 
-# How jsonb writes the wrapper (and how json.dumps does): nothing else starts like this.
+# How jsonb (and json.dumps) writes the wrapper: only stored text that starts so is parsed.
 _WRAPPER_START: Final = '{"pusher_data": "'
 
 INFO_ATTRIBUTES: Final = ("user_count", "subscription_count")
