@@ -44,6 +44,7 @@ from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
 from server.transports import pusher
 from server.transports.native import handler as native
+from server.transports.pusher import api as pusher_api
 from server.transports.pusher import client_events
 from server.transports.websocket import close_all_sockets
 
@@ -182,6 +183,7 @@ def create_app(config: Config) -> web.Application:
     login.setup_routes(app)
     webhooks.setup_routes(app)
     native.setup_routes(app)
+    pusher_api.setup_routes(app)
     pusher.setup_routes(app)
     health.setup_routes(app)
     app.router.add_get("/", index)

@@ -422,6 +422,20 @@ ORDER BY lower(u.name), u.id
 LIMIT %(limit)s
 """
 
+# The Pusher HTTP API's publish: a row per event and channel, in the order given, in one
+# statement (so one transaction). Each row names its own origin socket: the events of a
+# batch may each leave out another socket.
+INSERT_PUSHER_EVENTS: Final[LiteralString] = """
+INSERT INTO broadcasts (channel, event, data, origin_socket_id)
+SELECT p.channel, p.event, p.data::jsonb, p.origin_socket_id
+FROM unnest(%(channels)s::text[], %(events)s::text[], %(data)s::text[], %(origins)s::text[])
+     WITH ORDINALITY AS p(channel, event, data, origin_socket_id, position)
+ORDER BY p.position
+"""
+
+# Tells every process's listener to close something (server/pg/revocations.py).
+ANNOUNCE_REVOCATION: Final[LiteralString] = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
 # Client events (Pusher `client-…`) travel between processes as notifications and are never
 # stored: each process LISTENs here and hands them to its hub.
 CLIENT_EVENTS_CHANNEL: Final = "pgcast_client_events"

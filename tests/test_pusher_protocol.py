@@ -376,3 +376,19 @@ async def test_json_no_frame_could_carry_on_gets_an_error_frame(
     assert frame["data"]["code"] == 4300
     await socket.send("pusher:ping")
     assert (await socket.next())["event"] == "pusher:pong"
+
+
+async def test_a_pusher_client_gets_a_string_published_through_the_api_back_as_given(
+    server: RunningServer, alice: Client, db: psycopg.AsyncConnection[Any]
+) -> None:
+    # The HTTP API stores a data string that is not a JSON object wrapped in an object
+    # (broadcasts.data must be one); a Pusher client must see the string it was given.
+    socket = await raw_pusher(alice.http, server)
+    await socket.subscribe("orders.42")
+    await broadcast(db, "orders.42", "note", {"pusher_data": "plain text, not JSON"})
+    await broadcast(db, "orders.42", "object", {"pusher_data": "x", "and": "more"})
+    frame = await socket.next()
+    assert (frame["event"], frame["data"]) == ("note", "plain text, not JSON")
+    # Only the wrapper alone is unwrapped: an object that merely has the key is data.
+    frame = await socket.next()
+    assert json.loads(frame["data"]) == {"pusher_data": "x", "and": "more"}

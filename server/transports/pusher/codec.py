@@ -16,6 +16,7 @@ from server.core.events import CloseReason, Disconnect, Event
 from server.core.presence import MEMBER_ADDED, MEMBER_REMOVED
 from server.protocol import JsonObject, json_string, to_json
 from server.transports.pusher.channels import SERVER_TO_USER_PREFIX
+from server.transports.pusher.data import pusher_data_from_stored
 from server.wire import text_frame
 
 # Close codes: pusher-js does not reconnect after 4000-4099 (4000 itself means "use TLS"),
@@ -81,7 +82,8 @@ def event_text(event: Event, channel: str, cursor: str | None) -> str:
                 f'"user_id":{json_string(event.user_id)}}}'
             )
         return f"{_head(name, channel)}{json_string(event.data)}}}"
-    return f'{_head(name, channel)}{json_string(event.data)},"cursor":"{cursor}"}}'
+    data = json_string(pusher_data_from_stored(event.data))
+    return f'{_head(name, channel)}{data},"cursor":"{cursor}"}}'
 
 
 class PusherCodec:
