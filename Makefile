@@ -10,9 +10,12 @@ TEST_STAMP = $(VENV)/.installed-test
 UI_STAMP := ui/node_modules/.package-lock.json
 # pusher-js and laravel-echo for the tests that drive real Pusher clients (tests/node).
 NODE_TESTS_STAMP := tests/node/node_modules/.package-lock.json
+# examples/echo-react: Laravel Echo's React hooks against pgcast (tests/e2e/test_echo_example.py).
+EXAMPLE_DIR := examples/echo-react
+EXAMPLE_STAMP := $(EXAMPLE_DIR)/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install node-check
+.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install node-check example
 
 run: $(RUN_STAMP) ui/dist/index.html
 	$(BIN)/pgcast serve
@@ -53,6 +56,15 @@ $(NODE_TESTS_STAMP): tests/node/package-lock.json | node-check
 	cd tests/node && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(EXAMPLE_STAMP): $(EXAMPLE_DIR)/package-lock.json | node-check
+	cd $(EXAMPLE_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The example's dev server on http://127.0.0.1:5174, proxying to a pgcast already running
+# (`make run` in another terminal; PGCAST_URL if it is not http://127.0.0.1:8080).
+example: $(EXAMPLE_STAMP)
+	cd $(EXAMPLE_DIR) && $(NPM) run dev
+
 ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES) | node-check
 	cd ui && $(NPM) run build --silent
 
@@ -76,7 +88,7 @@ chromium:
 
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(TEST_STAMP) ui/dist/index.html chromium $(NODE_TESTS_STAMP)
+pytest: $(TEST_STAMP) ui/dist/index.html chromium $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
@@ -111,4 +123,5 @@ bench: bench-install
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:
-	rm -rf $(VENV) ui/node_modules ui/dist .pgcast tests/node/node_modules
+	rm -rf $(VENV) ui/node_modules ui/dist .pgcast tests/node/node_modules \
+		$(EXAMPLE_DIR)/node_modules $(EXAMPLE_DIR)/dist
