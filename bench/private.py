@@ -149,7 +149,8 @@ class PrivateReceiver(Receiver):
         received = 0
         if channel == self.channel and isinstance(data, dict):
             if event == DIRECT_MESSAGE_EVENT:
-                found = (data.get("direct_message") or {}).get("id")
+                message = data.get("direct_message")
+                found = message.get("id") if isinstance(message, dict) else None
                 if isinstance(found, int):
                     self.times.append(now)
                     self.ids.append(found)
