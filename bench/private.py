@@ -2,7 +2,7 @@
 INSERT notifies a thousand users, each on a channel of their own.
 
     .venv/bin/python bench/private.py [--crowd 5000] [--messages 1000] [--rate 100]
-        [--notified 1000] [--rounds 3] [--smoke]
+        [--notified 1000] [--rounds 5] [--smoke]
 
 One pgcast server. Alice and Bob sign in and each open a socket on their own channel
 (`/ws?channels=private-user.{me},messages`). Three phases, in this order, in one run:
@@ -105,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
     "messages": 1000,
     "rate": 100.0,
     "notified": 1000,
-    "rounds": 3,
+    "rounds": 5,
     "idle_seconds": 3.0,
 }
 SMOKE: dict[str, Any] = {
@@ -725,7 +725,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="direct messages in (a) and (b) (1000)")
     parser.add_argument("--rate", type=float, help="direct messages/s in (a) and (b) (100)")
     parser.add_argument("--notified", type=int, help="users notified by one INSERT (1000)")
-    parser.add_argument("--rounds", type=int, help="measured notification INSERTs (3)")
+    parser.add_argument("--rounds", type=int, help="measured notification INSERTs (5)")
     parser.add_argument("--idle-seconds", type=float, help="idle CPU window per phase (3)")
     parser.add_argument("--smoke", action="store_true", help="50 + 20 sockets, a few seconds")
     add_report_options(parser)
