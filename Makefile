@@ -102,7 +102,7 @@ bench-install: $(TEST_STAMP)
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
 	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
-			compare channels versus_previous pusher; do \
+			compare channels versus_previous pusher private; do \
 		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -120,6 +120,7 @@ bench: bench-install
 	$(BIN)/python bench/channels.py --out $(FULL_DIR)
 	$(BIN)/python bench/versus_previous.py --out $(FULL_DIR)
 	$(BIN)/python bench/pusher.py --out $(FULL_DIR)
+	$(BIN)/python bench/private.py --out $(FULL_DIR)
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:

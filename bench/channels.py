@@ -138,6 +138,15 @@ def broadcast_steadily(
     return committed, time.monotonic() - began
 
 
+async def idle_cpu_share(pid: int, seconds: float) -> float:
+    """The CPU a server uses idle, as a share of one core: measured over `seconds` once it
+    has gone quiet. With thousands of sockets it is not nothing: it pings each every 30 s."""
+    await wait_quiet(psutil.Process(pid))
+    began, cpu_began = time.monotonic(), cpu_seconds(pid)
+    await asyncio.sleep(seconds)  # a measuring window, not a wait for an event
+    return (cpu_seconds(pid) - cpu_began) / (time.monotonic() - began)
+
+
 class Bench:
     """The server, its sockets and the writer, across the phases of one run."""
 
@@ -198,10 +207,7 @@ class Bench:
         self, name: str, channel: str, count: int, rate: float, idle_seconds: float
     ) -> Phase:
         await self.stream("warm-up", channel, WARM_UP_BROADCASTS, WARM_UP_RATE)
-        await wait_quiet(psutil.Process(self.server.pid))
-        began, server_began = time.monotonic(), cpu_seconds(self.server.pid)
-        await asyncio.sleep(idle_seconds)  # a measuring window, not a wait for an event
-        idle_share = (cpu_seconds(self.server.pid) - server_began) / (time.monotonic() - began)
+        idle_share = await idle_cpu_share(self.server.pid, idle_seconds)
         phase = await self.stream(name, channel, count, rate)
         phase.idle_server_percent = 100 * idle_share
         idle_us = 1e6 * idle_share * phase.usage["seconds"]

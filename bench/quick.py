@@ -382,7 +382,7 @@ class Receiver(asyncio.Protocol):
             return
         found = message_id(payload)
         if found is None:
-            self._other(payload[:300].decode(errors="replace"))
+            self.other_text(payload, now)
             return
         self.times.append(now)
         self.ids.append(found)
@@ -390,6 +390,11 @@ class Receiver(asyncio.Protocol):
             self.texts.append(payload.decode())
         if len(self.ids) >= self.expected:
             self.done.set()
+
+    def other_text(self, payload: bytes, now: float) -> None:
+        """A text frame other than a new message, once the socket is live: counted and
+        sampled as unexpected. A subclass that expects other events reads them here."""
+        self._other(payload[:300].decode(errors="replace"))
 
     def _other(self, sample: str) -> None:
         self.other_frames += 1
@@ -764,12 +769,12 @@ def prefill(conninfo: str, events: int) -> None:
 # Clients and writers
 
 
-async def sign_in(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+async def sign_in(
+    http: aiohttp.ClientSession, url: str, email: str = "bench@example.com", name: str = "Bench"
+) -> tuple[int, str]:
     """Dev login as one user; returns the user id and the session's Cookie header."""
     async with http.post(
-        url + "/auth/dev-login",
-        json={"email": "bench@example.com", "name": "Bench"},
-        headers={"Origin": url},
+        url + "/auth/dev-login", json={"email": email, "name": name}, headers={"Origin": url}
     ) as response:
         if response.status != 200:
             raise BenchError(f"dev login failed: {response.status} {await response.text()}")
@@ -780,12 +785,50 @@ async def sign_in(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
     return user_id, "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())
 
 
+async def sign_in_many(
+    url: str, people: Sequence[tuple[str, str]], concurrency: int = CONNECT_CONCURRENCY
+) -> list[tuple[int, str]]:
+    """Dev login as each (email, name), `concurrency` at a time, each in a cookie jar of its
+    own over one connection pool; the user ids and Cookie headers, in the order of `people`."""
+    limit = asyncio.Semaphore(concurrency)
+    async with aiohttp.TCPConnector(limit=concurrency) as connector:
+
+        async def one(email: str, name: str) -> tuple[int, str]:
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with (
+                limit,
+                aiohttp.ClientSession(
+                    connector=connector, connector_owner=False, cookie_jar=jar
+                ) as http,
+            ):
+                return await sign_in(http, url, email, name)
+
+        results = await asyncio.gather(*(one(*p) for p in people), return_exceptions=True)
+    signed_in = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise BenchError(f"{len(errors)} of {len(people)} sign-ins failed: {errors[0]!r}")
+    return signed_in
+
+
+ReceiverFactory = Callable[[int, bytes, str, bool], Receiver]
+"""Builds a socket's Receiver from (index, upgrade request, expected accept, expect connected)."""
+
+
 async def open_sockets(
-    port: int, path: str, origin: str, cookie: str | None, count: int, expect_connected: bool
+    port: int,
+    path: str,
+    origin: str,
+    cookie: str | None,
+    count: int,
+    expect_connected: bool,
+    factory: ReceiverFactory = Receiver,
 ) -> list[Receiver]:
     """Open `count` sockets, a few at a time; with `expect_connected`, each has had its
     `connected` frame (pgcast's promise that nothing committed after it is missed)."""
-    receivers, errors = await try_open_sockets(port, path, origin, cookie, count, expect_connected)
+    receivers, errors = await try_open_sockets(
+        port, path, origin, cookie, count, expect_connected, factory=factory
+    )
     if errors:
         await close_sockets(receivers)
         raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
@@ -801,6 +844,7 @@ async def try_open_sockets(
     expect_connected: bool,
     concurrency: int = CONNECT_CONCURRENCY,
     first_index: int = 0,
+    factory: ReceiverFactory = Receiver,
 ) -> tuple[list[Receiver], list[BaseException]]:
     """Like open_sockets, `concurrency` handshakes at a time, but never raises: returns the
     sockets that opened (by index) and the errors of those that did not (already closed)."""
@@ -811,7 +855,7 @@ async def try_open_sockets(
 
     async def connect(index: int) -> None:
         request, accept = handshake(port, path, origin, cookie)
-        receiver = Receiver(index, request, accept, expect_connected)
+        receiver = factory(index, request, accept, expect_connected)
         async with limit, asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: receiver, HOST, port)
             try:

@@ -28,7 +28,7 @@ from matplotlib import ticker
 if __package__ in (None, ""):  # run as a script: bench/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import channels, versus_previous
+from bench import channels, private, versus_previous
 
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = (
@@ -43,6 +43,7 @@ KINDS = (
     "slow",
     "channels",
     "versus-previous",
+    "private",
 )
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
@@ -447,6 +448,17 @@ def channels_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def private_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    if "private" not in runs:
+        return []
+    return [
+        "## Private chat and notifications (`bench/private.py`)",
+        "",
+        *private.private_table(runs["private"]),
+        "",
+    ]
+
+
 def compare_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     compare = runs.get("compare")
     if not compare:
@@ -658,6 +670,7 @@ def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
         *idle_section(runs),
         *compare_section(runs),
         *channels_section(runs),
+        *private_section(runs),
     ]
     profile = BENCH_DIR / "profile.md"
     if profile.exists():

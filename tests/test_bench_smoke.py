@@ -3,6 +3,7 @@ turns them into RESULTS.md with its plots (never judged on timing here)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +18,7 @@ from bench import (
     fanout,
     idle_sockets,
     ingest,
+    private,
     pusher,
     quick,
     report,
@@ -165,6 +167,44 @@ def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
     assert result["ratio_c_a_measured"] > 0
 
 
+def test_private_bench_smoke_gives_each_person_their_own_messages_and_notifications_only(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](private)
+    assert result["problems"] == []
+    phases = result["direct_message_phases"]
+    assert [(p["name"], p["sockets"], p["messages"]) for p in phases] == [
+        ("a", 2, 30),
+        ("b", 52, 30),
+    ]
+    for phase in phases:
+        assert phase["delivery"]["ok"]
+        assert phase["unrouted_frames"] == 0
+        # Each direct message reaches its sender and its recipient, nobody else.
+        assert phase["frames"] == 2 * phase["messages"]
+        assert phase["server_us_per_message"] > 0
+        for latency in (phase["recipient_latency_ms"], phase["sender_latency_ms"]):
+            assert latency["count"] == phase["messages"]
+            assert not math.isnan(latency["p50"])
+    assert result["ratio_b_a_measured"] > 0
+    rounds = result["notification_rounds"]
+    assert [(r["round"], r["first"], r["notified"], r["sockets"]) for r in rounds] == [
+        (0, True, 20, 72),
+        (1, False, 20, 72),
+        (2, False, 20, 72),
+    ]
+    for notification_round in rounds:
+        delivery = notification_round["delivery"]
+        assert delivery["ok"]
+        assert delivery["received"] == delivery["sockets"] == 20
+        assert delivery["missing"] == delivery["duplicates"] == delivery["wrong_user"] == 0
+        assert delivery["other_frames"] == delivery["unrouted_frames"] == 0
+        assert notification_round["latency_ms"]["count"] == 20
+        assert not math.isnan(notification_round["commit_to_last_ms"])
+        assert notification_round["server_cpu_ms"] > 0
+    assert all(not math.isnan(value) for value in result["notification_medians"].values())
+
+
 def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
     smoke: tuple[Smoke, Path],
 ) -> None:
@@ -206,6 +246,7 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         idle_sockets,
         channels,
         versus_previous,
+        private,
     ):
         run_smoke(module)
     results = run_dir / "RESULTS.md"
@@ -222,6 +263,7 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "## Channels (issue: a core that routes by channel)",
         "### A channel's broadcasts beside other channels' sockets",
         "### Against a previous commit",
+        "## Private chat and notifications",
     ):
         assert heading in text
     assert "## Problems reported by the run" not in text
@@ -288,3 +330,80 @@ async def test_receiver_counts_the_servers_new_message_frames_without_decoding_t
     receiver.data_received(frames)
     assert sorted(receiver.ids) == sorted(message_ids)
     assert decoded == []
+
+
+def _opened(user_id: int) -> private.PrivateReceiver:
+    """User `user_id`'s socket, past its upgrade and its connected frame, on no socket."""
+    request, accept = quick.handshake(80, "/ws", "http://127.0.0.1", None)
+    receiver = private.PrivateReceiver(user_id, request, accept, True, user_id=user_id)
+    receiver.connection_made(_Wire())  # type: ignore[arg-type]
+    upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    receiver.data_received(upgrade.encode() + text_frame(connected_frame("s", "c", ("messages",))))
+    assert receiver.opened.done()
+    receiver.start_phase(1)
+    return receiver
+
+
+async def test_private_receiver_and_check_count_only_the_users_own_frames(
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    """bench/private.py's delivery check can fail: the frames are the server's (rows of the
+    event log written by the triggers, through the native codec), and a socket that got
+    another user's direct message or notification is caught."""
+    alice, bob, carol = [
+        await create_user(db, f"{name}@example.com", name) for name in ("alice", "bob", "carol")
+    ]
+    for sender, recipient in ((alice, bob), (bob, carol), (carol, alice)):
+        await db.execute(
+            "INSERT INTO direct_messages (sender_id, recipient_id, content) VALUES (%s, %s, 'hi')",
+            [sender, recipient],
+        )
+    cursor = await db.execute(
+        "INSERT INTO notifications (user_id, type, data) SELECT id, 'hello', '{}' FROM users "
+        "RETURNING id::text, user_id"
+    )
+    owners = {notification: user for notification, user in await cursor.fetchall()}
+    cursor = await db.execute(
+        "SELECT id, tx::text::bigint, channel, event, data::text FROM broadcasts ORDER BY id"
+    )
+    batch = BatchCursors("bench", 0, Snapshot.parse("1:1:"), Snapshot.parse("2:2:"))
+    events = [Event(*row, None, batch) for row in await cursor.fetchall()]
+    frames = b"".join(CODEC.encode(event) for event in events)
+    dms = [row[0] for row in await (await db.execute("SELECT id FROM direct_messages")).fetchall()]
+
+    # Every frame of every channel reaches Bob's socket: only his own are counted as his.
+    bobs = _opened(bob)
+    bobs.data_received(frames)
+    assert bobs.ids == dms[:2]
+    assert [owners[found] for _, found in bobs.notifications] == [bob]
+    assert bobs.other_frames == len(events) - 3
+    assert not private.check_notifications([bobs], owners, []).ok
+
+    # Only Carol's frames reach her socket: her direct messages are hers, but in a round of
+    # notifications they are frames she should not have had.
+    carols = _opened(carol)
+    own = [CODEC.encode(e) for e in events if e.channel == f"private-user.{carol}"]
+    carols.data_received(b"".join(own))
+    assert carols.ids == dms[1:]
+    assert private.check_notifications([carols], owners, []).other_frames == 2
+    # Her notification alone: all is well.
+    carols = _opened(carol)
+    carols.data_received(own[-1])
+    assert private.check_notifications([carols], owners, []).ok
+    # Unless another socket, not notified, got a frame too.
+    assert private.check_notifications([carols], owners, [bobs]).unrouted_frames == len(events)
+
+    # Alice's notification on Carol's channel is on the right channel but not hers.
+    [alices_notification] = [e for e in events if e.channel == f"private-user.{alice}"][-1:]
+    misrouted = Event(
+        alices_notification.id + 1000,
+        alices_notification.tx,
+        f"private-user.{carol}",
+        alices_notification.name,
+        alices_notification.data,
+        None,
+        batch,
+    )
+    carols.data_received(CODEC.encode(misrouted))
+    check = private.check_notifications([carols], owners, [])
+    assert (check.wrong_user, check.duplicates, check.ok) == (1, 1, False)
