@@ -1,4 +1,4 @@
-import { useCallback, useState } from "react";
+import { useCallback, useRef, useState } from "react";
 import { Composer } from "./components/Composer";
 import { ConversationList } from "./components/ConversationList";
 import { ConversationView } from "./components/ConversationView";
@@ -84,6 +84,7 @@ function SignedIn({
   const [view, setView] = useState<MainView>("feed");
   const [partner, setPartner] = useState<User | null>(null);
   const [panelOpen, setPanelOpen] = useState(false);
+  const bell = useRef<HTMLButtonElement>(null);
 
   const openConversation = useCallback((other: User) => {
     setPartner(other);
@@ -100,6 +101,7 @@ function SignedIn({
     <div className="app" data-view={view}>
       <Header user={user} connection={realtime.state}>
         <NotificationBell
+          ref={bell}
           unreadCount={notifications.unreadCount}
           expanded={panelOpen}
           onToggle={() => setPanelOpen((open) => !open)}
@@ -186,7 +188,11 @@ function SignedIn({
           onMarkAllRead={notifications.markAllRead}
           onLoadOlder={notifications.loadOlder}
           onRetry={notifications.reload}
-          onClose={() => setPanelOpen(false)}
+          onClose={() => {
+            setPanelOpen(false);
+            // Back where the panel was opened from, not at the top of the page.
+            bell.current?.focus();
+          }}
         />
       )}
       <Toasts

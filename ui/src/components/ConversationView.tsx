@@ -1,5 +1,5 @@
-import { useEffect, useRef } from "react";
 import { useFeedScroll } from "../hooks/useFeedScroll";
+import { useFocusOnMount } from "../hooks/useFocusOnMount";
 import { useNow } from "../hooks/useNow";
 import type { DirectMessage, User } from "../lib/types";
 import { Avatar } from "./Avatar";
@@ -50,11 +50,8 @@ export function ConversationView({
 }: ConversationViewProps) {
   const now = useNow();
   const { containerRef, onScroll, atBottom, scrollToBottom } = useFeedScroll(messages, onLoadOlder);
-  const heading = useRef<HTMLHeadingElement>(null);
-  useEffect(() => {
-    // Opening a conversation moves focus to it, so a screen reader says whose it is.
-    heading.current?.focus({ preventScroll: true });
-  }, [user.id]);
+  // Opening a conversation moves focus to it, so a screen reader says whose it is.
+  const heading = useFocusOnMount<HTMLHeadingElement>(user.id);
   const seen = newestSeenOfMine(messages, me);
 
   return (

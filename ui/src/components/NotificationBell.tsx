@@ -1,15 +1,20 @@
+import type { Ref } from "react";
+
 export function NotificationBell({
   unreadCount,
   expanded,
   onToggle,
+  ref,
 }: {
   unreadCount: number;
   expanded: boolean;
   onToggle(): void;
+  ref?: Ref<HTMLButtonElement>;
 }) {
   const label = unreadCount === 0 ? "Notifications" : `Notifications, ${unreadCount} unread`;
   return (
     <button
+      ref={ref}
       type="button"
       className="icon-button bell"
       aria-label={label}

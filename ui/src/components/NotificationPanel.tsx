@@ -1,3 +1,4 @@
+import { useFocusOnMount } from "../hooks/useFocusOnMount";
 import { useNow } from "../hooks/useNow";
 import type { Notification } from "../lib/types";
 import { NotificationItem } from "./NotificationItem";
@@ -32,6 +33,7 @@ export function NotificationPanel({
   onClose,
 }: NotificationPanelProps) {
   const now = useNow();
+  const heading = useFocusOnMount<HTMLHeadingElement>();
   return (
     <section
       id="notification-panel"
@@ -42,7 +44,9 @@ export function NotificationPanel({
       }}
     >
       <div className="panel-header">
-        <h2 id="notification-panel-heading">Notifications</h2>
+        <h2 id="notification-panel-heading" ref={heading} tabIndex={-1}>
+          Notifications
+        </h2>
         <p className="panel-count">{unreadCount === 0 ? "All read" : `${unreadCount} unread`}</p>
         <button
           type="button"

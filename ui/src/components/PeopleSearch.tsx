@@ -21,7 +21,7 @@ export function PeopleSearch({
   }
 
   return (
-    <section className="people-search" aria-label="Find people">
+    <section className="people-search">
       <label htmlFor={`${id}-query`} className="sidebar-heading">
         Find people
       </label>

@@ -52,3 +52,31 @@ export function makeNotification(id: string, overrides: Partial<Notification> = 
     ...overrides,
   };
 }
+
+export function directMessageFrame(
+  event: "new-direct-message" | "direct-message-updated",
+  directMessage: DirectMessage,
+  cursor: string,
+  userId = ALICE.id,
+) {
+  return { event, channel: `private-user.${userId}`, data: { direct_message: directMessage }, cursor };
+}
+
+/** What the server sends for a new notification: Laravel's event, the data plus id and type. */
+export function notificationCreatedFrame(notification: Notification, cursor: string, userId = ALICE.id) {
+  return {
+    event: "Illuminate\\Notifications\\Events\\BroadcastNotificationCreated",
+    channel: `private-user.${userId}`,
+    data: { ...notification.data, id: notification.id, type: notification.type },
+    cursor,
+  };
+}
+
+export function notificationUpdatedFrame(notification: Notification, cursor: string, userId = ALICE.id) {
+  return {
+    event: "notification-updated",
+    channel: `private-user.${userId}`,
+    data: { notification },
+    cursor,
+  };
+}
