@@ -77,6 +77,21 @@ describe("notifications", () => {
     expect(state.unreadCount).toBe(3);
   });
 
+  it("asks the server for the count when events during the fetch changed it", () => {
+    // The page and the count are read apart: a notification committed in between is in the
+    // count but not the page, and its event would count it a second time.
+    const state = replaceNotifications(page(["n-1"], 2), [
+      { type: "created", notification: makeNotification("n-2") },
+    ]);
+    expect(state.notifications.map((n) => n.id)).toEqual(["n-2", "n-1"]);
+    expect(state.countStale).toBe(true);
+    // Events that change nothing leave the count as the server gave it.
+    expect(
+      replaceNotifications(page(["n-1"], 1), [{ type: "created", notification: makeNotification("n-1") }])
+        .countStale,
+    ).toBe(false);
+  });
+
   it("appends an older page below, unless the list was replaced since", () => {
     const state = replaceNotifications(page(["n-3", "n-2"], 0, "n-2"), []);
     const older = appendOlderNotifications(state, page(["n-2", "n-1"], 0), "n-2");

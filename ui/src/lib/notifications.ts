@@ -81,7 +81,10 @@ export function replaceNotifications(
     unreadCount: page.unread_count,
     countStale: false,
   };
-  return eventsDuringFetch.reduce(applyNotificationEvent, base);
+  const state = eventsDuringFetch.reduce(applyNotificationEvent, base);
+  // The server reads the page and the count apart, so an event during the fetch may be in
+  // the count and not the page: if the events moved the count, the server settles it.
+  return state.unreadCount === page.unread_count ? state : { ...state, countStale: true };
 }
 
 /** An older page goes below, unless the list was replaced since it was asked for. */
