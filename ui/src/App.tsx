@@ -124,7 +124,9 @@ function SignedIn({
         <aside className="sidebar" aria-label="People and conversations">
           <button
             type="button"
-            className={view === "conversation" ? "conversation" : "conversation conversation-active"}
+            className={
+              view === "conversation" ? "conversation" : "conversation conversation-active"
+            }
             aria-current={view === "conversation" ? undefined : "true"}
             onClick={() => selectView("feed")}
           >

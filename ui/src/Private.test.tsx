@@ -151,7 +151,8 @@ describe("conversations", () => {
       ["Bob Builder", "1 unread"],
     ]);
 
-    act(() => socket.send(directMessageFrame("new-direct-message", fromBob(10, { content: "are you there?" }), "c-2")));
+    const question = fromBob(10, { content: "are you there?" });
+    act(() => socket.send(directMessageFrame("new-direct-message", question, "c-2")));
     expect(conversationSummary()).toEqual([
       ["Bob Builder", "2 unread"],
       ["Carol Danvers", "1 unread"],
@@ -163,7 +164,7 @@ describe("conversations", () => {
     // only if the client lost its place. It must not count twice either way.
     const resumed = await reconnect(socket);
     expect(resumed.after).toBe("c-2");
-    act(() => resumed.send(directMessageFrame("new-direct-message", fromBob(10, { content: "are you there?" }), "c-2")));
+    act(() => resumed.send(directMessageFrame("new-direct-message", question, "c-2")));
     expect(conversationSummary()).toEqual([
       ["Bob Builder", "2 unread"],
       ["Carol Danvers", "1 unread"],
@@ -332,7 +333,8 @@ describe("notifications", () => {
 
   it("dismisses a toast on request", async () => {
     const { user, socket } = await renderLive();
-    act(() => socket.send(notificationCreatedFrame(makeNotification("n-1", { data: { title: "Deploy done" } }), "c-2")));
+    const deploy = makeNotification("n-1", { data: { title: "Deploy done" } });
+    act(() => socket.send(notificationCreatedFrame(deploy, "c-2")));
     await user.click(toasts().getByRole("button", { name: "Dismiss “Deploy done”" }));
     expect(toasts().queryByText("Deploy done")).toBeNull();
     expect(bell()).toHaveAccessibleName("Notifications, 1 unread");
@@ -349,11 +351,10 @@ describe("notifications", () => {
     await user.click(bell());
     const panel = within(screen.getByRole("region", { name: "Notifications" }));
     const list = within(panel.getByRole("list", { name: "Your notifications" }));
-    expect(list.getAllByRole("listitem").map((item) => item.querySelector(".notification-title")?.firstChild?.textContent)).toEqual([
-      "Newest",
-      "Newer",
-      "Older",
-    ]);
+    const titles = list
+      .getAllByRole("listitem")
+      .map((item) => item.querySelector(".notification-title")?.firstChild?.textContent);
+    expect(titles).toEqual(["Newest", "Newer", "Older"]);
 
     await user.click(panel.getByRole("button", { name: "Mark “Newer” read" }));
     await waitFor(() => expect(bell()).toHaveAccessibleName("Notifications, 2 unread"));
@@ -377,7 +378,8 @@ describe("notifications", () => {
 
     // One beyond the loaded page, read elsewhere: only the server knows the count now.
     server.notifications = [makeNotification("n-1", { read_at: READ_AT }), makeNotification("n-2")];
-    act(() => socket.send(notificationUpdatedFrame(makeNotification("n-old", { read_at: READ_AT }), "c-3")));
+    const old = makeNotification("n-old", { read_at: READ_AT });
+    act(() => socket.send(notificationUpdatedFrame(old, "c-3")));
     await waitFor(() => expect(server.requestsTo("GET", "/api/notifications?limit=1")).toHaveLength(1));
     expect(bell()).toHaveAccessibleName("Notifications, 1 unread");
   });

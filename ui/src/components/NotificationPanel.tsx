@@ -56,7 +56,12 @@ export function NotificationPanel({
         >
           Mark all read
         </button>
-        <button type="button" className="icon-button" aria-label="Close notifications" onClick={onClose}>
+        <button
+          type="button"
+          className="icon-button"
+          aria-label="Close notifications"
+          onClick={onClose}
+        >
           ×
         </button>
       </div>

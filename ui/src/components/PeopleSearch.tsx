@@ -36,7 +36,9 @@ export function PeopleSearch({
       />
       <p id={`${id}-status`} className="sidebar-note" aria-live="polite">
         {search.status === "searching" && "Searching…"}
-        {search.status === "done" && search.users.length === 0 && `Nobody called “${search.query}”.`}
+        {search.status === "done" &&
+          search.users.length === 0 &&
+          `Nobody called “${search.query}”.`}
         {search.status === "error" && <span className="error">{search.message}</span>}
       </p>
       {search.status === "done" && search.users.length > 0 && (

@@ -100,7 +100,9 @@ export function useNotifications({
 
   const showToast = useCallback(
     (notification: Notification) => {
-      setToasts((shown) => [...shown.filter((t) => t.id !== notification.id), notification].slice(-MAX_TOASTS));
+      setToasts((shown) =>
+        [...shown.filter((t) => t.id !== notification.id), notification].slice(-MAX_TOASTS),
+      );
       toastTimers.current.set(
         notification.id,
         setTimeout(() => dismissToast(notification.id), toastMs),

@@ -44,7 +44,11 @@ function withEntry(conversations: Conversation[], entry: Conversation): Conversa
   return byRecency([entry, ...conversations.filter((c) => c.user.id !== entry.user.id)]);
 }
 
-function created(state: ConversationsState, message: DirectMessage, me: number): ConversationsState {
+function created(
+  state: ConversationsState,
+  message: DirectMessage,
+  me: number,
+): ConversationsState {
   const other = otherPerson(message, me);
   const existing = state.conversations.find((c) => c.user.id === other.id);
   const counted = message.id <= (state.baseLastIds.get(other.id) ?? 0);
@@ -70,7 +74,11 @@ function created(state: ConversationsState, message: DirectMessage, me: number):
   };
 }
 
-function updated(state: ConversationsState, message: DirectMessage, me: number): ConversationsState {
+function updated(
+  state: ConversationsState,
+  message: DirectMessage,
+  me: number,
+): ConversationsState {
   const other = otherPerson(message, me);
   const existing = state.conversations.find((c) => c.user.id === other.id);
   if (existing === undefined) return state;
@@ -168,7 +176,10 @@ export function markedRead(state: ConversationsState, userId: number): Conversat
   };
 }
 
-export function totalUnread(conversations: Conversation[], exceptUserId: number | null = null): number {
+export function totalUnread(
+  conversations: Conversation[],
+  exceptUserId: number | null = null,
+): number {
   return conversations.reduce(
     (sum, c) => (c.user.id === exceptUserId ? sum : sum + c.unread_count),
     0,

@@ -55,7 +55,9 @@ export function applyNotificationEvent(
     }
     case "deleted": {
       const before = state.notifications.find((n) => n.id === event.id);
-      if (before === undefined) return state.unreadCount === 0 ? state : { ...state, countStale: true };
+      if (before === undefined) {
+        return state.unreadCount === 0 ? state : { ...state, countStale: true };
+      }
       return {
         ...state,
         notifications: state.notifications.filter((n) => n.id !== event.id),
@@ -67,7 +69,9 @@ export function applyNotificationEvent(
 
 /** Whether applying `event` to `state` shows a notification that was not there before. */
 export function isNewNotification(state: NotificationsState, event: NotificationEvent): boolean {
-  return event.type === "created" && !state.notifications.some((n) => n.id === event.notification.id);
+  return (
+    event.type === "created" && !state.notifications.some((n) => n.id === event.notification.id)
+  );
 }
 
 export function replaceNotifications(
@@ -102,12 +106,18 @@ export function appendOlderNotifications(
 }
 
 /** The server's count, asked for because `countStale` was set. */
-export function withServerCount(state: NotificationsState, unreadCount: number): NotificationsState {
+export function withServerCount(
+  state: NotificationsState,
+  unreadCount: number,
+): NotificationsState {
   return { ...state, unreadCount, countStale: false };
 }
 
 /** After marking one read (the POST's answer): as its notification-updated event would. */
-export function markedRead(state: NotificationsState, notification: Notification): NotificationsState {
+export function markedRead(
+  state: NotificationsState,
+  notification: Notification,
+): NotificationsState {
   return applyNotificationEvent(state, { type: "updated", notification });
 }
 
@@ -142,7 +152,10 @@ export function humanizeType(type: string): string {
  * What to show for a notification. Its data is whatever the sender chose; these are the
  * keys Laravel apps commonly use for a headline and a sentence.
  */
-export function describeNotification(notification: Notification): { title: string; body: string | null } {
+export function describeNotification(notification: Notification): {
+  title: string;
+  body: string | null;
+} {
   const data = notification.data;
   const title = text(data.title) ?? text(data.subject) ?? humanizeType(notification.type);
   const body = text(data.message) ?? text(data.body) ?? text(data.text) ?? text(data.description);

@@ -517,7 +517,13 @@ describe("routeFrame", () => {
         kind: "notification",
         event: {
           type: "created",
-          notification: { id: "n-9", type: "ping", data: {}, read_at: null, created_at: "2025-03-04T05:06:07.000Z" },
+          notification: {
+            id: "n-9",
+            type: "ping",
+            data: {},
+            read_at: null,
+            created_at: "2025-03-04T05:06:07.000Z",
+          },
         },
       },
     ]);

@@ -90,7 +90,8 @@ export function userChannel(userId: number): string {
 }
 
 /** Laravel's event name for a new notification (what Echo's `.notification()` listens for). */
-export const NOTIFICATION_CREATED = "Illuminate\\Notifications\\Events\\BroadcastNotificationCreated";
+export const NOTIFICATION_CREATED =
+  "Illuminate\\Notifications\\Events\\BroadcastNotificationCreated";
 
 const SOCKET_CONNECTING = 0;
 

@@ -33,7 +33,10 @@ describe("a conversation", () => {
   it("re-applies events from during the fetch, and drops an older page asked for another list", () => {
     const state = replaceThread(
       { direct_messages: [makeDirectMessage(5), makeDirectMessage(6)], next_before: 5 },
-      [{ type: "created", directMessage: makeDirectMessage(6) }, { type: "created", directMessage: makeDirectMessage(7) }],
+      [
+        { type: "created", directMessage: makeDirectMessage(6) },
+        { type: "created", directMessage: makeDirectMessage(7) },
+      ],
       me,
       BOB.id,
     );

@@ -173,7 +173,9 @@ export class FakeServer {
         body: { direct_messages: page, next_before: hasMore ? (page[0]?.id ?? null) : null },
       };
     }
-    if (route === "GET /api/conversations") return { status: 200, body: { conversations: this.conversations(me.id) } };
+    if (route === "GET /api/conversations") {
+      return { status: 200, body: { conversations: this.conversations(me.id) } };
+    }
     if (route === "POST /api/direct-messages/read") {
       const other = (body as { with: number }).with;
       const now = new Date().toISOString();
