@@ -7,12 +7,16 @@ COPY ui/ ./
 RUN npm run build
 
 FROM python:3.11-slim-bookworm
-WORKDIR /app
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server/ server/
-COPY db/ db/
-RUN pip install --no-cache-dir -e . && useradd --system pgcast
-COPY --from=ui /src/ui/dist ui/dist
+# A regular install, not an editable one: the package lands in site-packages and the
+# sources are dropped. The SQL and the UI go to <prefix>/share/pgcast, where
+# server/resources.py looks for them outside a checkout.
+RUN pip install --no-cache-dir . && rm -rf /src && useradd --system pgcast
+COPY db/ /usr/local/share/pgcast/db/
+COPY --from=ui /src/ui/dist /usr/local/share/pgcast/ui/dist/
+WORKDIR /app
 USER pgcast
 EXPOSE 8080
 CMD ["pgcast", "serve"]

@@ -1,42 +1,66 @@
 # The two entry points are `make run` and `make test`; both set everything up on a fresh machine.
 PYTHON ?= python3
+NODE ?= node
+NPM ?= npm
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` installs what serving needs; `make test` adds the test tools (about 5 times the size).
+RUN_STAMP = $(VENV)/.installed-run
+TEST_STAMP = $(VENV)/.installed-test
 UI_STAMP := ui/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install
+.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install node-check
 
-run: $(VENV)/.installed ui/dist/index.html
+run: $(RUN_STAMP) ui/dist/index.html
 	$(BIN)/pgcast serve
 
-test: $(VENV)/.installed $(UI_STAMP) lint typecheck ui-test pytest
+test: $(TEST_STAMP) $(UI_STAMP) lint typecheck ui-test pytest
 
-$(VENV)/.installed: pyproject.toml
+# $(1): what to install into the virtualenv.
+define install_venv
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "pgcast needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '$(1)'
+endef
+
+$(RUN_STAMP): pyproject.toml
+	$(call install_venv,.)
 	touch $@
 
-$(UI_STAMP): ui/package-lock.json
-	cd ui && npm ci --no-audit --no-fund --loglevel=error
+# The test install holds everything the run install does.
+$(TEST_STAMP): pyproject.toml
+	$(call install_venv,.[test])
+	touch $@ $(RUN_STAMP)
+
+# The UI is built with Vite 8, which runs on Node.js ^20.19 or >=22.12.
+node-check:
+	@command -v $(NPM) >/dev/null 2>&1 || { echo "pgcast needs Node.js 20.19+ or 22.12+ with npm; $(NPM) was not found" >&2; exit 1; }
+	@version=$$($(NODE) --version 2>/dev/null) || { echo "pgcast needs Node.js 20.19+ or 22.12+ with npm; $(NODE) was not found" >&2; exit 1; }; \
+	case "$$version" in \
+	v20.19.*|v20.[2-9][0-9].*|v22.1[2-9].*|v22.[2-9][0-9].*|v2[3-9].*|v[3-9][0-9].*) ;; \
+	*) echo "pgcast needs Node.js 20.19+ or 22.12+ with npm; found node $$version" >&2; exit 1 ;; \
+	esac
+
+$(UI_STAMP): ui/package-lock.json | node-check
+	cd ui && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES)
-	cd ui && npm run build --silent
+ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES) | node-check
+	cd ui && $(NPM) run build --silent
 
 ui: ui/dist/index.html
 
-lint: $(VENV)/.installed
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check server tests $(wildcard bench)
 	$(BIN)/ruff format --check server tests $(wildcard bench)
 
-typecheck: $(VENV)/.installed
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy --strict server
 
 ui-test: $(UI_STAMP)
-	cd ui && npm test --silent
+	cd ui && $(NPM) test --silent
 
 # The browser tests drive Debian's chromium; Playwright never downloads a browser.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -46,20 +70,21 @@ chromium:
 
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(VENV)/.installed ui/dist/index.html chromium
+pytest: $(TEST_STAMP) ui/dist/index.html chromium
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
 # turns a run into bench/RESULTS.md and its plots (see bench/README.md).
 RUN_DIR = bench/out/run-$(shell date -u +%Y%m%d-%H%M%S)
 
-bench-install: $(VENV)/.installed
+bench-install: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
-# Every scenario at smoke size, about a minute; its report stays in its run directory.
+# Every scenario at smoke size, a minute or two; its report stays in its run directory.
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
-	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer compare; do \
+	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
+			compare channels versus_previous; do \
 		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -74,6 +99,8 @@ bench: bench-install
 	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
 	$(BIN)/python bench/quick.py --out $(FULL_DIR)
 	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
+	$(BIN)/python bench/channels.py --out $(FULL_DIR)
+	$(BIN)/python bench/versus_previous.py --out $(FULL_DIR)
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:

@@ -69,8 +69,12 @@ NOISY_OTHERS_PERCENT = 25.0
 PREFILL_BATCH = 1000
 SATURATED_PERCENT = 90.0
 
-# Frames are built by server/protocol.py with this key order; anything else takes the slow path.
+# A new-message frame starts with one of these, anything else takes the slow path: the native
+# codec (server/transports/native/codec.py) writes `data` as PostgreSQL prints the event
+# log's jsonb, with a space after each colon and comma; servers before channels, the peers
+# and socket_limit.py's frames write it compact.
 NEW_MESSAGE_PREFIX = '{"event":"new-message","channel":"messages","data":{"message":{"id":'
+JSONB_NEW_MESSAGE_PREFIX = '{"event":"new-message","channel":"messages","data":{"message": {"id": '
 
 INSERT_ONE = (
     "INSERT INTO messages (user_id, content) VALUES (%(user_id)s, %(content)s) RETURNING id"
@@ -149,6 +153,7 @@ def summarize_ms(values: list[float]) -> dict[str, float]:
 
 
 NEW_MESSAGE_PREFIX_BYTES = NEW_MESSAGE_PREFIX.encode()
+JSONB_NEW_MESSAGE_PREFIX_BYTES = JSONB_NEW_MESSAGE_PREFIX.encode()
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_HANDSHAKE_BYTES = 64 * 1024
@@ -156,10 +161,11 @@ MAX_HANDSHAKE_BYTES = 64 * 1024
 
 def message_id(payload: bytes) -> int | None:
     """The message id of a new-message frame, None for any other frame."""
-    if payload.startswith(NEW_MESSAGE_PREFIX_BYTES):
-        end = payload.find(b",", len(NEW_MESSAGE_PREFIX_BYTES))
-        with contextlib.suppress(ValueError):
-            return int(payload[len(NEW_MESSAGE_PREFIX_BYTES) : end])
+    for prefix in (JSONB_NEW_MESSAGE_PREFIX_BYTES, NEW_MESSAGE_PREFIX_BYTES):
+        if payload.startswith(prefix):
+            end = payload.find(b",", len(prefix))
+            with contextlib.suppress(ValueError):
+                return int(payload[len(prefix) : end])
     try:
         frame = json.loads(payload)
         if frame.get("event") == "new-message":
@@ -288,6 +294,7 @@ class Receiver(asyncio.Protocol):
     def _parse(self, buffer: bytes, now: float) -> bytes:
         position, size = 0, len(buffer)
         ids, times = self.ids, self.times
+        jsonb, jsonb_length = JSONB_NEW_MESSAGE_PREFIX_BYTES, len(JSONB_NEW_MESSAGE_PREFIX_BYTES)
         prefix, prefix_length = NEW_MESSAGE_PREFIX_BYTES, len(NEW_MESSAGE_PREFIX_BYTES)
         while size - position >= 2:
             first, second = buffer[position], buffer[position + 1]
@@ -299,8 +306,14 @@ class Receiver(asyncio.Protocol):
                 end = position + 4 + int.from_bytes(buffer[position + 2 : position + 4])
                 if end > size:
                     break
-                start = position + 4 + prefix_length
-                if buffer.startswith(prefix, position + 4):
+                start = position + 4
+                if buffer.startswith(jsonb, start):
+                    start += jsonb_length
+                elif buffer.startswith(prefix, start):
+                    start += prefix_length
+                else:
+                    start = 0
+                if start:
                     comma = buffer.find(b",", start, end)
                     try:
                         found = int(buffer[start:comma])

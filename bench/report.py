@@ -25,6 +25,11 @@ matplotlib.use("Agg")  # files only; there is no display
 import matplotlib.pyplot as plt
 from matplotlib import ticker
 
+if __package__ in (None, ""):  # run as a script: bench/report.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import channels, versus_previous
+
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = (
     "dblimits",
@@ -36,6 +41,8 @@ KINDS = (
     "compare",
     "quick",
     "slow",
+    "channels",
+    "versus-previous",
 )
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
@@ -421,6 +428,25 @@ def idle_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def channels_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## Channels (issue: a core that routes by channel)", ""]
+    if "channels" in runs:
+        lines += [
+            "### A channel's broadcasts beside other channels' sockets (`bench/channels.py`)",
+            "",
+            *channels.phase_table(runs["channels"]),
+            "",
+        ]
+    if "versus-previous" in runs:
+        lines += [
+            "### Against a previous commit (`bench/versus_previous.py`)",
+            "",
+            *versus_previous.figure_table(runs["versus-previous"]),
+            "",
+        ]
+    return lines if len(lines) > 2 else []
+
+
 def compare_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     compare = runs.get("compare")
     if not compare:
@@ -631,6 +657,7 @@ def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
         *resume_section(runs),
         *idle_section(runs),
         *compare_section(runs),
+        *channels_section(runs),
     ]
     profile = BENCH_DIR / "profile.md"
     if profile.exists():

@@ -51,9 +51,6 @@ import psycopg
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.listener import PAGE_SIZE as LISTENER_PAGE_SIZE
-from server.ws import REPLAY_PAGE_SIZE
-
 from bench.quick import (
     CONNECT_TIMEOUT,
     HOST,
@@ -85,6 +82,8 @@ from bench.quick import (
 )
 from server.core.cursor import CursorError
 from server.pg.eventlog import database_identity, read_page, resumable_position
+from server.pg.feed import PAGE_SIZE as LISTENER_PAGE_SIZE
+from server.pg.replay import REPLAY_PAGE_SIZE
 
 DEFAULTS: dict[str, Any] = {"events": 100_000, "content_bytes": 200}
 SMOKE: dict[str, Any] = {"events": 2_000, "content_bytes": 200}
@@ -362,8 +361,8 @@ async def run_pgcast(
 async def read_database(
     conninfo: str, cursor: str, page_size: int, postmaster: psutil.Process | None
 ) -> DbRead:
-    """What the replay reads, page by page from `cursor` to the end, as `_catch_up` in
-    server/ws.py does it, with no socket and no pool."""
+    """What the replay reads, page by page from `cursor` to the end, as server/pg/replay.py
+    does it for a socket of every channel, with no socket and no pool."""
     watched = {"loadgen": (psutil.Process(), False)}
     if postmaster is not None:
         watched["postgres"] = (postmaster, True)
@@ -383,7 +382,7 @@ async def read_database(
         while True:
             page = await read_page(conn, position, page_size)
             pages += 1
-            events += len(page.broadcasts)
+            events += len(page)
             position = page.end
             if page.complete:
                 break

@@ -173,7 +173,8 @@ BEGIN
             INSERT INTO broadcasts (channel, event, data)
             SELECT b.channel, b.event, b.data
             FROM new_rows r,
-                 LATERAL %s(r, CASE WHEN EXISTS (SELECT FROM old_rows o WHERE o.id = r.id)
+                 -- IN, not EXISTS: a hashed subplan, not a scan of old_rows per row.
+                 LATERAL %s(r, CASE WHEN r.id IN (SELECT o.id FROM old_rows o)
                                     THEN 'UPDATE' ELSE 'INSERT' END) b
             ORDER BY r.id
         $q$, broadcasts_of);
@@ -345,11 +346,66 @@ COMMENT ON COLUMN message_audit.client_addr IS 'Writer''s network address; NULL 
 COMMENT ON COLUMN message_audit.via_api IS 'True when the event came through pgcast''s HTTP API.';
 COMMENT ON COLUMN message_audit.tx IS 'Writer''s transaction id.';
 
+-- Private chat and notifications, one row per change: who, to whom, when, from where. A
+-- direct message is broadcast twice (to each of its people); the audit shows it once.
+CREATE OR REPLACE VIEW private_audit AS
+SELECT e.id AS event_id,
+       e.recorded_at,
+       CASE WHEN e.event LIKE '%direct-message%' THEN 'direct message' ELSE 'notification' END
+           AS kind,
+       e.event,
+       coalesce(e.data -> 'direct_message' ->> 'id', e.data -> 'notification' ->> 'id',
+                e.data ->> 'id') AS item_id,
+       CASE WHEN jsonb_typeof(e.data -> 'direct_message' -> 'sender_id') = 'number'
+            THEN (e.data -> 'direct_message' ->> 'sender_id')::numeric::bigint END AS sender_id,
+       e.data -> 'direct_message' -> 'sender' ->> 'name' AS sender_name,
+       CASE WHEN e.event LIKE '%direct-message%'
+            THEN CASE WHEN jsonb_typeof(e.data -> 'direct_message' -> 'recipient_id') = 'number'
+                      THEN (e.data -> 'direct_message' ->> 'recipient_id')::numeric::bigint END
+            ELSE substr(e.channel, 14)::bigint
+       END AS recipient_id,
+       coalesce(e.data -> 'direct_message' ->> 'content',
+                e.data ->> 'type', e.data -> 'notification' ->> 'type') AS content_or_type,
+       e.db_role,
+       e.application_name,
+       e.client_addr,
+       (e.application_name = 'pgcast') AS via_api,
+       e.tx
+FROM broadcasts e
+WHERE e.channel ~ '^private-user\.[0-9]{1,18}$'
+  AND e.event IN ('new-direct-message', 'direct-message-updated', 'direct-message-deleted',
+                  'Illuminate\Notifications\Events\BroadcastNotificationCreated',
+                  'notification-updated', 'notification-deleted')
+  -- The second copy of a direct message's broadcast follows the first in the same statement.
+  AND NOT (e.event LIKE '%direct-message%' AND EXISTS (
+      SELECT FROM broadcasts first
+      WHERE first.id = e.id - 1 AND first.tx = e.tx AND first.event = e.event
+        AND first.data = e.data));
+
+COMMENT ON VIEW private_audit IS 'Direct messages and notifications as they were broadcast: who, to whom, when, from where; one row per change, newest last. Deletions carry only the id.';
+COMMENT ON COLUMN private_audit.event_id IS 'broadcasts.id (of the first copy, for a direct message).';
+COMMENT ON COLUMN private_audit.recorded_at IS 'When the writer recorded it.';
+COMMENT ON COLUMN private_audit.kind IS 'direct message or notification.';
+COMMENT ON COLUMN private_audit.event IS 'The event name clients received.';
+COMMENT ON COLUMN private_audit.item_id IS 'direct_messages.id or notifications.id.';
+COMMENT ON COLUMN private_audit.sender_id IS 'Who wrote the direct message (NULL for notifications and deletions).';
+COMMENT ON COLUMN private_audit.sender_name IS 'Their name when it was written.';
+COMMENT ON COLUMN private_audit.recipient_id IS 'Who it was for (NULL for a deleted direct message).';
+COMMENT ON COLUMN private_audit.content_or_type IS 'The direct message''s text, or the notification''s type.';
+COMMENT ON COLUMN private_audit.db_role IS 'Database role of the writer.';
+COMMENT ON COLUMN private_audit.application_name IS 'Writer''s application_name: "pgcast" for the API, "pgcast-cli", "psql", ...';
+COMMENT ON COLUMN private_audit.client_addr IS 'Writer''s network address; NULL over a Unix socket.';
+COMMENT ON COLUMN private_audit.via_api IS 'True when it came through pgcast''s HTTP API.';
+COMMENT ON COLUMN private_audit.tx IS 'Writer''s transaction id.';
+
 -- Before channels, the messages triggers had a function of their own.
 DROP FUNCTION IF EXISTS pgcast_record_message_events();
 
 -- Sockets of a signed-out session or a deleted user are closed by every pgcast process:
--- they LISTEN on pgcast_revocations next to pgcast_events.
+-- they LISTEN on pgcast_revocations next to pgcast_events. A session ends when it is revoked,
+-- deleted while in force, or has its expiry moved into the past; sockets also close by
+-- themselves when the expiry they learned at sign-in passes, so deleting rows that have
+-- already expired (as retention does) announces nothing.
 CREATE OR REPLACE FUNCTION pgcast_announce_revocation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -360,7 +416,12 @@ BEGIN
         IF TG_OP = 'DELETE' OR (OLD.channel, OLD.user_id) IS DISTINCT FROM (NEW.channel, NEW.user_id) THEN
             PERFORM pg_notify('pgcast_revocations', 'membership:' || OLD.user_id || ':' || OLD.channel);
         END IF;
-    ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.revoked_at IS NULL AND OLD.expires_at > now() THEN
+            PERFORM pg_notify('pgcast_revocations', 'session:' || OLD.id);
+        END IF;
+    ELSIF (NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL)
+       OR (NEW.expires_at <= now() AND OLD.expires_at > now()) THEN
         PERFORM pg_notify('pgcast_revocations', 'session:' || NEW.id);
     END IF;
     RETURN NULL;
@@ -368,16 +429,85 @@ END
 $$;
 
 COMMENT ON FUNCTION pgcast_announce_revocation() IS
-    'Tells pgcast listeners to close the sockets of a revoked session or a deleted user, and to re-check a revoked channel membership.';
+    'Tells pgcast listeners to close the sockets of an ended session or a deleted user, and to re-check a revoked channel membership.';
 
 CREATE OR REPLACE TRIGGER users_announce_deletion
     AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
 
 CREATE OR REPLACE TRIGGER user_sessions_announce_revocation
-    AFTER UPDATE OF revoked_at ON user_sessions
+    AFTER UPDATE OF revoked_at, expires_at ON user_sessions
     FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
 
 CREATE OR REPLACE TRIGGER channel_members_announce_revocation
     AFTER DELETE OR UPDATE ON channel_members
     FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
+
+CREATE OR REPLACE TRIGGER user_sessions_announce_deletion
+    AFTER DELETE ON user_sessions
+    FOR EACH ROW EXECUTE FUNCTION pgcast_announce_revocation();
+
+-- The event log's transaction ids mean something only in the cluster that issued them. After
+-- pg_dump/pg_restore into another cluster (or a file copy of its data), they may be ahead of
+-- the new counter, or in the range it will pass later: events would be sent again and again,
+-- or sent again as news. Run by `pgcast migrate` and by every pgcast process before it
+-- issues or checks a cursor; returns what it did, or NULL when the log was in order.
+--
+-- "History" is transaction id 2 (FrozenTransactionId): below the xmin of every snapshot, so
+-- every snapshot sees it as committed, and no read of the log returns it again.
+CREATE OR REPLACE FUNCTION pgcast_adopt_event_log() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    this_cluster bigint;
+    recorded pgcast_instance%ROWTYPE;
+    counter xid8;
+    foreign_log boolean;
+    moved bigint;
+BEGIN
+    BEGIN
+        SELECT system_identifier INTO this_cluster FROM pg_control_system();
+    EXCEPTION WHEN insufficient_privilege THEN
+        -- Callable by every role by default (PostgreSQL 15 to 18); where an administrator
+        -- revoked it, the transaction counter is the only witness.
+        this_cluster := NULL;
+    END;
+    -- One process at a time; the counter is read after the lock, or a process that waited
+    -- would compare an old counter with the one its predecessor just recorded.
+    SELECT * INTO recorded FROM pgcast_instance FOR UPDATE;
+    counter := pg_snapshot_xmax(pg_current_snapshot());
+    foreign_log := coalesce(recorded.system_identifier <> this_cluster, false)
+        OR coalesce(counter < recorded.checked_xmax, false)
+        -- Never checked, or cannot be: ids this cluster has not reached say it is another.
+        OR (recorded.system_identifier IS NULL
+            AND EXISTS (SELECT 1 FROM broadcasts WHERE tx >= counter));
+    IF foreign_log THEN
+        UPDATE broadcasts SET tx = '2' WHERE tx <> '2';
+        GET DIAGNOSTICS moved = ROW_COUNT;
+        -- Old cursors name the other cluster's snapshots: a new instance_id refuses them,
+        -- and what retention removed there says nothing about ids here.
+        UPDATE pgcast_instance
+        SET instance_id = gen_random_uuid(), system_identifier = this_cluster,
+            checked_xmax = counter, pruned_tx = NULL;
+        RAISE WARNING 'pgcast: the event log came from another PostgreSQL cluster; % event(s) moved into history', moved;
+        RETURN format('the event log came from another PostgreSQL cluster (restored or copied); '
+                      '%s event(s) moved into history, and cursors issued before are refused',
+                      moved);
+    END IF;
+    -- Same cluster: an id it has not reached can only have been written by hand. No cursor
+    -- was ever sent such an event (a read never returns one), so cursors stay valid.
+    UPDATE broadcasts SET tx = '2' WHERE tx >= counter;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    UPDATE pgcast_instance
+    SET system_identifier = coalesce(this_cluster, system_identifier),
+        checked_xmax = greatest(checked_xmax, counter);
+    IF moved > 0 THEN
+        RAISE WARNING 'pgcast: % event(s) had a transaction id this cluster has not issued yet; moved into history', moved;
+        RETURN format('%s event(s) had a transaction id this cluster has not issued yet '
+                      '(written by hand?); moved into history', moved);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_adopt_event_log() IS
+    'Makes the event log''s transaction ids this cluster''s: after a restore into another cluster, every event becomes history and old cursors are refused. Returns what it did, or NULL.';

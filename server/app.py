@@ -6,7 +6,6 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import workos
@@ -17,7 +16,8 @@ from server.background import running
 from server.config import Config
 from server.core.hub import Hub
 from server.db import create_pool
-from server.errors import error_middleware
+from server.errors import error_middleware, request_limits_middleware, server_handler_args
+from server.headers import security_headers_hook
 from server.keys import (
     CONFIG,
     DATABASE_ID,
@@ -39,12 +39,11 @@ from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
 from server.pg.revocations import Revocations
 from server.ratelimit import SocketLimiter, post_limiter
+from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
 from server.transports.native import handler as native
 from server.transports.websocket import close_all_sockets
-
-UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 LISTEN_STARTUP_TIMEOUT_SECONDS = 30.0
 DEFAULT_WORKOS_BASE_URL = "https://api.workos.com/"
@@ -121,7 +120,8 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
         app[TOKENS] = AccessTokenVerifier(
             http,
             jwks_url=client.user_management.get_jwks_url(),
-            issuer=config.workos_issuer or base_url.rstrip("/"),
+            issuer=config.workos_issuer or base_url,
+            client_id=config.workos_client_id,
         )
         try:
             yield
@@ -161,12 +161,18 @@ def client_max_size(config: Config) -> int:
 def create_app(config: Config) -> web.Application:
     app = web.Application(
         # Sessions outermost: a change made before an error (a spent login state) is saved.
-        middlewares=[auth.cookie_session_middleware(config), error_middleware],
+        middlewares=[
+            auth.cookie_session_middleware(config),
+            error_middleware,
+            request_limits_middleware,
+        ],
         client_max_size=client_max_size(config),
+        handler_args=server_handler_args(),
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_sockets)
+    app.on_response_prepare.append(security_headers_hook(config))
     app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, rate_limits_ctx, retention_ctx])
     api.setup_routes(app)
     auth.setup_routes(app)

@@ -3,7 +3,6 @@ checks for browsers, revocable sessions, and dev login."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from server import queries
-from server.config import Config
+from server.config import LOOPBACK_HOSTS, Config
 from server.errors import ApiError
 from server.keys import CONFIG, POOL, TOKENS
 from server.protocol import JsonObject
+from server.text import NotJson, NotText, parse_json, text_problem
 from server.tokens import InvalidToken
 
 SESSION_COOKIE = "pgcast_session"
@@ -47,14 +47,24 @@ class Principal:
     session_id: str | None
     """The cookie session; None for a bearer token (no cookie, so no CSRF exposure)."""
     workos_session_id: str | None = None
+    session_seconds_left: float | None = None
+    """How long the cookie session had left when it was checked (the database's clock)."""
 
 
 def user_from_row(row: tuple[Any, ...]) -> User:
     return User(id=row[0], name=row[1], avatar_url=row[2], email=row[3])
 
 
+class _SessionCookieStorage(EncryptedCookieStorage):
+    def load_cookie(self, request: web.Request) -> str | None:
+        cookie = super().load_cookie(request)
+        # A Fernet token is ASCII. Anything else (invalid UTF-8 arrives as lone surrogates)
+        # is no session at all, as a cookie that fails to decrypt is.
+        return cookie if cookie is None or cookie.isascii() else None
+
+
 def cookie_session_middleware(config: Config) -> Middleware:
-    storage = EncryptedCookieStorage(
+    storage = _SessionCookieStorage(
         config.session_key.value,
         cookie_name=SESSION_COOKIE,
         max_age=config.session_max_age,
@@ -80,7 +90,9 @@ async def authenticate(request: web.Request) -> Principal | None:
         row = await cursor.fetchone()
     if row is None:
         return None
-    return Principal(user_from_row(row), session_id, workos_session_id=row[4])
+    return Principal(
+        user_from_row(row), session_id, workos_session_id=row[4], session_seconds_left=row[5]
+    )
 
 
 async def _bearer_principal(request: web.Request, authorization: str) -> Principal:
@@ -143,11 +155,40 @@ async def end_session(request: web.Request) -> str | None:
     return None if principal is None else principal.workos_session_id
 
 
-def origin_of(url: str) -> str | None:
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(url: str, *, bare: bool) -> tuple[str, str, int] | None:
+    """Scheme, host and port, as browsers compare origins (default ports filled in).
+
+    `bare`: the URL must be an origin and nothing more, as an `Origin` header is."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
         return None
-    return f"{parts.scheme}://{parts.netloc}"
+    scheme = parts.scheme.lower()
+    if not host or scheme not in _DEFAULT_PORTS or "@" in parts.netloc:
+        return None
+    if bare and (parts.path or parts.query or parts.fragment):
+        return None
+    return scheme, host, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def _is_our_origin(config: Config, url: str, *, bare: bool) -> bool:
+    ours, theirs = _origin_key(config.public_origin, bare=True), _origin_key(url, bare=bare)
+    if ours is None or theirs is None:
+        return False
+    if ours == theirs:
+        return True
+    # In dev mode the public origin is loopback (config makes sure), and a browser opened on
+    # http://localhost:8080 instead of 127.0.0.1 is the same person at the same server.
+    return (
+        config.dev_login
+        and ours[0::2] == theirs[0::2]
+        and ours[1] in LOOPBACK_HOSTS
+        and theirs[1] in LOOPBACK_HOSTS
+    )
 
 
 def is_same_origin(request: web.Request) -> bool:
@@ -156,32 +197,37 @@ def is_same_origin(request: web.Request) -> bool:
     `Origin` decides when present (browsers send it on every cross-site request and on
     same-site POSTs); otherwise `Sec-Fetch-Site`, then `Referer`. With none, it is refused.
     """
-    expected = request.app[CONFIG].public_origin
+    config = request.app[CONFIG]
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin == expected
+        return _is_our_origin(config, origin, bare=True)
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
         return fetch_site == "same-origin"
     referer = request.headers.get("Referer")
-    return referer is not None and origin_of(referer) == expected
+    return referer is not None and _is_our_origin(config, referer, bare=False)
 
 
 def require_same_origin(request: web.Request) -> None:
     if not is_same_origin(request):
-        raise ApiError(403, "cross_site_request", "This request did not come from this site.")
+        expected = request.app[CONFIG].public_origin
+        raise ApiError(
+            403,
+            "cross_site_request",
+            f"This request did not come from this site; pgcast expects pages from {expected} "
+            "(PGCAST_PUBLIC_URL).",
+        )
 
 
 async def read_json_object(request: web.Request) -> JsonObject:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    raw = await request.read()
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "The body is not valid UTF-8.") from None
-    except (RecursionError, ValueError):
-        raise ApiError(400, "malformed_json", "The body is not valid JSON.") from None
+        body = parse_json(await request.read())
+    except NotJson as error:
+        raise ApiError(400, "malformed_json", str(error)) from None
+    except NotText as error:
+        raise ApiError(422, "invalid_text", str(error)) from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_shape", "The body must be a JSON object.")
     return body
@@ -192,8 +238,11 @@ def _required_text(body: JsonObject, field: str, max_length: int) -> str:
     if not isinstance(value, str):
         raise ApiError(400, "invalid_shape", f'"{field}" must be a string.')
     value = value.strip()
-    if not value or len(value) > max_length or "\x00" in value:
+    if not value or len(value) > max_length:
         raise ApiError(422, f"invalid_{field}", f'"{field}" must be 1 to {max_length} characters.')
+    problem = text_problem(value)
+    if problem is not None:
+        raise ApiError(422, f"invalid_{field}", f'"{field}" {problem}.')
     return value
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +52,7 @@ class Config:
     workos_webhook_secret: Secret | None
     workos_base_url: str | None
     workos_issuer: str | None
+    pusher: PusherApp
 
     @property
     def public_origin(self) -> str:
@@ -104,6 +107,10 @@ def _flag(env: Mapping[str, str], name: str) -> bool | None:
     raise ConfigError(f"{name}={raw!r} must be 1 or 0")
 
 
+# The names a browser on this machine may use for it (`localhost` resolves to either address).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -111,6 +118,39 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def url_host(host: str) -> str:
+    """The host as a URL writes it: an IPv6 address goes in brackets."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return f"[{host}]" if address.version == 6 else host
+
+
+def _generated_once(path: Path, make: Callable[[], str]) -> str:
+    """The text kept in `path`, made by `make` the first time. Written aside, then linked
+    into place: a process starting at the same moment sees the whole file or none, never an
+    empty one. The link fails if another process won, and then its text is read."""
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = make()
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(text + "\n")
+            os.link(draft, path)
+        finally:
+            draft.unlink(missing_ok=True)
+        return text
+    except FileExistsError:
+        return _generated_once(path, make)
+    except OSError as error:
+        raise ConfigError(f"cannot keep {path.name} in {path.parent}: {error.strerror}") from None
 
 
 def _session_key(env: Mapping[str, str], data_dir: Path) -> Secret:
@@ -126,30 +166,67 @@ def _session_key(env: Mapping[str, str], data_dir: Path) -> Secret:
     # A key generated once and kept beside the embedded database keeps dev sessions alive
     # across restarts without anyone having to invent a secret.
     key_file = data_dir / "session.key"
+    key = _generated_once(key_file, lambda: Fernet.generate_key().decode())
     try:
-        if key_file.exists():
-            key = key_file.read_text().strip()
-            Fernet(key.encode())
-            return Secret(key)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key().decode()
-        # Written aside, then linked into place: a process starting at the same moment sees
-        # the whole key or no file, never an empty one. The link fails if another won.
-        draft = data_dir / f".session.key.{os.getpid()}"
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(key + "\n")
-            os.link(draft, key_file)
-        finally:
-            draft.unlink(missing_ok=True)
-        return Secret(key)
-    except FileExistsError:
-        return _session_key(env, data_dir)
+        Fernet(key.encode())
     except ValueError:
         raise ConfigError(f"{key_file} does not hold a valid Fernet key") from None
-    except OSError as error:
-        raise ConfigError(f"cannot keep the session key in {data_dir}: {error.strerror}") from None
+    return Secret(key)
+
+
+@dataclass(frozen=True)
+class PusherApp:
+    """The credentials Pusher clients and server SDKs use. The key is public (it is in every
+    client's configuration); the secret signs channel authorizations and API requests."""
+
+    app_id: str
+    key: str
+    secret: Secret
+    open_public_channels: bool
+    """`PGCAST_PUSHER_PUBLIC_CHANNELS=open`: anyone with the key may join public channels."""
+
+
+_PUSHER_APP_ID = re.compile(r"^[0-9]{1,20}$")
+_PUSHER_TOKEN = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+
+
+def _pusher_app(env: Mapping[str, str], data_dir: Path) -> PusherApp:
+    app_id = env.get("PGCAST_PUSHER_APP_ID") or None
+    key = env.get("PGCAST_PUSHER_KEY") or None
+    secret = env.get("PGCAST_PUSHER_SECRET") or None
+    if app_id is None or key is None or secret is None:
+        # Generated once beside the embedded database, like the session key: whichever of
+        # the three is unset comes from there.
+        path = data_dir / "pusher.json"
+        text = _generated_once(
+            path,
+            lambda: json.dumps(
+                {
+                    "app_id": str(secrets.randbelow(10**9 - 10**6) + 10**6),
+                    "key": secrets.token_hex(10),
+                    "secret": secrets.token_hex(20),
+                }
+            ),
+        )
+        try:
+            stored = json.loads(text)
+            app_id = app_id or str(stored["app_id"])
+            key = key or str(stored["key"])
+            secret = secret or str(stored["secret"])
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"{path} does not hold Pusher credentials; delete it to generate new ones"
+            ) from None
+    if _PUSHER_APP_ID.match(app_id) is None:
+        raise ConfigError("PGCAST_PUSHER_APP_ID must be digits only")
+    if _PUSHER_TOKEN.match(key) is None:
+        raise ConfigError("PGCAST_PUSHER_KEY must be 8 to 128 of A-Z a-z 0-9 _ -")
+    if _PUSHER_TOKEN.match(secret) is None:
+        raise ConfigError("PGCAST_PUSHER_SECRET must be 8 to 128 of A-Z a-z 0-9 _ -")
+    public = (env.get("PGCAST_PUSHER_PUBLIC_CHANNELS") or "signed-in").lower()
+    if public not in ("signed-in", "open"):
+        raise ConfigError("PGCAST_PUSHER_PUBLIC_CHANNELS must be signed-in or open")
+    return PusherApp(app_id, key, Secret(secret), open_public_channels=public == "open")
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
@@ -158,9 +235,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     host = env.get("PGCAST_HOST") or "127.0.0.1"
     port = _int(env, "PGCAST_PORT", 8080, low=0, high=65535)
 
-    public_url = (env.get("PGCAST_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    public_url = (env.get("PGCAST_PUBLIC_URL") or f"http://{url_host(host)}:{port}").rstrip("/")
+    try:
+        parts = urlsplit(public_url)
+        public_host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"PGCAST_PUBLIC_URL={public_url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not public_host:
         raise ConfigError(f"PGCAST_PUBLIC_URL={public_url!r} must be an http(s) URL")
 
     api_key = env.get("WORKOS_API_KEY") or None
@@ -168,13 +249,21 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if (api_key is None) != (client_id is None):
         raise ConfigError("set both WORKOS_API_KEY and WORKOS_CLIENT_ID, or neither")
 
+    # Dev login signs anyone in as anyone: only the people at this machine may reach it.
+    # The listen address alone does not say so: a reverse proxy on this machine can publish
+    # a loopback listener to the world, and then the public origin is not loopback.
     dev_login = _flag(env, "PGCAST_DEV_LOGIN")
     if dev_login is None:
-        dev_login = api_key is None and is_loopback(host)
+        dev_login = api_key is None and is_loopback(host) and is_loopback(public_host)
     if dev_login and not is_loopback(host):
         raise ConfigError(
             f"dev login is on but PGCAST_HOST={host} is not a loopback address; "
             "unset PGCAST_DEV_LOGIN or listen on 127.0.0.1"
+        )
+    if dev_login and not is_loopback(public_host):
+        raise ConfigError(
+            f"dev login is on but PGCAST_PUBLIC_URL={public_url} is not a loopback address; "
+            "unset PGCAST_DEV_LOGIN or configure WorkOS"
         )
 
     webhook_secret = env.get("WORKOS_WEBHOOK_SECRET") or None
@@ -205,4 +294,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         workos_webhook_secret=Secret(webhook_secret) if webhook_secret else None,
         workos_base_url=env.get("WORKOS_BASE_URL") or None,
         workos_issuer=env.get("WORKOS_ISSUER") or None,
+        pusher=_pusher_app(env, data_dir),
     )

@@ -23,6 +23,9 @@ HUB = web.AppKey("hub", Hub)
 LISTENER = web.AppKey("listener", Listener)
 POLICY = web.AppKey("listen_policy", ListenPolicy)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+# Optional: how often /ws pings a client (server/ws.py HEARTBEAT_SECONDS unless set; tests
+# shorten it).
+SOCKET_HEARTBEAT_SECONDS = web.AppKey("socket_heartbeat_seconds", float)
 METRICS = web.AppKey("metrics", Metrics)
 POST_LIMITER = web.AppKey("post_limiter", PostLimiter)
 SOCKET_LIMITER = web.AppKey("socket_limiter", SocketLimiter)

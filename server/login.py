@@ -92,6 +92,8 @@ async def callback(request: web.Request) -> web.Response:
     issued_at = pending.get("issued_at")
     if (
         not isinstance(expected, str)
+        # compare_digest raises TypeError on non-ASCII text; ours is ASCII, so theirs must be.
+        or not state.isascii()
         or not secrets.compare_digest(expected, state)
         or not isinstance(issued_at, int)
         or time.time() - issued_at > LOGIN_STATE_SECONDS

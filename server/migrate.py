@@ -1,9 +1,9 @@
-"""Applies db/migrations/ (yoyo) and then db/triggers.sql, one process at a time."""
+"""Applies db/migrations/ (yoyo) and then db/triggers.sql, one process at a time, and makes
+sure the event log belongs to this cluster (a restored database gets it rebased)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg
@@ -11,8 +11,8 @@ from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
 from server import queries
+from server.resources import DB_DIR
 
-DB_DIR = Path(__file__).resolve().parent.parent / "db"
 # Any constant works; it only has to be the same in every pgcast process.
 MIGRATION_LOCK_KEY = 0x70676361_7374  # "pgcast"
 
@@ -46,6 +46,9 @@ def migrate(conninfo: str) -> list[str]:
                 backend.connection.close()
             with lock_conn.transaction():
                 lock_conn.execute((DB_DIR / "triggers.sql").read_text())
+                adopted = lock_conn.execute(queries.ADOPT_EVENT_LOG).fetchone()
+            if adopted is not None and adopted[0] is not None:
+                log.warning("%s", adopted[0])
         finally:
             lock_conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
     applied = [migration.id for migration in pending]

@@ -23,11 +23,14 @@ SELECT pg_current_snapshot()::text,
        (extract(epoch FROM statement_timestamp()) * 1000000)::bigint
 """
 
-# What a cursor is checked against: the newest transaction id that can have committed, and
-# the newest event that retention removed.
+# Makes sure the event log's transaction ids are this cluster's (db/triggers.sql); what it
+# did, or NULL.
+ADOPT_EVENT_LOG: Final[LiteralString] = "SELECT pgcast_adopt_event_log()"
+
+# What a cursor is checked against: the current snapshot, and the newest transaction among
+# the events that retention removed.
 CURSOR_LIMITS: Final[LiteralString] = """
-SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-       (extract(epoch FROM pruned_through) * 1000000)::bigint
+SELECT pg_current_snapshot()::text, pruned_tx::text::bigint
 FROM pgcast_instance
 """
 
@@ -44,12 +47,22 @@ FROM pgcast_instance
 # EVENTS_PAGE reads every channel (the listener) through broadcasts_tx_idx;
 # CHANNEL_EVENTS_PAGE reads only the channels asked for (a replay), each branch once per
 # channel through broadcasts_channel_tx_idx, so a replay never walks other channels' events.
+# No event whose tx `here` does not see is returned. A row the triggers wrote is visible to
+# this statement only once its transaction committed, so this drops only rows that carry
+# someone else's tx (written by hand, or restored from another cluster). Returned, such a row
+# would come back on every read while its tx stays ahead of the counter or in progress: the
+# page would end at `here` and the next read would find it again, and with a page of them the
+# listener would never finish. after_batch tests it (the upper bound keeps the range branch an
+# index range); rest_of_batch is bounded by `next`, which is never ahead of `here`
+# (eventlog.resumable_position refuses a cursor whose `next` sees what is still in progress).
+# Testing it there too changed the plan on a small table never analyzed to a scan and sort.
 # `here` is MATERIALIZED: inlined, the snapshot and its text were computed again per row.
 # The first row always carries `here`, even on an empty page.
 _HERE: Final[LiteralString] = """
 WITH here AS MATERIALIZED (
-    SELECT pg_current_snapshot()::text AS snap,
+    SELECT s AS snapshot, pg_snapshot_xmax(s) AS xmax, s::text AS snap,
            (extract(epoch FROM statement_timestamp()) * 1000000)::bigint AS taken_at_us
+    FROM pg_current_snapshot() AS s
 ),
 """
 
@@ -87,11 +100,14 @@ rest_of_batch AS (
 after_batch AS (
     (SELECT 2 AS part, e.* FROM broadcasts e
      WHERE e.tx >= %(next_xmax)s::text::xid8
+       AND e.tx < (SELECT xmax FROM here)
+       AND pg_visible_in_snapshot(e.tx, (SELECT snapshot FROM here))
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
     UNION ALL
     (SELECT 2 AS part, e.* FROM broadcasts e
      WHERE e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot)))
+       AND pg_visible_in_snapshot(e.tx, (SELECT snapshot FROM here))
      ORDER BY e.tx, e.id
      LIMIT %(limit)s)
 ),
@@ -141,13 +157,15 @@ after_batch AS (
     SELECT 2 AS part, e.* FROM wanted w, LATERAL (
         (SELECT * FROM broadcasts e
          WHERE (e.channel, e.tx) >= (w.channel, %(next_xmax)s::text::xid8)
-           AND e.channel <= w.channel
+           AND (e.channel, e.tx) < (w.channel, (SELECT xmax FROM here))
+           AND pg_visible_in_snapshot(e.tx, (SELECT snapshot FROM here))
          ORDER BY e.channel, e.tx, e.id
          LIMIT %(limit)s)
         UNION ALL
         (SELECT * FROM broadcasts e
          WHERE e.channel = w.channel
            AND e.tx = ANY (ARRAY(SELECT pg_snapshot_xip(%(next)s::pg_snapshot)))
+           AND pg_visible_in_snapshot(e.tx, (SELECT snapshot FROM here))
          ORDER BY e.channel, e.tx, e.id
          LIMIT %(limit)s)
     ) e
@@ -192,11 +210,29 @@ VALUES (%(session_id)s, %(user_id)s, %(workos_session_id)s,
 """
 
 # A cookie is only as good as its row: revoked, expired, or its user deleted means signed out.
+# The time it has left is measured on the database's clock, which decided it is valid.
 SESSION_USER: Final[LiteralString] = """
-SELECT u.id, u.name, u.avatar_url, u.email, s.workos_session_id
+SELECT u.id, u.name, u.avatar_url, u.email, s.workos_session_id,
+       extract(epoch FROM s.expires_at - now())::float8
 FROM user_sessions s
 JOIN users u ON u.id = s.user_id
 WHERE s.id = %(session_id)s AND s.revoked_at IS NULL AND s.expires_at > now()
+"""
+
+# Of the sessions and users with sockets in this process, those that ended: what a listener
+# that was away missed of pgcast_revocations. Users first, so their sockets say why.
+ENDED_AMONG: Final[LiteralString] = """
+SELECT 'user', u.id::text, 'account deleted'
+FROM unnest(%(user_ids)s::bigint[]) AS u(id)
+WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = u.id)
+UNION ALL
+SELECT 'session', s.id,
+       CASE WHEN us.id IS NOT NULL AND us.revoked_at IS NULL THEN 'session expired'
+            ELSE 'signed out' END
+FROM unnest(%(session_ids)s::text[]) AS s(id)
+LEFT JOIN user_sessions us ON us.id = s.id
+WHERE us.id IS NULL OR us.revoked_at IS NOT NULL OR us.expires_at <= now()
+ORDER BY 1 DESC
 """
 
 REVOKE_SESSION: Final[LiteralString] = """
@@ -250,16 +286,22 @@ DO UPDATE SET name = EXCLUDED.name
 RETURNING id, name, avatar_url, email
 """
 
-# Retention: drop old events and remember the newest one dropped, so a cursor that may
-# still need it is refused (4400) instead of silently skipping it.
+# Retention: drop old events and remember the newest transaction dropped, so a cursor that
+# may still need one of them is refused (4400) instead of silently skipping it. An event whose
+# tx this snapshot does not see yet (written by hand with a tx from the future) was never
+# sent to anyone, and a read never would have returned it before its tx came round: it must
+# not make every cursor look too old.
 PRUNE_EVENTS: Final[LiteralString] = """
 WITH pruned AS (
     DELETE FROM broadcasts
     WHERE recorded_at < now() - %(retention)s::interval
-    RETURNING recorded_at
+    RETURNING recorded_at, tx
 )
 UPDATE pgcast_instance
-SET pruned_through = greatest(pruned_through, (SELECT max(recorded_at) FROM pruned))
+SET pruned_through = greatest(pruned_through, (SELECT max(recorded_at) FROM pruned)),
+    pruned_tx = greatest(pruned_tx, (
+        SELECT max(tx) FROM pruned WHERE pg_visible_in_snapshot(tx, pg_current_snapshot())
+    ))
 WHERE EXISTS (SELECT 1 FROM pruned)
 """
 
@@ -273,21 +315,8 @@ WHERE NOT pgcast_may_listen(%(user_id)s, c.name)
 ORDER BY c.position
 """
 
-# What a process re-checks of its open subscriptions when revocations may have been missed
-# (the LISTEN connection was down) or a membership was revoked.
-ENDED_SESSIONS: Final[LiteralString] = """
-SELECT s.id FROM unnest(%(session_ids)s::text[]) AS s(id)
-WHERE NOT EXISTS (
-    SELECT FROM user_sessions us
-    WHERE us.id = s.id AND us.revoked_at IS NULL AND us.expires_at > now()
-)
-"""
-
-DELETED_USERS: Final[LiteralString] = """
-SELECT u.id FROM unnest(%(user_ids)s::bigint[]) AS u(id)
-WHERE NOT EXISTS (SELECT FROM users WHERE users.id = u.id)
-"""
-
+# Which of a process's open subscriptions the listen rule no longer allows: checked when a
+# membership is revoked, and after the LISTEN connection was down (with ENDED_AMONG).
 FORBIDDEN_SUBSCRIPTIONS: Final[LiteralString] = """
 SELECT s.user_id, s.channel
 FROM unnest(%(user_ids)s::bigint[], %(channels)s::text[]) AS s(user_id, channel)

@@ -22,10 +22,23 @@ class InvalidToken(Exception):
 
 
 class AccessTokenVerifier:
-    def __init__(self, http: aiohttp.ClientSession, jwks_url: str, issuer: str) -> None:
+    """Checks that a token is WorkOS's, unexpired, and issued for our application.
+
+    One WorkOS environment signs the tokens of all its applications with one key, so the
+    signature alone does not say the token is for us. WorkOS names the application either in
+    `aud` (issuer `https://api.workos.com`) or in the issuer itself
+    (`https://api.workos.com/user_management/<client id>`, then with no `aud`)."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, jwks_url: str, issuer: str, client_id: str
+    ) -> None:
         self._http = http
         self._jwks_url = jwks_url
-        self._issuer = issuer
+        self._client_id = client_id
+        base = issuer.rstrip("/")
+        self._client_issuer = f"{base}/user_management/{client_id}"
+        # WorkOS's documents write the issuer both with and without the trailing slash.
+        self._issuers = [base, base + "/", self._client_issuer]
         self._keys: jwt.PyJWKSet | None = None
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -44,15 +57,26 @@ class AccessTokenVerifier:
                 token,
                 key.key,
                 algorithms=["RS256"],
-                issuer=self._issuer,
+                issuer=self._issuers,
                 options={"require": ["exp", "iat", "sub", "iss"], "verify_aud": False},
             )
         except jwt.PyJWTError as error:
             raise InvalidToken(str(error)) from None
+        self._check_audience(claims)
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("token has no subject")
         return subject
+
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        audience = claims.get("aud")
+        if audience is None:
+            if claims["iss"] != self._client_issuer:
+                raise InvalidToken("token names no audience")
+            return
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or self._client_id not in audiences:
+            raise InvalidToken("token was issued for another application")
 
     async def _key(self, key_id: str) -> jwt.PyJWK:
         loop = asyncio.get_running_loop()

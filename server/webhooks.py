@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 
 from aiohttp import web
 from workos import WorkOSError
@@ -14,11 +14,16 @@ from server import queries
 from server.errors import ApiError
 from server.keys import CONFIG, POOL, WORKOS
 from server.login import workos_user_params
+from server.text import NotJson, NotText, parse_json
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_TOLERANCE_SECONDS = 180
 HANDLED_EVENTS = frozenset({"user.updated", "user.deleted"})
+# The only shape the SDK's check can accept: `t=<milliseconds>, v1=<hex HMAC-SHA256>`.
+# Checked first, because the SDK fails with TypeError on non-ASCII and OverflowError on a
+# huge timestamp instead of the ValueError it documents.
+_SIGNATURE = re.compile(r"t=\d{1,16}, v1=[0-9a-f]{64}", re.ASCII)
 
 
 async def workos_webhook(request: web.Request) -> web.Response:
@@ -30,6 +35,8 @@ async def workos_webhook(request: web.Request) -> web.Response:
     body = await request.read()
     if not signature:
         raise ApiError(401, "invalid_signature", "The WorkOS-Signature header is missing.")
+    if _SIGNATURE.fullmatch(signature) is None:
+        raise ApiError(401, "invalid_signature", "The WorkOS-Signature header is malformed.")
     try:
         client.webhooks.verify_header(
             event_body=body,
@@ -40,9 +47,11 @@ async def workos_webhook(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError(401, "invalid_signature", "The webhook signature is not valid.") from None
     try:
-        document = json.loads(body)
-    except ValueError:
+        document = parse_json(body)
+    except NotJson:
         raise ApiError(400, "invalid_event", "The webhook body is not JSON.") from None
+    except NotText as error:
+        raise ApiError(400, "invalid_event", str(error)) from None
     kind = document.get("event") if isinstance(document, dict) else None
     if not isinstance(kind, str) or not isinstance(document.get("data"), dict):
         raise ApiError(400, "invalid_event", "The webhook body is not a WorkOS event.")

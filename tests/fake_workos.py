@@ -274,6 +274,12 @@ class FakeWorkOS:
         tokens carry ``https://api.workos.com`` (unless ``issuer=`` was given)."""
         return self._issuer_override or self.base_url.rstrip("/")
 
+    @property
+    def client_issuer(self) -> str:
+        """The other ``iss`` WorkOS uses, one that names the client: with it, tokens carry no
+        ``aud`` (``extra_claims={"iss": fake.client_issuer, "aud": None}``)."""
+        return f"{self.base_url}user_management/{self.client_id}"
+
     def pgcast_env(self, **extra: str) -> dict[str, str]:
         """The settings that point pgcast (and its SDK) at this fake."""
         return {
@@ -377,8 +383,11 @@ class FakeWorkOS:
     ) -> str:
         """An AuthKit-style access token.
 
-        Claims: ``iss``, ``sub``, ``sid``, ``jti``, ``iat``, ``exp``, ``auth_time`` (no
-        ``org_id``/``aud``). ``expires_in`` may be negative for an expired token.
+        Claims: ``iss``, ``aud`` (the client id), ``sub``, ``sid``, ``jti``, ``iat``, ``exp``,
+        ``auth_time`` (no ``org_id``). WorkOS names the application a token is for either in
+        ``aud`` (with the ``https://api.workos.com`` issuer) or in the issuer itself
+        (``https://api.workos.com/user_management/<client id>``, then without ``aud``; see
+        :attr:`client_issuer`). ``expires_in`` may be negative for an expired token.
         ``key=None`` signs with the fake's JWKS key; pass another key (or ``alg="none"``) to
         make tokens that must be rejected. ``kid`` defaults to the fake's key id.
         ``extra_claims`` are merged last; a ``None`` value removes that claim.
@@ -389,6 +398,7 @@ class FakeWorkOS:
         iat = now if ttl > 0 else exp - self.access_token_ttl
         claims: JSONDict = {
             "iss": self.issuer,
+            "aud": self.client_id,
             "sub": user_id,
             "sid": session_id or new_id("session"),
             "jti": new_ulid(),

@@ -8,9 +8,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import psycopg
 import pytest
 
 from bench import (
+    channels,
     db_limits,
     fanout,
     idle_sockets,
@@ -20,7 +22,13 @@ from bench import (
     resume,
     slow_consumer,
     socket_limit,
+    versus_previous,
 )
+from server.core.cursor import BatchCursors, Snapshot
+from server.core.events import Event
+from server.transports.native.codec import CODEC, connected_frame
+from server.wire import text_frame
+from tests.conftest import create_user
 
 Smoke = Callable[[ModuleType], dict[str, Any]]
 
@@ -134,9 +142,59 @@ def test_ingest_bench_smoke_measures_writers_and_the_bulk_insert(smoke: tuple[Sm
         assert step["reception"]["frames"] == step["reception"]["expected"] > 0
 
 
+def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](channels)
+    assert result["problems"] == []
+    phases = result["phases"]
+    assert [(p["name"], p["channel"], p["listening"], p["sockets"]) for p in phases] == [
+        ("a", "bench.small", 3, 3),
+        ("b", "bench.small", 3, 53),
+        ("c", "messages", 53, 53),
+        ("a'", "bench.small", 3, 3),
+    ]
+    for phase in phases:
+        assert phase["delivery"]["ok"]
+        assert phase["unrouted_frames"] == 0
+        assert phase["frames"] == phase["broadcasts"] * phase["listening"] > 0
+        assert phase["server_us_per_broadcast"] > 0
+        assert phase["latency_ms"]["p50"] > 0
+    assert result["ratio_b_a_measured"] > 0
+    assert result["ratio_c_a_measured"] > 0
+
+
+def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](versus_previous)
+    assert result["problems"] == []
+    assert [(run["round"], run["tree"]) for run in result["runs"]] == [
+        (1, "previous"),
+        (1, "current"),
+    ]
+    for run in result["runs"]:
+        assert run["fanout_delivery_ok"]
+        assert run["replay_delivery_ok"]
+        assert run["fanout_frames_per_second"] > 0
+        assert run["fanout_server_us_per_frame"] > 0
+        assert run["replay_events_per_second"] > 0
+        assert run["replay_server_us_per_event"] > 0
+    assert all(ratio > 0 for ratio in result["ratios"].values())
+
+
 def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:
     run_smoke, run_dir = smoke
-    for module in (db_limits, socket_limit, fanout, ingest, resume, idle_sockets):
+    for module in (
+        db_limits,
+        socket_limit,
+        fanout,
+        ingest,
+        resume,
+        idle_sockets,
+        channels,
+        versus_previous,
+    ):
         run_smoke(module)
     results = run_dir / "RESULTS.md"
     written = report.write_results(run_dir, results)
@@ -149,6 +207,9 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "## Ingest and bulk",
         "## Replay",
         "## Idle sockets",
+        "## Channels (issue: a core that routes by channel)",
+        "### A channel's broadcasts beside other channels' sockets",
+        "### Against a previous commit",
     ):
         assert heading in text
     assert "## Problems reported by the run" not in text
@@ -159,3 +220,59 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "throughput-vs-writers.png",
     ]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots)
+
+
+class _Wire:
+    """Where a Receiver writes its handshake and control frames, when no socket is needed."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_receiver_counts_the_servers_new_message_frames_without_decoding_them(
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    """The load generator reads pgcast's new-message frames on its inline path: decoding the
+    JSON of each would make it the bottleneck of every fan-out figure. The frames are the ones
+    the server sends: rows of the event log, written by the messages trigger, through the
+    native codec."""
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'hello ' || n "
+        "FROM generate_series(1, 20) AS n",
+        [user_id],
+    )
+    cursor = await db.execute(
+        "SELECT id, tx::text::bigint, channel, event, data::text FROM broadcasts ORDER BY id"
+    )
+    batch = BatchCursors("bench", 0, Snapshot.parse("1:1:"), Snapshot.parse("2:2:"))
+    frames = b"".join(CODEC.encode(Event(*row, None, batch)) for row in await cursor.fetchall())
+    message_ids = [row[0] for row in await (await db.execute("SELECT id FROM messages")).fetchall()]
+    request, accept = quick.handshake(80, "/ws", "http://127.0.0.1", None)
+    receiver = quick.Receiver(0, request, accept, expect_connected=True)
+    decoded: list[bytes] = []
+    read_text = receiver._text
+
+    def count_decoded(payload: bytes, now: float) -> None:
+        decoded.append(payload)
+        read_text(payload, now)
+
+    receiver._text = count_decoded  # type: ignore[method-assign]
+    receiver.connection_made(_Wire())  # type: ignore[arg-type]
+    upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    receiver.data_received(upgrade.encode() + text_frame(connected_frame("s", "c", ("messages",))))
+    assert receiver.opened.done()
+    decoded.clear()
+    receiver.start_phase(len(message_ids))
+    receiver.data_received(frames)
+    assert sorted(receiver.ids) == sorted(message_ids)
+    assert decoded == []

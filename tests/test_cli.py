@@ -14,13 +14,16 @@ import psycopg
 
 from tests.conftest import create_user
 
-PGCAST = [sys.executable, "-m", "server"]
 ROOT = Path(__file__).resolve().parent.parent
+# The console script `pip install` made, as users run it.
+PGCAST = [str(Path(sys.executable).with_name("pgcast"))]
 
 
 def cli_env(database_url: str | None, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCAST_", "WORKOS_"))}
     env.pop("DATABASE_URL", None)
+    # The console script imports `server` from this checkout, whichever one it was installed from.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if database_url is not None:
         env["DATABASE_URL"] = database_url
     env["PGCAST_DATA_DIR"] = str(data_dir)
@@ -234,3 +237,73 @@ def test_every_table_and_column_has_a_comment(database_url: str) -> None:
             """
         ).fetchall()
     assert missing == []
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    result = run_cli("--version", env=cli_env(None, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"pgcast {version('pgcast')}"
+
+
+def test_help_names_every_environment_variable_and_the_readme(tmp_path: Path) -> None:
+    import re
+
+    read = set()
+    for module in ("config.py", "cli.py", "logs.py"):
+        source = (ROOT / "server" / module).read_text()
+        read |= set(re.findall(r'"((?:PGCAST|WORKOS)_[A-Z_]+|DATABASE_URL)"', source))
+    assert "PGCAST_LOG_LEVEL" in read
+    result = run_cli("--help", env=cli_env(None, tmp_path))
+    assert result.returncode == 0, result.stderr
+    missing = sorted(name for name in read if name not in result.stdout)
+    assert missing == []
+    assert "README.md" in result.stdout
+
+
+def test_psql_passes_its_own_options_through_even_h(database_url: str, tmp_path: Path) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(database_url)
+    host = str(params.get("host", "127.0.0.1"))
+    result = run_cli(
+        "psql",
+        "-h",
+        host,
+        "-X",
+        "-A",
+        "-t",
+        "-c",
+        "SELECT 'reached ' || current_database()",
+        env=cli_env(database_url, tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"reached {params['dbname']}"
+    help_text = run_cli("psql", "--help", env=cli_env(database_url, tmp_path))
+    assert "psql is the PostgreSQL interactive terminal" in help_text.stdout
+
+
+def test_malformed_database_url_exits_1_with_one_line_and_no_password(tmp_path: Path) -> None:
+    for url in (
+        "not a url",
+        "postgres://app:s3cret-pw@[::1/pgcast",
+        "postgresql://app:s3cret-pw@db/pgcast?bogus=1",
+        "postgresql://app:s3cret%zz@db/pgcast",
+    ):
+        for command in ("migrate", "serve"):
+            result = run_cli(command, env=cli_env(url, tmp_path))
+            assert result.returncode == 1, (url, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, (url, result.stderr)
+            assert lines[0].startswith("pgcast: DATABASE_URL is not a valid"), lines
+            assert "s3cret" not in result.stderr
+
+
+def test_bad_log_settings_exit_1_with_one_line(tmp_path: Path) -> None:
+    for name, value in (("PGCAST_LOG_LEVEL", "loud"), ("PGCAST_LOG_FORMAT", "xml")):
+        result = run_cli("migrate", env=cli_env(None, tmp_path, **{name: value}))
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"pgcast: {name}={value!r} must be one of"), lines

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.core.cursor import BatchCursors, Cursor, CursorError, Snapshot
+from tests.test_cli import cli_env, run_cli
 
 
 def test_snapshot_sees_what_had_committed() -> None:
@@ -108,3 +112,59 @@ def test_padding_inside_a_cursor_does_not_make_a_refused_one_acceptable() -> Non
     assert b" " in base64.urlsafe_b64decode(beyond.encode() + "==")
     with pytest.raises(CursorError):
         Cursor.decode(beyond.encode())
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# 3,000 arrays deep: past Python's recursion limit, and short enough for the length check.
+DEEPLY_NESTED_CURSOR = _encoded(b"[" * 3000)
+
+
+def test_a_cursor_nested_deeper_than_the_parser_goes_is_refused() -> None:
+    assert len(DEEPLY_NESTED_CURSOR) <= 4096
+    with pytest.raises(CursorError, match="not one this server issued"):
+        Cursor.decode(DEEPLY_NESTED_CURSOR)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=8) | st.dictionaries(st.text(), children),
+)
+cursor_like_fields = st.lists(
+    st.one_of(
+        json_values,
+        st.sampled_from(["5:9:6,7", "8:12:9", "0:0:", "1:1:", " 5:9:", "5:9:,", "\u0665:9:"]),
+    ),
+    max_size=8,
+).map(lambda fields: [1, *fields])
+
+
+@given(
+    text=st.one_of(
+        st.text(max_size=300),
+        st.binary(max_size=300).map(_encoded),
+        json_values.map(lambda value: _encoded(json.dumps(value).encode())),
+        cursor_like_fields.map(lambda fields: _encoded(json.dumps(fields).encode())),
+        st.integers(1, 3000).map(lambda depth: _encoded(b"[" * depth)),
+        st.integers(1, 1500).map(lambda depth: _encoded(b"[" * depth + b"]" * depth)),
+        st.integers(1, 500).map(lambda depth: _encoded(b'{"a":' * depth + b"1" + b"}" * depth)),
+    )
+)
+def test_decoding_any_text_returns_a_cursor_or_raises_cursor_error(text: str) -> None:
+    try:
+        cursor = Cursor.decode(text)
+    except CursorError:
+        return
+    assert Cursor.decode(cursor.encode()) == cursor
+
+
+def test_tail_after_a_deeply_nested_cursor_exits_1_with_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    result = run_cli("tail", "--after", DEEPLY_NESTED_CURSOR, env=cli_env(database_url, tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "pgcast: --after: cursor is not one this server issued"
+    ]

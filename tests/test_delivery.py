@@ -511,3 +511,114 @@ async def test_a_message_whose_timestamps_python_cannot_hold_is_delivered_not_st
     contents = [json.loads(event.data)["message"]["content"] for event in page.events]
     assert contents == ["odd", "odd", "odd", "after"]
     assert page.complete
+
+
+def kind_and_id(frame: dict[str, Any]) -> tuple[str, int]:
+    data = frame["data"]
+    return frame["event"], data["id"] if "id" in data else data["message"]["id"]
+
+
+async def test_update_of_a_message_id_tells_clients_the_old_id_is_gone(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    _, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    await db.execute(
+        "INSERT INTO messages (id, user_id, content) VALUES (1001, %s, 'a'), (1002, %s, 'b')",
+        [user_id, user_id],
+    )
+    await db.execute("UPDATE messages SET id = 2001 WHERE id = 1001")
+    # One statement that moves one row and edits another.
+    await db.execute(
+        "UPDATE messages SET id = CASE WHEN id = 2001 THEN 3001 ELSE id END, "
+        "content = content || '!' WHERE id IN (2001, 1002)"
+    )
+
+    for socket in (first, second):
+        frames = await socket.frames(7)
+        assert [kind_and_id(f) for f in frames] == [
+            ("new-message", 1001),
+            ("new-message", 1002),
+            ("message-deleted", 1001),
+            ("new-message", 2001),
+            ("message-deleted", 2001),
+            ("message-updated", 1002),
+            ("new-message", 3001),
+        ]
+        assert [f["data"]["message"]["content"] for f in frames[5:]] == ["b!", "a!"]
+
+
+async def insert_event_by_hand(
+    db: psycopg.AsyncConnection[Any], tx: str, content: str, user_id: int, count: int = 1
+) -> None:
+    await db.execute(
+        "INSERT INTO broadcasts (tx, channel, event, data) "
+        "SELECT %s::xid8, 'messages', 'new-message', jsonb_build_object('message', "
+        "jsonb_build_object('id', 900000 + n, 'user_id', %s::bigint, 'content', %s::text)) "
+        "FROM generate_series(1, %s) AS n",
+        [tx, user_id, content, count],
+    )
+
+
+async def current_xmax(db: psycopg.AsyncConnection[Any]) -> int:
+    cursor = await db.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def send_and_expect(
+    db: psycopg.AsyncConnection[Any], user_id: int, sockets: list[Any], texts: list[str]
+) -> None:
+    """Insert each text as a message; every socket gets exactly these, in order, and
+    nothing in between."""
+    for text in texts:
+        await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, %s)", [user_id, text])
+    for socket in sockets:
+        frames = await socket.frames(len(texts))
+        assert [f["data"]["message"]["content"] for f in frames] == texts
+
+
+async def test_events_written_by_hand_with_a_future_transaction_id_neither_flood_nor_stall(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    # More than a page of them, with ids the counter will not reach for a long while.
+    future = str(await current_xmax(db) + 1_000_000_000)
+    await insert_event_by_hand(db, future, "from the future", user_id, count=1001)
+    await db.execute("NOTIFY pgcast_events")
+
+    await send_and_expect(db, user_id, [first, second], [f"now {n}" for n in range(5)])
+    await first.close()
+    resumed = await alice.connect(after=first.cursor)
+    await send_and_expect(db, user_id, [resumed, second], ["later"])
+
+
+async def test_an_event_written_by_hand_with_a_past_transaction_id_is_history(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    _, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    await insert_event_by_hand(db, "3", "from the past", user_id)
+    await db.execute("NOTIFY pgcast_events")
+
+    await send_and_expect(db, user_id, [first, second], ["now 0", "now 1"])
+
+
+async def test_an_event_written_by_hand_naming_an_open_transaction_arrives_once_it_ends(
+    client_factory: Any, db: psycopg.AsyncConnection[Any], database_url: str
+) -> None:
+    _, first, second = await two_sockets(client_factory)
+    user_id = await create_user(db)
+    async with await psycopg.AsyncConnection.connect(database_url) as held:
+        cursor = await held.execute("SELECT pg_current_xact_id()::text")
+        row = await cursor.fetchone()
+        assert row is not None
+        await insert_event_by_hand(db, row[0], "borrowed", user_id)
+        await send_and_expect(db, user_id, [first, second], ["m0", "m1", "m2"])
+        await held.rollback()
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'after')", [user_id])
+    for socket in (first, second):
+        frames = await socket.frames(2)
+        assert [f["data"]["message"]["content"] for f in frames] == ["borrowed", "after"]

@@ -92,6 +92,7 @@ def verify_access_token(fake: FakeWorkOS, token: str) -> dict[str, Any]:
         signing_key.key,
         algorithms=["RS256"],
         issuer=fake.issuer,
+        audience=CLIENT_ID,
         options={"require": ["exp", "iat", "iss", "sub", "sid"]},
     )
     return claims
@@ -340,7 +341,7 @@ async def test_access_token_verifies_against_jwks(
     assert claims["sid"] in fake.sessions
     assert claims["jti"]
     assert "org_id" not in claims
-    assert "aud" not in claims
+    assert claims["aud"] == CLIENT_ID
     assert claims["iat"] <= time.time() < claims["exp"]
     assert jwt.get_unverified_header(result.access_token)["kid"] == fake.kid
 

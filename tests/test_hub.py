@@ -160,3 +160,45 @@ def test_closing_by_user_session_and_channel_is_a_lookup() -> None:
         hub.unsubscribe(connection)
     assert len(hub) == 0
     assert hub.subscriptions() == set()
+
+
+async def test_an_open_connection_can_add_and_drop_channels() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    connection = subscribe(hub, "s", channels=("a",))
+    connection.go_live(None)
+    hub.add_channel(connection, "b")
+    assert hub.channels() == {"a": 1, "b": 1}
+    hub.publish([broadcast(10, 1, "9:9:", "11:11:", channel="b")])
+    hub.remove_channel(connection, "a")
+    hub.publish([broadcast(11, 2, "11:11:", "12:12:", channel="a")])
+    frames, _ = await connection.take()
+    assert [json.loads(text_of(f))["channel"] for f in frames] == ["b"]
+    assert hub.channels() == {"b": 1}
+    hub.unsubscribe(connection)
+    assert hub.channels() == {}
+
+
+async def test_an_ephemeral_event_has_no_cursor_and_passes_the_catch_up_filter() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    connection = subscribe(hub, "s", channels=("private-room",))
+    connection.go_live(Snapshot.parse("10:12:10"))
+    hub.publish([Event.ephemeral("private-room", "client-typing", '{"who":1}', "other")])
+    frames, _ = await connection.take()
+    assert [json.loads(text_of(f)) for f in frames] == [
+        {"event": "client-typing", "channel": "private-room", "data": {"who": 1}}
+    ]
+
+
+async def test_a_publish_that_crosses_past_the_catch_up_snapshot_sends_the_rest_shared() -> None:
+    # The first event's batch began before S (reframed); the second's begins after S, which
+    # drops the filter in the middle of one publish.
+    hub = Hub(max_backlog_bytes=1 << 20)
+    socket = subscribe(hub, "s")
+    socket.go_live(Snapshot.parse("10:12:10"))
+    straddling = broadcast(10, 5, "9:9:", "13:13:")
+    after = broadcast(13, 6, "13:13:", "14:14:")
+    also_after = broadcast(14, 7, "13:13:", "15:15:")
+    hub.publish([straddling, after, also_after])
+    frames, _ = await socket.take()
+    assert len(frames) == 3
+    assert frames[1:] == [after.encoded(CODEC), also_after.encoded(CODEC)]

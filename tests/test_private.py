@@ -198,6 +198,7 @@ async def test_the_api_writes_a_direct_message_that_skips_the_posters_own_socket
         ({"recipient_id": "BOB", "content": 5}, 400, "invalid_shape"),
         ({"recipient_id": "BOB", "content": "   "}, 422, "content_empty"),
         ({"recipient_id": "BOB", "content": "x" * 10_001}, 422, "content_too_long"),
+        ({"recipient_id": "BOB", "content": "bell \x07"}, 422, "content_invalid"),
         ({"recipient_id": "ME", "content": "to myself"}, 422, "invalid_recipient"),
         ({"recipient_id": 999_999, "content": "to nobody"}, 422, "invalid_recipient"),
         ({"recipient_id": "GONE", "content": "to the departed"}, 422, "invalid_recipient"),
@@ -387,3 +388,71 @@ async def test_a_socket_on_someone_elses_private_channel_is_closed_4403(
     message = await ws.receive(timeout=10)
     assert message.type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 4403
+
+
+async def test_the_private_audit_shows_who_wrote_to_whom_when_and_from_where(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice, bob = [await person(client_factory, n) for n in ("Alice", "Bob")]
+    status, sent = await alice.call(
+        "POST", "/api/direct-messages", {"recipient_id": bob.id, "content": "audited"}
+    )
+    assert status == 201
+    await db.execute(
+        "INSERT INTO notifications (user_id, type) VALUES (%s, 'invoice-paid')", [alice.id]
+    )
+    await db.execute("DELETE FROM direct_messages")
+    cursor = await db.execute(
+        "SELECT kind, event, item_id, sender_id, sender_name, recipient_id, content_or_type, "
+        "application_name, via_api, recorded_at IS NOT NULL FROM private_audit ORDER BY event_id"
+    )
+    dm_id = str(sent["direct_message"]["id"])
+    assert await cursor.fetchall() == [
+        (
+            "direct message",
+            "new-direct-message",
+            dm_id,
+            alice.id,
+            "Alice",
+            bob.id,
+            "audited",
+            "pgcast",
+            True,
+            True,
+        ),
+        (
+            "notification",
+            CREATED,
+            ANY_ID,
+            None,
+            None,
+            alice.id,
+            "invoice-paid",
+            "psql",
+            False,
+            True,
+        ),
+        (
+            "direct message",
+            "direct-message-deleted",
+            dm_id,
+            None,
+            None,
+            None,
+            None,
+            "psql",
+            False,
+            True,
+        ),
+    ]
+
+
+class _AnyId:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and len(other) == 36
+
+    def __hash__(self) -> int:
+        return 0
+
+
+ANY_ID = _AnyId()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,15 @@ from tests.conftest import (
     drop_database,
     server_config,
     start_server,
+)
+from tests.test_cursor import DEEPLY_NESTED_CURSOR
+from tests.test_stalled_sockets import (
+    client_frame,
+    eventually,
+    read_until,
+    sees_end_of_connection,
+    send_upgrade,
+    start_server_with_heartbeat,
 )
 
 
@@ -54,7 +67,16 @@ async def test_cross_site_websocket_is_refused_with_403(client_factory: Any) -> 
 
 @pytest.mark.parametrize(
     "cursor",
-    ["garbage", "", "W10", "WzEsImFiYyIsMSwiMTA6NTo3Il0", "eyJhIjogMX0", "!!!!", "A" * 5000],
+    [
+        "garbage",
+        "",
+        "W10",
+        "WzEsImFiYyIsMSwiMTA6NTo3Il0",
+        "eyJhIjogMX0",
+        "!!!!",
+        "A" * 5000,
+        DEEPLY_NESTED_CURSOR,
+    ],
 )
 async def test_unreadable_cursor_closes_with_4400(client_factory: Any, cursor: str) -> None:
     alice = await signed_in(client_factory)
@@ -76,8 +98,8 @@ async def test_cursor_older_than_retention_closes_with_4400(
     alice = await signed_in(client_factory)
     socket = await alice.connect()
     await socket.close()
-    # As if retention had just removed events newer than this cursor.
-    await db.execute("UPDATE pgcast_instance SET pruned_through = now()")
+    # As if retention had just removed an event of a transaction newer than this cursor.
+    await db.execute("UPDATE pgcast_instance SET pruned_tx = pg_current_xact_id()")
     assert "retention" in await refused_cursor(alice, socket.cursor)
 
 
@@ -171,3 +193,62 @@ async def test_server_shutdown_closes_sockets_with_1001(
         assert "shutting down" in reason
     finally:
         await alice.close()
+
+
+PING_HEARTBEAT_SECONDS = 0.2
+# The server's ping: an unfragmented ping frame with no payload.
+SERVER_PING = b"\x89\x00"
+
+
+async def test_clients_that_vanish_around_a_ping_are_logged_as_info_without_a_traceback(
+    database_url: str, tmp_path: Path, unused_tcp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = server_config(database_url, tmp_path, unused_tcp_port)
+    server = await start_server_with_heartbeat(config, PING_HEARTBEAT_SECONDS)
+    alice = Client(server.endpoint)
+    loop = asyncio.get_running_loop()
+
+    async def vanish(moment: str, reset: bool) -> None:
+        raw = await send_upgrade(alice)
+        try:
+            if moment != "right after asking for the upgrade":
+                await read_until(raw, b'"connected"')
+            if moment == "when the server's ping arrives":
+                await read_until(raw, SERVER_PING)
+            elif moment == "right after its own ping":
+                await loop.sock_sendall(raw, client_frame(0x9, b"are you there"))
+            elif moment == "once the server gave up on its pongs":
+                async with asyncio.timeout(PING_HEARTBEAT_SECONDS * 10):
+                    await sees_end_of_connection(raw)
+        finally:
+            if reset:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()
+
+    moments = [
+        "right after asking for the upgrade",
+        "right after the upgrade",
+        "when the server's ping arrives",
+        "right after its own ping",
+        "once the server gave up on its pongs",
+    ]
+    vanishing = [(moment, reset) for moment in moments for reset in (False, True)] * 3
+    try:
+        await alice.sign_in("alice@example.com", "Alice")
+        await alice.close()
+        await asyncio.gather(*(vanish(moment, reset) for moment, reset in vanishing))
+        assert server.runner.server is not None
+        connections = server.runner.server.connections
+
+        async def every_connection_finished() -> bool:
+            return not connections
+
+        assert await eventually(every_connection_finished, 10.0), connections
+    finally:
+        await server.runner.cleanup()
+
+    troubles = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not troubles, [(r.name, r.getMessage()) for r in troubles]
+    own_lines = [r for r in caplog.records if r.name.startswith("server.")]
+    assert len(own_lines) <= len(vanishing), [r.getMessage() for r in own_lines]

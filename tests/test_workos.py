@@ -417,6 +417,10 @@ async def test_bearer_token_works_for_api_and_websocket_without_csrf(
         "unsigned",
         "garbage",
         "wrong_issuer",
+        "other_client",
+        "other_clients",
+        "no_audience",
+        "other_client_issuer",
         "unknown_user",
         "not_bearer",
     ],
@@ -434,6 +438,18 @@ async def test_bad_bearer_tokens_are_401(
         "garbage": lambda: "not.a.token",
         "wrong_issuer": lambda: fake.issue_access_token(
             user["id"], extra_claims={"iss": "https://evil.example"}
+        ),
+        # Signed by the same WorkOS environment's key, but for another of its applications.
+        "other_client": lambda: fake.issue_access_token(
+            user["id"], extra_claims={"aud": "client_01OTHER"}
+        ),
+        "other_clients": lambda: fake.issue_access_token(
+            user["id"], extra_claims={"aud": ["client_01OTHER", "client_01THIRD"]}
+        ),
+        "no_audience": lambda: fake.issue_access_token(user["id"], extra_claims={"aud": None}),
+        "other_client_issuer": lambda: fake.issue_access_token(
+            user["id"],
+            extra_claims={"iss": f"{fake.base_url}user_management/client_01OTHER", "aud": None},
         ),
         "unknown_user": lambda: fake.issue_access_token("user_01NOBODY"),
         "not_bearer": lambda: "x",
@@ -453,6 +469,38 @@ async def test_bad_bearer_tokens_are_401(
         await app.http.ws_connect(app.server.ws_url, headers={"Authorization": header})
     assert refused.value.status == 401
     assert await count_rows(db, "messages") == 0
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": ["client_01OTHER", "{client_id}"]},
+        {"iss": "{client_issuer}", "aud": None},
+        {"iss": "{client_issuer}", "aud": "{client_id}"},
+        {"iss": "{base_url}"},
+    ],
+)
+async def test_bearer_tokens_for_this_client_in_each_form_workos_issues_are_accepted(
+    client_factory: Any, fake: FakeWorkOS, claims: dict[str, Any]
+) -> None:
+    user = fake.add_user("grace@example.com", "Grace")
+    await sign_in_with_workos(client_factory())
+    names = {
+        "client_id": fake.client_id,
+        "client_issuer": fake.client_issuer,
+        "base_url": fake.base_url,
+    }
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, list):
+            return [fill(item) for item in value]
+        return value.format(**names) if isinstance(value, str) else value
+
+    token = fake.issue_access_token(
+        user["id"], extra_claims={name: fill(value) for name, value in claims.items()}
+    )
+    status, body = await me(client_factory(), {"Authorization": f"Bearer {token}"})
+    assert status == 200, body
 
 
 async def test_config_shows_workos_sign_in(client_factory: Any) -> None:

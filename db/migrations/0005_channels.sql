@@ -2,7 +2,7 @@
 -- `broadcasts`: the table any tool inserts into to broadcast on any channel, and the one the
 -- `messages` triggers write to. Its ids and transaction ids are kept, so cursors issued
 -- before this migration still resume. Who may listen to a channel is decided here too.
--- depends: 0003_user_sessions
+-- depends: 0004_cluster_identity
 
 -- The audit views are defined in db/triggers.sql from now on, over the new columns.
 DROP VIEW message_audit;

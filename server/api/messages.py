@@ -19,6 +19,7 @@ from server.auth import (
 from server.errors import ApiError
 from server.keys import CONFIG, POOL, POST_LIMITER
 from server.protocol import JsonObject, message_json
+from server.text import MESSAGE_CONTROLS_ALLOWED, text_problem
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
@@ -80,8 +81,9 @@ def validated_content(content: str, max_chars: int) -> str:
         raise ContentError(
             "content_too_long", f"The message is longer than {max_chars} characters."
         )
-    if "\x00" in content:
-        raise ContentError("content_invalid", "The message contains a NUL character.")
+    problem = text_problem(content, allowed_controls=MESSAGE_CONTROLS_ALLOWED)
+    if problem is not None:
+        raise ContentError("content_invalid", f"The message {problem}.")
     return content
 
 

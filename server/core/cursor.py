@@ -92,7 +92,8 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             fields = json.loads(raw)
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser's stack (`[[[[…` is enough).
             raise CursorError("cursor is not one this server issued") from None
         if not isinstance(fields, list) or len(fields) not in (4, 5, 7) or fields[0] != 1:
             raise CursorError("cursor is not one this server issued")

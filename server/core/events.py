@@ -12,13 +12,26 @@ from server.core.cursor import BatchCursors, Cursor
 
 
 class Event:
-    """One row of the event log. `data` is the payload as JSON text, exactly as stored: the
+    """One row of the event log, or an ephemeral event that is never stored (a client event:
+    no transaction, no cursor). `data` is the payload as JSON text, exactly as stored: the
     core never parses it, and a transport copies it into its frames.
 
     A plain class with slots, because one is built per event and per replayed event.
     """
 
-    __slots__ = ("_batch", "_encoded", "channel", "cursor", "data", "id", "name", "origin", "tx")
+    __slots__ = (
+        "_batch",
+        "_codec",
+        "_other_codecs",
+        "_wire",
+        "channel",
+        "cursor",
+        "data",
+        "id",
+        "name",
+        "origin",
+        "tx",
+    )
 
     def __init__(
         self,
@@ -28,7 +41,7 @@ class Event:
         name: str,
         data: str,
         origin_socket_id: str | None,
-        batch: BatchCursors,
+        batch: BatchCursors | None,
     ) -> None:
         self.id: Final = event_id
         self.tx: Final = tx
@@ -37,19 +50,38 @@ class Event:
         self.data: Final = data
         self.origin: Final = origin_socket_id
         self._batch = batch
-        self.cursor: Final = batch.encode(tx, event_id)
-        """The opaque cursor of the position just after this event."""
-        self._encoded: dict[Codec, bytes] = {}
+        self.cursor: Final = None if batch is None else batch.encode(tx, event_id)
+        """The opaque cursor of the position just after this event; None if ephemeral."""
+        # The first codec's bytes sit in two slots: most deployments speak one protocol, and
+        # the fan-out asks for them once per socket, so a dict per event would cost each.
+        self._codec: Codec | None = None
+        self._wire = b""
+        self._other_codecs: dict[Codec, bytes] | None = None
+
+    @classmethod
+    def ephemeral(cls, channel: str, name: str, data: str, origin_socket_id: str | None) -> Event:
+        """An event that is delivered live once and never stored or replayed."""
+        return cls(0, 0, channel, name, data, origin_socket_id, None)
 
     @property
     def position(self) -> Cursor:
+        assert self._batch is not None, "an ephemeral event has no position"
         return self._batch.cursor(self.tx, self.id)
 
     def encoded(self, codec: Codec) -> bytes:
         """This event as `codec` puts it on the wire; encoded once, shared by every socket."""
-        wire = self._encoded.get(codec)
+        if codec is self._codec:
+            return self._wire
+        if self._codec is None:
+            self._codec = codec
+            self._wire = codec.encode(self)
+            return self._wire
+        others = self._other_codecs
+        if others is None:
+            others = self._other_codecs = {}
+        wire = others.get(codec)
         if wire is None:
-            wire = self._encoded[codec] = codec.encode(self)
+            wire = others[codec] = codec.encode(self)
         return wire
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ class Connection:
         self.socket_id = socket_id
         self.user_id = user_id
         self.session_id = session_id
-        self.channels = frozenset(channels)
+        self.channels = set(channels)
         self.codec = codec
         self.close_request: Disconnect | None = None
         self._on_close_request: Callable[[], None] | None = None
@@ -101,17 +101,22 @@ class Connection:
             if self._backlog_bytes > self._max_backlog_bytes:
                 self._give_up()
             return
-        wires: list[bytes] = []
         codec = self.codec
-        for event in events:
-            if event.origin == self.socket_id:
-                continue
-            if self._seen_by is not None:
-                if self._seen_by.sees(event.tx):
+        socket_id = self.socket_id
+        if self._seen_by is None:
+            # The usual case, once a socket has caught up: a list of shared bytes.
+            wires = [event.encoded(codec) for event in events if event.origin != socket_id]
+        else:
+            wires = []
+            for event in events:
+                if event.origin == socket_id:
                     continue
-                wires.append(self._frame_after_catch_up(event, self._seen_by, reframed))
-            else:
-                wires.append(event.encoded(codec))
+                # Re-read each time: a batch that starts after the snapshot drops it.
+                seen_by = self._seen_by
+                if seen_by is None or event.cursor is None:
+                    wires.append(event.encoded(codec))
+                elif not seen_by.sees(event.tx):
+                    wires.append(self._frame_after_catch_up(event, seen_by, reframed))
         if not wires:
             return
         # Only with nothing queued: queued frames are older and must go out first.
@@ -256,6 +261,26 @@ class Hub:
         connection = Connection(socket_id, 0, None, (), codec, self._max_backlog_bytes)
         self._everything.add(connection)
         return connection
+
+    def add_channel(self, connection: Connection, channel: str) -> None:
+        """Subscribe an open connection to one more channel: it gets that channel's events
+        from the next publish on (no replay; a transport that wants one runs it itself)."""
+        connection.channels.add(channel)
+        self._by_channel.setdefault(channel, set()).add(connection)
+
+    def remove_channel(self, connection: Connection, channel: str) -> None:
+        connection.channels.discard(channel)
+        _discard(self._by_channel, channel, connection)
+
+    def subscribers(self, channel: str) -> int:
+        return len(self._by_channel.get(channel, ()))
+
+    def channels(self) -> dict[str, int]:
+        """Every channel with subscribers here, and how many."""
+        return {channel: len(members) for channel, members in self._by_channel.items()}
+
+    def connections_of(self, user_id: int) -> list[Connection]:
+        return list(self._by_user.get(user_id, ()))
 
     def unsubscribe(self, connection: Connection) -> None:
         if connection in self._everything:

@@ -4,6 +4,7 @@ replay use, turned into protocol-free events."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -12,9 +13,21 @@ from server.core.cursor import BatchCursors, Cursor, CursorError, Snapshot
 from server.core.events import Event
 from server.db import DbConnection
 
+log = logging.getLogger(__name__)
+
 
 async def database_identity(conn: DbConnection) -> str:
-    """A short id for this database, baked into cursors so foreign ones are refused."""
+    """A short id for this database, baked into cursors so foreign ones are refused.
+
+    First the event log is adopted (db/triggers.sql `pgcast_adopt_event_log`): a database
+    restored into another cluster gets a new identity here, before any cursor is issued or
+    checked, so whatever reads the log (the server, `pgcast tail`) does it right, migrated
+    or not.
+    """
+    cursor = await conn.execute(queries.ADOPT_EVENT_LOG)
+    adopted = await cursor.fetchone()
+    if adopted is not None and adopted[0] is not None:
+        log.warning("%s", adopted[0])
     cursor = await conn.execute(queries.DATABASE_IDENTITY)
     row = await cursor.fetchone()
     if row is None:
@@ -39,11 +52,19 @@ async def resumable_position(conn: DbConnection, text: str, database: str) -> Cu
     cursor = await conn.execute(queries.CURSOR_LIMITS)
     row = await cursor.fetchone()
     assert row is not None
-    newest_xmax, pruned_through_us = row
-    assert isinstance(newest_xmax, int)
-    if position.next.xmax > newest_xmax:
+    now_text, pruned_tx = row
+    now = Snapshot.parse(now_text)
+    if position.next.xmax > now.xmax:
         raise CursorError("cursor is ahead of this database")
-    if isinstance(pruned_through_us, int) and position.taken_at_us <= pruned_through_us:
+    # A transaction in progress now was in progress when any earlier snapshot of this cluster
+    # was taken, if it had begun. A cursor that sees one as finished was not taken here, and
+    # a replay from it could return rows this statement's snapshot does not see yet.
+    if any(tx < position.next.xmax and tx not in position.next.xip for tx in now.xip):
+        raise CursorError("cursor is ahead of this database")
+    # The cursor owes every event its `prev` does not see. All of those are in the log only
+    # if `prev` saw every transaction up to the newest pruned one. Its own clock time says
+    # nothing: the client wrote it.
+    if pruned_tx is not None and position.prev.xmin <= pruned_tx:
         raise CursorError("cursor is older than the event retention; reload")
     return position
 

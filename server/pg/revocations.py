@@ -75,13 +75,15 @@ class Revocations:
         async with self._pool.connection() as conn:
             if everything:
                 cursor = await conn.execute(
-                    queries.ENDED_SESSIONS, {"session_ids": self._hub.sessions()}
+                    queries.ENDED_AMONG,
+                    {"session_ids": self._hub.sessions(), "user_ids": self._hub.users()},
                 )
-                for (session_id,) in await cursor.fetchall():
-                    self._hub.close_session(session_id, SESSION_ENDED)
-                cursor = await conn.execute(queries.DELETED_USERS, {"user_ids": self._hub.users()})
-                for (user_id,) in await cursor.fetchall():
-                    self._hub.close_user(user_id, USER_DELETED)
+                for kind, ident, reason in await cursor.fetchall():
+                    ended = Disconnect(CloseReason.SIGNED_OUT, reason)
+                    if kind == "user":
+                        self._hub.close_user(int(ident), ended)
+                    else:
+                        self._hub.close_session(ident, ended)
             cursor = await conn.execute(
                 queries.FORBIDDEN_SUBSCRIPTIONS,
                 {

@@ -5,7 +5,10 @@ hub asks for, and closing every socket on shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -18,10 +21,75 @@ from server.metrics import Metrics
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 30.0
-# Unsent bytes left behind by a finished socket mean its peer stopped reading.
-ABANDONED_WRITE_BUFFER_BYTES = 64 * 1024
-CLOSE_TIMEOUT_SECONDS = 2.0
 GOING_AWAY = 1001
+# How long a closing socket's peer gets to take what is still unsent and the close frame,
+# whoever closes it and why; then its connection is dropped (RST) and its buffers freed.
+CLOSE_TIMEOUT_SECONDS = 2.0
+# SO_LINGER on, with no time: closing the socket resets the connection and discards what the
+# kernel still holds for a peer that stopped reading, instead of trying to deliver it.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+class BoundedWebSocket(web.WebSocketResponse):
+    """A WebSocketResponse whose every close ends with the connection gone within
+    CLOSE_TIMEOUT_SECONDS, whatever the peer does.
+
+    aiohttp's own `close` waits without a bound for a peer that stopped reading to take the
+    close frame, and only ever closes the transport gracefully, which waits for that peer
+    too. Overriding `close` covers every caller: pgcast's closes, aiohttp's own (an oversized
+    or malformed frame, the peer's close frame, `write_eof` after the handler returns) and
+    shutdown.
+    """
+
+    _closing_request: web.BaseRequest | None = None
+    _closing_stream: AbstractStreamWriter | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        self._closing_request = request
+        self._closing_stream = await super().prepare(request)
+        return self._closing_stream
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        request, stream = self._closing_request, self._closing_stream
+        transport = None if request is None else request.transport
+        if transport is not None:
+            # With no high-water mark, draining waits until everything, the close frame
+            # too, has reached the kernel, not just until the buffer is below the mark.
+            transport.set_write_buffer_limits(high=0)
+        task = asyncio.current_task()
+        cancelled_before = 0 if task is None else task.cancelling()
+        closed = True
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                closed = await super().close(code=code, message=message, drain=drain)
+                if stream is not None:
+                    await stream.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            if task is None or task.cancelling() > cancelled_before:
+                raise
+            # Not this task's cancellation: aiohttp shares one drain future between every
+            # writer of a connection, and a writer cancelled while it waited cancelled it
+            # for all. The close failed; the connection is dropped below.
+        finally:
+            # `closed` is False when the socket was closed before: if that close is still
+            # under way (the transport still open), it is bounded on its own.
+            if transport is not None and (closed or transport.is_closing()):
+                _drop_unless_sent(transport)
+        return closed
+
+
+def _drop_unless_sent(transport: asyncio.Transport) -> None:
+    """Drop a connection unless it was closed with nothing left to send: its peer had its
+    chance to take what is left."""
+    if transport.is_closing() and not transport.get_write_buffer_size():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    transport.abort()
 
 
 class WireWriter:
@@ -51,7 +119,11 @@ class WireWriter:
         if transport is None:
             raise ConnectionResetError("socket closed")
         transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        await self._stream.drain()
+        if transport.get_write_buffer_size():
+            # Shielded: aiohttp shares one drain future between every writer of a
+            # connection, `ws.close()` among them. Cancelling this task (to close the
+            # socket) while it waited here would cancel that future for all of them.
+            await asyncio.shield(self._stream.drain())
 
     def write_now(self, frames: list[bytes]) -> bool:
         """The hub's fast path: write at once unless earlier bytes still wait for the kernel
@@ -104,36 +176,21 @@ class BacklogWriter:
 
 
 async def close_as_asked(
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    code: int,
-    reason: str,
-    stop_delivery: Callable[[], None],
+    ws: web.WebSocketResponse, code: int, reason: str, stop_delivery: Callable[[], None]
 ) -> None:
-    """Carry out a close the hub asked for (slow consumer, signed out, forbidden).
+    """Carry out a close the hub asked for (slow consumer, signed out, forbidden, a refused
+    cursor).
 
-    Delivery may be stuck waiting for a peer that stopped reading, so it is stopped
-    first; if even the close frame cannot be sent in time, the connection is dropped.
+    Delivery may be stuck waiting for a peer that stopped reading, so it is stopped first;
+    BoundedWebSocket drops the connection if even the close frame cannot be sent in time.
     """
     stop_delivery()
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-            await ws.close(code=code, message=reason.encode())
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-
-
-def drop_if_abandoned(request: web.Request) -> None:
-    # A peer that stopped reading (the heartbeat gave up on it, say) would otherwise keep
-    # its connection and buffers until it reads again, which may be never.
-    transport = request.transport
-    if transport is not None and transport.get_write_buffer_size() > ABANDONED_WRITE_BUFFER_BYTES:
-        transport.abort()
+    await ws.close(code=code, message=reason.encode())
 
 
 async def close_all_sockets(sockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
-    """On shutdown: tell every client we are going away (1001), all at once."""
+    """On shutdown: tell every client we are going away (1001), all at once; each close
+    takes CLOSE_TIMEOUT_SECONDS at most (BoundedWebSocket)."""
     await asyncio.gather(
         *(ws.close(code=GOING_AWAY, message=b"server shutting down") for ws in set(sockets)),
         return_exceptions=True,

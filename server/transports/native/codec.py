@@ -35,9 +35,12 @@ def _head(name: str, channel: str) -> str:
     return f'{{"event":{json_string(name)},"channel":{json_string(channel)},"data":'
 
 
-def event_text(event: Event, cursor: str) -> str:
+def event_text(event: Event, cursor: str | None) -> str:
     """`{"event", "channel", "data", "cursor"}`, as `frame()` writes it, without decoding
-    `data`: it is JSON already, and a replay builds one of these per event."""
+    `data`: it is JSON already, and a replay builds one of these per event. An ephemeral
+    event has no cursor."""
+    if cursor is None:
+        return f"{_head(event.name, event.channel)}{event.data}}}"
     return f'{_head(event.name, event.channel)}{event.data},"cursor":"{cursor}"}}'
 
 

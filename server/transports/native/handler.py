@@ -16,15 +16,24 @@ from server.core.cursor import CursorError
 from server.core.events import CloseReason, Disconnect, Event
 from server.core.hub import Connection
 from server.errors import ApiError
-from server.keys import DATABASE_ID, HUB, METRICS, POLICY, POOL, SOCKET_LIMITER, SOCKETS
+from server.keys import (
+    DATABASE_ID,
+    HUB,
+    METRICS,
+    POLICY,
+    POOL,
+    SOCKET_HEARTBEAT_SECONDS,
+    SOCKET_LIMITER,
+    SOCKETS,
+)
 from server.pg.replay import catch_up
 from server.transports.native.codec import CODEC, close_frame, connected_frame
 from server.transports.websocket import (
     HEARTBEAT_SECONDS,
     BacklogWriter,
+    BoundedWebSocket,
     WireWriter,
     close_as_asked,
-    drop_if_abandoned,
 )
 
 log = logging.getLogger(__name__)
@@ -52,10 +61,18 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 async def _serve_socket(
     request: web.Request, principal: Principal, channels: tuple[str, ...]
 ) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(
-        heartbeat=HEARTBEAT_SECONDS, compress=False, max_msg_size=MAX_CLIENT_FRAME_BYTES
+    ws = BoundedWebSocket(
+        heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
+        compress=False,
+        max_msg_size=MAX_CLIENT_FRAME_BYTES,
     )
-    stream = await ws.prepare(request)
+    try:
+        stream = await ws.prepare(request)
+    except ConnectionError:
+        # Returned unprepared, it is one aiohttp cannot send either: it then logs only the
+        # access line, as for any client that left before its response.
+        log.info("socket closed before the upgrade: the client left")
+        return ws
     request.app[SOCKETS].add(ws)
     wire = WireWriter(request, ws, stream)
 
@@ -65,6 +82,14 @@ async def _serve_socket(
     connection = hub.subscribe(
         secrets.token_urlsafe(12), principal.user.id, principal.session_id, channels, CODEC
     )
+    # A timer, not a task: the session's end is known now, and most sockets never see it.
+    expiry: asyncio.TimerHandle | None = None
+    if principal.session_seconds_left is not None:
+        expiry = asyncio.get_running_loop().call_later(
+            principal.session_seconds_left,
+            connection.close,
+            Disconnect(CloseReason.SIGNED_OUT, "session expired"),
+        )
     try:
         metrics = request.app[METRICS]
         backlog = BacklogWriter(wire, connection, metrics)
@@ -81,20 +106,21 @@ async def _serve_socket(
             if disconnect.reason is CloseReason.TOO_SLOW:
                 metrics.slow_sockets_closed.inc()
             code, reason = close_frame(disconnect)
-            closing.append(
-                asyncio.create_task(close_as_asked(request, ws, code, reason, stop_delivery))
-            )
+            closing.append(asyncio.create_task(close_as_asked(ws, code, reason, stop_delivery)))
 
         connection.when_close_requested(close_requested)
         try:
             await _read_until_closed(ws)
         finally:
             stop_delivery()
-            # Let a close the hub asked for finish (it is bounded by CLOSE_TIMEOUT_SECONDS).
+            # Let an asked-for close finish (BoundedWebSocket.close bounds it).
             await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         hub.unsubscribe(connection)
-        drop_if_abandoned(request)
+    # However the socket ended (the heartbeat gave up on it, say), aiohttp now calls `close`
+    # once more: a peer that stopped reading loses its connection there, within the bound.
     return ws
 
 

@@ -125,6 +125,37 @@ describe("Composer", () => {
     expect(onSend).not.toHaveBeenCalled();
   });
 
+  it("says 1 character, not 1 characters, over the limit", async () => {
+    const { user, textarea } = setup(10);
+    await user.type(textarea, "12345678901");
+    expect(screen.getByText("1 character over the limit of 10")).toBeInTheDocument();
+  });
+
+  it("refuses a control character before sending, and says which one", async () => {
+    const { user, onSend, textarea, sendButton } = setup();
+
+    await user.click(textarea);
+    await user.paste("ding\u0007 dong");
+
+    expect(screen.getByRole("alert")).toHaveTextContent(
+      "The message contains the control character U+0007, which cannot be shown.",
+    );
+    expect(textarea).toHaveAttribute("aria-invalid", "true");
+    expect(sendButton).toBeDisabled();
+    await user.keyboard("{Enter}");
+    expect(onSend).not.toHaveBeenCalled();
+    expect(textarea).toHaveValue("ding\u0007 dong");
+  });
+
+  it("keeps line breaks and tabs, which the server accepts", async () => {
+    const { user, onSend, textarea } = setup();
+    await user.click(textarea);
+    await user.paste("a\tb\nc");
+    await user.keyboard("{Enter}");
+    expect(screen.queryByRole("alert")).toBeNull();
+    expect(onSend).toHaveBeenCalledExactlyOnceWith("a\tb\nc");
+  });
+
   it("counts an emoji as one character, as the server does", async () => {
     const { user, textarea } = setup(10);
     await user.type(textarea, "12345678😀");

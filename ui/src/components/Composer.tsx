@@ -1,6 +1,6 @@
 import { useEffect, useId, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
 import { ApiError } from "../lib/api";
-import { characterCount } from "../lib/format";
+import { characterCount, messageTextProblem } from "../lib/format";
 
 /** The counter appears once a draft passes this share of the limit. */
 const COUNTER_THRESHOLD = 0.8;
@@ -35,8 +35,13 @@ export function Composer({
 
   const length = characterCount(draft);
   const tooLong = length > maxChars;
+  const over = length - maxChars;
   const showCounter = length > maxChars * COUNTER_THRESHOLD;
-  const canSend = !sending && !tooLong && draft.trim() !== "";
+  // Said at once, not after a round trip: such characters are invisible in the textarea, so
+  // the user could not find what the server's refusal is about.
+  const textProblem = messageTextProblem(draft);
+  const shownError = textProblem ?? error;
+  const canSend = !sending && !tooLong && textProblem === null && draft.trim() !== "";
 
   async function send() {
     if (!canSend) return;
@@ -66,7 +71,11 @@ export function Composer({
     void send();
   }
 
-  const describedBy = [`${id}-hint`, showCounter ? `${id}-counter` : null, error ? `${id}-error` : null]
+  const describedBy = [
+    `${id}-hint`,
+    showCounter ? `${id}-counter` : null,
+    shownError ? `${id}-error` : null,
+  ]
     .filter(Boolean)
     .join(" ");
 
@@ -87,7 +96,7 @@ export function Composer({
           rows={2}
           placeholder={placeholder}
           aria-describedby={describedBy}
-          aria-invalid={tooLong}
+          aria-invalid={tooLong || textProblem !== null}
         />
         <button type="submit" className="composer-send" disabled={!canSend}>
           {sending ? "Sending…" : "Send"}
@@ -103,14 +112,14 @@ export function Composer({
             className={tooLong ? "composer-counter composer-counter-over" : "composer-counter"}
           >
             {tooLong
-              ? `${length - maxChars} characters over the limit of ${maxChars}`
+              ? `${over} ${over === 1 ? "character" : "characters"} over the limit of ${maxChars}`
               : `${length} / ${maxChars}`}
           </p>
         )}
       </div>
-      {error && (
+      {shownError && (
         <p id={`${id}-error`} className="error" role="alert">
-          {error}
+          {shownError}
         </p>
       )}
     </form>

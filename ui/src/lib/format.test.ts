@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { characterCount, formatRelativeTime, initials, safeImageUrl } from "./format";
+import {
+  characterCount,
+  formatRelativeTime,
+  initials,
+  messageTextProblem,
+  safeImageUrl,
+} from "./format";
 
 const NOW = Date.parse("2025-03-10T12:00:00Z");
 
@@ -30,6 +36,24 @@ describe("initials", () => {
 describe("characterCount", () => {
   it("counts code points like the server, not UTF-16 units", () => {
     expect(characterCount("a😀b")).toBe(3);
+  });
+});
+
+describe("messageTextProblem", () => {
+  it.each(["\u0000", "\u0007", "\u001b[31m", "\u007f", "\u0085", "\u009b"])(
+    "names the control character in %j as the server does",
+    (control) => {
+      const code = control.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+      expect(messageTextProblem(`a${control}b`)).toBe(
+        control === "\u0000"
+          ? "The message contains a NUL character."
+          : `The message contains the control character U+${code}, which cannot be shown.`,
+      );
+    },
+  );
+
+  it("accepts text, line breaks and tabs", () => {
+    expect(messageTextProblem("line\r\nline\ttab 😀 é")).toBeNull();
   });
 });
 

@@ -41,6 +41,23 @@ export function characterCount(text: string): number {
   return Array.from(text).length;
 }
 
+// The server's rule (server/text.py): control characters (Unicode category Cc) other than
+// line breaks and tabs are refused, and so are lone surrogates.
+const REFUSED_IN_MESSAGES = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]|\p{Cs}/u;
+
+/** Why the server would refuse this message text, in its words, or null if it would not. */
+export function messageTextProblem(text: string): string | null {
+  const found = REFUSED_IN_MESSAGES.exec(text);
+  if (!found) return null;
+  const code = found[0].codePointAt(0)!;
+  if (code === 0) return "The message contains a NUL character.";
+  if (code >= 0xd800 && code <= 0xdfff) {
+    return "The message contains a lone surrogate (U+D800 to U+DFFF) or bytes that are not UTF-8.";
+  }
+  const hex = code.toString(16).toUpperCase().padStart(4, "0");
+  return `The message contains the control character U+${hex}, which cannot be shown.`;
+}
+
 /** Only http(s) images: an avatar URL comes from another service and is not trusted. */
 export function safeImageUrl(url: string | null | undefined): string | null {
   if (!url) return null;
