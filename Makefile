@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 RUN_STAMP = $(VENV)/.installed-run
 TEST_STAMP = $(VENV)/.installed-test
 UI_STAMP := ui/node_modules/.package-lock.json
+# pusher-js and laravel-echo for the tests that drive real Pusher clients (tests/node).
+NODE_TESTS_STAMP := tests/node/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
 .PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install node-check
@@ -47,6 +49,10 @@ $(UI_STAMP): ui/package-lock.json | node-check
 	cd ui && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(NODE_TESTS_STAMP): tests/node/package-lock.json | node-check
+	cd tests/node && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 ui/dist/index.html: $(UI_STAMP) $(UI_SOURCES) | node-check
 	cd ui && $(NPM) run build --silent
 
@@ -70,7 +76,7 @@ chromium:
 
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(TEST_STAMP) ui/dist/index.html chromium
+pytest: $(TEST_STAMP) ui/dist/index.html chromium $(NODE_TESTS_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
@@ -84,7 +90,7 @@ bench-install: $(TEST_STAMP)
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
 	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
-			compare channels versus_previous; do \
+			compare channels versus_previous pusher; do \
 		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -101,7 +107,8 @@ bench: bench-install
 	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
 	$(BIN)/python bench/channels.py --out $(FULL_DIR)
 	$(BIN)/python bench/versus_previous.py --out $(FULL_DIR)
+	$(BIN)/python bench/pusher.py --out $(FULL_DIR)
 	$(BIN)/python bench/report.py $(FULL_DIR)
 
 clean:
-	rm -rf $(VENV) ui/node_modules ui/dist .pgcast
+	rm -rf $(VENV) ui/node_modules ui/dist .pgcast tests/node/node_modules

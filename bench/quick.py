@@ -223,6 +223,9 @@ class Receiver(asyncio.Protocol):
         self._expect_connected = expect_connected
         self._transport: asyncio.Transport | None = None
         self._rest = b""
+        # The start of the frames the fast path reads an id from (a subclass speaks another
+        # protocol: bench/pusher.py).
+        self.prefix = NEW_MESSAGE_PREFIX_BYTES
         self._upgraded = False
         self._fragments: list[bytes] | None = None
         # Set once the socket is open (and, for pgcast, past its connected frame).
@@ -295,7 +298,7 @@ class Receiver(asyncio.Protocol):
         position, size = 0, len(buffer)
         ids, times = self.ids, self.times
         jsonb, jsonb_length = JSONB_NEW_MESSAGE_PREFIX_BYTES, len(JSONB_NEW_MESSAGE_PREFIX_BYTES)
-        prefix, prefix_length = NEW_MESSAGE_PREFIX_BYTES, len(NEW_MESSAGE_PREFIX_BYTES)
+        prefix, prefix_length = self.prefix, len(self.prefix)
         while size - position >= 2:
             first, second = buffer[position], buffer[position + 1]
             length, header = second & 0x7F, 2

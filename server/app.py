@@ -42,7 +42,10 @@ from server.ratelimit import SocketLimiter, post_limiter
 from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
+from server.transports import pusher
 from server.transports.native import handler as native
+from server.transports.pusher import api as pusher_api
+from server.transports.pusher import client_events
 from server.transports.websocket import close_all_sockets
 
 LISTEN_STARTUP_TIMEOUT_SECONDS = 30.0
@@ -83,6 +86,7 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LISTENER] = listener = Listener(config.database_url)
     listener.route(queries.NOTIFY_CHANNEL, feed.wake)
     listener.route(queries.REVOCATIONS_CHANNEL, revocations.announced)
+    listener.route(queries.CLIENT_EVENTS_CHANNEL, client_events.router(hub))
     # Whatever committed or was revoked while LISTEN was down is in the tables.
     listener.when_listening(feed.wake)
     listener.when_listening(revocations.check_everything)
@@ -179,6 +183,8 @@ def create_app(config: Config) -> web.Application:
     login.setup_routes(app)
     webhooks.setup_routes(app)
     native.setup_routes(app)
+    pusher_api.setup_routes(app)
+    pusher.setup_routes(app)
     health.setup_routes(app)
     app.router.add_get("/", index)
     if (UI_DIST / "assets").is_dir():

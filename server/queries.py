@@ -221,10 +221,12 @@ WHERE s.id = %(session_id)s AND s.revoked_at IS NULL AND s.expires_at > now()
 
 # Of the sessions and users with sockets in this process, those that ended: what a listener
 # that was away missed of pgcast_revocations. Users first, so their sockets say why.
+# User id 0 is no user: a Pusher socket without a pgcast session (open mode), which no
+# user's deletion can end.
 ENDED_AMONG: Final[LiteralString] = """
 SELECT 'user', u.id::text, 'account deleted'
 FROM unnest(%(user_ids)s::bigint[]) AS u(id)
-WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = u.id)
+WHERE u.id <> 0 AND NOT EXISTS (SELECT 1 FROM users WHERE users.id = u.id)
 UNION ALL
 SELECT 'session', s.id,
        CASE WHEN us.id IS NOT NULL AND us.revoked_at IS NULL THEN 'session expired'
@@ -320,7 +322,7 @@ ORDER BY c.position
 FORBIDDEN_SUBSCRIPTIONS: Final[LiteralString] = """
 SELECT s.user_id, s.channel
 FROM unnest(%(user_ids)s::bigint[], %(channels)s::text[]) AS s(user_id, channel)
-WHERE NOT pgcast_may_listen(s.user_id, s.channel)
+WHERE s.user_id <> 0 AND NOT pgcast_may_listen(s.user_id, s.channel)
 """
 
 # Direct messages. The JSON shapes come from the same SQL functions the broadcasts use.
@@ -419,3 +421,23 @@ WHERE u.id <> %(me)s AND u.name ILIKE %(pattern)s
 ORDER BY lower(u.name), u.id
 LIMIT %(limit)s
 """
+
+# The Pusher HTTP API's publish: a row per event and channel, in the order given, in one
+# statement (so one transaction). Each row names its own origin socket: the events of a
+# batch may each leave out another socket.
+INSERT_PUSHER_EVENTS: Final[LiteralString] = """
+INSERT INTO broadcasts (channel, event, data, origin_socket_id)
+SELECT p.channel, p.event, p.data::jsonb, p.origin_socket_id
+FROM unnest(%(channels)s::text[], %(events)s::text[], %(data)s::text[], %(origins)s::text[])
+     WITH ORDINALITY AS p(channel, event, data, origin_socket_id, position)
+ORDER BY p.position
+"""
+
+# Tells every process's listener to close something (server/pg/revocations.py).
+ANNOUNCE_REVOCATION: Final[LiteralString] = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# Client events (Pusher `client-…`) travel between processes as notifications and are never
+# stored: each process LISTENs here and hands them to its hub.
+CLIENT_EVENTS_CHANNEL: Final = "pgcast_client_events"
+
+NOTIFY_CLIENT_EVENT: Final[LiteralString] = "SELECT pg_notify('pgcast_client_events', %(payload)s)"

@@ -17,6 +17,7 @@ from bench import (
     fanout,
     idle_sockets,
     ingest,
+    pusher,
     quick,
     report,
     resume,
@@ -181,6 +182,17 @@ def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
         assert run["replay_events_per_second"] > 0
         assert run["replay_server_us_per_event"] > 0
     assert all(ratio > 0 for ratio in result["ratios"].values())
+
+
+def test_pusher_bench_smoke_delivers_everything_over_both_protocols(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](pusher)
+    assert result["problems"] == []
+    for protocol in ("native", "pusher"):
+        assert result[protocol]["frames"] == 5 * 100
+        assert result[protocol]["frames_per_second"] > 0
+    assert "cost_ratio" in result
 
 
 def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:

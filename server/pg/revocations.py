@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SESSION_ENDED = Disconnect(CloseReason.SIGNED_OUT, "signed out")
 USER_DELETED = Disconnect(CloseReason.SIGNED_OUT, "account deleted")
+TERMINATED = Disconnect(CloseReason.SIGNED_OUT, "connections terminated by the server")
 
 
 def channel_revoked(channel: str) -> Disconnect:
@@ -33,8 +34,10 @@ class Revocations:
         self._checks: set[asyncio.Task[None]] = set()
 
     def announced(self, payload: str) -> None:
-        """One notification: `session:ID`, `user:ID`, `membership:USER_ID:CHANNEL`, or
-        `recheck` (a DBA changed the listen rule: check every subscription again)."""
+        """One notification: `session:ID`, `user:ID`, `membership:USER_ID:CHANNEL`,
+        `terminate:USER_ID` (the Pusher HTTP API's terminate_connections: the user may
+        connect again), or `recheck` (a DBA changed the listen rule: check every
+        subscription again)."""
         kind, _, ident = payload.partition(":")
         if kind == "session" and ident:
             self._hub.close_session(ident, SESSION_ENDED)
@@ -43,6 +46,10 @@ class Revocations:
         elif kind == "membership" and ident.partition(":")[0].isdigit():
             user_id, _, channel = ident.partition(":")
             self._check({(int(user_id), channel)})
+        elif kind == "terminate":
+            # Any Pusher user id is valid; only pgcast's (numeric) users have sockets here.
+            if ident.isascii() and ident.isdigit():
+                self._hub.close_user(int(ident), TERMINATED)
         elif kind == "recheck":
             self.check_everything()
         else:
