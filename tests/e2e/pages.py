@@ -1,4 +1,5 @@
-"""Driving the pgcast UI in Debian's chromium: launch flags, a watched tab, sign-in.
+"""Driving the pgcast UI in Debian's chromium: launch flags, a watched tab, sign-in, the
+feed, conversations and notifications.
 
 Shared by the browser tests and `screenshots.py`. Never downloads a browser.
 """
@@ -40,12 +41,11 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP: ViewportSize = {"width": 1200, "height": 800}
 WAIT = 10.0
-
-# The one console error a healthy page may log: the signed-out probe of /api/me answers 401,
-# which chromium reports as a failed resource even though the app handles it.
-SIGNED_OUT_PROBE = re.compile(
-    r"Failed to load resource: the server responded with a status of 401 \(Unauthorized\)"
-    r" @ http://127\.0\.0\.1:\d+/api/me"
+DIRECT_MESSAGE_EVENTS = ("new-direct-message", "direct-message-updated", "direct-message-deleted")
+NOTIFICATION_EVENTS = (
+    "Illuminate\\Notifications\\Events\\BroadcastNotificationCreated",
+    "notification-updated",
+    "notification-deleted",
 )
 
 
@@ -79,6 +79,8 @@ class Tab:
     # Every WebSocket the page opened (or tried to), and those that have closed since.
     sockets: list[WebSocket] = field(default_factory=list)
     closed_sockets: list[WebSocket] = field(default_factory=list)
+    # False for a second page in another tab's context: closing it leaves the context open.
+    owns_context: bool = True
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -88,8 +90,17 @@ class Tab:
         context = await browser.new_context(
             base_url=base_url, viewport=viewport or DESKTOP, color_scheme="light"
         )
-        page = await context.new_page()
-        tab = cls(context, page)
+        return cls._watch(context, await context.new_page())
+
+    async def another_tab(self) -> Tab:
+        """A second page of the same browser (same cookies, so the same user), on `/`."""
+        tab = self._watch(self.context, await self.context.new_page(), owns_context=False)
+        await tab.page.goto("/")
+        return tab
+
+    @classmethod
+    def _watch(cls, context: BrowserContext, page: Page, *, owns_context: bool = True) -> Tab:
+        tab = cls(context, page, owns_context=owns_context)
         page.on("console", tab._on_console)
         page.on("pageerror", tab._on_page_error)
         page.on("dialog", tab._on_dialog)
@@ -122,7 +133,10 @@ class Tab:
         socket.on("close", closed)
 
     async def close(self) -> None:
-        await self.context.close()
+        if self.owns_context:
+            await self.context.close()
+        elif not self.page.is_closed():
+            await self.page.close()
 
     # --- what the page is showing ---------------------------------------------------------
 
@@ -144,6 +158,41 @@ class Tab:
     async def feed_contents(self) -> list[str]:
         return await self.feed.locator(".message-content").all_inner_texts()
 
+    @property
+    def bell(self) -> Locator:
+        return self.page.get_by_role("button", name=re.compile(r"^Notifications"))
+
+    @property
+    def notification_panel(self) -> Locator:
+        return self.page.get_by_role("region", name="Notifications", exact=True)
+
+    @property
+    def toasts(self) -> Locator:
+        return self.page.get_by_role("region", name="New notifications").locator(".toast")
+
+    def toast(self, notification_id: str) -> Locator:
+        return self.page.locator(f'.toast[data-notification-id="{notification_id}"]')
+
+    @property
+    def conversations(self) -> Locator:
+        return self.page.get_by_role("region", name="Conversations")
+
+    def conversation_with(self, user_id: int) -> Locator:
+        """The entry for the conversation with `user_id` in the conversations list."""
+        return self.conversations.locator(f'[data-conversation-with="{user_id}"]')
+
+    def thread(self, name: str) -> Locator:
+        return self.page.get_by_role("log", name=f"Conversation with {name}")
+
+    def direct_message(self, direct_message_id: int) -> Locator:
+        return self.page.locator(f'[data-direct-message-id="{direct_message_id}"]')
+
+    def direct_composer(self, name: str) -> Locator:
+        return self.page.get_by_label(f"Message to {name}", exact=True)
+
+    async def thread_contents(self, name: str) -> list[str]:
+        return await self.thread(name).locator(".dm-content").all_inner_texts()
+
     # --- doing things ------------------------------------------------------------------------
 
     async def sign_in(self, email: str, name: str) -> None:
@@ -153,6 +202,34 @@ class Tab:
         await self.page.get_by_label("Name").fill(name)
         await self.page.get_by_role("button", name="Sign in").click()
         await expect(self.status).to_have_text("Live")
+
+    async def user_id(self) -> int:
+        """Who this page is signed in as, from the same route the app asks."""
+        user_id: int = await self.page.evaluate(
+            "fetch('/api/session').then(r => r.json()).then(body => body.user.id)"
+        )
+        return user_id
+
+    async def start_conversation(self, name: str) -> None:
+        """Find `name` with the people search and open the conversation with them."""
+        await self.page.get_by_label("Find people").fill(name)
+        results = self.page.get_by_role("list", name="People found")
+        await results.get_by_role("button", name=name, exact=True).click()
+        await expect(self.thread(name)).to_be_visible()
+
+    async def send_direct(self, name: str, content: str) -> int:
+        """Type into the open conversation with `name` and press Enter; the message's id."""
+        composer = self.direct_composer(name)
+        await composer.fill(content)
+        async with self.page.expect_response(
+            lambda r: r.url.endswith("/api/direct-messages") and r.request.method == "POST"
+        ) as posted:
+            await composer.press("Enter")
+        response = await posted.value
+        assert response.status == 201, await response.text()
+        assert await response.request.header_value("x-socket-id"), "post without X-Socket-ID"
+        direct_message_id: int = (await response.json())["direct_message"]["id"]
+        return direct_message_id
 
     async def send(self, content: str) -> int:
         """Type into the composer and press Enter; the id the server gave the message."""
@@ -177,6 +254,19 @@ class Tab:
             if frame.get("event") == "new-message" and frame["data"]["message"]["id"] == message_id
         ]
 
+    def direct_message_frames(self, direct_message_id: int) -> list[dict[str, Any]]:
+        return [
+            frame
+            for frame in self.frames
+            if frame.get("event") == "new-direct-message"
+            and frame["data"]["direct_message"]["id"] == direct_message_id
+        ]
+
+    def private_frames(self) -> list[dict[str, Any]]:
+        """Every direct-message and notification frame this page received."""
+        events = (*DIRECT_MESSAGE_EVENTS, *NOTIFICATION_EVENTS)
+        return [frame for frame in self.frames if frame.get("event") in events]
+
     async def wait_until(self, condition: Callable[[], bool], timeout: float = WAIT) -> None:
         """Wait, without polling, until `condition()` holds after some socket event."""
         async with asyncio.timeout(timeout):
@@ -192,9 +282,10 @@ class Tab:
         await self.wait_until(lambda: any(predicate(frame) for frame in self.frames), timeout)
 
     def assert_no_console_errors(self, expected: Iterable[re.Pattern[str]] = ()) -> None:
-        """No uncaught exception, and no console error other than the signed-out probe
-        (and the `expected` ones a test provokes on purpose)."""
-        allowed = [SIGNED_OUT_PROBE, *expected]
+        """No uncaught exception, and no console error other than the `expected` ones a
+        test provokes on purpose. (A signed-out page asks /api/session, which answers 200, so
+        not even the sign-in screen logs a failed request.)"""
+        allowed = list(expected)
         unexpected = [
             error
             for error in self.console_errors

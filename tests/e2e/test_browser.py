@@ -80,15 +80,15 @@ async def test_a_row_inserted_with_sql_appears_in_every_open_page(
 
 
 # While the server is down, chromium logs each refused reconnect attempt (the socket, and the
-# /api/me probe the client makes to tell a refused upgrade from a network error).
+# /api/session probe the client makes to tell a refused upgrade from a network error).
 REFUSED_WHILE_DOWN = (
     re.compile(
-        r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws\?after=[^']+' failed: "
-        r"Error in connection establishment: net::ERR_CONNECTION_REFUSED @ .*"
+        r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws\?channels=[^']+&after=[^']+' "
+        r"failed: Error in connection establishment: net::ERR_CONNECTION_REFUSED @ .*"
     ),
     re.compile(
         r"Failed to load resource: net::ERR_CONNECTION_REFUSED"
-        r" @ http://127\.0\.0\.1:\d+/api/me"
+        r" @ http://127\.0\.0\.1:\d+/api/session"
     ),
 )
 
@@ -281,9 +281,17 @@ async def test_sign_in_and_send_with_the_keyboard_only(open_tab: OpenTab) -> Non
     await keyboard.press("Enter")
     await expect(tab.status).to_have_text("Live")
 
-    # Focus order: the header's Sign out, the feed (focusable so it scrolls with the arrow
-    # keys; no older page, so no "Load older messages" button), then the composer.
-    for target in (page.get_by_role("button", name="Sign out"), tab.feed, tab.composer):
+    # Focus order: the header's bell and Sign out, the sidebar (the public feed, people
+    # search; no conversations yet), the feed (focusable so it scrolls with the arrow keys;
+    # no older page, so no "Load older messages" button), then the composer.
+    for target in (
+        tab.bell,
+        page.get_by_role("button", name="Sign out"),
+        page.get_by_role("button", name="Public feed"),
+        page.get_by_label("Find people"),
+        tab.feed,
+        tab.composer,
+    ):
         await keyboard.press("Tab")
         await expect(target).to_be_focused()
     await keyboard.type("Typed without a mouse")

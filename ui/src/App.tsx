@@ -1,9 +1,25 @@
+import { useCallback, useRef, useState } from "react";
 import { Composer } from "./components/Composer";
+import { ConversationList } from "./components/ConversationList";
+import { ConversationView } from "./components/ConversationView";
 import { Feed } from "./components/Feed";
 import { Header } from "./components/Header";
+import { NotificationBell } from "./components/NotificationBell";
+import { NotificationPanel } from "./components/NotificationPanel";
+import { PeopleSearch } from "./components/PeopleSearch";
 import { SignIn } from "./components/SignIn";
+import { TabBar, type MainView } from "./components/TabBar";
+import { Toasts } from "./components/Toasts";
+import { useConversations } from "./hooks/useConversations";
+import { useDirectMessages } from "./hooks/useDirectMessages";
 import { useMessages } from "./hooks/useMessages";
+import { useNotifications } from "./hooks/useNotifications";
+import { useNow } from "./hooks/useNow";
+import { usePageVisible } from "./hooks/usePageVisible";
+import { useRealtime, type RealtimeControls } from "./hooks/useRealtime";
 import { useSession } from "./hooks/useSession";
+import { totalUnread } from "./lib/conversations";
+import { MESSAGES_CHANNEL, userChannel } from "./lib/realtime";
 import type { AppConfig, User } from "./lib/types";
 
 export function App() {
@@ -31,44 +47,207 @@ export function App() {
       return <SignIn config={session.config} onDevLogin={signInWithDevLogin} />;
     case "signed-in":
       return (
-        <LiveFeed
-          // A different user gets a fresh feed and socket.
+        <SignedIn
+          // A different user gets fresh lists and a fresh socket.
           key={session.user.id}
           user={session.user}
           config={session.config}
           onSignedOut={markSignedOut}
+          onReloadSession={retry}
         />
       );
   }
 }
 
-/** Mounted only while signed in, so the socket exists only while it can be authorised. */
-function LiveFeed({
+/**
+ * Mounted only while signed in, so the socket exists only while it can be authorised.
+ * One socket serves everything on the page: the public feed and the user's own channel.
+ */
+function SignedIn({
   user,
   config,
   onSignedOut,
+  onReloadSession,
 }: {
   user: User;
   config: AppConfig;
   onSignedOut(): void;
+  onReloadSession(): void;
 }) {
-  const feed = useMessages({ onSignedOut });
+  const [channels] = useState(() => [MESSAGES_CHANNEL, userChannel(user.id)]);
+  const realtime = useRealtime({ channels, onSignedOut });
+  const feed = useMessages({ realtime, onSignedOut });
+  const conversations = useConversations({ realtime, me: user.id, onSignedOut });
+  const notifications = useNotifications({ realtime, onSignedOut });
+  const now = useNow();
+
+  const [view, setView] = useState<MainView>("feed");
+  const [partner, setPartner] = useState<User | null>(null);
+  const [panelOpen, setPanelOpen] = useState(false);
+  const bell = useRef<HTMLButtonElement>(null);
+
+  const openConversation = useCallback((other: User) => {
+    setPartner(other);
+    setView("conversation");
+  }, []);
+  const selectView = useCallback((next: "feed" | "chats") => {
+    setView(next);
+    if (next === "feed") setPartner(null);
+  }, []);
+
+  const activeUserId = view === "conversation" && partner ? partner.id : null;
+
   return (
-    <div className="app">
-      <Header user={user} connection={feed.connection} />
-      <main className="app-main">
-        <Feed
-          messages={feed.messages}
-          loaded={feed.loaded}
-          loadError={feed.loadError}
-          hasOlder={feed.hasOlder}
-          loadingOlder={feed.loadingOlder}
-          olderError={feed.olderError}
-          onLoadOlder={feed.loadOlder}
-          onRetry={feed.reload}
+    <div className="app" data-view={view}>
+      <Header user={user} connection={realtime.state}>
+        <NotificationBell
+          ref={bell}
+          unreadCount={notifications.unreadCount}
+          expanded={panelOpen}
+          onToggle={() => setPanelOpen((open) => !open)}
         />
-        <Composer maxChars={config.max_message_chars} onSend={feed.send} />
-      </main>
+      </Header>
+      {realtime.forbidden && (
+        <div className="banner" role="alert">
+          <p>Live updates stopped: {realtime.forbidden}.</p>
+          <button type="button" onClick={onReloadSession}>
+            Reload
+          </button>
+        </div>
+      )}
+      <TabBar
+        view={view}
+        unreadChats={totalUnread(conversations.conversations, activeUserId)}
+        onSelect={selectView}
+      />
+      <div className="app-body">
+        <aside className="sidebar" aria-label="People and conversations">
+          <button
+            type="button"
+            className={
+              view === "conversation" ? "conversation" : "conversation conversation-active"
+            }
+            aria-current={view === "conversation" ? undefined : "true"}
+            onClick={() => selectView("feed")}
+          >
+            <span className="channel-mark" aria-hidden="true">
+              #
+            </span>
+            <span className="conversation-name">Public feed</span>
+          </button>
+          <PeopleSearch onOpen={openConversation} onSignedOut={onSignedOut} />
+          <ConversationList
+            conversations={conversations.conversations}
+            me={user.id}
+            activeUserId={activeUserId}
+            loaded={conversations.loaded}
+            loadError={conversations.loadError}
+            now={now}
+            onOpen={openConversation}
+            onRetry={conversations.reload}
+          />
+        </aside>
+        <main className="app-main">
+          {view === "conversation" && partner ? (
+            <Conversation
+              // Another person: another conversation, with its own history and state.
+              key={partner.id}
+              realtime={realtime}
+              me={user.id}
+              partner={partner}
+              maxChars={config.max_message_chars}
+              onSignedOut={onSignedOut}
+              onMarkedRead={conversations.markedRead}
+              onBack={() => selectView("chats")}
+            />
+          ) : (
+            <>
+              <Feed
+                messages={feed.messages}
+                loaded={feed.loaded}
+                loadError={feed.loadError}
+                hasOlder={feed.hasOlder}
+                loadingOlder={feed.loadingOlder}
+                olderError={feed.olderError}
+                onLoadOlder={feed.loadOlder}
+                onRetry={feed.reload}
+              />
+              <Composer maxChars={config.max_message_chars} onSend={feed.send} />
+            </>
+          )}
+        </main>
+      </div>
+      {panelOpen && (
+        <NotificationPanel
+          notifications={notifications.notifications}
+          unreadCount={notifications.unreadCount}
+          loaded={notifications.loaded}
+          loadError={notifications.loadError}
+          actionError={notifications.actionError}
+          hasOlder={notifications.hasOlder}
+          loadingOlder={notifications.loadingOlder}
+          onMarkRead={notifications.markRead}
+          onMarkAllRead={notifications.markAllRead}
+          onLoadOlder={notifications.loadOlder}
+          onRetry={notifications.reload}
+          onClose={() => {
+            setPanelOpen(false);
+            // Back where the panel was opened from, not at the top of the page.
+            bell.current?.focus();
+          }}
+        />
+      )}
+      <Toasts
+        // The open panel lists them already.
+        toasts={panelOpen ? [] : notifications.toasts}
+        onOpen={() => setPanelOpen(true)}
+        onDismiss={notifications.dismissToast}
+      />
     </div>
+  );
+}
+
+function Conversation({
+  realtime,
+  me,
+  partner,
+  maxChars,
+  onSignedOut,
+  onMarkedRead,
+  onBack,
+}: {
+  realtime: RealtimeControls;
+  me: number;
+  partner: User;
+  maxChars: number;
+  onSignedOut(): void;
+  onMarkedRead(userId: number): void;
+  onBack(): void;
+}) {
+  const visible = usePageVisible();
+  const thread = useDirectMessages({
+    realtime,
+    me,
+    other: partner.id,
+    viewed: visible,
+    onSignedOut,
+    onMarkedRead,
+  });
+  return (
+    <ConversationView
+      me={me}
+      user={partner}
+      messages={thread.messages}
+      loaded={thread.loaded}
+      loadError={thread.loadError}
+      hasOlder={thread.hasOlder}
+      loadingOlder={thread.loadingOlder}
+      olderError={thread.olderError}
+      maxChars={maxChars}
+      onLoadOlder={thread.loadOlder}
+      onRetry={thread.reload}
+      onSend={thread.send}
+      onBack={onBack}
+    />
   );
 }

@@ -9,9 +9,17 @@ export interface ComposerProps {
   maxChars: number;
   /** Resolves once the server accepted the message; rejects with the reason otherwise. */
   onSend(content: string): Promise<void>;
+  /** The field's label, e.g. "Message to Bob" in a conversation. */
+  label?: string;
+  placeholder?: string;
 }
 
-export function Composer({ maxChars, onSend }: ComposerProps) {
+export function Composer({
+  maxChars,
+  onSend,
+  label = "Message",
+  placeholder = "Write a message…",
+}: ComposerProps) {
   const [draft, setDraft] = useState("");
   const [sending, setSending] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -74,7 +82,7 @@ export function Composer({ maxChars, onSend }: ComposerProps) {
   return (
     <form className="composer" onSubmit={handleSubmit} aria-busy={sending}>
       <label htmlFor={`${id}-input`} className="composer-label">
-        Message
+        {label}
       </label>
       <div className="composer-row">
         <textarea
@@ -86,7 +94,7 @@ export function Composer({ maxChars, onSend }: ComposerProps) {
           onKeyDown={handleKeyDown}
           disabled={sending}
           rows={2}
-          placeholder="Write a message…"
+          placeholder={placeholder}
           aria-describedby={describedBy}
           aria-invalid={tooLong || textProblem !== null}
         />

@@ -1,5 +1,4 @@
 import { useCallback, useLayoutEffect, useRef, useState, type RefObject } from "react";
-import type { Message } from "../lib/types";
 
 const NEAR_EDGE_PX = 120;
 
@@ -16,7 +15,7 @@ export interface FeedScroll {
  * while the reader is at the bottom, and keep the visible message in place when an
  * older page is prepended above it.
  */
-export function useFeedScroll(messages: Message[], onNearTop: () => void): FeedScroll {
+export function useFeedScroll(messages: { id: number }[], onNearTop: () => void): FeedScroll {
   const containerRef = useRef<HTMLDivElement | null>(null);
   const [atBottom, setAtBottom] = useState(true);
   const followBottom = useRef(true);

@@ -1,5 +1,5 @@
-import { useCallback, useEffect, useReducer, useRef, useState } from "react";
-import { ApiError, listMessages, postMessage } from "../lib/api";
+import { useCallback, useReducer, useRef, useState } from "react";
+import { listMessages, postMessage } from "../lib/api";
 import {
   applyEvent,
   EMPTY_FEED,
@@ -7,9 +7,11 @@ import {
   replaceWithPage,
   type FeedState,
 } from "../lib/feed";
-import type { ConnectionState, FeedEvent, Message, MessagePage } from "../lib/types";
+import type { FeedEvent, Message, MessagePage } from "../lib/types";
+import { describeError, isSignedOut } from "./errors";
 import { useLatest } from "./useLatest";
-import { useRealtime } from "./useRealtime";
+import { useRealtimeEvents, type RealtimeControls } from "./useRealtime";
+import { useSnapshot } from "./useSnapshot";
 
 export const PAGE_SIZE = 50;
 
@@ -39,19 +41,14 @@ export interface MessagesControls {
   hasOlder: boolean;
   loadingOlder: boolean;
   olderError: string | null;
-  connection: ConnectionState;
   reload(): void;
   loadOlder(): void;
   /** Posts a message and shows it at once; rejects with ApiError so the composer can say why. */
   send(content: string): Promise<void>;
 }
 
-function describe(error: unknown): string {
-  return error instanceof ApiError ? error.message : "Something went wrong. Please try again.";
-}
-
 /**
- * The live feed: history over HTTP, changes over the realtime socket, merged by id.
+ * The live feed: history over HTTP, changes over the shared realtime socket, merged by id.
  *
  * The first page is fetched once the socket is subscribed (its `connected` frame), not on
  * mount: the server guarantees every change committed after `connected` reaches the
@@ -60,7 +57,13 @@ function describe(error: unknown): string {
  * and the second one would replace whatever older pages the reader loaded in between.
  * Until then the feed shows its loading state.
  */
-export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesControls {
+export function useMessages({
+  realtime,
+  onSignedOut,
+}: {
+  realtime: RealtimeControls;
+  onSignedOut(): void;
+}): MessagesControls {
   const [feed, dispatch] = useReducer(feedReducer, EMPTY_FEED);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [loadingOlder, setLoadingOlder] = useState(false);
@@ -68,60 +71,42 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
 
   const feedRef = useLatest(feed);
   const onSignedOutRef = useLatest(onSignedOut);
-
-  // Each reload starts a new generation; answers from an older one are stale.
-  const generation = useRef(0);
-  // Cancels the reload in flight when a newer one supersedes it or the feed unmounts.
-  const reloadAbort = useRef<AbortController | null>(null);
-  // Events that arrive while a reload is in flight, to re-apply on top of its page.
-  const eventsDuringReload = useRef<FeedEvent[] | null>(null);
   const loadingOlderRef = useRef(false);
 
   const handleFailure = useCallback(
     (error: unknown, show: (message: string) => void) => {
-      if (error instanceof ApiError && error.status === 401) onSignedOutRef.current();
-      else show(describe(error));
+      if (isSignedOut(error)) onSignedOutRef.current();
+      else show(describeError(error));
     },
     [onSignedOutRef],
   );
-
-  const apply = useCallback((event: FeedEvent) => {
-    eventsDuringReload.current?.push(event);
-    dispatch({ type: "event", event });
-  }, []);
 
   /**
    * Start over from a fresh first page. This replaces the feed, older pages included: it
    * runs only when the feed may have a gap (a fresh socket) or on "Try again".
    */
-  const reload = useCallback(async () => {
-    const current = ++generation.current;
-    reloadAbort.current?.abort();
-    const abort = new AbortController();
-    reloadAbort.current = abort;
-    const buffered: FeedEvent[] = [];
-    eventsDuringReload.current = buffered;
-    try {
-      const page = await listMessages({ limit: PAGE_SIZE, signal: abort.signal });
-      if (current !== generation.current) return;
-      dispatch({ type: "replaced", page, eventsDuringFetch: buffered });
+  const snapshot = useSnapshot<MessagePage, FeedEvent>({
+    fetch: (signal) => listMessages({ limit: PAGE_SIZE, signal }),
+    loaded: (page, eventsDuringFetch) => {
+      dispatch({ type: "replaced", page, eventsDuringFetch });
       setLoadError(null);
       setOlderError(null);
-    } catch (error) {
-      if (current !== generation.current) return;
-      handleFailure(error, setLoadError);
-    } finally {
-      if (current === generation.current) {
-        eventsDuringReload.current = null;
-        reloadAbort.current = null;
-      }
-    }
-  }, [handleFailure]);
+    },
+    failed: (error) => handleFailure(error, setLoadError),
+  });
+
+  const apply = useCallback(
+    (event: FeedEvent) => {
+      snapshot.record(event);
+      dispatch({ type: "event", event });
+    },
+    [snapshot],
+  );
 
   const loadOlder = useCallback(async () => {
     const before = feedRef.current.nextBefore;
     if (loadingOlderRef.current || before === null) return;
-    const current = generation.current;
+    const generation = snapshot.generation();
     loadingOlderRef.current = true;
     setLoadingOlder(true);
     setOlderError(null);
@@ -129,43 +114,32 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
       const page = await listMessages({ before, limit: PAGE_SIZE });
       // A reload in the meantime replaced the list this page would extend. (The reducer
       // also drops it if the list no longer ends at `before`.)
-      if (current === generation.current) dispatch({ type: "older", page, before });
+      if (generation === snapshot.generation()) dispatch({ type: "older", page, before });
     } catch (error) {
-      if (current === generation.current) handleFailure(error, setOlderError);
+      if (generation === snapshot.generation()) handleFailure(error, setOlderError);
     } finally {
       loadingOlderRef.current = false;
       setLoadingOlder(false);
     }
-  }, [feedRef, handleFailure]);
+  }, [feedRef, handleFailure, snapshot]);
 
-  const { state: connection, getSocketId } = useRealtime({
-    onEvent: apply,
-    // A fresh socket (first connect, or after its cursor was refused) only sees what is
-    // committed from now on: load history now so nothing before it is missing. This is
-    // the only automatic first-page fetch; a resumed socket replays what it missed.
-    onConnected: ({ resumed }) => {
-      if (!resumed) void reload();
+  useRealtimeEvents(realtime, {
+    onEvent: (event) => {
+      if (event.kind === "message") apply(event.event);
     },
-    onSignedOut: () => onSignedOutRef.current(),
+    // A fresh socket only sees what is committed from now on: load history now so nothing
+    // before it is missing. This is the only automatic first-page fetch.
+    onFresh: () => void snapshot.load(),
   });
 
-  useEffect(
-    () => () => {
-      // Unmounted (signed out): whatever is still in flight has no feed to update.
-      generation.current += 1;
-      reloadAbort.current?.abort();
-      reloadAbort.current = null;
-    },
-    [],
-  );
-
+  const { getSocketId } = realtime;
   const send = useCallback(
     async (content: string) => {
       try {
         const message = await postMessage(content, getSocketId());
         apply({ type: "created", message });
       } catch (error) {
-        if (error instanceof ApiError && error.status === 401) onSignedOutRef.current();
+        if (isSignedOut(error)) onSignedOutRef.current();
         throw error;
       }
     },
@@ -179,8 +153,7 @@ export function useMessages({ onSignedOut }: { onSignedOut(): void }): MessagesC
     hasOlder: feed.nextBefore !== null,
     loadingOlder,
     olderError,
-    connection,
-    reload: () => void reload(),
+    reload: () => void snapshot.load(),
     loadOlder: () => void loadOlder(),
     send,
   };

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { ApiError, devLogin, getConfig, getMe } from "../lib/api";
+import { ApiError, devLogin, getConfig, getSession } from "../lib/api";
 import type { AppConfig, User } from "../lib/types";
+import { describeError } from "./errors";
 
 export type Session =
   | { status: "loading" }
@@ -16,10 +17,6 @@ export interface SessionControls {
   markSignedOut(): void;
 }
 
-function describe(error: unknown): string {
-  return error instanceof ApiError ? error.message : "Something went wrong. Please try again.";
-}
-
 export function useSession(): SessionControls {
   const [session, setSession] = useState<Session>({ status: "loading" });
   const loadCount = useRef(0);
@@ -28,12 +25,12 @@ export function useSession(): SessionControls {
     const load = ++loadCount.current;
     setSession({ status: "loading" });
     try {
-      const [config, user] = await Promise.all([getConfig(), getMe()]);
+      const [config, user] = await Promise.all([getConfig(), getSession()]);
       if (load !== loadCount.current) return;
       setSession(user ? { status: "signed-in", config, user } : { status: "signed-out", config });
     } catch (error) {
       if (load !== loadCount.current) return;
-      setSession({ status: "error", message: describe(error) });
+      setSession({ status: "error", message: describeError(error) });
     }
   }, []);
 
@@ -43,7 +40,7 @@ export function useSession(): SessionControls {
 
   const signInWithDevLogin = useCallback(async (email: string, name: string) => {
     await devLogin(email, name);
-    const user = await getMe();
+    const user = await getSession();
     if (!user) {
       throw new ApiError(
         401,

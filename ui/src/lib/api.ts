@@ -1,4 +1,14 @@
-import type { AppConfig, Message, MessagePage, User } from "./types";
+import type {
+  AppConfig,
+  Conversation,
+  DirectMessage,
+  DirectMessagePage,
+  Message,
+  MessagePage,
+  Notification,
+  NotificationPage,
+  User,
+} from "./types";
 
 /** Every failed request surfaces as this, so callers branch on `status`/`code`. */
 export class ApiError extends Error {
@@ -69,15 +79,13 @@ export function getConfig(): Promise<AppConfig> {
   return requestJson<AppConfig>("/api/config");
 }
 
-/** The signed-in user, or null when the session is missing or expired. */
-export async function getMe(): Promise<User | null> {
-  try {
-    const body = await requestJson<{ user: User }>("/api/me");
-    return body.user;
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 401) return null;
-    throw error;
-  }
+/**
+ * The signed-in user, or null when the session is missing or expired. `/api/session` answers
+ * 200 either way, so a signed-out page logs no failed request (`/api/me` would answer 401).
+ */
+export async function getSession(): Promise<User | null> {
+  const body = await requestJson<{ user: User | null }>("/api/session");
+  return body.user;
 }
 
 export async function devLogin(email: string, name: string): Promise<void> {
@@ -97,8 +105,98 @@ export function listMessages(
   );
 }
 
+function socketHeader(socketId: string | null): Record<string, string> {
+  return socketId ? { "X-Socket-ID": socketId } : {};
+}
+
+function signalInit(signal: AbortSignal | undefined): RequestInit | undefined {
+  return signal ? { signal } : undefined;
+}
+
 /** `socketId` keeps this tab's own socket from receiving the broadcast of this post. */
 export function postMessage(content: string, socketId: string | null): Promise<Message> {
-  const headers: Record<string, string> = socketId ? { "X-Socket-ID": socketId } : {};
-  return requestJson<Message>("/api/messages", jsonBody({ content }, headers));
+  return requestJson<Message>("/api/messages", jsonBody({ content }, socketHeader(socketId)));
+}
+
+export async function sendDirectMessage(
+  recipientId: number,
+  content: string,
+  socketId: string | null,
+): Promise<DirectMessage> {
+  const body = await requestJson<{ direct_message: DirectMessage }>(
+    "/api/direct-messages",
+    jsonBody({ recipient_id: recipientId, content }, socketHeader(socketId)),
+  );
+  return body.direct_message;
+}
+
+/** One page of the conversation with `withUser`, oldest first. */
+export function listDirectMessages(options: {
+  withUser: number;
+  before?: number | null;
+  limit?: number;
+  signal?: AbortSignal;
+}): Promise<DirectMessagePage> {
+  const params = new URLSearchParams({ with: String(options.withUser) });
+  if (options.before != null) params.set("before", String(options.before));
+  params.set("limit", String(options.limit ?? 50));
+  return requestJson<DirectMessagePage>(
+    `/api/direct-messages?${params.toString()}`,
+    signalInit(options.signal),
+  );
+}
+
+export async function listConversations(signal?: AbortSignal): Promise<Conversation[]> {
+  const body = await requestJson<{ conversations: Conversation[] }>(
+    "/api/conversations",
+    signalInit(signal),
+  );
+  return body.conversations;
+}
+
+/** Marks every message from `withUser` read; each one is broadcast to both people. */
+export async function markConversationRead(withUser: number): Promise<number> {
+  const body = await requestJson<{ marked_read: number }>(
+    "/api/direct-messages/read",
+    jsonBody({ with: withUser }),
+  );
+  return body.marked_read;
+}
+
+export function listNotifications(
+  options: { before?: string | null; limit?: number; signal?: AbortSignal } = {},
+): Promise<NotificationPage> {
+  const params = new URLSearchParams();
+  if (options.before != null) params.set("before", options.before);
+  params.set("limit", String(options.limit ?? 20));
+  return requestJson<NotificationPage>(
+    `/api/notifications?${params.toString()}`,
+    signalInit(options.signal),
+  );
+}
+
+export async function markNotificationRead(id: string): Promise<Notification> {
+  const body = await requestJson<{ notification: Notification }>(
+    `/api/notifications/${encodeURIComponent(id)}/read`,
+    { method: "POST" },
+  );
+  return body.notification;
+}
+
+export async function markAllNotificationsRead(): Promise<number> {
+  const body = await requestJson<{ marked_read: number }>(
+    "/api/notifications/read-all",
+    { method: "POST" },
+  );
+  return body.marked_read;
+}
+
+/** People whose name contains `query` (never the signed-in user; at most 20). */
+export async function searchUsers(query: string, signal?: AbortSignal): Promise<User[]> {
+  const params = new URLSearchParams({ query });
+  const body = await requestJson<{ users: User[] }>(
+    `/api/users?${params.toString()}`,
+    signalInit(signal),
+  );
+  return body.users;
 }

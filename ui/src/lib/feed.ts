@@ -1,3 +1,4 @@
+import { appendNew, prependOlder, removeById, replaceExisting } from "./lists";
 import type { FeedEvent, Message, MessagePage } from "./types";
 
 /**
@@ -20,19 +21,12 @@ export function applyEvent(messages: Message[], event: FeedEvent): Message[] {
   switch (event.type) {
     case "created":
       // A replayed or echoed message is already on screen: keep it where it is.
-      if (messages.some((message) => message.id === event.message.id)) return messages;
-      return [...messages, event.message];
-    case "updated": {
-      const index = messages.findIndex((message) => message.id === event.message.id);
+      return appendNew(messages, event.message);
+    case "updated":
       // An edit of a message older than the loaded history has nothing to change.
-      if (index === -1) return messages;
-      const next = messages.slice();
-      next[index] = event.message;
-      return next;
-    }
+      return replaceExisting(messages, event.message);
     case "deleted":
-      if (!messages.some((message) => message.id === event.id)) return messages;
-      return messages.filter((message) => message.id !== event.id);
+      return removeById(messages, event.id);
   }
 }
 
@@ -66,15 +60,4 @@ export function prependOlderPage(
     messages: prependOlder(state.messages, page.messages),
     nextBefore: page.next_before,
   };
-}
-
-function prependOlder(messages: Message[], older: Message[]): Message[] {
-  const seen = new Set(messages.map((message) => message.id));
-  const fresh: Message[] = [];
-  for (const message of older) {
-    if (seen.has(message.id)) continue;
-    seen.add(message.id);
-    fresh.push(message);
-  }
-  return fresh.length === 0 ? messages : [...fresh, ...messages];
 }

@@ -1,21 +1,32 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { FakeWebSocket } from "../test/fakeWebSocket";
-import { makeMessage, newMessageFrame } from "../test/factories";
+import {
+  ALICE,
+  BOB,
+  makeDirectMessage,
+  makeMessage,
+  makeNotification,
+  newMessageFrame,
+} from "../test/factories";
 import {
   backoffDelay,
+  NOTIFICATION_CREATED,
   RealtimeConnection,
   realtimeUrl,
+  routeFrame,
+  userChannel,
   type Environment,
   type RealtimeHandlers,
 } from "./realtime";
-import type { ConnectionState, FeedEvent } from "./types";
+import type { ConnectionState, RealtimeEvent } from "./types";
 
 const URL_BASE = "ws://pgcast.test/ws";
 
 interface Harness {
   connection: RealtimeConnection;
   states: ConnectionState[];
-  events: FeedEvent[];
+  events: RealtimeEvent[];
+  forbidden: string[];
   connects: { socketId: string; resumed: boolean }[];
   signedOut: ReturnType<typeof vi.fn>;
   checkSignedIn: ReturnType<typeof vi.fn<() => Promise<boolean>>>;
@@ -25,9 +36,12 @@ interface Harness {
   document: EventTarget;
 }
 
-function setup(options: { random?: () => number; signedIn?: boolean } = {}): Harness {
+function setup(
+  options: { random?: () => number; signedIn?: boolean; channels?: string[] } = {},
+): Harness {
   const states: ConnectionState[] = [];
-  const events: FeedEvent[] = [];
+  const events: RealtimeEvent[] = [];
+  const forbidden: string[] = [];
   const connects: { socketId: string; resumed: boolean }[] = [];
   const signedOut = vi.fn();
   const checkSignedIn = vi.fn(() => Promise.resolve(options.signedIn ?? true));
@@ -49,9 +63,11 @@ function setup(options: { random?: () => number; signedIn?: boolean } = {}): Har
     onEvent: (event) => events.push(event),
     onConnected: (info) => connects.push(info),
     onSignedOut: signedOut,
+    onForbidden: (reason) => forbidden.push(reason),
   };
   const connection = new RealtimeConnection({
     url: URL_BASE,
+    ...(options.channels ? { channels: options.channels } : {}),
     handlers,
     createSocket: (url) => new FakeWebSocket(url),
     // The top of each backoff window, so the delays are predictable.
@@ -63,6 +79,7 @@ function setup(options: { random?: () => number; signedIn?: boolean } = {}): Har
     connection,
     states,
     events,
+    forbidden,
     connects,
     signedOut,
     checkSignedIn,
@@ -137,9 +154,9 @@ describe("RealtimeConnection", () => {
     socket.send({ event: "message-deleted", channel: "messages", data: { id: 7 }, cursor: "c-3" });
 
     expect(h.events).toEqual([
-      { type: "created", message: created },
-      { type: "updated", message: edited },
-      { type: "deleted", id: 7 },
+      { kind: "message", event: { type: "created", message: created } },
+      { kind: "message", event: { type: "updated", message: edited } },
+      { kind: "message", event: { type: "deleted", id: 7 } },
     ]);
     expect(h.connection.cursor).toBe("c-3");
   });
@@ -383,5 +400,132 @@ describe("RealtimeConnection", () => {
     expect(h.events).toEqual([]);
     expect(h.connection.state).toBe("live");
     expect(h.connection.cursor).toBe("c-1");
+  });
+
+  it("asks for its channels in one socket, and resumes all of them from one cursor", async () => {
+    const h = setup({ channels: ["messages", "private-user.42"] });
+    h.connection.start();
+    const first = FakeWebSocket.latest();
+    expect(new URL(first.url).searchParams.get("channels")).toBe("messages,private-user.42");
+    expect(first.after).toBeNull();
+    first.connect("sock-1", "c-1");
+    first.send(newMessageFrame(makeMessage(1), "c-2"));
+    first.send({
+      event: "new-direct-message",
+      channel: "private-user.42",
+      data: { direct_message: makeDirectMessage(5) },
+      cursor: "c-3",
+    });
+
+    first.drop(1006);
+    await advance(500);
+    const second = FakeWebSocket.latest();
+    expect(new URL(second.url).searchParams.get("channels")).toBe("messages,private-user.42");
+    expect(second.after).toBe("c-3");
+  });
+
+  it("stops on close 4403 and says which channel was refused, instead of retrying", async () => {
+    const h = setup({ channels: ["messages", "private-user.42"] });
+    h.connection.start();
+    FakeWebSocket.latest().connect("sock-1", "c-1");
+    FakeWebSocket.latest().drop(4403, "not allowed to listen to private-user.42");
+
+    expect(h.forbidden).toEqual(["not allowed to listen to private-user.42"]);
+    expect(h.connection.state).toBe("offline");
+    expect(h.signedOut).not.toHaveBeenCalled();
+    await advance(120_000);
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+});
+
+describe("routeFrame", () => {
+  const at = "2025-01-01T12:00:00.000Z";
+  const me = userChannel(ALICE.id);
+
+  it("routes the user's channel: direct messages and Laravel's notification events", () => {
+    const dm = makeDirectMessage(3, { sender: BOB, recipient: ALICE });
+    expect(
+      routeFrame({ event: "new-direct-message", channel: me, data: { direct_message: dm } }, at),
+    ).toEqual({ kind: "direct-message", event: { type: "created", directMessage: dm } });
+    expect(
+      routeFrame({ event: "direct-message-updated", channel: me, data: { direct_message: dm } }, at),
+    ).toEqual({ kind: "direct-message", event: { type: "updated", directMessage: dm } });
+    expect(routeFrame({ event: "direct-message-deleted", channel: me, data: { id: 3 } }, at)).toEqual(
+      { kind: "direct-message", event: { type: "deleted", id: 3 } },
+    );
+
+    const id = "0b6a7c1e-94a8-4f3c-9d2e-3c1f2a4b5d6e";
+    expect(
+      routeFrame(
+        {
+          event: NOTIFICATION_CREATED,
+          channel: me,
+          data: { title: "Invoice paid", amount: 12, id, type: "invoice-paid" },
+        },
+        at,
+      ),
+    ).toEqual({
+      kind: "notification",
+      event: {
+        type: "created",
+        notification: {
+          id,
+          type: "invoice-paid",
+          data: { title: "Invoice paid", amount: 12 },
+          read_at: null,
+          created_at: at,
+        },
+      },
+    });
+    const read = makeNotification("n-1", { read_at: at });
+    expect(
+      routeFrame({ event: "notification-updated", channel: me, data: { notification: read } }, at),
+    ).toEqual({ kind: "notification", event: { type: "updated", notification: read } });
+    expect(routeFrame({ event: "notification-deleted", channel: me, data: { id } }, at)).toEqual({
+      kind: "notification",
+      event: { type: "deleted", id },
+    });
+  });
+
+  it("ignores events on the wrong channel, unknown events and malformed data", () => {
+    const dm = makeDirectMessage(3);
+    expect(
+      routeFrame({ event: "new-direct-message", channel: "messages", data: { direct_message: dm } }, at),
+    ).toBeNull();
+    expect(
+      routeFrame({ event: "new-message", channel: me, data: { message: makeMessage(1) } }, at),
+    ).toBeNull();
+    expect(routeFrame({ event: "order-shipped", channel: "orders.1", data: {} }, at)).toBeNull();
+    expect(routeFrame({ event: "new-direct-message", channel: me, data: { direct_message: { id: 1 } } }, at)).toBeNull();
+    expect(routeFrame({ event: NOTIFICATION_CREATED, channel: me, data: { id: 7, type: "x" } }, at)).toBeNull();
+  });
+
+  it("gives a notification that arrives live the time it arrived", () => {
+    const h = setup({ channels: ["messages", me] });
+    h.connection.start();
+    const socket = FakeWebSocket.latest();
+    socket.connect("sock-1", "c-1");
+    vi.setSystemTime(Date.parse("2025-03-04T05:06:07Z"));
+    socket.send({
+      event: NOTIFICATION_CREATED,
+      channel: me,
+      data: { id: "n-9", type: "ping" },
+      cursor: "c-2",
+    });
+    expect(h.events).toEqual([
+      {
+        kind: "notification",
+        event: {
+          type: "created",
+          notification: {
+            id: "n-9",
+            type: "ping",
+            data: {},
+            read_at: null,
+            created_at: "2025-03-04T05:06:07.000Z",
+          },
+        },
+      },
+    ]);
   });
 });

@@ -1,12 +1,23 @@
-import type { ConnectionState, FeedEvent, Message } from "./types";
+import type {
+  ConnectionState,
+  DirectMessage,
+  DirectMessageEvent,
+  FeedEvent,
+  Message,
+  Notification,
+  NotificationEvent,
+  RealtimeEvent,
+} from "./types";
 
 /**
- * One WebSocket per tab to `/ws`, kept alive across network trouble.
+ * One WebSocket per tab to `/ws?channels=…`, kept alive across network trouble.
  *
- * The server replays every broadcast committed after `?after=<cursor>`, so as long as
- * we reconnect with the last cursor we saw, nothing is missed or repeated. When the
- * server cannot honour the cursor (close 4400), we start fresh and tell the caller to
- * reload history (`onConnected` with `resumed: false`).
+ * The socket listens to every channel the tab needs (the public `messages` and the user's
+ * own `private-user.{id}`), and one cursor covers them all. The server replays every
+ * broadcast of those channels committed after `?after=<cursor>`, so as long as we
+ * reconnect with the last cursor we saw, nothing is missed or repeated. When the server
+ * cannot honour the cursor (close 4400), we start fresh and tell the caller to reload
+ * everything it shows (`onConnected` with `resumed: false`).
  */
 
 /** The part of the browser WebSocket this class uses, so tests can pass a fake. */
@@ -35,16 +46,23 @@ export interface Environment {
 
 export interface RealtimeHandlers {
   onStateChange?(state: ConnectionState): void;
-  onEvent?(event: FeedEvent): void;
+  onEvent?(event: RealtimeEvent): void;
   /** `resumed: false` means the feed may have a gap: reload the first page of history. */
   onConnected?(info: { socketId: string; resumed: boolean }): void;
-  /** The server says the session is gone (close 4401, or a refused upgrade plus /api/me 401). */
+  /** The server says the session is gone (close 4401, or a refused upgrade while signed out). */
   onSignedOut?(): void;
+  /**
+   * The server refused a channel (close 4403), e.g. another tab signed in as someone else.
+   * Retrying would be refused again, so the connection stops; `reason` names the channel.
+   */
+  onForbidden?(reason: string): void;
 }
 
 export interface RealtimeOptions {
   /** ws:// or wss:// URL of `/ws`, without a query. */
   url: string;
+  /** The channels to listen to; the server's default is `messages` alone. */
+  channels?: readonly string[];
   handlers: RealtimeHandlers;
   createSocket?: (url: string) => SocketLike;
   timers?: Timers;
@@ -62,6 +80,18 @@ export interface RealtimeOptions {
 /** Close codes the server uses (shared/CONTRACT.md). */
 export const CLOSE_CURSOR_UNUSABLE = 4400;
 export const CLOSE_UNAUTHORIZED = 4401;
+export const CLOSE_FORBIDDEN = 4403;
+
+export const MESSAGES_CHANNEL = "messages";
+
+/** The signed-in user's own channel: their direct messages and notifications. */
+export function userChannel(userId: number): string {
+  return `private-user.${userId}`;
+}
+
+/** Laravel's event name for a new notification (what Echo's `.notification()` listens for). */
+export const NOTIFICATION_CREATED =
+  "Illuminate\\Notifications\\Events\\BroadcastNotificationCreated";
 
 const SOCKET_CONNECTING = 0;
 
@@ -108,15 +138,38 @@ function parseFrame(raw: unknown): Frame | null {
   }
 }
 
-function isMessage(value: unknown): value is Message {
-  if (typeof value !== "object" || value === null) return false;
-  const message = value as Record<string, unknown>;
-  return typeof message.id === "number" && typeof message.content === "string";
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
 }
 
-function feedEventFrom(frame: Frame): FeedEvent | null {
-  const data = frame.data ?? {};
-  switch (frame.event) {
+function isMessage(value: unknown): value is Message {
+  return isObject(value) && typeof value.id === "number" && typeof value.content === "string";
+}
+
+function isDirectMessage(value: unknown): value is DirectMessage {
+  return (
+    isObject(value) &&
+    typeof value.id === "number" &&
+    typeof value.content === "string" &&
+    typeof value.sender_id === "number" &&
+    typeof value.recipient_id === "number" &&
+    isObject(value.sender) &&
+    isObject(value.recipient)
+  );
+}
+
+function isNotification(value: unknown): value is Notification {
+  return (
+    isObject(value) &&
+    typeof value.id === "string" &&
+    typeof value.type === "string" &&
+    isObject(value.data) &&
+    typeof value.created_at === "string"
+  );
+}
+
+function feedEventFrom(event: string, data: Record<string, unknown>): FeedEvent | null {
+  switch (event) {
     case "new-message":
       return isMessage(data.message) ? { type: "created", message: data.message } : null;
     case "message-updated":
@@ -126,6 +179,70 @@ function feedEventFrom(frame: Frame): FeedEvent | null {
     default:
       return null;
   }
+}
+
+function directMessageEventFrom(
+  event: string,
+  data: Record<string, unknown>,
+): DirectMessageEvent | null {
+  const directMessage = data.direct_message;
+  switch (event) {
+    case "new-direct-message":
+      return isDirectMessage(directMessage) ? { type: "created", directMessage } : null;
+    case "direct-message-updated":
+      return isDirectMessage(directMessage) ? { type: "updated", directMessage } : null;
+    case "direct-message-deleted":
+      return typeof data.id === "number" ? { type: "deleted", id: data.id } : null;
+    default:
+      return null;
+  }
+}
+
+function notificationEventFrom(
+  event: string,
+  data: Record<string, unknown>,
+  receivedAt: string,
+): NotificationEvent | null {
+  switch (event) {
+    case NOTIFICATION_CREATED: {
+      // Laravel's shape: the notification's own data with its id and type mixed in. It is
+      // new, so unread, and created about now.
+      const { id, type, ...rest } = data;
+      if (typeof id !== "string" || typeof type !== "string") return null;
+      return {
+        type: "created",
+        notification: { id, type, data: rest, read_at: null, created_at: receivedAt },
+      };
+    }
+    case "notification-updated":
+      return isNotification(data.notification)
+        ? { type: "updated", notification: data.notification }
+        : null;
+    case "notification-deleted":
+      return typeof data.id === "string" ? { type: "deleted", id: data.id } : null;
+    default:
+      return null;
+  }
+}
+
+/** What a broadcast frame means to the UI, by its channel and event; null if nothing. */
+export function routeFrame(
+  frame: { event: string; channel?: string; data?: Record<string, unknown> },
+  receivedAt: string,
+): RealtimeEvent | null {
+  const data = frame.data ?? {};
+  const channel = frame.channel ?? "";
+  if (channel === MESSAGES_CHANNEL) {
+    const event = feedEventFrom(frame.event, data);
+    return event && { kind: "message", event };
+  }
+  if (channel.startsWith("private-user.")) {
+    const directMessage = directMessageEventFrom(frame.event, data);
+    if (directMessage) return { kind: "direct-message", event: directMessage };
+    const notification = notificationEventFrom(frame.event, data, receivedAt);
+    return notification && { kind: "notification", event: notification };
+  }
+  return null;
 }
 
 function browserEnvironment(): Environment {
@@ -139,6 +256,7 @@ const browserTimers: Timers = {
 
 export class RealtimeConnection {
   private readonly url: string;
+  private readonly channels: readonly string[];
   private readonly handlers: RealtimeHandlers;
   private readonly createSocket: (url: string) => SocketLike;
   private readonly timers: Timers;
@@ -162,6 +280,7 @@ export class RealtimeConnection {
 
   constructor(options: RealtimeOptions) {
     this.url = options.url;
+    this.channels = options.channels ?? [];
     this.handlers = options.handlers;
     this.createSocket = options.createSocket ?? ((url) => new WebSocket(url));
     this.timers = options.timers ?? browserTimers;
@@ -216,9 +335,21 @@ export class RealtimeConnection {
     this.open();
   }
 
+  private socketUrl(): string {
+    // A name that itself contains a comma cannot go in the comma-separated list; the
+    // server takes such a name alone, as `channel=`.
+    const listed = this.channels.filter((name) => !name.includes(","));
+    const alone = this.channels.filter((name) => name.includes(","));
+    const query = [
+      ...(listed.length > 0 ? [`channels=${listed.map(encodeURIComponent).join(",")}`] : []),
+      ...alone.map((name) => `channel=${encodeURIComponent(name)}`),
+      ...(this._cursor !== null ? [`after=${encodeURIComponent(this._cursor)}`] : []),
+    ];
+    return query.length > 0 ? `${this.url}?${query.join("&")}` : this.url;
+  }
+
   private open(): void {
-    const url =
-      this._cursor === null ? this.url : `${this.url}?after=${encodeURIComponent(this._cursor)}`;
+    const url = this.socketUrl();
     const socket = this.createSocket(url);
     this.socket = socket;
     this.socketOpened = false;
@@ -229,7 +360,7 @@ export class RealtimeConnection {
       if (socket === this.socket) this.handleFrame(parseFrame(event.data));
     };
     socket.onclose = (event) => {
-      if (socket === this.socket) this.handleClose(event.code);
+      if (socket === this.socket) this.handleClose(event.code, event.reason);
     };
     // Every error is followed by a close event, which is where recovery happens.
     socket.onerror = null;
@@ -241,7 +372,7 @@ export class RealtimeConnection {
       this.handleConnected(frame.data ?? {});
       return;
     }
-    const event = feedEventFrom(frame);
+    const event = routeFrame(frame, new Date(this.now()).toISOString());
     if (event) this.handlers.onEvent?.(event);
     if (frame.cursor !== undefined) this._cursor = frame.cursor;
   }
@@ -258,7 +389,7 @@ export class RealtimeConnection {
     this.handlers.onConnected?.({ socketId, resumed });
   }
 
-  private handleClose(code: number): void {
+  private handleClose(code: number, reason: string): void {
     const upgraded = this.socketOpened;
     this.socket = null;
     this._socketId = null;
@@ -270,6 +401,11 @@ export class RealtimeConnection {
 
     if (code === CLOSE_UNAUTHORIZED) {
       this.signOut();
+      return;
+    }
+    if (code === CLOSE_FORBIDDEN) {
+      this.stop();
+      this.handlers.onForbidden?.(reason || "not allowed to listen to a channel");
       return;
     }
     if (code === CLOSE_CURSOR_UNUSABLE) this._cursor = null;

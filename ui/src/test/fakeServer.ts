@@ -1,5 +1,5 @@
 import { vi } from "vitest";
-import type { AppConfig, Message, User } from "../lib/types";
+import type { AppConfig, DirectMessage, Message, Notification, User } from "../lib/types";
 
 export interface RecordedRequest {
   method: string;
@@ -42,6 +42,14 @@ export class FakeServer {
   nextId = 1000;
   /** Overrides the reply to the next POST /api/messages. */
   nextPostReply: Reply | null = null;
+  /** Everyone else who has signed in: whom `/api/users` finds and one may write to. */
+  people: User[] = [];
+  /** Every direct message of every user, ascending by id. */
+  directMessages: DirectMessage[] = [];
+  /** Every notification of the signed-in user. */
+  notifications: Notification[] = [];
+  /** Overrides the reply to the next POST /api/direct-messages. */
+  nextDirectPostReply: Reply | null = null;
   private holds: HoldRule[] = [];
 
   install(): void {
@@ -120,8 +128,11 @@ export class FakeServer {
       this.user = { id: 42, name, avatar_url: null };
       return { status: 200, body: { user: { ...this.user, email } } };
     }
+    if (route === "GET /api/session") return { status: 200, body: { user: this.user } };
     if (!this.user) return error(401, "unauthenticated", "Sign in first.");
     if (route === "GET /api/me") return { status: 200, body: { user: this.user } };
+    const privateReply = this.routePrivate(route, url, body, this.user);
+    if (privateReply) return privateReply;
     if (route === "GET /api/messages") return { status: 200, body: this.page(url.searchParams) };
     if (route === "POST /api/messages") {
       if (this.nextPostReply) {
@@ -133,6 +144,143 @@ export class FakeServer {
       return { status: 201, body: message };
     }
     return error(404, "not_found", "No such route.");
+  }
+
+  private routePrivate(route: string, url: URL, body: unknown, me: User): Reply | null {
+    const params = url.searchParams;
+    if (route === "POST /api/direct-messages") {
+      if (this.nextDirectPostReply) {
+        const reply = this.nextDirectPostReply;
+        this.nextDirectPostReply = null;
+        return reply;
+      }
+      const { recipient_id: recipientId, content } = body as { recipient_id: number; content: string };
+      const recipient = this.people.find((person) => person.id === recipientId);
+      if (!recipient || recipientId === me.id) {
+        return error(422, "invalid_recipient", "There is no such user to write to.");
+      }
+      return { status: 201, body: { direct_message: this.storeDirect(content, me, recipient) } };
+    }
+    if (route === "GET /api/direct-messages") {
+      const other = Number(params.get("with"));
+      const limit = Number(params.get("limit") ?? 50);
+      const before = params.has("before") ? Number(params.get("before")) : Infinity;
+      const older = this.conversationWith(me.id, other).filter((dm) => dm.id < before);
+      const page = older.slice(-limit);
+      const hasMore = older.length > page.length;
+      return {
+        status: 200,
+        body: { direct_messages: page, next_before: hasMore ? (page[0]?.id ?? null) : null },
+      };
+    }
+    if (route === "GET /api/conversations") {
+      return { status: 200, body: { conversations: this.conversations(me.id) } };
+    }
+    if (route === "POST /api/direct-messages/read") {
+      const other = (body as { with: number }).with;
+      const now = new Date().toISOString();
+      let marked = 0;
+      this.directMessages = this.directMessages.map((dm) => {
+        if (dm.recipient_id !== me.id || dm.sender_id !== other || dm.read_at !== null) return dm;
+        marked += 1;
+        return { ...dm, read_at: now };
+      });
+      return { status: 200, body: { marked_read: marked } };
+    }
+    if (route === "GET /api/notifications") {
+      const limit = Number(params.get("limit") ?? 50);
+      const newest = this.notificationsNewestFirst();
+      const before = params.get("before");
+      const start = before === null ? 0 : newest.findIndex((n) => n.id === before) + 1;
+      const page = newest.slice(start, start + limit);
+      const hasMore = newest.length > start + page.length;
+      return {
+        status: 200,
+        body: {
+          notifications: page,
+          next_before: hasMore ? (page.at(-1)?.id ?? null) : null,
+          unread_count: newest.filter((n) => n.read_at === null).length,
+        },
+      };
+    }
+    if (route === "POST /api/notifications/read-all") {
+      const now = new Date().toISOString();
+      let marked = 0;
+      this.notifications = this.notifications.map((n) => {
+        if (n.read_at !== null) return n;
+        marked += 1;
+        return { ...n, read_at: now };
+      });
+      return { status: 200, body: { marked_read: marked } };
+    }
+    const readOne = /^POST \/api\/notifications\/([^/]+)\/read$/.exec(route);
+    if (readOne) {
+      const id = decodeURIComponent(readOne[1] ?? "");
+      const found = this.notifications.find((n) => n.id === id);
+      if (!found) return error(404, "not_found", "You have no such notification.");
+      const read = found.read_at === null ? { ...found, read_at: new Date().toISOString() } : found;
+      this.notifications = this.notifications.map((n) => (n.id === id ? read : n));
+      return { status: 200, body: { notification: read } };
+    }
+    if (route === "GET /api/users") {
+      const query = (params.get("query") ?? "").trim().toLowerCase();
+      const users = this.people
+        .filter((person) => person.id !== me.id && person.name.toLowerCase().includes(query))
+        .slice(0, 20);
+      return { status: 200, body: { users } };
+    }
+    return null;
+  }
+
+  /** Stores a direct message as the server would, and returns it. */
+  storeDirect(content: string, sender: User, recipient: User): DirectMessage {
+    const now = new Date().toISOString();
+    const message: DirectMessage = {
+      id: this.nextId++,
+      sender_id: sender.id,
+      recipient_id: recipient.id,
+      content,
+      created_at: now,
+      updated_at: now,
+      read_at: null,
+      sender,
+      recipient,
+    };
+    this.directMessages.push(message);
+    return message;
+  }
+
+  conversationWith(me: number, other: number): DirectMessage[] {
+    return this.directMessages.filter(
+      (dm) =>
+        (dm.sender_id === me && dm.recipient_id === other) ||
+        (dm.sender_id === other && dm.recipient_id === me),
+    );
+  }
+
+  private conversations(me: number) {
+    const latest = new Map<number, DirectMessage>();
+    for (const dm of this.directMessages) {
+      if (dm.sender_id !== me && dm.recipient_id !== me) continue;
+      const other = dm.sender_id === me ? dm.recipient : dm.sender;
+      const last = latest.get(other.id);
+      if (!last || dm.id > last.id) latest.set(other.id, dm);
+    }
+    return [...latest.values()]
+      .sort((a, b) => b.id - a.id)
+      .map((last) => {
+        const user = last.sender_id === me ? last.recipient : last.sender;
+        const unread = this.directMessages.filter(
+          (dm) => dm.recipient_id === me && dm.sender_id === user.id && dm.read_at === null,
+        ).length;
+        return { user, last_message: last, unread_count: unread };
+      });
+  }
+
+  private notificationsNewestFirst(): Notification[] {
+    return this.notifications
+      .slice()
+      .sort((a, b) => b.created_at.localeCompare(a.created_at) || b.id.localeCompare(a.id));
   }
 
   store(content: string, user: User): Message {
