@@ -216,54 +216,41 @@ CREATE OR REPLACE TRIGGER messages_touch_updated_at
     BEFORE UPDATE ON messages
     FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
 
-CREATE OR REPLACE TRIGGER messages_broadcast_insert
-    AFTER INSERT ON messages
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
+-- Makes a table broadcast: its three statement triggers, each running pgcast_broadcast_rows
+-- with the table's mapping function. Idempotent, like the rest of this file; DBAs call it for
+-- tables of their own.
+CREATE OR REPLACE FUNCTION pgcast_broadcast_table(target regclass, broadcasts_of regproc)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    name text := (SELECT relname FROM pg_class WHERE oid = target);
+BEGIN
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%L)',
+        name || '_broadcast_insert', target, broadcasts_of);
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s '
+        'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%L)',
+        name || '_broadcast_update', target, broadcasts_of);
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%L)',
+        name || '_broadcast_delete', target, broadcasts_of);
+END
+$$;
 
-CREATE OR REPLACE TRIGGER messages_broadcast_update
-    AFTER UPDATE ON messages
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
-
-CREATE OR REPLACE TRIGGER messages_broadcast_delete
-    AFTER DELETE ON messages
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_messages');
+COMMENT ON FUNCTION pgcast_broadcast_table(regclass, regproc) IS
+    'Makes a table broadcast what its rows become through broadcasts_of(row, operation) -> (channel, event, data): creates its INSERT, UPDATE and DELETE statement triggers. The table needs an id column.';
 
 CREATE OR REPLACE TRIGGER direct_messages_touch_updated_at
     BEFORE UPDATE ON direct_messages
     FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
 
-CREATE OR REPLACE TRIGGER direct_messages_broadcast_insert
-    AFTER INSERT ON direct_messages
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_direct_messages');
-
-CREATE OR REPLACE TRIGGER direct_messages_broadcast_update
-    AFTER UPDATE ON direct_messages
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_direct_messages');
-
-CREATE OR REPLACE TRIGGER direct_messages_broadcast_delete
-    AFTER DELETE ON direct_messages
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_direct_messages');
-
-CREATE OR REPLACE TRIGGER notifications_broadcast_insert
-    AFTER INSERT ON notifications
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_notifications');
-
-CREATE OR REPLACE TRIGGER notifications_broadcast_update
-    AFTER UPDATE ON notifications
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_notifications');
-
-CREATE OR REPLACE TRIGGER notifications_broadcast_delete
-    AFTER DELETE ON notifications
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows('pgcast_broadcasts_of_notifications');
+SELECT pgcast_broadcast_table('messages', 'pgcast_broadcasts_of_messages');
+SELECT pgcast_broadcast_table('direct_messages', 'pgcast_broadcasts_of_direct_messages');
+SELECT pgcast_broadcast_table('notifications', 'pgcast_broadcasts_of_notifications');
 
 -- The audit trail, for DBAs: who broadcast what, when, and from where.
 CREATE OR REPLACE VIEW broadcast_audit AS

@@ -340,3 +340,29 @@ async def test_channels_lose_nothing_and_leak_nothing_across_listener_kills(
     bob_got = [data["n"] for _, _, data in await received(bobs, 100)]
     assert alice_got == [n for n in range(150) if n % 3 in (0, 1)]
     assert bob_got == [n for n in range(150) if n % 3 in (0, 2)]
+
+
+async def test_a_dbas_own_table_broadcasts_after_one_call(
+    client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice, _ = await signed_in(client_factory, "Alice")
+    socket = await alice.connect(channels=["orders"])
+    await db.execute("CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL)")
+    await db.execute(
+        """
+        CREATE FUNCTION orders_broadcasts(o orders, operation text)
+        RETURNS TABLE (channel text, event text, data jsonb) LANGUAGE sql STABLE AS $$
+            SELECT 'orders', 'order-' || lower(operation),
+                   jsonb_build_object('id', o.id, 'status', o.status)
+        $$
+        """
+    )
+    await db.execute("SELECT pgcast_broadcast_table('orders', 'orders_broadcasts')")
+    await db.execute("INSERT INTO orders VALUES (1, 'new')")
+    await db.execute("UPDATE orders SET status = 'shipped'")
+    await db.execute("DELETE FROM orders")
+    assert await received(socket, 3) == [
+        ("orders", "order-insert", {"id": 1, "status": "new"}),
+        ("orders", "order-update", {"id": 1, "status": "shipped"}),
+        ("orders", "order-delete", {"id": 1, "status": "shipped"}),
+    ]
