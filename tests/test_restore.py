@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from server.cursor import Cursor
+from server.core.cursor import Cursor
 
 from server.db import with_database
 from server.embedded import bundled_psql, embedded_database
