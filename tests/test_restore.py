@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from server.core.cursor import Cursor
 
+from server.core.cursor import Cursor
 from server.db import with_database
 from server.embedded import bundled_psql, embedded_database
 from server.migrate import migrate
