@@ -4,6 +4,7 @@ sign-in and #server-to-user, reconnects, and toOthers()."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import Client, RunningServer, create_user, server_config, start_server
 from tests.pusher_support import EchoClient, cookie_of, echo_clients, start_echo
+from tests.test_pusher_api import close_sdk, sdk_for
 
 EVENT_TIMEOUT = 15.0
 RECONNECT_TIMEOUT = 45.0
@@ -231,3 +233,27 @@ async def test_after_a_server_restart_echo_reconnects_and_resubscribes(
         await alice.close()
         if restarted is not None:
             await restarted.runner.cleanup()
+
+
+async def test_an_http_api_publish_reaches_echo_and_a_native_socket_and_the_audit(
+    server: RunningServer, client_factory: Any, echo: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice, _ = await signed_in(client_factory, "alice@example.com", "Alice")
+    native = await alice.connect(channels=["orders.42"])
+    browser: EchoClient = await echo(cookie=cookie_of(alice))
+    browser.send("listen", channel="orders.42", event=".order-shipped")
+    await browser.wait_for(lambda r: r["type"] == "subscribed")
+
+    backend = sdk_for(server)
+    try:
+        await asyncio.to_thread(backend.trigger, "orders.42", "order-shipped", {"status": "out"})
+    finally:
+        close_sdk(backend)
+
+    record = await browser.wait_for(lambda r: r["type"] == "event", EVENT_TIMEOUT)
+    frame = await native.next_frame()
+    assert record["data"] == frame["data"] == {"status": "out"}
+    cursor = await db.execute(
+        "SELECT channel, event, via_api FROM broadcast_audit WHERE channel = 'orders.42'"
+    )
+    assert await cursor.fetchall() == [("orders.42", "order-shipped", True)]
