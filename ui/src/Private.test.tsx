@@ -158,6 +158,8 @@ describe("conversations", () => {
       ["Carol Danvers", "1 unread"],
     ]);
     expect(conversationList().getByText("are you there?")).toBeInTheDocument();
+    // The count is part of what a screen reader says for the entry.
+    expect(conversationList().getByRole("button", { name: /^Bob Builder.*2 unread$/ })).toBeVisible();
     expect(screen.getByRole("button", { name: "Chats, 3 unread" })).toBeInTheDocument();
 
     // The socket drops; the resumed one replays from its cursor, which this message precedes

@@ -97,7 +97,8 @@ const ConversationEntry = memo(function ConversationEntry({
           </span>
         </span>
         {unread > 0 && (
-          <span className="badge" aria-label={`${unread} unread`}>
+          // An image with a name, so the count is part of the button's name.
+          <span className="badge" role="img" aria-label={`${unread} unread`}>
             {unread > 99 ? "99+" : unread}
           </span>
         )}
