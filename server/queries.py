@@ -373,19 +373,27 @@ WHERE recipient_id = %(me)s AND sender_id = %(other)s AND read_at IS NULL
 """
 
 # Notifications, newest first; `before` is a notification id (a uuid) from the previous page.
+# The unread count comes from the same statement, so from the same snapshot as the page: read
+# apart, a notification committed in between was counted but not listed.
 NOTIFICATIONS_PAGE: Final[LiteralString] = """
-SELECT n.id::text, pgcast_notification_json(n)::text
-FROM notifications n
-WHERE n.user_id = %(me)s
-  AND (%(before)s::uuid IS NULL
-       OR (n.created_at, n.id) < (SELECT b.created_at, b.id FROM notifications b
-                                  WHERE b.id = %(before)s::uuid AND b.user_id = %(me)s))
-ORDER BY n.created_at DESC, n.id DESC
-LIMIT %(limit)s
-"""
-
-UNREAD_NOTIFICATIONS: Final[LiteralString] = """
-SELECT count(*) FROM notifications WHERE user_id = %(me)s AND read_at IS NULL
+WITH unread AS (
+    SELECT count(*) AS unread_count FROM notifications
+    WHERE user_id = %(me)s AND read_at IS NULL
+)
+SELECT unread.unread_count, page.id, page.notification
+FROM unread
+LEFT JOIN LATERAL (
+    SELECT n.id::text AS id, pgcast_notification_json(n)::text AS notification,
+           n.created_at, n.id AS uuid
+    FROM notifications n
+    WHERE n.user_id = %(me)s
+      AND (%(before)s::uuid IS NULL
+           OR (n.created_at, n.id) < (SELECT b.created_at, b.id FROM notifications b
+                                      WHERE b.id = %(before)s::uuid AND b.user_id = %(me)s))
+    ORDER BY n.created_at DESC, n.id DESC
+    LIMIT %(limit)s
+) page ON true
+ORDER BY page.created_at DESC, page.uuid DESC
 """
 
 # Marking read touches (and so broadcasts) only what was unread.

@@ -34,15 +34,14 @@ async def list_notifications(request: web.Request) -> web.Response:
             {"me": principal.user.id, "before": before, "limit": limit + 1},
         )
         rows = await cursor.fetchall()
-        cursor = await conn.execute(queries.UNREAD_NOTIFICATIONS, {"me": principal.user.id})
-        unread = await cursor.fetchone()
-    assert unread is not None
-    page = rows[:limit]
+    # With no notifications, the one row is there only to carry the count.
+    listed = [(notification_id, text) for _, notification_id, text in rows if text is not None]
+    page = listed[:limit]
     return web.json_response(
         {
             "notifications": [json.loads(text) for _, text in page],
-            "next_before": page[-1][0] if len(rows) > limit else None,
-            "unread_count": unread[0],
+            "next_before": page[-1][0] if len(listed) > limit else None,
+            "unread_count": rows[0][0],
         }
     )
 
