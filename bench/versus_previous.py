@@ -4,7 +4,8 @@
         [--burst 1000] [--events 50000] [--smoke]
 
 The previous tree is `git archive REV` unpacked in a temporary directory (REV: the merge-base
-of HEAD and `main` by default); the current tree is this working tree. Each gets a database
+of HEAD and `main` by default, or HEAD^ on main itself); the current tree is this working
+tree. Each gets a database
 of its own on the same PostgreSQL, migrated by its own `python -m server migrate`, and runs as
 `python -P -m server serve --no-migrate` with PYTHONPATH set to it (-P keeps the current
 directory off sys.path, so the tree on PYTHONPATH is the one that runs). Runs alternate
@@ -400,7 +401,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="bench/versus_previous.py", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--baseline", metavar="REV", help="the previous commit (the merge-base of HEAD and main)"
+        "--baseline",
+        metavar="REV",
+        help="the previous commit (the merge-base of HEAD and main; on main, HEAD^)",
     )
     parser.add_argument("--rounds", type=int, help="runs of each tree, alternating (3)")
     parser.add_argument("--sockets", type=int, help="fan-out sockets (1000)")
@@ -421,14 +424,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def default_baseline() -> str:
+    """The merge-base of HEAD and main (or origin/main, in a clone whose main is only the
+    remote's); on main itself, or with neither, the commit before HEAD."""
+    for branch in ("main", "origin/main"):
+        try:
+            base = git("merge-base", "HEAD", branch)
+        except BenchError:
+            continue
+        if base != git("rev-parse", "HEAD"):
+            return base
+    try:
+        return git("rev-parse", "HEAD^")
+    except BenchError:
+        raise BenchError("no previous commit to compare with: give --baseline REV") from None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both trees, `--rounds` runs each; every figure in a dict. `problems` is empty when
     every run delivered everything. Raises BenchError if it cannot run."""
     if args.baseline is None:
-        try:
-            args.baseline = git("merge-base", "HEAD", "main")
-        except BenchError:
-            raise BenchError("no merge-base of HEAD and main: give --baseline REV") from None
+        args.baseline = default_baseline()
     args.baseline_commit = resolve(args.baseline)
     return run_bench(args, "versus-previous", _bench, render_report)
 
