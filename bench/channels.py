@@ -61,6 +61,7 @@ from bench.quick import (
     free_port,
     open_sockets,
     pgcast_env,
+    report_head,
     run_bench,
     settle_options,
     sign_in,
@@ -339,12 +340,7 @@ def phase_table(result: dict[str, Any]) -> list[str]:
 
 def render_report(result: dict[str, Any]) -> str:
     lines = [
-        f"## pgcast channels, {result['timestamp']}",
-        "",
-        f"`{result['command']}`",
-        "",
-        f"{result['cpus']} CPUs shared by PostgreSQL, the server and the load generator; "
-        f"database: {result['database']}; load average at start {result['load_average']:.1f}.",
+        *report_head("channels", result),
         "",
         *phase_table(result),
         "",

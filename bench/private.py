@@ -69,6 +69,7 @@ from bench.quick import (
     free_port,
     open_sockets,
     pgcast_env,
+    report_head,
     run_bench,
     settle_options,
     sign_in,
@@ -705,12 +706,7 @@ def private_table(result: dict[str, Any]) -> list[str]:
 
 def render_report(result: dict[str, Any]) -> str:
     lines = [
-        f"## pgcast private chat and notifications, {result['timestamp']}",
-        "",
-        f"`{result['command']}`",
-        "",
-        f"{result['cpus']} CPUs shared by PostgreSQL, the server and the load generator; "
-        f"database: {result['database']}; load average at start {result['load_average']:.1f}.",
+        *report_head("private chat and notifications", result),
         "",
         *private_table(result),
         "",

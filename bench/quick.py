@@ -1522,6 +1522,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def report_head(title: str, result: dict[str, Any]) -> list[str]:
+    """A report's first lines: its title and time, the command, and the machine it ran on."""
+    return [
+        f"## pgcast {title}, {result['timestamp']}",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"{result['cpus']} CPUs shared by PostgreSQL, the server and the load generator; "
+        f"database: {result['database']}; load average at start {result['load_average']:.1f}.",
+    ]
+
+
 def finish_report(lines: list[str], result: dict[str, Any]) -> str:
     """A report's Markdown: its lines, then the notes and any problems."""
     if result["notes"]:
