@@ -406,9 +406,14 @@ def command_notify(args: argparse.Namespace) -> int:
 
 def command_tail(args: argparse.Namespace) -> int:
     config = load_config()
-    # Stopping it (Ctrl-C, SIGTERM) is how tail ends, at any point.
-    with contextlib.suppress(KeyboardInterrupt), database(config) as conninfo:
-        asyncio.run(_until_stopped(_tail(conninfo, args.after)))
+    # Stopping it (Ctrl-C, SIGTERM) is how tail ends, at any point; so is its reader going
+    # away (`pgcast tail | head`).
+    try:
+        with contextlib.suppress(KeyboardInterrupt), database(config) as conninfo:
+            asyncio.run(_until_stopped(_tail(conninfo, args.after)))
+    except BrokenPipeError:
+        # Python flushes stdout once more on exit: that write must not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
