@@ -38,10 +38,10 @@ from tests.test_pusher_api import call, close_sdk, error_code, sdk_for
 STARTUP_TIMEOUT = 60.0
 EVENT_TIMEOUT = 20.0
 ROOM = "presence-room"
-# heartbeat (4 - 1) / 6 = 0.5 s, stale after 1.5 s; a dead process's members go within 4 s.
-FAST = {"PGCAST_PRESENCE_TIMEOUT": "4", "PGCAST_PRESENCE_GRACE": "1"}
+# heartbeat (6 - 1.5) / 6 = 0.75 s, stale after 2.25 s; a dead process's members go within 6 s.
+FAST = {"PGCAST_PRESENCE_TIMEOUT": "6", "PGCAST_PRESENCE_GRACE": "1.5"}
 # Long enough a grace for a Node client to reconnect on a busy machine.
-ROOMY_GRACE = {"PGCAST_PRESENCE_TIMEOUT": "6", "PGCAST_PRESENCE_GRACE": "3"}
+ROOMY_GRACE = {"PGCAST_PRESENCE_TIMEOUT": "8", "PGCAST_PRESENCE_GRACE": "3"}
 
 
 @dataclass
