@@ -744,3 +744,41 @@ async def test_the_http_api_refuses_member_events_on_presence_channels_only(
         close_sdk(sdk)
     cursor = await db.execute("SELECT channel, event FROM broadcasts ORDER BY id")
     assert await cursor.fetchall() == [("news", "member_added")]
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        ({"user_id": "u" * 201, "user_info": {}}, "1 to 200 characters"),
+        ({"user_id": "7", "user_info": {"name": "a\u0000b"}}, "NUL"),
+        ({"user_id": "7\u0000", "user_info": None}, "NUL"),
+    ],
+)
+async def test_a_presence_member_the_database_cannot_store_is_refused_and_the_socket_goes_on(
+    servers: ServerFactory,
+    clients: Callable[[RunningServer], Client],
+    member: dict[str, Any],
+    reason: str,
+) -> None:
+    (server,) = await servers(FAST, count=1)
+    alice = clients(server)
+    await alice.sign_in("alice@example.com", "Alice")
+    raw = await raw_pusher(alice.http, server)
+    channel_data = json.dumps(member)
+    refused = await raw.subscribe(
+        ROOM,
+        auth=signed(server, f"{raw.socket_id}:{ROOM}:{channel_data}"),
+        channel_data=channel_data,
+    )
+    assert refused["event"] == "pusher:subscription_error", refused
+    error = json.loads(refused["data"])
+    assert error["status"] == 400
+    assert reason in error["error"]
+    channel_data = json.dumps({"user_id": "7", "user_info": {"name": "Seven"}})
+    accepted = await raw.subscribe(
+        ROOM,
+        auth=signed(server, f"{raw.socket_id}:{ROOM}:{channel_data}"),
+        channel_data=channel_data,
+    )
+    assert accepted["event"] == "pusher_internal:subscription_succeeded", accepted
+    await raw.close()
