@@ -210,3 +210,22 @@ def test_presence_settings_give_heartbeats_that_keep_the_timeout(tmp_path: Path)
     assert (config.presence_timeout, config.presence_grace) == (10.0, 3.0)
     worst = config.stale_seconds + 2 * config.heartbeat_seconds + config.presence_grace
     assert worst < config.presence_timeout
+
+
+async def test_what_fails_to_be_written_back_after_registering_again_is_tried_again(
+    fast_server: RunningServer, db: psycopg.AsyncConnection[Any]
+) -> None:
+    calls: list[float] = []
+    done = asyncio.Event()
+
+    async def write_back() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            # As the database going away mid-write would.
+            raise psycopg.OperationalError("connection lost")
+        done.set()
+
+    fast_server.app[PROCESS].when_registered_again(write_back)
+    await db.execute("DELETE FROM pgcast_processes WHERE id = %s", [fast_server.app[PROCESS].id])
+    await asyncio.wait_for(done.wait(), 10)
+    assert len(calls) == 2
