@@ -4,6 +4,7 @@ import {
   EMPTY_PRESENCE,
   memberAsUser,
   onlineForDisplay,
+  presenceReconnected,
   type PresenceState,
 } from "./presence";
 import type { PresenceEvent, PresenceMember } from "./types";
@@ -19,11 +20,25 @@ function apply(state: PresenceState, ...events: PresenceEvent[]): PresenceState 
 const ids = (state: PresenceState) => state.members.map((member) => member.id);
 
 describe("applyPresenceEvent", () => {
-  it("is not synced until the server's list arrives, which it then shows", () => {
-    expect(EMPTY_PRESENCE.synced).toBe(false);
+  it("is not loaded until the server's list arrives, which it then shows", () => {
+    expect(EMPTY_PRESENCE.loaded).toBe(false);
     const state = apply(EMPTY_PRESENCE, { type: "members", members: [alice, bob] });
-    expect(state.synced).toBe(true);
-    expect(state.members).toEqual([alice, bob]);
+    expect(state).toEqual({ members: [alice, bob], loaded: true, current: true });
+  });
+
+  it("keeps the list of the last socket, out of date, until a new socket sends its own", () => {
+    const before = apply(EMPTY_PRESENCE, { type: "members", members: [alice, bob] });
+    const reconnected = presenceReconnected(before);
+    expect(reconnected).toEqual({ members: [alice, bob], loaded: true, current: false });
+    expect(presenceReconnected(reconnected)).toBe(reconnected);
+    // What the new socket replays applies to the old list; its own list then replaces it.
+    const replayed = apply(reconnected, { type: "removed", id: "2" }, { type: "added", member: carol });
+    expect(replayed.current).toBe(false);
+    expect(apply(replayed, { type: "members", members: [carol] })).toEqual({
+      members: [carol],
+      loaded: true,
+      current: true,
+    });
   });
 
   it("replaces the whole list with each presence frame (as after a reconnect)", () => {
@@ -82,7 +97,7 @@ describe("applyPresenceEvent", () => {
       { type: "added", member: carol },
     );
     expect(ids(state)).toEqual(["3"]);
-    expect(state.synced).toBe(false);
+    expect(state.loaded).toBe(false);
   });
 });
 

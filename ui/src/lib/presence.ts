@@ -12,10 +12,20 @@ export interface PresenceState {
   /** Each user once, in the order they came. */
   members: PresenceMember[];
   /** False until the server's first list has arrived. */
-  synced: boolean;
+  loaded: boolean;
+  /**
+   * Whether the list came over the socket open now. A new socket replays what it missed
+   * and then sends its own list; until then the one shown may be out of date.
+   */
+  current: boolean;
 }
 
-export const EMPTY_PRESENCE: PresenceState = { members: [], synced: false };
+export const EMPTY_PRESENCE: PresenceState = { members: [], loaded: false, current: false };
+
+/** A new socket is live: the list shown is the last one's until this one sends its own. */
+export function presenceReconnected(state: PresenceState): PresenceState {
+  return state.current ? { ...state, current: false } : state;
+}
 
 function sameMember(a: PresenceMember, b: PresenceMember): boolean {
   return a.id === b.id && a.name === b.name && a.avatar_url === b.avatar_url;
@@ -39,7 +49,7 @@ function uniqueMembers(members: PresenceMember[]): PresenceMember[] {
 export function applyPresenceEvent(state: PresenceState, event: PresenceEvent): PresenceState {
   switch (event.type) {
     case "members":
-      return { members: uniqueMembers(event.members), synced: true };
+      return { members: uniqueMembers(event.members), loaded: true, current: true };
     case "added": {
       const index = state.members.findIndex((member) => member.id === event.member.id);
       if (index === -1) return { ...state, members: [...state.members, event.member] };
