@@ -20,17 +20,18 @@ export function OnlineList({ online, loaded, upToDate, onOpen, headingRef }: Onl
   const onlyMe = online.every((entry) => entry.isMe);
   return (
     <section className="online" aria-labelledby="online-title" aria-busy={!upToDate}>
-      <h2 ref={headingRef} className="sidebar-heading online-heading" tabIndex={-1}>
+      <h2
+        ref={headingRef}
+        className="sidebar-heading"
+        tabIndex={-1}
+        // One name for the whole heading: browsers join hidden parts of it with stray spaces.
+        aria-label={loaded ? `Online, ${count === 1 ? "1 person" : `${count} people`}` : undefined}
+      >
         <span id="online-title">Online</span>
         {loaded && (
-          <>
-            <span className="online-count" aria-hidden="true">
-              {count}
-            </span>
-            <span className="visually-hidden">
-              {count === 1 ? ", 1 person" : `, ${count} people`}
-            </span>
-          </>
+          <span className="online-count" aria-hidden="true">
+            {count}
+          </span>
         )}
       </h2>
       {!loaded && <p className="sidebar-note">Finding who is online…</p>}
