@@ -4,6 +4,7 @@ signed in through the dev-login form, each in their own browser context."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
-from playwright.async_api import ViewportSize, expect
+from playwright.async_api import Browser, ViewportSize, expect
 
 from tests.conftest import RunningServer, create_user, server_config, start_server
 from tests.e2e.pages import OpenTab, Tab
@@ -37,6 +38,35 @@ async def server(
     running = await start_server(config)
     yield running
     await running.runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def second_server(
+    database_url: str, tmp_path: Path, unused_tcp_port_factory: Any
+) -> AsyncIterator[RunningServer]:
+    """Another pgcast process on the same database (and session key), on its own port."""
+    config = server_config(
+        database_url,
+        tmp_path,
+        unused_tcp_port_factory(),
+        PGCAST_PRESENCE_GRACE=str(PRESENCE_GRACE),
+    )
+    running = await start_server(config)
+    yield running
+    await running.runner.cleanup()
+
+
+# While Bob's server is down, chromium logs each refused reconnect attempt.
+REFUSED_WHILE_DOWN = (
+    re.compile(
+        r"WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws\?channels=[^']+&after=[^']+' "
+        r"failed: Error in connection establishment: net::ERR_CONNECTION_REFUSED @ .*"
+    ),
+    re.compile(
+        r"Failed to load resource: net::ERR_CONNECTION_REFUSED"
+        r" @ http://127\.0\.0\.1:\d+/api/session"
+    ),
+)
 
 
 async def signed_in_pair(
@@ -140,3 +170,53 @@ async def test_the_online_list_is_reachable_by_keyboard_on_a_phone(open_tab: Ope
     await expect(alice.thread("Bob")).to_be_hidden()
     for tab in (alice, bob):
         tab.assert_no_console_errors()
+
+
+async def test_after_a_reconnect_the_list_is_the_new_sockets_and_shows_everyone_once(
+    open_tab: OpenTab, browser: Browser, second_server: RunningServer
+) -> None:
+    alice = await open_tab()
+    # Bob's page talks to a server of its own, so it can go away while others come and go.
+    bob = await Tab.open(browser, second_server.url)
+    try:
+        await asyncio.gather(
+            alice.sign_in("alice@example.com", "Alice"), bob.sign_in("bob@example.com", "Bob")
+        )
+        bob_id = await bob.user_id()
+        await expect(bob.online_names).to_have_text(["Bob", "Alice"])
+        await expect(alice.online_names).to_have_text(["Alice", "Bob"])
+
+        await second_server.runner.cleanup()
+        await expect(bob.status).to_have_text("Reconnecting…")
+        # Bob's list stays, marked; Alice sees him go once his grace is over.
+        await expect(bob.online.get_by_text("this list may be out of date")).to_be_visible()
+        await expect(bob.online_names).to_have_text(["Bob", "Alice"])
+        timeout_ms = (PRESENCE_GRACE + LEAVE_BOUND) * 1000
+        await expect(alice.online_entry(bob_id)).to_have_count(0, timeout=timeout_ms)
+        carol = await open_tab()
+        await carol.sign_in("carol@example.com", "Carol")
+        await expect(alice.online_names).to_have_text(["Alice", "Carol"])
+
+        restarted = await start_server(second_server.config)
+        try:
+            await expect(bob.status).to_have_text("Live", timeout=20_000)
+            # The socket resumed with its cursor (Carol's join among what it replayed), then
+            # its own list replaced the old one.
+            await expect(bob.online_names).to_have_text(["Bob", "Alice", "Carol"])
+            await expect(bob.online.get_by_text("this list may be out of date")).to_have_count(0)
+            await expect(bob.online_count).to_have_text("3 online")
+            for tab, me in ((alice, "Alice"), (carol, "Carol")):
+                names = ["Bob", "Carol"] if me == "Alice" else ["Alice", "Bob"]
+                await expect(tab.online_names).to_have_text([me, *names])
+            connected = [f for f in bob.frames if f["event"] == "connected"]
+            assert len(connected) == 2, connected
+            assert "presence-lobby" in connected[1]["data"]["channels"]
+            lists = bob.presence_frames("presence")
+            assert len(lists) == 2, lists
+            bob.assert_no_console_errors(expected=REFUSED_WHILE_DOWN)
+            alice.assert_no_console_errors()
+            carol.assert_no_console_errors()
+        finally:
+            await restarted.runner.cleanup()
+    finally:
+        await bob.close()
