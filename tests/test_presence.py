@@ -17,21 +17,31 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pusher
 import pytest
 
 from server.config import Config, load_config
-from tests.conftest import Client, Endpoint
-from tests.pusher_support import EchoClient, Record, cookie_of, start_echo
+from server.keys import PROCESS
+from tests.conftest import Client, Endpoint, RunningServer, Socket, server_config, start_server
+from tests.pusher_support import (
+    EchoClient,
+    RawPusher,
+    Record,
+    cookie_of,
+    raw_pusher,
+    signed,
+    start_echo,
+)
 from tests.test_cli import PGCAST, cli_env
-from tests.test_pusher_api import call, close_sdk, sdk_for
+from tests.test_pusher_api import call, close_sdk, error_code, sdk_for
 
 STARTUP_TIMEOUT = 60.0
 EVENT_TIMEOUT = 20.0
 ROOM = "presence-room"
-# heartbeat (4 - 1) / 6 = 0.5 s, stale after 1.5 s; a dead process's members go within 4 s.
-FAST = {"PGCAST_PRESENCE_TIMEOUT": "4", "PGCAST_PRESENCE_GRACE": "1"}
+# heartbeat (6 - 1.5) / 6 = 0.75 s, stale after 2.25 s; a dead process's members go within 6 s.
+FAST = {"PGCAST_PRESENCE_TIMEOUT": "6", "PGCAST_PRESENCE_GRACE": "1.5"}
 # Long enough a grace for a Node client to reconnect on a busy machine.
-ROOMY_GRACE = {"PGCAST_PRESENCE_TIMEOUT": "6", "PGCAST_PRESENCE_GRACE": "3"}
+ROOMY_GRACE = {"PGCAST_PRESENCE_TIMEOUT": "8", "PGCAST_PRESENCE_GRACE": "3"}
 
 
 @dataclass
@@ -467,3 +477,270 @@ async def test_workers_share_presence_as_separate_processes_do(
     await everyone_got_marker(db, every_client, 2)
     for client in every_client:
         assert await members_now(client) == everyone
+
+
+# --- in one test process: several servers on one database ---------------------------------
+
+ServerFactory = Callable[..., Awaitable[list[RunningServer]]]
+
+
+@pytest.fixture
+async def servers(
+    database_url: str, tmp_path: Path, unused_tcp_port_factory: Callable[[], int]
+) -> AsyncIterator[ServerFactory]:
+    started: list[RunningServer] = []
+
+    async def start(settings: dict[str, str], count: int = 2) -> list[RunningServer]:
+        for _ in range(count):
+            config = server_config(database_url, tmp_path, unused_tcp_port_factory(), **settings)
+            started.append(await start_server(config))
+        return started[-count:]
+
+    yield start
+    for running in started:
+        await running.runner.cleanup()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[[RunningServer], Client]]:
+    made: list[Client] = []
+
+    def make(server: RunningServer) -> Client:
+        client = Client(server.endpoint)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def native_marker(db: psycopg.AsyncConnection[Any], n: int) -> None:
+    await db.execute(
+        "INSERT INTO broadcasts (channel, event, data) VALUES (%s, 'marker', %s)",
+        [ROOM, json.dumps({"n": n})],
+    )
+
+
+async def frames_until_marker(socket: Socket, n: int) -> list[dict[str, Any]]:
+    frames = []
+    while True:
+        frame = await socket.next_frame(EVENT_TIMEOUT)
+        if frame["event"] == "marker" and frame["data"] == {"n": n}:
+            return frames
+        frames.append(frame)
+
+
+async def test_native_sockets_get_the_member_list_then_member_frames_and_resume(
+    servers: ServerFactory,
+    clients: Callable[[RunningServer], Client],
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    one, two = await servers(FAST)
+    alice_client, bob_client = clients(one), clients(two)
+    alice_id = str((await alice_client.sign_in("alice@example.com", "Alice"))["user"]["id"])
+    bob_id = str((await bob_client.sign_in("bob@example.com", "Bob"))["user"]["id"])
+    alice_info = {"name": "Alice", "avatar_url": None}
+    bob_info = {"name": "Bob", "avatar_url": None}
+
+    alice = await alice_client.connect(channels=["messages", ROOM])
+    assert alice.members == {ROOM: [{"user_id": alice_id, "user_info": alice_info}]}
+    before_bob = alice.cursor
+    bob = await bob_client.connect(channels=[ROOM])
+    assert bob.members[ROOM] == [
+        {"user_id": alice_id, "user_info": alice_info},
+        {"user_id": bob_id, "user_info": bob_info},
+    ]
+    added = await alice.next_frame()
+    assert added == {
+        "event": "member_added",
+        "channel": ROOM,
+        "data": {"user_id": bob_id, "user_info": bob_info},
+        "cursor": added["cursor"],
+    }
+    # Bob's second socket, on the other server: nothing to announce.
+    bob_again = await bob_client.connect(channels=[ROOM])
+    await bob.close()
+    await bob_again.close()
+    removed = await alice.next_frame()
+    assert removed == {
+        "event": "member_removed",
+        "channel": ROOM,
+        "data": {"user_id": bob_id},
+        "cursor": removed["cursor"],
+    }
+
+    # A resume replays the member changes it missed, then gives the list as it is now.
+    await alice.close()
+    resumed = await alice_client.connect(after=before_bob, channels=["messages", ROOM])
+    replayed = await resumed.frames(3)
+    assert [(f["event"], f["data"].get("user_id")) for f in replayed] == [
+        ("member_added", bob_id),
+        ("member_removed", bob_id),
+        ("presence", None),
+    ]
+    assert replayed[2] == {
+        "event": "presence",
+        "channel": ROOM,
+        "data": {"members": [{"user_id": alice_id, "user_info": alice_info}]},
+    }
+    await native_marker(db, 1)
+    assert await frames_until_marker(resumed, 1) == []
+
+
+async def test_a_joining_socket_gets_no_member_added_for_someone_already_listed(
+    servers: ServerFactory,
+    clients: Callable[[RunningServer], Client],
+    db: psycopg.AsyncConnection[Any],
+    database_url: str,
+) -> None:
+    """Users join (rows written with SQL, as fast as the database takes them) while sockets
+    of both protocols join: each socket's list, then its member_added frames, must name
+    every user once."""
+    (server,) = await servers(FAST, count=1)
+    alice_client = clients(server)
+    alice_id = str((await alice_client.sign_in("alice@example.com", "Alice"))["user"]["id"])
+    joiners = 150
+
+    async def join_by_sql() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            for i in range(joiners):
+                await conn.execute(
+                    "INSERT INTO presence_members (channel, socket_id, user_id)"
+                    " VALUES (%s, %s, %s)",
+                    [ROOM, f"sql-{i}", f"u{i}"],
+                )
+
+    natives: list[Socket] = []
+    pushers: list[tuple[RawPusher, dict[str, Any]]] = []
+    writing = asyncio.create_task(join_by_sql())
+    k = 0
+    while not writing.done():
+        natives.append(await alice_client.connect(channels=[ROOM]))
+        raw = await raw_pusher(alice_client.http, server)
+        channel_data = json.dumps({"user_id": f"p{k}", "user_info": {"n": k}})
+        succeeded = await raw.subscribe(
+            ROOM,
+            auth=signed(server, f"{raw.socket_id}:{ROOM}:{channel_data}"),
+            channel_data=channel_data,
+        )
+        assert succeeded["event"] == "pusher_internal:subscription_succeeded", succeeded
+        pushers.append((raw, json.loads(succeeded["data"])["presence"]))
+        k += 1
+    await writing
+    await native_marker(db, 1)
+    everyone = {alice_id} | {f"u{i}" for i in range(joiners)} | {f"p{i}" for i in range(k)}
+    print(f"{len(natives)} native and {len(pushers)} Pusher sockets joined among {joiners} users")
+
+    for socket in natives:
+        listed = [m["user_id"] for m in socket.members[ROOM]]
+        frames = await frames_until_marker(socket, 1)
+        added = [f["data"]["user_id"] for f in frames if f["event"] == "member_added"]
+        assert [f for f in frames if f["event"] != "member_added"] == []
+        assert set(listed) & set(added) == set()
+        assert len(listed) == len(set(listed))
+        assert len(added) == len(set(added))
+        assert set(listed) | set(added) == everyone
+    for raw, presence in pushers:
+        listed = list(presence["ids"])
+        added = []
+        while True:
+            frame = await raw.next(EVENT_TIMEOUT)
+            if frame["event"] == "marker":
+                break
+            assert frame["event"] == "pusher_internal:member_added", frame
+            added.append(json.loads(frame["data"])["user_id"])
+        assert set(listed) & set(added) == set()
+        assert len(added) == len(set(added))
+        assert set(listed) | set(added) == everyone
+        await raw.close()
+    for socket in natives:
+        await socket.close()
+
+
+async def test_a_process_taken_for_dead_writes_its_members_back_and_nobody_is_told(
+    servers: ServerFactory,
+    clients: Callable[[RunningServer], Client],
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    one, two = await servers(ROOMY_GRACE)
+    alice_client, bob_client = clients(one), clients(two)
+    alice_id = str((await alice_client.sign_in("alice@example.com", "Alice"))["user"]["id"])
+    await bob_client.sign_in("bob@example.com", "Bob")
+    alice = await alice_client.connect(channels=[ROOM])
+    bob = await bob_client.connect(channels=[ROOM])
+    assert (await alice.next_frame())["event"] == "member_added"
+    process_id = one.app[PROCESS].id
+    # As if its listener had gone (a paused process, a network partition): the other
+    # server's sweep takes it for dead and marks its members as leaving.
+    await db.execute(
+        "UPDATE pgcast_processes SET listener_pid = 0 WHERE id = %s::uuid", [process_id]
+    )
+
+    async def written_back() -> bool:
+        cursor = await db.execute(
+            "SELECT m.left_at IS NULL, p.listener_pid <> 0 FROM presence_members m"
+            " JOIN pgcast_processes p ON p.id = m.process_id"
+            " WHERE m.socket_id = %s AND p.id = %s::uuid",
+            [alice.socket_id, process_id],
+        )
+        return await cursor.fetchone() == (True, True)
+
+    print(f"registered again and written back within {await eventually(written_back):.2f} s")
+    assert one.app[PROCESS].id == process_id
+    # Back in place, no row is leaving: nothing can be announced later either.
+    cursor = await db.execute("SELECT count(*) FROM presence_members WHERE left_at IS NOT NULL")
+    assert await cursor.fetchone() == (0,)
+    await native_marker(db, 1)
+    assert await frames_until_marker(bob, 1) == []
+    assert await frames_until_marker(alice, 1) == []
+    cursor = await db.execute(
+        "SELECT sockets, leaving FROM presence_online WHERE user_id = %s", [alice_id]
+    )
+    assert await cursor.fetchone() == (1, False)
+
+
+async def test_a_graceful_shutdown_starts_its_members_grace_and_others_announce_the_leave(
+    servers: ServerFactory,
+    clients: Callable[[RunningServer], Client],
+    db: psycopg.AsyncConnection[Any],
+) -> None:
+    one, two = await servers(FAST)
+    alice_client, bob_client = clients(one), clients(two)
+    alice_id = str((await alice_client.sign_in("alice@example.com", "Alice"))["user"]["id"])
+    await bob_client.sign_in("bob@example.com", "Bob")
+    await alice_client.connect(channels=[ROOM])
+    bob = await bob_client.connect(channels=[ROOM])
+    process_id = one.app[PROCESS].id
+    await one.runner.cleanup()
+    cursor = await db.execute(
+        "SELECT sockets, leaving FROM presence_online WHERE channel = %s AND user_id = %s",
+        [ROOM, alice_id],
+    )
+    assert await cursor.fetchone() == (0, True)
+    cursor = await db.execute(
+        "SELECT count(*) FROM pgcast_processes WHERE id = %s::uuid", [process_id]
+    )
+    assert await cursor.fetchone() == (0,)
+    removed = await bob.next_frame()
+    assert (removed["event"], removed["data"]) == ("member_removed", {"user_id": alice_id})
+
+
+async def test_the_http_api_refuses_member_events_on_presence_channels_only(
+    servers: ServerFactory, db: psycopg.AsyncConnection[Any]
+) -> None:
+    (server,) = await servers(FAST, count=1)
+    sdk = sdk_for(server)
+    try:
+        for name in ("member_added", "member_removed"):
+            with pytest.raises(pusher.errors.PusherBadRequest) as refused:
+                await call(sdk.trigger, ROOM, name, {"user_id": "1"})
+            assert error_code(refused.value) == "invalid_event_name"
+            with pytest.raises(pusher.errors.PusherBadRequest):
+                await call(sdk.trigger, ["news", ROOM], name, {"user_id": "1"})
+        # Elsewhere the names mean nothing special: a public channel carries them as sent.
+        assert await call(sdk.trigger, "news", "member_added", {"user_id": "1"}) == {}
+    finally:
+        close_sdk(sdk)
+    cursor = await db.execute("SELECT channel, event FROM broadcasts ORDER BY id")
+    assert await cursor.fetchall() == [("news", "member_added")]

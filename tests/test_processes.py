@@ -18,8 +18,8 @@ from server.keys import PROCESS
 from tests.conftest import RunningServer, server_config, start_server
 from tests.test_cli import cli_env, run_cli
 
-# heartbeat (2 - 0.5) / 6 = 0.25 s, stale threshold 0.75 s.
-FAST = {"PGCAST_PRESENCE_TIMEOUT": "2", "PGCAST_PRESENCE_GRACE": "0.5"}
+# heartbeat (3 - 0.6) / 6 = 0.4 s, stale threshold 1.2 s.
+FAST = {"PGCAST_PRESENCE_TIMEOUT": "3", "PGCAST_PRESENCE_GRACE": "0.6"}
 
 
 @pytest.fixture
@@ -101,15 +101,26 @@ async def test_a_process_whose_listener_backend_is_gone_is_swept(
     )
     backend = await cursor.fetchone()
     assert backend is not None
+    # Its heartbeat is never stale: only the listener can tell it is gone.
     cursor = await db.execute(
-        "INSERT INTO pgcast_processes (host, pid, port, listener_pid, listener_started_at)"
-        " VALUES ('elsewhere', 1, 1, %s, %s) RETURNING id::text",
+        "INSERT INTO pgcast_processes"
+        " (host, pid, port, listener_pid, listener_started_at, seen_at)"
+        " VALUES ('elsewhere', 1, 1, %s, %s, now() + interval '1 hour') RETURNING id::text",
         backend,
     )
     inserted = await cursor.fetchone()
     assert inserted is not None
-    # Alive while its listener is: a few heartbeats later it is still there.
-    await asyncio.sleep(0.6)
+    # Alive while its listener is: after two more heartbeats (each followed by a sweep) of
+    # the server, it is still there.
+    for _ in range(2):
+        before = await process_row(db, fast_server.app[PROCESS].id)
+        assert before is not None
+
+        async def beaten(seen_at: Any = before[5]) -> bool:
+            row = await process_row(db, fast_server.app[PROCESS].id)
+            return row is not None and row[5] > seen_at
+
+        await eventually(beaten)
     assert await process_row(db, inserted[0]) is not None
     await conn.close()
 
