@@ -27,6 +27,8 @@ from server.keys import (
     POLICY,
     POOL,
     POST_LIMITER,
+    PRESENCE,
+    PROCESS,
     SOCKET_LIMITER,
     SOCKETS,
     TOKENS,
@@ -37,6 +39,8 @@ from server.pg.eventlog import current_position, database_identity
 from server.pg.feed import EventFeed
 from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
+from server.pg.presence import PgPresence
+from server.pg.processes import ProcessRegistry
 from server.pg.revocations import Revocations
 from server.ratelimit import SocketLimiter, post_limiter
 from server.resources import UI_DIST
@@ -103,6 +107,33 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await revocations.close()
+
+
+async def processes_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    assert config.database_url is not None
+    registry = ProcessRegistry(
+        config.database_url,
+        app[POOL],
+        app[LISTENER],
+        port=config.port,
+        heartbeat_seconds=config.heartbeat_seconds,
+        stale_seconds=config.stale_seconds,
+    )
+    await registry.register()
+    app[PROCESS] = registry
+    # Made before the heartbeat starts, so that the first sweep already sweeps presence.
+    app[PRESENCE] = presence = PgPresence(app[POOL], registry, config.presence_grace)
+    try:
+        async with running(registry.run(), "process registry"):
+            try:
+                yield
+            finally:
+                # Before the process row goes: this process's members start their grace
+                # rather than vanish with it.
+                await presence.close()
+    finally:
+        await registry.deregister()
 
 
 async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -177,7 +208,9 @@ def create_app(config: Config) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security_headers_hook(config))
-    app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, rate_limits_ctx, retention_ctx])
+    app.cleanup_ctx.extend(
+        [pool_ctx, listener_ctx, processes_ctx, workos_ctx, rate_limits_ctx, retention_ctx]
+    )
     api.setup_routes(app)
     auth.setup_routes(app)
     login.setup_routes(app)
