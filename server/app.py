@@ -38,7 +38,7 @@ from server.pg.feed import EventFeed
 from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
 from server.pg.revocations import Revocations
-from server.ratelimit import SocketLimiter, post_limiter
+from server.ratelimit import PostLimiter, SocketLimiter
 from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
@@ -136,9 +136,8 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
 async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[SOCKET_LIMITER] = SocketLimiter(config.rate_sockets_per_user, config.rate_sockets_per_ip)
-    async with post_limiter(config.rate_posts_per_minute) as limiter:
-        app[POST_LIMITER] = limiter
-        yield
+    app[POST_LIMITER] = PostLimiter(app[POOL], config.rate_posts_per_minute)
+    yield
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -293,6 +293,35 @@ RETURNING id, name, avatar_url, email
 # tx this snapshot does not see yet (written by hand with a tx from the future) was never
 # sent to anyone, and a read never would have returned it before its tx came round: it must
 # not make every cursor look too old.
+# Posts per user in the last minute, counted across every process (pgcast_post_rates):
+# the upsert locks the user's row, so concurrent posts take their turn and exactly
+# `per_minute` of them get through. The row's own times are pruned in the same statement.
+# Returns whether this post may go ahead, and when the oldest counted post leaves the
+# window (seconds from now, rounded up).
+TAKE_POST_SLOT: Final[LiteralString] = """
+INSERT INTO pgcast_post_rates AS rate (user_id, recent, last_allowed)
+VALUES (%(user_id)s, ARRAY[now()], true)
+ON CONFLICT (user_id) DO UPDATE SET (recent, last_allowed) = (
+    SELECT CASE WHEN cardinality(kept) < %(per_minute)s THEN kept || now() ELSE kept END,
+           cardinality(kept) < %(per_minute)s
+    FROM (
+        SELECT ARRAY(
+            SELECT hit FROM unnest(rate.recent) AS hit WHERE hit > now() - interval '1 minute'
+        ) AS kept
+    ) AS pruned
+)
+RETURNING last_allowed,
+          ceil(extract(epoch FROM
+              (SELECT min(hit) FROM unnest(recent) AS hit) + interval '1 minute' - now()
+          ))::int
+"""
+
+# Users who have not posted for a minute need no row; the next post makes one again.
+PRUNE_POST_RATES: Final[LiteralString] = """
+DELETE FROM pgcast_post_rates
+WHERE NOT EXISTS (SELECT FROM unnest(recent) AS hit WHERE hit > now() - interval '1 minute')
+"""
+
 PRUNE_EVENTS: Final[LiteralString] = """
 WITH pruned AS (
     DELETE FROM broadcasts

@@ -21,6 +21,7 @@ async def prune_once(pool: DbPool, retention: timedelta) -> None:
     async with pool.connection() as conn:
         await conn.execute(queries.PRUNE_EVENTS, {"retention": retention})
         await conn.execute(queries.PRUNE_SESSIONS)
+        await conn.execute(queries.PRUNE_POST_RATES)
 
 
 async def prune_forever(pool: DbPool, retention: timedelta) -> None:
