@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+import pusher
+
 from tests.conftest import Client, Endpoint
+from tests.pusher_support import RawPusher, Record
 from tests.test_cli import PGCAST, cli_env
 
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 _SERVING = re.compile(r"pgcast serving (http://\S+) ")
+# Every process of a test gets the same Pusher app, as a deployment's processes do.
+PUSHER_APP_ID = "4242"
+PUSHER_KEY = "cluster-key"
+PUSHER_SECRET = "cluster-secret-0123456789"
 
 
 @dataclass
@@ -32,8 +41,33 @@ class ServeProcess:
     def url(self) -> str:
         return self.endpoint.url
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def client(self) -> Client:
         return Client(self.endpoint)
+
+    def sdk(self) -> pusher.Pusher:
+        """Pusher's own server SDK, pointed at this process."""
+        return pusher.Pusher(
+            app_id=PUSHER_APP_ID,
+            key=PUSHER_KEY,
+            secret=PUSHER_SECRET,
+            ssl=False,
+            host="127.0.0.1",
+            port=self.port,
+        )
+
+    async def raw_pusher(self, http: aiohttp.ClientSession) -> tuple[RawPusher, Record]:
+        """A bare protocol-7 socket on this process, with `http`'s cookies, and the first
+        frame it got: `pusher:connection_established`, or the error it was refused with."""
+        url = self.url.replace("http://", "ws://") + f"/app/{PUSHER_KEY}?protocol=7"
+        socket = RawPusher(await http.ws_connect(url, headers={"Origin": self.endpoint.origin}))
+        first = await socket.next()
+        if first["event"] == "pusher:connection_established":
+            socket.socket_id = json.loads(first["data"])["socket_id"]
+        return socket, first
 
     def log_tail(self) -> str:
         return "".join(self.lines[-30:])
@@ -68,7 +102,15 @@ async def start_pgcast(
     database_url: str, data_dir: Path, *args: str, **settings: str
 ) -> ServeProcess:
     """`pgcast serve --no-migrate ARGS` on a free port (PGCAST_PORT=0), once it serves."""
-    env = cli_env(database_url, data_dir, PGCAST_PORT="0", **settings)
+    env = cli_env(
+        database_url,
+        data_dir,
+        PGCAST_PORT="0",
+        PGCAST_PUSHER_APP_ID=PUSHER_APP_ID,
+        PGCAST_PUSHER_KEY=PUSHER_KEY,
+        PGCAST_PUSHER_SECRET=PUSHER_SECRET,
+        **settings,
+    )
     process = await asyncio.create_subprocess_exec(
         *PGCAST, "serve", "--no-migrate", *args, env=env, stderr=asyncio.subprocess.PIPE
     )
@@ -114,13 +156,14 @@ async def pgcast_processes(
 
 async def signed_in_everywhere(
     processes: list[ServeProcess], email: str, name: str
-) -> list[Client]:
+) -> tuple[list[Client], int]:
     """One client per process, each signed in there as the same person (dev login upserts
-    the user by e-mail), so each sends the Origin of the process it talks to."""
+    the user by e-mail), so each sends the Origin of the process it talks to; and the
+    person's user id."""
     clients = [p.client() for p in processes]
-    for client in clients:
-        await client.sign_in(email, name)
-    return clients
+    ids = {int((await client.sign_in(email, name))["user"]["id"]) for client in clients}
+    [user_id] = ids
+    return clients, user_id
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -133,3 +176,9 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float, w
 
 async def close_all(clients: list[Client]) -> None:
     await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+
+
+def close_sdk(client: pusher.Pusher) -> None:
+    # The requests backend keeps a session per client; close it, or its sockets leak.
+    client._pusher_client.http.session.close()
+    client._authentication_client.http.session.close()

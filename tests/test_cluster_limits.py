@@ -8,11 +8,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 
 from server.keys import POOL
 from server.retention import prune_once
-from tests.cluster_support import close_all, pgcast_processes, signed_in_everywhere
+from tests.cluster_support import (
+    close_all,
+    close_sdk,
+    pgcast_processes,
+    signed_in_everywhere,
+)
 from tests.conftest import Client, count_rows, server_config, start_server
 
 
@@ -29,8 +35,8 @@ async def test_posts_per_minute_count_every_process(
     database_url: str, tmp_path: Path, db: psycopg.AsyncConnection[Any]
 ) -> None:
     async with pgcast_processes(database_url, tmp_path, PGCAST_RATE_POSTS_PER_MINUTE="5") as ps:
-        alice = await signed_in_everywhere(ps, "alice@example.com", "Alice")
-        bob = await signed_in_everywhere(ps[:1], "bob@example.com", "Bob")
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        bob, _ = await signed_in_everywhere(ps[:1], "bob@example.com", "Bob")
         try:
             for n, client in enumerate([alice[0], alice[1], alice[2], alice[0], alice[1]]):
                 status, body, _ = await post(client, f"m{n}")
@@ -54,7 +60,7 @@ async def test_concurrent_posts_on_three_processes_let_exactly_the_limit_through
     async with pgcast_processes(
         database_url, tmp_path, PGCAST_RATE_POSTS_PER_MINUTE=str(limit)
     ) as ps:
-        alice = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
         try:
             # Every process gets the whole limit's worth at once.
             outcomes = await asyncio.gather(
@@ -102,3 +108,58 @@ async def test_the_post_window_moves_and_old_posts_are_pruned(
     finally:
         await alice.close()
         await server.runner.cleanup()
+
+
+# --- revocations ---------------------------------------------------------------------------
+
+SIGNED_OUT = 4401
+FORBIDDEN = 4403
+PUSHER_UNAUTHORIZED = 4009
+PUSHER_RECONNECT = 4200
+
+
+async def test_terminate_connections_on_one_process_closes_the_users_sockets_on_the_others(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with pgcast_processes(database_url, tmp_path) as ps:
+        alice, me = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        [bob], _ = await signed_in_everywhere(ps[2:], "bob@example.com", "Bob")
+        sdk = ps[0].sdk()
+        try:
+            on_b, on_c = await alice[1].connect(), await alice[2].connect()
+            pusher_on_b, _ = await ps[1].raw_pusher(alice[1].http)
+            bystander = await bob.connect()
+            assert await asyncio.to_thread(sdk.terminate_user_connections, str(me)) == {}
+            assert (await on_b.expect_close(5.0))[0] == SIGNED_OUT
+            assert (await on_c.expect_close(5.0))[0] == SIGNED_OUT
+            error = await pusher_on_b.next_event("pusher:error", 5.0)
+            assert error["data"]["code"] == PUSHER_UNAUTHORIZED
+            assert (await pusher_on_b.expect_close(5.0))[0] == PUSHER_UNAUTHORIZED
+            # Bob's socket stays open, and Alice may connect again anywhere.
+            assert (await post(bob, "still here"))[0] == 201
+            assert (await bystander.next_frame())["data"]["message"]["content"] == "still here"
+            again = await alice[2].connect()
+            await again.close()
+            await bystander.close()
+        finally:
+            close_sdk(sdk)
+            await close_all([*alice, bob])
+
+
+async def test_a_revoked_membership_closes_its_subscriptions_on_all_three_processes(
+    database_url: str, tmp_path: Path, db: psycopg.AsyncConnection[Any]
+) -> None:
+    async with pgcast_processes(database_url, tmp_path) as ps:
+        alice, me = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        try:
+            await db.execute(
+                "INSERT INTO channel_members (channel, user_id) VALUES ('private-team.ops', %s)",
+                [me],
+            )
+            sockets = [await client.connect(channels=["private-team.ops"]) for client in alice]
+            await db.execute("DELETE FROM channel_members WHERE user_id = %s", [me])
+            for socket in sockets:
+                code, reason = await socket.expect_close(5.0)
+                assert (code, "private-team.ops" in reason) == (FORBIDDEN, True)
+        finally:
+            await close_all(alice)
