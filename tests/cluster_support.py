@@ -48,6 +48,17 @@ class ServeProcess:
     def client(self) -> Client:
         return Client(self.endpoint)
 
+    async def fresh_client(self) -> Client:
+        """A client making one TCP connection per request, as many clients would (so
+        `--workers` spreads its requests over its processes)."""
+        client = Client(self.endpoint)
+        await client.http.close()
+        client.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(force_close=True),
+        )
+        return client
+
     def sdk(self) -> pusher.Pusher:
         """Pusher's own server SDK, pointed at this process."""
         return pusher.Pusher(
@@ -99,9 +110,10 @@ async def _keep_reading(stream: asyncio.StreamReader, lines: list[str]) -> None:
 
 
 async def start_pgcast(
-    database_url: str, data_dir: Path, *args: str, **settings: str
+    database_url: str, data_dir: Path, *args: str, serving: int = 1, **settings: str
 ) -> ServeProcess:
-    """`pgcast serve --no-migrate ARGS` on a free port (PGCAST_PORT=0), once it serves."""
+    """`pgcast serve --no-migrate ARGS` on a free port (PGCAST_PORT=0), once `serving`
+    processes of it serve (one per worker with `--workers`)."""
     env = cli_env(
         database_url,
         data_dir,
@@ -116,20 +128,23 @@ async def start_pgcast(
     )
     assert process.stderr is not None
     lines: list[str] = []
+    urls: set[str] = set()
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):
-            while True:
+            while serving:
                 line = (await process.stderr.readline()).decode(errors="replace")
                 assert line, "pgcast serve exited before serving:\n" + "".join(lines[-20:])
                 lines.append(line)
                 found = _SERVING.search(line)
                 if found is not None:
-                    break
+                    urls.add(found.group(1))
+                    serving -= 1
     except BaseException:
         process.kill()
         await process.wait()
         raise
-    served = ServeProcess(process, Endpoint(found.group(1)), lines)
+    [url] = urls
+    served = ServeProcess(process, Endpoint(url), lines)
     served.drain = asyncio.create_task(_keep_reading(process.stderr, lines))
     return served
 

@@ -10,16 +10,21 @@ from typing import Any
 
 import aiohttp
 import psycopg
+import pytest
 
 from server.keys import POOL
 from server.retention import prune_once
 from tests.cluster_support import (
+    ServeProcess,
     close_all,
     close_sdk,
+    eventually,
     pgcast_processes,
     signed_in_everywhere,
+    start_pgcast,
 )
-from tests.conftest import Client, count_rows, server_config, start_server
+from tests.conftest import Client, Socket, count_rows, server_config, start_server
+from tests.pusher_support import RawPusher
 
 
 async def post(client: Client, content: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -163,3 +168,213 @@ async def test_a_revoked_membership_closes_its_subscriptions_on_all_three_proces
                 assert (code, "private-team.ops" in reason) == (FORBIDDEN, True)
         finally:
             await close_all(alice)
+
+
+# --- sockets per user and per address --------------------------------------------------------
+
+PUSHER_OVER_CAPACITY = 4100
+SLOT_FREED_TIMEOUT = 10.0
+
+
+async def refused_upgrade(client: Client) -> dict[str, Any]:
+    """What `/ws` answers a client over its socket limit: the JSON error, before any upgrade
+    (asked as a plain GET, so the body can be read)."""
+    async with client.http.get(
+        client.server.ws_url.replace("ws://", "http://"), headers={"Origin": client.server.origin}
+    ) as response:
+        assert response.status == 429, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def expect_pusher_refused(process: ServeProcess, http: aiohttp.ClientSession) -> str:
+    socket, first = await process.raw_pusher(http)
+    assert first["event"] == "pusher:error", first
+    assert first["data"]["code"] == PUSHER_OVER_CAPACITY
+    assert (await socket.expect_close())[0] == PUSHER_OVER_CAPACITY
+    message: str = first["data"]["message"]
+    return message
+
+
+async def connects_again(client: Client) -> Socket:
+    """A socket, once a slot freed elsewhere is seen here (the close is not announced)."""
+    opened: list[Socket] = []
+
+    async def try_once() -> bool:
+        try:
+            opened.append(await client.connect())
+        except aiohttp.WSServerHandshakeError as refused:
+            if refused.status != 429:
+                raise
+            return False
+        return True
+
+    await eventually(try_once, SLOT_FREED_TIMEOUT, "a closed socket's slot freed")
+    return opened[0]
+
+
+async def test_sockets_per_user_count_every_process_of_either_protocol(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with pgcast_processes(
+        database_url,
+        tmp_path,
+        PGCAST_RATE_SOCKETS_PER_USER="3",
+        PGCAST_RATE_SOCKETS_PER_IP="0",
+    ) as ps:
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        [bob], _ = await signed_in_everywhere(ps[:1], "bob@example.com", "Bob")
+        pusher_sockets: list[RawPusher] = []
+        try:
+            on_a, on_b = await alice[0].connect(), await alice[1].connect()
+            on_c, established = await ps[2].raw_pusher(alice[2].http)
+            pusher_sockets.append(on_c)
+            assert established["event"] == "pusher:connection_established"
+            for client in alice:
+                body = await refused_upgrade(client)
+                assert body["error"]["code"] == "too_many_sockets"
+                assert "3 open sockets per user" in body["error"]["message"]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await alice[2].connect()
+            assert refused.value.status == 429
+            assert "3 open sockets per user" in await expect_pusher_refused(ps[1], alice[1].http)
+            # Per user: Bob is unaffected.
+            await (await bob.connect()).close()
+            # Closing one on A frees a slot on C; closing the Pusher one, one on B.
+            await on_a.close()
+            again_on_c = await connects_again(alice[2])
+            await on_c.close()
+            again_on_b = await connects_again(alice[1])
+            for socket in (on_b, again_on_c, again_on_b):
+                await socket.close()
+        finally:
+            await asyncio.gather(*(s.close() for s in pusher_sockets))
+            await close_all([*alice, bob])
+
+
+async def test_sockets_per_address_count_every_process_anonymous_pusher_ones_too(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with pgcast_processes(
+        database_url,
+        tmp_path,
+        PGCAST_RATE_SOCKETS_PER_USER="0",
+        PGCAST_RATE_SOCKETS_PER_IP="4",
+        PGCAST_PUSHER_PUBLIC_CHANNELS="open",
+    ) as ps:
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        bob, _ = await signed_in_everywhere(ps, "bob@example.com", "Bob")
+        async with aiohttp.ClientSession() as anonymous:
+            pusher_sockets: list[RawPusher] = []
+            try:
+                natives = [await alice[0].connect(), await bob[2].connect()]
+                for process in ps[1:]:
+                    socket, established = await process.raw_pusher(anonymous)
+                    assert established["event"] == "pusher:connection_established"
+                    pusher_sockets.append(socket)
+                # Four from 127.0.0.1, over three processes and two protocols: no fifth.
+                message = await expect_pusher_refused(ps[0], anonymous)
+                assert "4 open sockets per address" in message
+                body = await refused_upgrade(bob[1])
+                assert body["error"]["code"] == "too_many_sockets"
+                assert "4 open sockets per address" in body["error"]["message"]
+                await pusher_sockets.pop(0).close()
+                natives.append(await connects_again(alice[0]))
+                for socket in natives:
+                    await socket.close()
+            finally:
+                await asyncio.gather(*(s.close() for s in pusher_sockets))
+                await close_all([*alice, *bob])
+
+
+# --- Pusher channel counts -------------------------------------------------------------------
+
+
+async def test_pusher_channels_and_subscription_counts_are_the_same_on_every_process(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with pgcast_processes(database_url, tmp_path) as ps:
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        sdks = [process.sdk() for process in ps]
+        pusher_sockets: list[RawPusher] = []
+
+        async def everywhere(method: str, *args: Any) -> Any:
+            answers = [await asyncio.to_thread(getattr(sdk, method), *args) for sdk in sdks]
+            assert answers[1:] == answers[:1] * 2, answers
+            return answers[0]
+
+        try:
+            native_a = await alice[0].connect(channels=["news", "orders.1"])
+            native_c = await alice[2].connect(channels=["news"])
+            for _ in range(2):
+                socket, _ = await ps[1].raw_pusher(alice[1].http)
+                pusher_sockets.append(socket)
+                subscribed = await socket.subscribe("news")
+                assert subscribed["event"] == "pusher_internal:subscription_succeeded"
+            subscribed = await pusher_sockets[0].subscribe("orders.1")
+            assert subscribed["event"] == "pusher_internal:subscription_succeeded"
+
+            assert await everywhere("channels_info") == {"channels": {"news": {}, "orders.1": {}}}
+            assert await everywhere("channels_info", "orders", ["subscription_count"]) == {
+                "channels": {"orders.1": {"subscription_count": 2}}
+            }
+            assert await everywhere("channel_info", "news", ["subscription_count"]) == {
+                "occupied": True,
+                "subscription_count": 4,
+            }
+            assert await everywhere("channel_info", "nobody-here") == {"occupied": False}
+
+            # An unsubscribe and a close on one process show on the others.
+            await pusher_sockets[0].send("pusher:unsubscribe", {"channel": "orders.1"})
+            await native_a.close()
+
+            async def orders_empty() -> bool:
+                answers = [
+                    await asyncio.to_thread(sdk.channel_info, "orders.1", ["subscription_count"])
+                    for sdk in sdks
+                ]
+                return all(a == {"occupied": False, "subscription_count": 0} for a in answers)
+
+            await eventually(orders_empty, SLOT_FREED_TIMEOUT, "orders.1 left on every process")
+            assert await everywhere("channels_info", None, ["subscription_count"]) == {
+                "channels": {"news": {"subscription_count": 3}}
+            }
+            await native_c.close()
+        finally:
+            for sdk in sdks:
+                close_sdk(sdk)
+            await asyncio.gather(*(s.close() for s in pusher_sockets))
+            await close_all(alice)
+
+
+# --- pgcast serve --workers 3 ----------------------------------------------------------------
+
+
+async def test_workers_share_the_limits_as_separate_processes_do(
+    database_url: str, tmp_path: Path
+) -> None:
+    served = await start_pgcast(
+        database_url,
+        tmp_path,
+        "--workers",
+        "3",
+        serving=3,
+        PGCAST_RATE_POSTS_PER_MINUTE="4",
+        PGCAST_RATE_SOCKETS_PER_USER="3",
+    )
+    alice = await served.fresh_client()
+    try:
+        await alice.sign_in("alice@example.com", "Alice")
+        # Each on a connection of its own: the kernel spreads them over the three workers.
+        statuses = [(await post(alice, f"m{n}"))[0] for n in range(12)]
+        assert sorted(statuses) == [201] * 4 + [429] * 8
+        sockets = [await alice.connect() for _ in range(3)]
+        for _ in range(6):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await alice.connect()
+            assert refused.value.status == 429
+        for socket in sockets:
+            await socket.close()
+    finally:
+        await alice.close()
+        assert await served.stop() == 0
