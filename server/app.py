@@ -27,6 +27,7 @@ from server.keys import (
     POLICY,
     POOL,
     POST_LIMITER,
+    PROCESS,
     SOCKET_LIMITER,
     SOCKETS,
     TOKENS,
@@ -37,6 +38,7 @@ from server.pg.eventlog import current_position, database_identity
 from server.pg.feed import EventFeed
 from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
+from server.pg.processes import ProcessRegistry
 from server.pg.revocations import Revocations
 from server.ratelimit import PostLimiter, SocketLimiter
 from server.resources import UI_DIST
@@ -103,6 +105,24 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await revocations.close()
+
+
+async def processes_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    registry = ProcessRegistry(
+        app[POOL],
+        app[LISTENER],
+        port=config.port,
+        heartbeat_seconds=config.heartbeat_seconds,
+        stale_seconds=config.stale_seconds,
+    )
+    await registry.register()
+    app[PROCESS] = registry
+    try:
+        async with running(registry.run(), "process registry"):
+            yield
+    finally:
+        await registry.deregister()
 
 
 async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -176,7 +196,9 @@ def create_app(config: Config) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security_headers_hook(config))
-    app.cleanup_ctx.extend([pool_ctx, listener_ctx, workos_ctx, rate_limits_ctx, retention_ctx])
+    app.cleanup_ctx.extend(
+        [pool_ctx, listener_ctx, processes_ctx, workos_ctx, rate_limits_ctx, retention_ctx]
+    )
     api.setup_routes(app)
     auth.setup_routes(app)
     login.setup_routes(app)

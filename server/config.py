@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -47,6 +48,8 @@ class Config:
     rate_sockets_per_user: int
     rate_sockets_per_ip: int
     session_max_age: int
+    presence_timeout: float
+    presence_grace: float
     workos_api_key: Secret | None
     workos_client_id: str | None
     workos_webhook_secret: Secret | None
@@ -67,6 +70,27 @@ class Config:
     def workos_enabled(self) -> bool:
         return self.workos_api_key is not None
 
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often each process renews its row and sweeps away dead processes (README,
+        "Presence across processes", has the arithmetic that keeps the timeout)."""
+        return (self.presence_timeout - self.presence_grace) / PRESENCE_TICKS_PER_TIMEOUT
+
+    @property
+    def stale_seconds(self) -> float:
+        """A process whose heartbeat is older than this is taken for lost."""
+        return PRESENCE_STALE_TICKS * self.heartbeat_seconds
+
+
+# A dead process's members are gone within the timeout when the stale threshold, two
+# heartbeats (one to find it dead, one to delete its members after the grace) and the grace fit
+# in it: stale + 2 * heartbeat + grace = 5/6 of (timeout - grace) + grace, which leaves a sixth
+# of (timeout - grace) for the statements and the delivery of member_removed.
+PRESENCE_TICKS_PER_TIMEOUT = 6
+PRESENCE_STALE_TICKS = 3
+# Shorter heartbeats would cost the database more than a presence list is worth.
+MIN_HEARTBEAT_SECONDS = 0.1
+MAX_PRESENCE_SECONDS = 3600.0
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -94,6 +118,34 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} is out of range ({low} to {high})")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero_ok: bool) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        qualifier = "zero or more" if zero_ok else "more than zero"
+        raise ConfigError(f"{name}={raw!r} must be {qualifier} seconds")
+    if value > MAX_PRESENCE_SECONDS:
+        raise ConfigError(f"{name}={raw!r} is more than {MAX_PRESENCE_SECONDS:.0f} seconds")
+    return value
+
+
+def _presence(env: Mapping[str, str]) -> tuple[float, float]:
+    timeout = _seconds(env, "PGCAST_PRESENCE_TIMEOUT", 10.0, zero_ok=False)
+    grace = _seconds(env, "PGCAST_PRESENCE_GRACE", 3.0, zero_ok=True)
+    margin = PRESENCE_TICKS_PER_TIMEOUT * MIN_HEARTBEAT_SECONDS
+    if timeout - grace < margin:
+        raise ConfigError(
+            f"PGCAST_PRESENCE_GRACE={grace:g} must be at least {margin:g} s shorter than "
+            f"PGCAST_PRESENCE_TIMEOUT={timeout:g}"
+        )
+    return timeout, grace
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool | None:
@@ -267,6 +319,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         )
 
     webhook_secret = env.get("WORKOS_WEBHOOK_SECRET") or None
+    presence_timeout, presence_grace = _presence(env)
     return Config(
         database_url=env.get("DATABASE_URL") or None,
         data_dir=data_dir,
@@ -289,6 +342,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         session_max_age=_int(
             env, "PGCAST_SESSION_MAX_AGE", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
         ),
+        presence_timeout=presence_timeout,
+        presence_grace=presence_grace,
         workos_api_key=Secret(api_key) if api_key else None,
         workos_client_id=client_id,
         workos_webhook_secret=Secret(webhook_secret) if webhook_secret else None,

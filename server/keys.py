@@ -13,6 +13,7 @@ from server.core.hub import Hub
 from server.db import DbPool
 from server.metrics import Metrics
 from server.pg.listener import Listener
+from server.pg.processes import ProcessRegistry
 from server.ratelimit import PostLimiter, SocketLimiter
 from server.tokens import AccessTokenVerifier
 
@@ -22,6 +23,8 @@ DATABASE_ID = web.AppKey("database_id", str)
 HUB = web.AppKey("hub", Hub)
 LISTENER = web.AppKey("listener", Listener)
 POLICY = web.AppKey("listen_policy", ListenPolicy)
+# This process's row in pgcast_processes; `app[PROCESS].id` is its id (a uuid) for its life.
+PROCESS = web.AppKey("process", ProcessRegistry)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 # Optional: how often /ws pings a client (server/ws.py HEARTBEAT_SECONDS unless set; tests
 # shorten it).

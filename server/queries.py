@@ -11,6 +11,11 @@ NOTIFY_CHANNEL: Final = "pgcast_events"
 
 REVOCATIONS_CHANNEL: Final = "pgcast_revocations"
 
+# The connection's own backend: its own row of pg_stat_activity is always visible to it.
+OWN_BACKEND: Final[LiteralString] = """
+SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+"""
+
 
 DATABASE_IDENTITY: Final[LiteralString] = """
 SELECT instance_id::text,
@@ -478,3 +483,46 @@ ANNOUNCE_REVOCATION: Final[LiteralString] = "SELECT pg_notify(%(channel)s, %(pay
 CLIENT_EVENTS_CHANNEL: Final = "pgcast_client_events"
 
 NOTIFY_CLIENT_EVENT: Final[LiteralString] = "SELECT pg_notify('pgcast_client_events', %(payload)s)"
+
+
+# The pgcast processes sharing the database (server/pg/processes.py). A process registers
+# under an id it keeps, again if its row was removed while it lived (it was paused, or cut
+# off from the database for longer than the stale threshold).
+REGISTER_PROCESS: Final[LiteralString] = """
+INSERT INTO pgcast_processes (id, host, pid, port, listener_pid, listener_started_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(port)s, %(listener_pid)s, %(listener_started_at)s)
+ON CONFLICT (id) DO UPDATE
+SET listener_pid = EXCLUDED.listener_pid, listener_started_at = EXCLUDED.listener_started_at,
+    seen_at = now()
+"""
+
+RECORD_LISTENER: Final[LiteralString] = """
+UPDATE pgcast_processes
+SET listener_pid = %(listener_pid)s, listener_started_at = %(listener_started_at)s, seen_at = now()
+WHERE id = %(id)s
+"""
+
+HEARTBEAT: Final[LiteralString] = """
+UPDATE pgcast_processes SET seen_at = now() WHERE id = %(id)s RETURNING id
+"""
+
+# Processes found dead, locked so that concurrent sweeps by other processes skip them: a
+# heartbeat older than the stale threshold (machine lost, process paused), or a LISTEN
+# backend that is no longer in pg_stat_activity (process killed: PostgreSQL ends the
+# backend as soon as the socket closes). backend_start is NULL in pg_stat_activity for
+# backends of roles whose statistics this role may not read; the pid alone decides then.
+# One scan of pgcast_processes and pg_stat_activity, whatever the number of members.
+DEAD_PROCESSES: Final[LiteralString] = """
+SELECT p.id FROM pgcast_processes p
+WHERE p.id <> %(id)s
+  AND (p.seen_at < now() - make_interval(secs => %(stale_seconds)s)
+       OR (p.listener_pid IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM pg_stat_activity a
+           WHERE a.pid = p.listener_pid
+             AND (a.backend_start IS NULL OR a.backend_start = p.listener_started_at))))
+FOR UPDATE OF p SKIP LOCKED
+"""
+
+DELETE_PROCESSES: Final[LiteralString] = """
+DELETE FROM pgcast_processes WHERE id = ANY(%(ids)s::uuid[])
+"""

@@ -8,6 +8,8 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -21,12 +23,22 @@ MAX_BACKOFF_SECONDS = 5.0
 NotifyHandler = Callable[[str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """The server process of the LISTEN connection, as pg_stat_activity names it: a process
+    whose listener backend is gone has lost its connection, or died."""
+
+    pid: int
+    started_at: datetime
+
+
 class Listener:
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
         self._routes: dict[str, NotifyHandler] = {}
         self._on_listening: list[Callable[[], None]] = []
         self._listening = asyncio.Event()
+        self._backend: Backend | None = None
         self.reconnects = 0
 
     def route(self, channel: str, handler: NotifyHandler) -> None:
@@ -41,6 +53,11 @@ class Listener:
     @property
     def listening(self) -> bool:
         return self._listening.is_set()
+
+    @property
+    def backend(self) -> Backend | None:
+        """The backend of the current LISTEN connection; None while there is none."""
+        return self._backend if self.listening else None
 
     async def wait_listening(self) -> None:
         await self._listening.wait()
@@ -57,6 +74,10 @@ class Listener:
                 async with conn:
                     for channel in self._routes:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    cursor = await conn.execute(queries.OWN_BACKEND)
+                    row = await cursor.fetchone()
+                    assert row is not None
+                    self._backend = Backend(pid=row[0], started_at=row[1])
                     if failures:
                         log.info("listener reconnected after %d attempt(s)", failures)
                     failures = 0
