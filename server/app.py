@@ -28,7 +28,7 @@ from server.keys import (
     POOL,
     POST_LIMITER,
     PROCESS,
-    SOCKET_LIMITER,
+    SOCKET_REGISTRY,
     SOCKETS,
     TOKENS,
     WORKOS,
@@ -40,7 +40,8 @@ from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
 from server.pg.processes import ProcessRegistry
 from server.pg.revocations import Revocations
-from server.ratelimit import PostLimiter, SocketLimiter
+from server.pg.sockets import SocketRegistry
+from server.ratelimit import PostLimiter
 from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
@@ -155,9 +156,21 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[SOCKET_LIMITER] = SocketLimiter(config.rate_sockets_per_user, config.rate_sockets_per_ip)
     app[POST_LIMITER] = PostLimiter(app[POOL], config.rate_posts_per_minute)
-    yield
+    process = app[PROCESS]
+    app[SOCKET_REGISTRY] = sockets = SocketRegistry(
+        app[POOL], process.id, config.rate_sockets_per_user, config.rate_sockets_per_ip
+    )
+    process.when_registered_again(sockets.write_again)
+    try:
+        yield
+    finally:
+        await sockets.close()
+
+
+async def _sockets_stopping(app: web.Application) -> None:
+    # Before any socket closes: their rows go with this process's row, in one statement.
+    app[SOCKET_REGISTRY].stopping()
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -194,6 +207,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(_sockets_stopping)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security_headers_hook(config))
     app.cleanup_ctx.extend(

@@ -1,14 +1,8 @@
-"""Rate limits: posts per user per minute (moving window), open sockets per user and per IP.
-
-Posts are counted in PostgreSQL (pgcast_post_rates), so the limit holds across every pgcast
-process sharing the database.
-"""
+"""Posts per user per minute (a moving window), counted in PostgreSQL (pgcast_post_rates),
+so the limit holds across every pgcast process sharing the database. Open sockets per user
+and per address are counted in server/pg/sockets.py."""
 
 from __future__ import annotations
-
-import contextlib
-from collections import Counter
-from collections.abc import Iterator
 
 import psycopg
 
@@ -47,35 +41,3 @@ class PostLimiter:
             f"Too many messages; try again in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
-
-
-class SocketLimiter:
-    """Counts open sockets per user and per client address."""
-
-    def __init__(self, per_user: int, per_address: int) -> None:
-        self._per_user = per_user
-        self._per_address = per_address
-        self._by_user: Counter[int] = Counter()
-        self._by_address: Counter[str] = Counter()
-
-    @contextlib.contextmanager
-    def hold(self, user_id: int, address: str) -> Iterator[None]:
-        if self._per_user and self._by_user[user_id] >= self._per_user:
-            raise ApiError(
-                429, "too_many_sockets", f"At most {self._per_user} open sockets per user."
-            )
-        if self._per_address and self._by_address[address] >= self._per_address:
-            raise ApiError(
-                429, "too_many_sockets", f"At most {self._per_address} open sockets per address."
-            )
-        self._by_user[user_id] += 1
-        self._by_address[address] += 1
-        try:
-            yield
-        finally:
-            self._by_user[user_id] -= 1
-            self._by_address[address] -= 1
-            if not self._by_user[user_id]:
-                del self._by_user[user_id]
-            if not self._by_address[address]:
-                del self._by_address[address]

@@ -1,4 +1,5 @@
-"""Event retention: broadcasts stay replayable for PGCAST_EVENT_RETENTION, then go."""
+"""Event retention: broadcasts stay replayable for PGCAST_EVENT_RETENTION, then go. The same
+hourly run drops expired sessions and the post counts of users who stopped posting."""
 
 from __future__ import annotations
 

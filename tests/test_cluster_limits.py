@@ -12,7 +12,7 @@ import aiohttp
 import psycopg
 import pytest
 
-from server.keys import POOL
+from server.keys import HUB, POOL
 from server.retention import prune_once
 from tests.cluster_support import (
     ServeProcess,
@@ -23,8 +23,18 @@ from tests.cluster_support import (
     signed_in_everywhere,
     start_pgcast,
 )
-from tests.conftest import Client, Socket, count_rows, server_config, start_server
+from tests.conftest import (
+    Client,
+    RunningServer,
+    Socket,
+    count_rows,
+    server_config,
+    start_server,
+)
 from tests.pusher_support import RawPusher
+from tests.test_faults import PostgresOfOurOwn, own_postgres, wait_for_readiness
+
+__all__ = ["own_postgres"]  # a fixture, used by name
 
 
 async def post(client: Client, content: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -378,3 +388,119 @@ async def test_workers_share_the_limits_as_separate_processes_do(
     finally:
         await alice.close()
         assert await served.stop() == 0
+
+
+# --- a process that dies, a database that goes away -----------------------------------------
+
+# A killed process's rows are gone once another process notices (within the presence
+# timeout); the test allows its default and a margin for a busy machine.
+DEAD_PROCESS_TIMEOUT = 10.0 + 10.0
+
+
+async def test_a_killed_process_frees_its_sockets_slots_on_the_others(
+    database_url: str, tmp_path: Path, db: psycopg.AsyncConnection[Any]
+) -> None:
+    async with pgcast_processes(
+        database_url, tmp_path, PGCAST_RATE_SOCKETS_PER_USER="2", PGCAST_RATE_SOCKETS_PER_IP="0"
+    ) as ps:
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        try:
+            on_a, on_b = await alice[0].connect(), await alice[1].connect()
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await alice[2].connect()
+            assert refused.value.status == 429
+            await ps[1].kill()
+            # Its socket is gone with it (the client sees its connection drop)...
+            await on_b.expect_close()
+            # ...and so is its slot, on the processes still running.
+            opened: list[Socket] = []
+
+            async def slot_freed() -> bool:
+                try:
+                    opened.append(await alice[2].connect())
+                except aiohttp.WSServerHandshakeError as refused:
+                    if refused.status != 429:
+                        raise
+                    return False
+                return True
+
+            await eventually(slot_freed, DEAD_PROCESS_TIMEOUT, "the killed process's slot freed")
+            cursor = await db.execute("SELECT count(*) FROM pgcast_sockets")
+            assert await cursor.fetchone() == (2,)
+            for socket in (on_a, *opened):
+                await socket.close()
+        finally:
+            await close_all(alice)
+
+
+async def test_a_process_taken_for_dead_writes_its_sockets_again(
+    server: RunningServer, client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    sockets = [await alice.connect(channels=["news"]), await alice.connect()]
+    cursor = await db.execute("SELECT socket_id FROM pgcast_sockets ORDER BY socket_id")
+    rows = await cursor.fetchall()
+    assert sorted(socket.socket_id for socket in sockets) == [row[0] for row in rows]
+    # What another process's sweep does to a process it takes for dead.
+    await db.execute("DELETE FROM pgcast_processes")
+    assert await count_rows(db, "pgcast_sockets") == 0
+
+    async def written_again() -> bool:
+        cursor = await db.execute("SELECT socket_id, channels FROM pgcast_sockets ORDER BY 1")
+        return sorted(await cursor.fetchall()) == sorted(
+            [(sockets[0].socket_id, ["news"]), (sockets[1].socket_id, ["messages"])]
+        )
+
+    await eventually(written_again, 10.0, "the sockets' rows written again")
+    for socket in sockets:
+        await socket.close()
+
+
+async def test_a_socket_closed_while_the_database_is_away_frees_its_slot_once_it_is_back(
+    own_postgres: tuple[PostgresOfOurOwn, str], tmp_path: Path, unused_tcp_port: int
+) -> None:
+    postgres, conninfo = own_postgres
+    server = await start_server(
+        server_config(conninfo, tmp_path, unused_tcp_port, PGCAST_RATE_SOCKETS_PER_USER="1")
+    )
+    alice = Client(server.endpoint)
+    try:
+        await alice.sign_in("alice@example.com", "Alice")
+        socket = await alice.connect()
+        await asyncio.to_thread(postgres.pg_ctl, "-m", "fast", "stop")
+        await wait_for_readiness(server.url, 503)
+        # Its row cannot be deleted now.
+        await socket.close()
+        hub = server.app[HUB]
+
+        async def socket_gone() -> bool:
+            return len(hub) == 0
+
+        await eventually(socket_gone, 10.0, "the closed socket left the hub")
+        socket_dir = psycopg.conninfo.conninfo_to_dict(conninfo)["host"]
+        await asyncio.to_thread(
+            postgres.pg_ctl,
+            "-l",
+            str(postgres.data_dir / "pgdata" / "log"),
+            "-o",
+            f'-h "" -k {socket_dir}',
+            "start",
+        )
+        opened: list[Socket] = []
+
+        async def slot_freed() -> bool:
+            try:
+                opened.append(await alice.connect())
+            except aiohttp.WSServerHandshakeError as refused:
+                # 503 while the pool finds the database again, 429 while the row stays.
+                if refused.status not in (429, 503):
+                    raise
+                return False
+            return True
+
+        await eventually(slot_freed, 30.0, "the slot of a socket closed during the outage")
+        await opened[0].close()
+    finally:
+        await alice.close()
+        await server.runner.cleanup()

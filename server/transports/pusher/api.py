@@ -33,9 +33,10 @@ join and a Pusher socket signed in as them receives.
 terminate_connections announces `terminate:{user_id}` on `pgcast_revocations`, so every
 process closes that pgcast user's sockets (server/pg/revocations.py).
 
-Counts are this process's: subscriptions from the hub; a presence channel's users are the
-members the presence store holds (joined over the Pusher protocol) and the pgcast users
-subscribed to it over `/ws`, each once.
+Subscriptions are counted over every process's sockets, from their rows in pgcast_sockets
+(server/pg/sockets.py); a presence channel's users are the members the presence store holds
+(joined over the Pusher protocol) and the pgcast users subscribed to it over `/ws`, each
+once.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from server import queries
 from server.core.channels import PRESENCE_PREFIX, is_channel_name, is_event_name
 from server.errors import ApiError
 from server.keys import CONFIG, HUB, POOL
+from server.pg.sockets import occupied_channels, subscription_counts
 from server.protocol import JsonObject
 from server.transports.pusher.channels import (
     ENCRYPTED_PREFIX,
@@ -295,6 +297,7 @@ async def trigger_event(request: web.Request) -> web.Response:
     if not publication.info:
         return web.json_response({})
     state = _State(request.app)
+    await state.count_subscriptions(publication.channels)
     return web.json_response(
         {
             "channels": {
@@ -323,6 +326,7 @@ async def trigger_batch(request: web.Request) -> web.Response:
     if not any(p.info for p in publications):
         return web.json_response({})
     state = _State(request.app)
+    await state.count_subscriptions(p.channels[0] for p in publications)
     return web.json_response(
         {"batch": [await state.trigger_info(p.channels[0], p.info) for p in publications]}
     )
@@ -332,19 +336,30 @@ async def trigger_batch(request: web.Request) -> web.Response:
 
 
 class _State:
-    """This process's view of its channels, for one request."""
+    """The channels' state, for one request: subscriptions counted over every process's
+    sockets (pgcast_sockets), presence users as this process sees them."""
 
     def __init__(self, app: web.Application) -> None:
         self._hub = app[HUB]
+        self._pool = app[POOL]
         self._presence = app[PRESENCE]
         self._hub_users: dict[str, set[str]] | None = None
+        self._subscriptions: dict[str, int] = {}
 
-    def subscriptions(self, channel: str) -> int:
-        """Sockets subscribed to `channel`, of either protocol."""
-        return self._hub.subscribers(stored_channel(channel))
+    async def count_subscriptions(self, channels: Iterable[str]) -> None:
+        """Count the subscriptions of all of `channels` in one query, for what follows."""
+        stored = {stored_channel(channel) for channel in channels} - self._subscriptions.keys()
+        if stored:
+            counts = await subscription_counts(self._pool, stored)
+            self._subscriptions.update({channel: counts.get(channel, 0) for channel in stored})
 
-    def channels(self) -> dict[str, int]:
-        return self._hub.channels()
+    async def subscriptions(self, channel: str) -> int:
+        """Sockets subscribed to `channel`, of either protocol, on every process."""
+        await self.count_subscriptions([channel])
+        return self._subscriptions[stored_channel(channel)]
+
+    async def channels(self, prefix: str) -> dict[str, int]:
+        return await occupied_channels(self._pool, prefix)
 
     async def users(self, channel: str) -> list[str]:
         """A presence channel's users, each once: the members in the presence store (who
@@ -367,7 +382,7 @@ class _State:
         if "user_count" in info and channel.startswith(PRESENCE_PREFIX):
             attributes["user_count"] = len(await self.users(channel))
         if "subscription_count" in info:
-            attributes["subscription_count"] = self.subscriptions(channel)
+            attributes["subscription_count"] = await self.subscriptions(channel)
         return attributes
 
 
@@ -389,9 +404,7 @@ async def list_channels(request: web.Request) -> web.Response:
         )
     state = _State(request.app)
     channels: JsonObject = {}
-    for channel, count in state.channels().items():
-        if not channel.startswith(prefix):
-            continue
+    for channel, count in (await state.channels(prefix)).items():
         attributes: JsonObject = {}
         if "user_count" in info:
             attributes["user_count"] = len(await state.users(channel))
@@ -408,7 +421,7 @@ async def channel_state(request: web.Request) -> web.Response:
     if "user_count" in info and not channel.startswith(PRESENCE_PREFIX):
         raise ApiError(400, "invalid_info", "user_count is only for presence channels.")
     state = _State(request.app)
-    body: JsonObject = {"occupied": state.subscriptions(channel) > 0}
+    body: JsonObject = {"occupied": await state.subscriptions(channel) > 0}
     body.update(await state.trigger_info(channel, info))
     return web.json_response(body)
 

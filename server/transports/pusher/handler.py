@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 from typing import Any
 
 import psycopg
@@ -28,9 +27,10 @@ from server.core.events import CloseReason, Codec, Disconnect, Event
 from server.core.hub import Connection
 from server.core.presence import LocalPresence, Member
 from server.errors import ApiError
-from server.keys import CONFIG, DATABASE_ID, HUB, METRICS, POLICY, POOL, SOCKET_LIMITER
+from server.keys import CONFIG, DATABASE_ID, HUB, METRICS, POLICY, POOL, SOCKET_REGISTRY
 from server.pg.eventlog import current_position, resumable_position
 from server.pg.replay import replay
+from server.pg.sockets import PUSHER
 from server.protocol import JsonObject
 from server.transports.pusher import client_events
 from server.transports.pusher import codec as frames
@@ -143,13 +143,25 @@ async def pusher_socket(request: web.Request) -> web.StreamResponse:
         await _refuse(ws, *refusal)
         return ws
     socket_id = new_socket_id()
-    # An anonymous socket counts against its address only: a user key of its own.
-    limit_key = principal.user.id if principal is not None else -1 - secrets.randbits(62)
+    sockets = app[SOCKET_REGISTRY]
     try:
-        with app[SOCKET_LIMITER].hold(limit_key, request.remote or ""):
-            await PusherSession(request, ws, stream, principal, socket_id).serve()
+        # An anonymous socket counts against its address only.
+        await sockets.open(
+            socket_id,
+            PUSHER,
+            None if principal is None else principal.user.id,
+            request.remote or "",
+        )
     except ApiError as error:
         await _refuse(ws, frames.OVER_CAPACITY, error.message)
+        return ws
+    except (psycopg.OperationalError, PoolTimeout):
+        await _refuse(ws, frames.OVER_CAPACITY, "database unavailable; try again shortly")
+        return ws
+    try:
+        await PusherSession(request, ws, stream, principal, socket_id).serve()
+    finally:
+        await sockets.release(socket_id)
     return ws
 
 
@@ -179,6 +191,7 @@ class PusherSession:
         self.hub = self.app[HUB]
         self.timing = self.app[PUSHER_TIMING]
         self.presence = self.app[PRESENCE]
+        self.sockets = self.app[SOCKET_REGISTRY]
         self.settings = self.app[CONFIG].pusher
         self.main: Connection | None = None
         # Pusher channel -> the hub connection that carries it.
@@ -225,6 +238,10 @@ class PusherSession:
         connection.write_directly_with(self.wire.write_now)
         connection.when_close_requested(lambda: self._close_requested(connection))
         return connection
+
+    def _hub_channels(self) -> set[str]:
+        """The channels this socket is subscribed to, as the hub and pgcast_sockets name them."""
+        return {stored_channel(channel) for channel in self.routes}
 
     def _drop(self, connection: Connection) -> None:
         self.hub.unsubscribe(connection)
@@ -343,6 +360,8 @@ class PusherSession:
             await self._send(frames.subscription_error(channel, refused.status, refused.message))
         except (psycopg.OperationalError, PoolTimeout):
             self.pending_resume.pop(channel, None)
+            # The row may already name the channel: it names what the socket holds again.
+            self.sockets.set_channels_later(self.socket_id, self._hub_channels())
             await self._send(
                 frames.subscription_error(channel, 503, "database unavailable; try again")
             )
@@ -367,6 +386,8 @@ class PusherSession:
             forbidden = await self.app[POLICY].forbidden(self.user_id, [hub_channel])
             if forbidden:
                 raise Refused(403, f"not allowed to listen to {_shown(channel)}")
+        # Counted on every process before the client hears it is subscribed.
+        await self.sockets.set_channels(self.socket_id, {*self._hub_channels(), hub_channel})
         resume_after = self.pending_resume.pop(channel, None)
         if resume_after is not None:
             await self._resume(channel, kind, member, resume_after)
@@ -442,6 +463,9 @@ class PusherSession:
             self.hub.remove_channel(connection, stored_channel(channel))
         else:
             self._drop(connection)
+        # A failed write is made again later (SocketRegistry); the client waits for nothing.
+        with contextlib.suppress(psycopg.Error):
+            await self.sockets.set_channels(self.socket_id, self._hub_channels())
         if self.members.pop(channel, None) is not None:
             await self.presence.leave(channel, self.socket_id)
 
