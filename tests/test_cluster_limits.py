@@ -262,6 +262,34 @@ async def test_sockets_per_user_count_every_process_of_either_protocol(
             await close_all([*alice, bob])
 
 
+async def test_sockets_opened_at_once_on_three_processes_stop_at_the_limit(
+    database_url: str, tmp_path: Path, db: psycopg.AsyncConnection[Any]
+) -> None:
+    limit = 4
+    async with pgcast_processes(
+        database_url,
+        tmp_path,
+        PGCAST_RATE_SOCKETS_PER_USER=str(limit),
+        PGCAST_RATE_SOCKETS_PER_IP="0",
+    ) as ps:
+        alice, _ = await signed_in_everywhere(ps, "alice@example.com", "Alice")
+        try:
+            # Every process is asked for the whole limit's worth at once.
+            outcomes = await asyncio.gather(
+                *(client.connect() for client in alice for _ in range(limit)),
+                return_exceptions=True,
+            )
+            opened = [o for o in outcomes if isinstance(o, Socket)]
+            refused = [o for o in outcomes if isinstance(o, aiohttp.WSServerHandshakeError)]
+            assert (len(opened), len(refused)) == (limit, 2 * limit), outcomes
+            assert {error.status for error in refused} == {429}
+            assert await count_rows(db, "pgcast_sockets") == limit
+            for socket in opened:
+                await socket.close()
+        finally:
+            await close_all(alice)
+
+
 async def test_sockets_per_address_count_every_process_anonymous_pusher_ones_too(
     database_url: str, tmp_path: Path
 ) -> None:
