@@ -170,7 +170,9 @@ async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _sockets_stopping(app: web.Application) -> None:
     # Before any socket closes: their rows go with this process's row, in one statement.
-    app[SOCKET_REGISTRY].stopping()
+    sockets = app.get(SOCKET_REGISTRY)
+    if sockets is not None:
+        sockets.stopping()
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
