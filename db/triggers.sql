@@ -498,3 +498,108 @@ $$;
 
 COMMENT ON FUNCTION pgcast_adopt_event_log() IS
     'Makes the event log''s transaction ids this cluster''s: after a restore into another cluster, every event becomes history and old cursors are refused. Returns what it did, or NULL.';
+
+-- Presence (README, "Presence across processes"). Members are users: a user's first socket
+-- on a channel announces member_added, their last one leaving announces member_removed, as
+-- rows of broadcasts on that channel, so every process delivers them, in commit order, and
+-- they are in the audit trail and replayed on resume. Two processes writing the same user's
+-- rows at once take turns on an advisory lock per (channel, user) and so announce once: the
+-- second one's check runs after the first committed (READ COMMITTED: each statement of the
+-- function reads with a new snapshot). A statement that writes several users takes their
+-- locks in (channel, user_id) order, so two such statements cannot deadlock.
+CREATE OR REPLACE FUNCTION pgcast_presence_lock(channel text, user_id text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('pgcast presence ' || channel || ' ' || user_id, 0))
+$$;
+
+COMMENT ON FUNCTION pgcast_presence_lock(text, text) IS
+    'Serializes, until the end of the transaction, the presence changes of one user on one channel (a transaction-level advisory lock).';
+
+CREATE OR REPLACE FUNCTION pgcast_presence_announce_joins() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    joined_user record;
+BEGIN
+    FOR joined_user IN
+        SELECT j.channel, j.user_id, min(j.socket_id) AS socket_id,
+               (array_agg(j.user_info ORDER BY j.joined_at DESC))[1] AS user_info
+        FROM joined j
+        GROUP BY j.channel, j.user_id
+        ORDER BY j.channel, j.user_id
+    LOOP
+        PERFORM pgcast_presence_lock(joined_user.channel, joined_user.user_id);
+        IF NOT EXISTS (
+            SELECT FROM presence_members m
+            WHERE m.channel = joined_user.channel AND m.user_id = joined_user.user_id
+              AND m.socket_id NOT IN (
+                  SELECT j.socket_id FROM joined j WHERE j.channel = joined_user.channel)
+        ) THEN
+            -- The joining socket gets the member list instead: it is not sent its own join.
+            INSERT INTO broadcasts (channel, event, data, origin_socket_id)
+            VALUES (joined_user.channel, 'member_added',
+                    jsonb_build_object('user_id', joined_user.user_id,
+                                       'user_info', joined_user.user_info),
+                    joined_user.socket_id);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_presence_announce_joins() IS
+    'Statement trigger of presence_members: broadcasts member_added {"user_id", "user_info"} on the channel for each user whose first row there was inserted.';
+
+CREATE OR REPLACE FUNCTION pgcast_presence_announce_leaves() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    gone record;
+BEGIN
+    FOR gone IN
+        SELECT l.channel, l.user_id, min(l.socket_id) AS socket_id
+        FROM departed l
+        GROUP BY l.channel, l.user_id
+        ORDER BY l.channel, l.user_id
+    LOOP
+        PERFORM pgcast_presence_lock(gone.channel, gone.user_id);
+        IF NOT EXISTS (
+            SELECT FROM presence_members m
+            WHERE m.channel = gone.channel AND m.user_id = gone.user_id
+        ) THEN
+            INSERT INTO broadcasts (channel, event, data, origin_socket_id)
+            VALUES (gone.channel, 'member_removed', jsonb_build_object('user_id', gone.user_id),
+                    gone.socket_id);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_presence_announce_leaves() IS
+    'Statement trigger of presence_members: broadcasts member_removed {"user_id"} on the channel for each user whose last row there was deleted.';
+
+CREATE OR REPLACE TRIGGER presence_members_announce_joins
+    AFTER INSERT ON presence_members REFERENCING NEW TABLE AS joined
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_presence_announce_joins();
+
+CREATE OR REPLACE TRIGGER presence_members_announce_leaves
+    AFTER DELETE ON presence_members REFERENCING OLD TABLE AS departed
+    FOR EACH STATEMENT EXECUTE FUNCTION pgcast_presence_announce_leaves();
+
+-- Who is online, for DBAs: one row per user and presence channel, on every process.
+CREATE OR REPLACE VIEW presence_online AS
+SELECT m.channel,
+       m.user_id,
+       (array_agg(m.user_info ORDER BY m.left_at IS NOT NULL, m.joined_at DESC))[1] AS user_info,
+       count(*) FILTER (WHERE m.left_at IS NULL) AS sockets,
+       min(m.joined_at) AS since,
+       bool_and(m.left_at IS NOT NULL) AS leaving
+FROM presence_members m
+GROUP BY m.channel, m.user_id;
+
+COMMENT ON VIEW presence_online IS 'Who is on each presence channel, across every pgcast process: one row per channel and user (the members clients are shown).';
+COMMENT ON COLUMN presence_online.channel IS 'The presence channel.';
+COMMENT ON COLUMN presence_online.user_id IS 'The member''s user id.';
+COMMENT ON COLUMN presence_online.user_info IS 'What the members are shown of them (from their newest connected socket).';
+COMMENT ON COLUMN presence_online.sockets IS 'How many of their sockets are connected to the channel (tabs, devices); 0 while leaving.';
+COMMENT ON COLUMN presence_online.since IS 'When the earliest of their sockets still listed joined.';
+COMMENT ON COLUMN presence_online.leaving IS 'True when every socket has left (or its process died) and member_removed follows unless they come back within PGCAST_PRESENCE_GRACE.';

@@ -27,6 +27,7 @@ from server.keys import (
     POLICY,
     POOL,
     POST_LIMITER,
+    PRESENCE,
     PROCESS,
     SOCKET_REGISTRY,
     SOCKETS,
@@ -38,6 +39,7 @@ from server.pg.eventlog import current_position, database_identity
 from server.pg.feed import EventFeed
 from server.pg.listener import Listener
 from server.pg.policy import DatabaseListenPolicy
+from server.pg.presence import PgPresence
 from server.pg.processes import ProcessRegistry
 from server.pg.revocations import Revocations
 from server.pg.sockets import SocketRegistry
@@ -119,9 +121,16 @@ async def processes_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await registry.register()
     app[PROCESS] = registry
+    # Made before the heartbeat starts, so that the first sweep already sweeps presence.
+    app[PRESENCE] = presence = PgPresence(app[POOL], registry, config.presence_grace)
     try:
         async with running(registry.run(), "process registry"):
-            yield
+            try:
+                yield
+            finally:
+                # Before the process row goes: this process's members start their grace
+                # rather than vanish with it.
+                await presence.close()
     finally:
         await registry.deregister()
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from server.config import Config
 from server.core.channels import ListenPolicy
 from server.core.hub import Hub
+from server.core.presence import PresenceStore
 from server.db import DbPool
 from server.metrics import Metrics
 from server.pg.listener import Listener
@@ -26,6 +27,8 @@ LISTENER = web.AppKey("listener", Listener)
 POLICY = web.AppKey("listen_policy", ListenPolicy)
 # This process's row in pgcast_processes; `app[PROCESS].id` is its id (a uuid) for its life.
 PROCESS = web.AppKey("process", ProcessRegistry)
+# Who is on presence channels, on every process (server/pg/presence.py).
+PRESENCE = web.AppKey("presence", PresenceStore)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 # Optional: how often /ws pings a client (server/ws.py HEARTBEAT_SECONDS unless set; tests
 # shorten it).

@@ -599,3 +599,73 @@ FOR UPDATE OF p SKIP LOCKED
 DELETE_PROCESSES: Final[LiteralString] = """
 DELETE FROM pgcast_processes WHERE id = ANY(%(ids)s::uuid[])
 """
+
+# Presence (server/pg/presence.py, db/triggers.sql). A socket's row is written again as it
+# was when its process registers again; a socket that joins a channel it left within the
+# grace takes its row back.
+JOIN_PRESENCE: Final[LiteralString] = """
+INSERT INTO presence_members (channel, socket_id, user_id, user_info, process_id)
+VALUES (%(channel)s, %(socket_id)s, %(user_id)s, %(user_info)s::jsonb, %(process_id)s)
+ON CONFLICT (channel, socket_id) DO UPDATE
+SET user_info = EXCLUDED.user_info, process_id = EXCLUDED.process_id, left_at = NULL
+"""
+
+# Ordered by (channel, user_id), the order the trigger takes its locks in.
+RESTORE_PRESENCE: Final[LiteralString] = """
+INSERT INTO presence_members (channel, socket_id, user_id, user_info, process_id)
+SELECT r.channel, r.socket_id, r.user_id, r.user_info::jsonb, %(process_id)s
+FROM unnest(%(channels)s::text[], %(socket_ids)s::text[], %(user_ids)s::text[],
+            %(user_infos)s::text[]) AS r (channel, socket_id, user_id, user_info)
+ORDER BY r.channel, r.user_id
+ON CONFLICT (channel, socket_id) DO UPDATE
+SET user_info = EXCLUDED.user_info, process_id = EXCLUDED.process_id, left_at = NULL
+"""
+
+LEAVE_PRESENCE: Final[LiteralString] = """
+UPDATE presence_members SET left_at = now(), process_id = NULL
+WHERE (channel, socket_id) IN (
+    SELECT * FROM unnest(%(channels)s::text[], %(socket_ids)s::text[]))
+  AND left_at IS NULL
+"""
+
+# The grace is counted on the database's clock, as left_at was set: a socket that left
+# again since (its row taken back and left anew) keeps its row for a grace of its own.
+EXPIRE_LEFT_SOCKET: Final[LiteralString] = """
+DELETE FROM presence_members
+WHERE channel = %(channel)s AND socket_id = %(socket_id)s
+  AND left_at <= now() - make_interval(secs => %(grace_seconds)s)
+"""
+
+# The sweep's backstop: rows whose grace is over, whoever left them. Rows another sweep has
+# locked are skipped rather than waited for.
+EXPIRE_LEFT: Final[LiteralString] = """
+DELETE FROM presence_members m
+USING (
+    SELECT channel, socket_id FROM presence_members
+    WHERE left_at <= now() - make_interval(secs => %(grace_seconds)s)
+    FOR UPDATE SKIP LOCKED
+) expired
+WHERE m.channel = expired.channel AND m.socket_id = expired.socket_id
+"""
+
+# The members of processes found dead (or shutting down) start their grace.
+PROCESSES_LEFT: Final[LiteralString] = """
+UPDATE presence_members SET left_at = now(), process_id = NULL
+WHERE process_id = ANY(%(ids)s::uuid[])
+"""
+
+# One statement, so the snapshot returned is the one the members were read in.
+ROSTER: Final[LiteralString] = """
+SELECT pg_current_snapshot()::text, o.user_id, o.user_info::text
+FROM (VALUES (1)) AS here (one)
+LEFT JOIN LATERAL (
+    SELECT user_id, user_info, since FROM presence_online WHERE channel = %(channel)s
+) o ON true
+ORDER BY o.since, o.user_id
+"""
+
+PRESENCE_USERS: Final[LiteralString] = """
+SELECT channel, user_id FROM presence_online
+WHERE channel = ANY(%(channels)s::text[])
+ORDER BY channel, since, user_id
+"""

@@ -201,6 +201,14 @@ class Client:
         assert connected["event"] == "connected", connected
         socket.socket_id = connected["data"]["socket_id"]
         socket.cursor = connected["data"]["cursor"]
+        if after is None:
+            # A fresh socket is live once it has the member list of each presence channel;
+            # a resumed one gets its replay first, which the test reads.
+            for channel in channels or ():
+                if channel.startswith("presence-"):
+                    listed = await socket.next_frame()
+                    assert (listed["event"], listed["channel"]) == ("presence", channel), listed
+                    socket.members[channel] = listed["data"]["members"]
         return socket
 
 
@@ -209,6 +217,8 @@ class Socket:
         self.ws = ws
         self.socket_id = ""
         self.cursor = ""
+        # Presence channel -> the member list the socket was given when it went live.
+        self.members: dict[str, list[dict[str, Any]]] = {}
 
     async def next_frame(self, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
         message = await asyncio.wait_for(self.ws.receive(), timeout)

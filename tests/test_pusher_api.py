@@ -25,8 +25,8 @@ import pusher.http
 import pytest
 
 from server.core.presence import Member
+from server.keys import PRESENCE
 from server.transports.pusher.data import pusher_data_from_stored
-from server.transports.pusher.keys import PRESENCE
 from tests.conftest import Client, RunningServer, Socket, count_rows, server_config, start_server
 
 SIGNED_OUT = 4401

@@ -28,7 +28,7 @@ COMMENT ON COLUMN pgcast_processes.seen_at IS 'Last heartbeat (database time).';
 -- user_id is text: with the Pusher protocol the ids are whatever the application's own
 -- authorization endpoint says, not necessarily pgcast users.
 CREATE TABLE presence_members (
-    channel     text NOT NULL CHECK (channel ~ '^presence-[-a-zA-Z0-9_=@,.;]{1,155}$'),
+    channel     text NOT NULL CHECK (channel ~ '^presence-[-a-zA-Z0-9_=@,.;]{0,155}$'),
     socket_id   text NOT NULL,
     user_id     text NOT NULL CHECK (char_length(user_id) BETWEEN 1 AND 200),
     user_info   jsonb,

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from server.core.cursor import Cursor, Snapshot
 from server.core.events import CloseReason, Codec, Disconnect, Event
+from server.core.presence import Roster
 
 WriteNow = Callable[[list[bytes]], bool]
 """Writes frames to a socket at once if it can take them without waiting; False if not."""
@@ -58,6 +59,11 @@ class Connection:
         self._waiting: asyncio.Future[None] | None = None
         # Until the socket has caught up (replay), live events wait here unfiltered.
         self._held: list[Event] | None = []
+        self._held_bytes = 0
+        self._paused = False
+        # Presence channel -> the member list the socket was sent: member events that list
+        # reflects are not sent after it.
+        self._rosters: dict[str, Roster] = {}
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
         self._write_now: WriteNow | None = None
@@ -75,8 +81,31 @@ class Connection:
         """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
         held, self._held = self._held or [], None
         self._seen_by = seen_by
-        self._backlog_bytes = 0
+        self._held_bytes = 0
+        self._paused = False
         self.offer(held, self._oldest_woke_at)
+
+    def pause(self) -> None:
+        """Hold live events until `resume`: the transport is about to send something (a
+        member list) that the events arriving meanwhile must follow. Nothing happens to a
+        connection still catching up, which is held anyway."""
+        if self._held is None and self.close_request is None:
+            self._held = []
+            self._paused = True
+
+    def resume(self) -> None:
+        """Send what `pause` held, in order, and go on live."""
+        if not self._paused:
+            return
+        self._paused = False
+        held, self._held = self._held or [], None
+        self._held_bytes = 0
+        self.offer(held, self._oldest_woke_at)
+
+    def sent_roster(self, roster: Roster) -> None:
+        """The socket was sent `roster`: leave out the member events it already reflects
+        (live, and in what is held)."""
+        self._rosters[roster.channel] = roster
 
     def offer(
         self,
@@ -97,10 +126,12 @@ class Connection:
             codec = self.codec
             for event in events:
                 self._held.append(event)
-                self._backlog_bytes += len(event.encoded(codec))
-            if self._backlog_bytes > self._max_backlog_bytes:
+                self._held_bytes += len(event.encoded(codec))
+            if self._held_bytes + self._backlog_bytes > self._max_backlog_bytes:
                 self._give_up()
             return
+        if self._rosters:
+            events = self._not_listed(events)
         codec = self.codec
         socket_id = self.socket_id
         if self._seen_by is None:
@@ -133,6 +164,22 @@ class Connection:
         if self._backlog_bytes > self._max_backlog_bytes:
             self._give_up()
         self._wake()
+
+    def _not_listed(self, events: Sequence[Event]) -> list[Event]:
+        rosters = self._rosters
+        kept: list[Event] = []
+        for event in events:
+            roster = rosters.get(event.channel)
+            if roster is None:
+                kept.append(event)
+            elif event.cursor is not None and event.position.prev.sees_all_of(roster.seen_by):
+                # This batch began after the roster's snapshot: nothing from here on was in
+                # the roster, so the filter has done its part.
+                del rosters[event.channel]
+                kept.append(event)
+            elif not roster.listed_already(event):
+                kept.append(event)
+        return kept
 
     def _wake(self) -> None:
         if self._waiting is not None and not self._waiting.done():

@@ -1,29 +1,31 @@
 """Presence: who is on a `presence-…` channel. Members are users, not sockets: a user with
 three tabs is one member, announced when their first socket joins and when their last one
-leaves.
+leaves (after a grace, so a quick reconnect announces nothing).
 
-The store is an interface so that a store shared by every process can replace the one
-kept in this process's memory; transports only call `join`, `leave` and `members`, and the
-store announces member changes as ephemeral events on the channel, which the hub delivers
-like any other event (the joining socket itself is left out: it gets the member list).
+The store is an interface; the one pgcast runs keeps the members in PostgreSQL, shared by
+every process (server/pg/presence.py). Its announcements are ordinary events of the log on
+the presence channel, named MEMBER_ADDED and MEMBER_REMOVED, which each transport names its
+own way on the wire.
+
+A socket that joins gets a `Roster`: the members as one snapshot of the database saw them.
+The member events that snapshot saw are in the roster already, and those it did not see come
+after it; `listed_already` tells them apart, so the socket gets the list and then exactly the
+changes after it, however the two race.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
+from server.core.cursor import Snapshot
 from server.core.events import Event
 
 # Protocol-neutral event names; each transport names them its own way on the wire.
-MEMBER_ADDED = "member_added"
-MEMBER_REMOVED = "member_removed"
-
-Announce = Callable[[Sequence[Event]], None]
-
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+MEMBER_ADDED: Final = "member_added"
+MEMBER_REMOVED: Final = "member_removed"
+MEMBER_EVENTS: Final = frozenset({MEMBER_ADDED, MEMBER_REMOVED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,66 +34,44 @@ class Member:
     user_info: Any = None
     """Whatever the authorization said about the user (JSON), shown to the other members."""
 
+    def json(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "user_info": self.user_info}
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """A channel's members, each user once, as the snapshot `seen_by` saw them."""
+
+    channel: str
+    members: Sequence[Member]
+    seen_by: Snapshot
+
+    def by_user(self) -> dict[str, Any]:
+        """User id -> user info (Pusher's `hash`), in the roster's order."""
+        return {member.user_id: member.user_info for member in self.members}
+
+    def listed_already(self, event: Event) -> bool:
+        """Whether `event` is a member change this roster already reflects: sending it after
+        the roster would announce again someone the list has (or no longer has)."""
+        return (
+            event.channel == self.channel
+            and event.name in MEMBER_EVENTS
+            and event.cursor is not None
+            and self.seen_by.sees(event.tx)
+        )
+
 
 class PresenceStore(Protocol):
-    async def join(self, channel: str, socket_id: str, member: Member) -> None:
-        """Socket `socket_id` is on `channel` as `member`; announces the user if new there."""
+    async def join(self, channel: str, socket_id: str, member: Member) -> Roster:
+        """Socket `socket_id` is on `channel` as `member` (announced if the user is new
+        there); the channel's members, read after the join."""
 
     async def leave(self, channel: str, socket_id: str) -> None:
-        """Socket `socket_id` left `channel`; announces the user's leave if it was their last."""
+        """Socket `socket_id` left `channel`; the user's leave is announced if it was their
+        last socket and they do not come back within the grace."""
 
-    async def members(self, channel: str) -> dict[str, Any]:
-        """Every member of `channel`: user id -> user info."""
+    async def roster(self, channel: str) -> Roster:
+        """The channel's members now."""
 
-    def user_counts(self) -> dict[str, int]:
-        """Every presence channel with members, and how many users are on it."""
-
-
-@dataclass
-class _OnChannel:
-    info: Any
-    sockets: set[str] = field(default_factory=set)
-
-
-class LocalPresence:
-    """Members of this process's sockets only, in memory."""
-
-    def __init__(self, announce: Announce) -> None:
-        self._announce = announce
-        self._channels: dict[str, dict[str, _OnChannel]] = {}
-        self._user_of: dict[tuple[str, str], str] = {}
-
-    async def join(self, channel: str, socket_id: str, member: Member) -> None:
-        key = (channel, socket_id)
-        if key in self._user_of:
-            return
-        self._user_of[key] = member.user_id
-        users = self._channels.setdefault(channel, {})
-        present = users.get(member.user_id)
-        if present is not None:
-            present.sockets.add(socket_id)
-            return
-        users[member.user_id] = _OnChannel(member.user_info, {socket_id})
-        data = _compact({"user_id": member.user_id, "user_info": member.user_info})
-        self._announce([Event.ephemeral(channel, MEMBER_ADDED, data, socket_id)])
-
-    async def leave(self, channel: str, socket_id: str) -> None:
-        user_id = self._user_of.pop((channel, socket_id), None)
-        if user_id is None:
-            return
-        users = self._channels[channel]
-        present = users[user_id]
-        present.sockets.discard(socket_id)
-        if present.sockets:
-            return
-        del users[user_id]
-        if not users:
-            del self._channels[channel]
-        data = _compact({"user_id": user_id})
-        self._announce([Event.ephemeral(channel, MEMBER_REMOVED, data, socket_id)])
-
-    async def members(self, channel: str) -> dict[str, Any]:
-        return {user_id: on.info for user_id, on in self._channels.get(channel, {}).items()}
-
-    def user_counts(self) -> dict[str, int]:
-        return {channel: len(users) for channel, users in self._channels.items()}
+    async def users(self, channels: Sequence[str]) -> dict[str, list[str]]:
+        """The user ids on each of `channels` (a channel without members is left out)."""

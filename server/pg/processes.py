@@ -110,7 +110,7 @@ class ProcessRegistry:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(queries.HEARTBEAT, {"id": self._id})
             if await cursor.fetchone() is None:
-                await self._register_again(conn)
+                await self.ensure_registered(conn)
             async with conn.transaction():
                 cursor = await conn.execute(
                     queries.DEAD_PROCESSES, {"id": self._id, "stale_seconds": self._stale}
@@ -123,7 +123,9 @@ class ProcessRegistry:
         for process_id in dead:
             log.info("process %s is gone; removed what it held", process_id)
 
-    async def _register_again(self, conn: DbConnection) -> None:
+    async def ensure_registered(self, conn: DbConnection) -> None:
+        """Register again if this process's row is gone (it was taken for dead), and tell
+        whoever asked (`when_registered_again`)."""
         async with self._registering:
             cursor = await conn.execute(queries.HEARTBEAT, {"id": self._id})
             if await cursor.fetchone() is not None:
@@ -148,7 +150,7 @@ class ProcessRegistry:
             async with self._pool.connection() as conn:
                 cursor = await conn.execute(queries.RECORD_LISTENER, self._row())
                 if cursor.rowcount == 0:
-                    await self._register_again(conn)
+                    await self.ensure_registered(conn)
         except psycopg.Error as error:
             # The next heartbeat registers again if the row went meanwhile; until the
             # listener is recorded, only the stale threshold can take this process for dead.

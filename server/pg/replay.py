@@ -66,13 +66,15 @@ async def catch_up(
     *,
     started: Callable[[str], Awaitable[None]],
     send: SendEvents,
+    before_live: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Catch `connection` up and let it go live.
 
     `connection` must already be subscribed to the hub: every event committed after the
     snapshot the replay ends on then reaches it live. `started` is told the cursor the
     connection starts from (a fresh one, or `after` as given) before anything is sent.
-    CursorError when `after` cannot be honoured.
+    `before_live` runs after the replay, before anything live is sent (the member lists of
+    presence channels go there). CursorError when `after` cannot be honoured.
     """
     async with pool.connection() as conn:
         if after is None:
@@ -82,4 +84,6 @@ async def catch_up(
     await started(position.encode() if after is None else after)
     if after is not None:
         position = await replay(pool, position, channels, send)
+    if before_live is not None:
+        await before_live()
     connection.go_live(position.next)

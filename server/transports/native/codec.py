@@ -6,6 +6,7 @@ import functools
 
 from server.core.cursor import Cursor
 from server.core.events import CloseReason, Disconnect, Event
+from server.core.presence import Roster
 from server.protocol import frame, json_string
 from server.wire import text_frame
 
@@ -59,3 +60,9 @@ def connected_frame(socket_id: str, cursor: str, channels: tuple[str, ...]) -> s
     return frame(
         "connected", "", {"socket_id": socket_id, "cursor": cursor, "channels": list(channels)}
     )
+
+
+def presence_frame(roster: Roster) -> str:
+    """`{"event": "presence", "channel", "data": {"members": [{"user_id", "user_info"}]}}`:
+    the whole member list, which replaces the client's."""
+    return frame("presence", roster.channel, {"members": [m.json() for m in roster.members]})

@@ -11,10 +11,11 @@ import psycopg
 from aiohttp import WSMsgType, web
 
 from server.auth import Principal, is_same_origin, require_user
-from server.core.channels import ChannelError, requested_channels
+from server.core.channels import PRESENCE_PREFIX, ChannelError, requested_channels
 from server.core.cursor import CursorError
 from server.core.events import CloseReason, Disconnect, Event
 from server.core.hub import Connection
+from server.core.presence import Member
 from server.errors import ApiError
 from server.keys import (
     DATABASE_ID,
@@ -22,13 +23,14 @@ from server.keys import (
     METRICS,
     POLICY,
     POOL,
+    PRESENCE,
     SOCKET_HEARTBEAT_SECONDS,
     SOCKET_REGISTRY,
     SOCKETS,
 )
 from server.pg.replay import catch_up
 from server.pg.sockets import NATIVE
-from server.transports.native.codec import CODEC, close_frame, connected_frame
+from server.transports.native.codec import CODEC, close_frame, connected_frame, presence_frame
 from server.transports.websocket import (
     HEARTBEAT_SECONDS,
     BacklogWriter,
@@ -93,10 +95,16 @@ async def _serve_socket(
             connection.close,
             Disconnect(CloseReason.SIGNED_OUT, "session expired"),
         )
+    # The presence channels this socket joined, to leave when it ends.
+    joined: list[str] = []
+    user = principal.user
+    member = Member(str(user.id), {"name": user.name, "avatar_url": user.avatar_url})
     try:
         metrics = request.app[METRICS]
         backlog = BacklogWriter(wire, connection, metrics)
-        delivery = asyncio.create_task(_deliver(request, ws, wire, connection, backlog, channels))
+        delivery = asyncio.create_task(
+            _deliver(request, ws, wire, connection, backlog, channels, member, joined)
+        )
         closing: list[asyncio.Task[None]] = []
 
         def stop_delivery() -> None:
@@ -122,6 +130,8 @@ async def _serve_socket(
         if expiry is not None:
             expiry.cancel()
         hub.unsubscribe(connection)
+        for channel in joined:
+            await request.app[PRESENCE].leave(channel, connection.socket_id)
     # However the socket ended (the heartbeat gave up on it, say), aiohttp now calls `close`
     # once more: a peer that stopped reading loses its connection there, within the bound.
     return ws
@@ -134,12 +144,15 @@ async def _deliver(
     connection: Connection,
     backlog: BacklogWriter,
     channels: tuple[str, ...],
+    member: Member,
+    joined: list[str],
 ) -> None:
     forbidden = await request.app[POLICY].forbidden(connection.user_id, channels)
     if forbidden:
         names = ", ".join(forbidden)
         connection.close(Disconnect(CloseReason.FORBIDDEN, f"not allowed to listen to {names}"))
         return
+    presence = request.app[PRESENCE]
 
     async def started(cursor: str) -> None:
         await ws.send_str(connected_frame(connection.socket_id, cursor, channels))
@@ -147,10 +160,23 @@ async def _deliver(
     async def send(events: list[Event]) -> None:
         await wire.write([event.encoded(CODEC) for event in events])
 
+    async def send_members() -> None:
+        # After the replay (whose member changes it supersedes) and before anything live:
+        # live member changes the list has are left out, those after it follow it.
+        for channel in joined:
+            roster = await presence.roster(channel)
+            connection.sent_roster(roster)
+            await ws.send_str(presence_frame(roster))
+
     # Live frames are held until the catch-up is done; then they go straight to the socket.
     connection.when_frames_queued(backlog.start)
     connection.write_directly_with(wire.write_now)
     try:
+        # Joined before the cursor is taken, so `connected` means "on the member lists".
+        for channel in channels:
+            if channel.startswith(PRESENCE_PREFIX):
+                await presence.join(channel, connection.socket_id, member)
+                joined.append(channel)
         await catch_up(
             request.app[POOL],
             request.app[DATABASE_ID],
@@ -159,6 +185,7 @@ async def _deliver(
             channels,
             started=started,
             send=send,
+            before_live=send_members,
         )
     except CursorError as error:
         connection.close(Disconnect(CloseReason.CURSOR_REFUSED, str(error)))

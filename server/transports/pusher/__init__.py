@@ -6,9 +6,9 @@ What the rest of the transport offers the HTTP API beside it:
   `is_socket_id` for a `socket_id` parameter.
 - channels.py: `stored_channel(name)`, the pgcast channel a publish to a Pusher channel
   writes to (`#server-to-user-{id}` is `private-user.{id}`); `kind_of(name)`.
-- keys.py: `PRESENCE` (members of presence channels: `members(channel)`, `user_counts()`)
-  and `PUSHER_SOCKETS` (`close_user(user_id, code, reason)` closes the sockets signed in as
-  that user, e.g. with codec.UNAUTHORIZED for terminate_connections).
+- keys.py: `PUSHER_SOCKETS` (`close_user(user_id, code, reason)` closes the sockets signed
+  in as that user, e.g. with codec.UNAUTHORIZED for terminate_connections). Presence members
+  are server.keys.PRESENCE, shared with the native protocol and every process.
 """
 
 from __future__ import annotations

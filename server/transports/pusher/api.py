@@ -34,9 +34,10 @@ terminate_connections announces `terminate:{user_id}` on `pgcast_revocations`, s
 process closes that pgcast user's sockets (server/pg/revocations.py).
 
 Subscriptions are counted over every process's sockets, from their rows in pgcast_sockets
-(server/pg/sockets.py); a presence channel's users are the members the presence store holds
-(joined over the Pusher protocol) and the pgcast users subscribed to it over `/ws`, each
-once.
+(server/pg/sockets.py). A presence channel's users are read from PostgreSQL
+(`presence_online`): the members of every process, joined over either protocol, each user
+once, users in their grace (left less than PGCAST_PRESENCE_GRACE ago) included, as the member
+lists clients get include them.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ from aiohttp import web
 
 from server import queries
 from server.core.channels import PRESENCE_PREFIX, is_channel_name, is_event_name
+from server.core.presence import MEMBER_EVENTS
 from server.errors import ApiError
-from server.keys import CONFIG, HUB, POOL
+from server.keys import CONFIG, POOL, PRESENCE
 from server.pg.sockets import occupied_channels, subscription_counts
 from server.protocol import JsonObject
 from server.transports.pusher.channels import (
@@ -63,7 +65,6 @@ from server.transports.pusher.channels import (
     stored_channel,
 )
 from server.transports.pusher.data import refuse_constant, stored_data
-from server.transports.pusher.keys import PRESENCE
 from server.transports.pusher.signature import SignatureError, verify_request
 
 MAX_DATA_BYTES: Final = 10 * 1024
@@ -172,6 +173,14 @@ def _publication(fields: JsonObject, channels: Sequence[str]) -> Publication:
         raise ApiError(400, "invalid_event_name", "Event names starting pusher: are Pusher's own.")
     for channel in channels:
         _check_channel(channel)
+    if name in MEMBER_EVENTS and any(c.startswith(PRESENCE_PREFIX) for c in channels):
+        # Clients would take it for a member joining or leaving, and the member lists of
+        # every socket would drift from the database's.
+        raise ApiError(
+            400,
+            "invalid_event_name",
+            f"{name} on a presence- channel is pgcast's own announcement of a member change.",
+        )
     if len(channels) > 1 and any(c.startswith(ENCRYPTED_PREFIX) for c in channels):
         raise ApiError(
             400,
@@ -336,15 +345,14 @@ async def trigger_batch(request: web.Request) -> web.Response:
 
 
 class _State:
-    """The channels' state, for one request: subscriptions counted over every process's
-    sockets (pgcast_sockets), presence users as this process sees them."""
+    """Channel state for one request, read from PostgreSQL, so every process's: the
+    subscriptions from pgcast_sockets, a presence channel's users from its members."""
 
     def __init__(self, app: web.Application) -> None:
-        self._hub = app[HUB]
         self._pool = app[POOL]
         self._presence = app[PRESENCE]
-        self._hub_users: dict[str, set[str]] | None = None
         self._subscriptions: dict[str, int] = {}
+        self._users: dict[str, list[str]] = {}
 
     async def count_subscriptions(self, channels: Iterable[str]) -> None:
         """Count the subscriptions of all of `channels` in one query, for what follows."""
@@ -361,19 +369,19 @@ class _State:
     async def channels(self, prefix: str) -> dict[str, int]:
         return await occupied_channels(self._pool, prefix)
 
+    async def read_users(self, channels: Iterable[str]) -> None:
+        """Read the users of every presence channel among `channels` in one query."""
+        wanted = [c for c in channels if c.startswith(PRESENCE_PREFIX) and c not in self._users]
+        if wanted:
+            found = await self._presence.users(wanted)
+            for channel in wanted:
+                self._users[channel] = found.get(channel, [])
+
     async def users(self, channel: str) -> list[str]:
-        """A presence channel's users, each once: the members in the presence store (who
-        joined over the Pusher protocol) and the pgcast users subscribed over `/ws`."""
-        members = set(await self._presence.members(channel))
-        if self._hub_users is None:
-            # One pass over the subscriptions however many channels a request asks about.
-            self._hub_users = {}
-            for user_id, subscribed in self._hub.subscriptions():
-                # User 0 is a Pusher socket with no pgcast user: the store has its member.
-                if user_id != 0 and subscribed.startswith(PRESENCE_PREFIX):
-                    self._hub_users.setdefault(subscribed, set()).add(str(user_id))
-        users = members | self._hub_users.get(channel, set())
-        return sorted(users, key=lambda u: (not u.isdigit(), len(u), u))
+        """A presence channel's users, each once, whichever protocol and process they
+        joined through."""
+        await self.read_users([channel])
+        return sorted(self._users[channel], key=lambda u: (not u.isdigit(), len(u), u))
 
     async def trigger_info(self, channel: str, info: Sequence[str]) -> JsonObject:
         """The attributes asked for that apply to `channel`, as a trigger reports them:
@@ -403,8 +411,11 @@ async def list_channels(request: web.Request) -> web.Response:
             "user_count is only for presence channels: add filter_by_prefix=presence-.",
         )
     state = _State(request.app)
+    occupied = await state.channels(prefix)
+    if "user_count" in info:
+        await state.read_users(occupied)
     channels: JsonObject = {}
-    for channel, count in (await state.channels(prefix)).items():
+    for channel, count in occupied.items():
         attributes: JsonObject = {}
         if "user_count" in info:
             attributes["user_count"] = len(await state.users(channel))

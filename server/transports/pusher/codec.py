@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from server.core.channels import USER_CHANNEL_PREFIX
+from server.core.channels import PRESENCE_PREFIX, USER_CHANNEL_PREFIX
 from server.core.cursor import Cursor
 from server.core.events import CloseReason, Disconnect, Event
 from server.core.presence import MEMBER_ADDED, MEMBER_REMOVED
@@ -74,14 +74,16 @@ def _head(name: str, channel: str) -> str:
 def event_text(event: Event, channel: str, cursor: str | None) -> str:
     name = event.name
     if cursor is None:
-        # Only ephemeral events can be member changes: a stored row cannot pose as one.
-        name = _WIRE_NAMES.get(name, name)
         if isinstance(event, ClientEvent) and event.user_id is not None:
             return (
                 f"{_head(name, channel)}{json_string(event.data)},"
                 f'"user_id":{json_string(event.user_id)}}}'
             )
         return f"{_head(name, channel)}{json_string(event.data)}}}"
+    if name in _WIRE_NAMES and channel.startswith(PRESENCE_PREFIX):
+        # The presence triggers' announcements (db/triggers.sql); the HTTP API refuses to
+        # publish these names on presence channels, so only the database makes them.
+        name = _WIRE_NAMES[name]
     data = json_string(pusher_data_from_stored(event.data))
     return f'{_head(name, channel)}{data},"cursor":"{cursor}"}}'
 

@@ -25,9 +25,18 @@ from server.core.channels import MAX_CHANNELS_PER_SOCKET, is_channel_name, is_ev
 from server.core.cursor import CursorError
 from server.core.events import CloseReason, Codec, Disconnect, Event
 from server.core.hub import Connection
-from server.core.presence import LocalPresence, Member
+from server.core.presence import Member, Roster
 from server.errors import ApiError
-from server.keys import CONFIG, DATABASE_ID, HUB, METRICS, POLICY, POOL, SOCKET_REGISTRY
+from server.keys import (
+    CONFIG,
+    DATABASE_ID,
+    HUB,
+    METRICS,
+    POLICY,
+    POOL,
+    PRESENCE,
+    SOCKET_REGISTRY,
+)
 from server.pg.eventlog import current_position, resumable_position
 from server.pg.replay import replay
 from server.pg.sockets import PUSHER
@@ -43,7 +52,7 @@ from server.transports.pusher.channels import (
     stored_channel,
 )
 from server.transports.pusher.codec import CODEC, SERVER_TO_USER_CODEC, close_frame
-from server.transports.pusher.keys import PRESENCE, PUSHER_SOCKETS, PUSHER_TIMING, Timing
+from server.transports.pusher.keys import PUSHER_SOCKETS, PUSHER_TIMING, Timing
 from server.transports.pusher.registry import PusherSockets
 from server.transports.websocket import (
     CLOSE_TIMEOUT_SECONDS,
@@ -61,6 +70,8 @@ MAX_CLIENT_FRAME_BYTES = 64 * 1024
 # No pgcast user: an open-mode socket (PGCAST_PUSHER_PUBLIC_CHANNELS=open) without a session.
 # Revocation checks skip this id (queries.ENDED_AMONG, FORBIDDEN_SUBSCRIPTIONS).
 ANONYMOUS = 0
+# presence_members.user_id's limit, and Pusher's for user ids.
+MAX_USER_ID_CHARS = 200
 # RFC 6455 leaves 123 bytes for a close reason.
 _MAX_REASON_BYTES = 120
 # What aiohttp closes a socket with when it cannot read a frame; pusher-js acts only on
@@ -357,10 +368,11 @@ class PusherSession:
             await self._subscribe_to(channel, data)
         except Refused as refused:
             self.pending_resume.pop(channel, None)
+            # The row may already name the channel: it names what the socket holds again.
+            self.sockets.set_channels_later(self.socket_id, self._hub_channels())
             await self._send(frames.subscription_error(channel, refused.status, refused.message))
         except (psycopg.OperationalError, PoolTimeout):
             self.pending_resume.pop(channel, None)
-            # The row may already name the channel: it names what the socket holds again.
             self.sockets.set_channels_later(self.socket_id, self._hub_channels())
             await self._send(
                 frames.subscription_error(channel, 503, "database unavailable; try again")
@@ -375,8 +387,9 @@ class PusherSession:
                 "1 to 164 characters of a-z A-Z 0-9 - _ = @ , . ;",
             )
         if channel in self.routes:
-            # Subscribing twice changes nothing; the client is told it is subscribed.
-            await self._send(frames.subscription_succeeded(channel, await self._extra(channel)))
+            # Subscribing twice changes nothing; the client is told it is subscribed (and,
+            # on a presence channel, given the members again).
+            await self._subscribed(channel, self.routes[channel], None, None)
             return
         if len(self.routes) >= MAX_CHANNELS_PER_SOCKET:
             raise Refused(400, f"at most {MAX_CHANNELS_PER_SOCKET} channels per socket")
@@ -403,11 +416,50 @@ class PusherSession:
         else:
             assert self.main is not None
             connection = self.main
-            self.hub.add_channel(connection, hub_channel)
-        self.routes[channel] = connection
-        await self._join(channel, member)
-        extra = await self._extra(channel, position.encode())
-        await self._send(frames.subscription_succeeded(channel, extra))
+        await self._subscribed(channel, connection, member, position.encode())
+
+    async def _subscribed(
+        self, channel: str, connection: Connection, member: Member | None, cursor: str | None
+    ) -> None:
+        """Route `channel` to `connection` (already the case for a channel subscribed twice),
+        join its presence as `member` if given, and send `subscription_succeeded`.
+
+        On a presence channel, the connection holds its live events until the member list
+        has gone out, and then leaves out the member changes the list already has: the
+        socket gets the list, then exactly the changes after it."""
+        hub_channel = stored_channel(channel)
+        presence = member is not None or channel in self.members
+        if presence:
+            connection.pause()
+        try:
+            if channel not in self.routes:
+                if connection is self.main:
+                    self.hub.add_channel(connection, hub_channel)
+                self.routes[channel] = connection
+            roster: Roster | None = None
+            if member is not None:
+                try:
+                    roster = await self._join(channel, member)
+                except BaseException:
+                    self._route_away(channel)
+                    raise
+            elif presence:
+                roster = await self.presence.roster(channel)
+            if roster is not None:
+                connection.sent_roster(roster)
+            await self._send(frames.subscription_succeeded(channel, _extra(roster, cursor)))
+        finally:
+            connection.resume()
+
+    def _route_away(self, channel: str) -> None:
+        connection = self.routes.pop(channel, None)
+        self.members.pop(channel, None)
+        if connection is None:
+            return
+        if connection is self.main:
+            self.hub.remove_channel(connection, stored_channel(channel))
+        else:
+            self._drop(connection)
 
     def _authorize(
         self, channel: str, kind: Kind, auth: object, channel_data: object
@@ -437,36 +489,29 @@ class PusherSession:
         assert isinstance(channel_data, str)
         return _member(channel_data)
 
-    async def _join(self, channel: str, member: Member | None) -> None:
-        if member is not None:
-            self.members[channel] = member
-            await self.presence.join(channel, self.socket_id, member)
-
-    async def _extra(self, channel: str, cursor: str | None = None) -> JsonObject:
-        data: JsonObject = {}
-        if channel in self.members:
-            members = await self.presence.members(channel)
-            data["presence"] = {"ids": list(members), "hash": members, "count": len(members)}
-        if cursor is not None:
-            data["pgcast"] = {"cursor": cursor}
-        return data
+    async def _join(self, channel: str, member: Member | None) -> Roster | None:
+        if member is None:
+            return None
+        self.members[channel] = member
+        try:
+            return await self.presence.join(channel, self.socket_id, member)
+        except Exception:
+            # The row may have been written before the failure: leave it as a socket would.
+            self.members.pop(channel, None)
+            await self.presence.leave(channel, self.socket_id)
+            raise
 
     async def _unsubscribe(self, data: JsonObject) -> None:
         channel = data.get("channel")
         if not isinstance(channel, str):
             raise Invalid('pusher:unsubscribe needs a "channel" string')
         self.pending_resume.pop(channel, None)
-        connection = self.routes.pop(channel, None)
-        if connection is None:
-            return
-        if connection is self.main:
-            self.hub.remove_channel(connection, stored_channel(channel))
-        else:
-            self._drop(connection)
+        joined = channel in self.members
+        self._route_away(channel)
         # A failed write is made again later (SocketRegistry); the client waits for nothing.
         with contextlib.suppress(psycopg.Error):
             await self.sockets.set_channels(self.socket_id, self._hub_channels())
-        if self.members.pop(channel, None) is not None:
+        if joined:
             await self.presence.leave(channel, self.socket_id)
 
     # Resume
@@ -508,18 +553,19 @@ class PusherSession:
         except CursorError as error:
             async with pool.connection() as conn:
                 now = await current_position(conn, database)
-            await self._join(channel, member)
-            await self._send(
-                frames.subscription_succeeded(channel, await self._extra(channel, now.encode()))
-            )
+            roster = await self._join_resumed(channel, connection, member)
+            await self._send(frames.subscription_succeeded(channel, _extra(roster, now.encode())))
             await self._send(frames.resume_complete(channel, False, now.encode(), str(error)))
             connection.go_live(now.next)
             return
-        await self._join(channel, member)
-        await self._send(frames.subscription_succeeded(channel, await self._extra(channel, after)))
+        roster = await self._join_resumed(channel, connection, member)
+        await self._send(frames.subscription_succeeded(channel, _extra(roster, after)))
         wire = self.wire
 
         async def send(events: list[Event]) -> None:
+            if roster is not None:
+                # The member list went out first: the changes it has are not news.
+                events = [event for event in events if not roster.listed_already(event)]
             await wire.write([event.encoded(codec) for event in events])
 
         try:
@@ -533,6 +579,18 @@ class PusherSession:
             return
         await self._send(frames.resume_complete(channel, True, end.encode()))
         connection.go_live(end.next)
+
+    async def _join_resumed(
+        self, channel: str, connection: Connection, member: Member | None
+    ) -> Roster | None:
+        try:
+            roster = await self._join(channel, member)
+        except BaseException:
+            self._route_away(channel)
+            raise
+        if roster is not None:
+            connection.sent_roster(roster)
+        return roster
 
     # Users
 
@@ -594,6 +652,16 @@ class PusherSession:
             raise Invalid("client event not sent: database unavailable") from None
 
 
+def _extra(roster: Roster | None, cursor: str | None) -> JsonObject:
+    data: JsonObject = {}
+    if roster is not None:
+        members = roster.by_user()
+        data["presence"] = {"ids": list(members), "hash": members, "count": len(members)}
+    if cursor is not None:
+        data["pgcast"] = {"cursor": cursor}
+    return data
+
+
 def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
@@ -626,8 +694,12 @@ def _member(channel_data: str) -> Member:
     user_id = parsed.get("user_id") if isinstance(parsed, dict) else None
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
-    if not isinstance(user_id, str) or not user_id:
-        raise Refused(400, 'channel_data must be a JSON object with a "user_id"')
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID_CHARS:
+        raise Refused(
+            400,
+            f'channel_data must be a JSON object with a "user_id" of 1 to {MAX_USER_ID_CHARS}'
+            " characters",
+        )
     return Member(user_id, parsed.get("user_info"))
 
 
@@ -638,8 +710,5 @@ async def _close_every_socket(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     app[PUSHER_TIMING] = Timing()
     app[PUSHER_SOCKETS] = PusherSockets()
-    # Members of this process's sockets; the hub is looked up when one joins, since it is
-    # made when the app starts.
-    app[PRESENCE] = LocalPresence(lambda events: app[HUB].publish(events))
     app.router.add_get("/app/{key}", pusher_socket)
     app.on_shutdown.append(_close_every_socket)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.core.presence import PresenceStore
 from server.transports.pusher.registry import PusherSockets
 
 
@@ -21,6 +20,5 @@ class Timing:
     """Longest a resumed channel's replay may take before the socket is closed with 4100."""
 
 
-PRESENCE = web.AppKey("pusher_presence", PresenceStore)
 PUSHER_SOCKETS = web.AppKey("pusher_sockets", PusherSockets)
 PUSHER_TIMING = web.AppKey("pusher_timing", Timing)
