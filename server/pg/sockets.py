@@ -113,8 +113,11 @@ class SocketRegistry:
     def set_channels_later(self, socket_id: str, channels: Iterable[str]) -> None:
         """Record the socket's channels as soon as the database lets us, without waiting."""
         held = self._held.get(socket_id)
-        if held is not None:
-            held.channels = sorted(set(channels))
+        if held is None:
+            return
+        wanted = sorted(set(channels))
+        if wanted != held.channels or socket_id in self._unwritten:
+            held.channels = wanted
             self._repair_later(unwritten=socket_id)
 
     def stopping(self) -> None:
