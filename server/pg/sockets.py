@@ -127,12 +127,23 @@ class SocketRegistry:
     async def write_again(self) -> None:
         """Write every socket's row again: this process's row was taken for dead and removed
         with them, while the sockets stayed open."""
-        async with self._pool.connection() as conn, conn.cursor() as cursor:
-            await cursor.executemany(
-                queries.RESTORE_SOCKET,
-                [self._row(socket_id, held) for socket_id, held in list(self._held.items())],
-            )
-        log.info("wrote the rows of %d open socket(s) again", len(self._held))
+        rows = [self._row(socket_id, held) for socket_id, held in self._held.items()]
+        async with self._pool.connection() as conn:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(queries.RESTORE_SOCKET, rows)
+            # A socket that closed meanwhile may have had its row deleted before it was
+            # written again here.
+            closed = [row["socket_id"] for row in rows if row["socket_id"] not in self._held]
+            if closed:
+                await conn.execute(
+                    queries.CLOSE_SOCKETS, {"socket_ids": closed, "process_id": self._process_id}
+                )
+        # And one whose channels changed meanwhile may have had them written over.
+        for row in rows:
+            held = self._held.get(str(row["socket_id"]))
+            if held is not None and held.channels != row["channels"]:
+                self._repair_later(unwritten=str(row["socket_id"]))
+        log.info("wrote the rows of %d open socket(s) again", len(rows))
 
     async def close(self) -> None:
         if self._repairing is not None:
