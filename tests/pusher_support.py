@@ -13,11 +13,12 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 
+from server.config import Config
 from tests.conftest import FRAME_TIMEOUT, Client, RunningServer
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -27,6 +28,16 @@ Record = dict[str, Any]
 def node_available() -> None:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "pusher-js").is_dir():
         pytest.fail("run `npm ci` in tests/node (make test does) to get pusher-js and laravel-echo")
+
+
+class Served(Protocol):
+    """A pgcast to point clients at: a server in the test's process, or a `pgcast serve`."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def config(self) -> Config: ...
 
 
 class EchoClient:
@@ -128,7 +139,7 @@ class EchoClient:
 
 
 async def start_echo(
-    server: RunningServer,
+    server: Served,
     cookie: str = "",
     resume: bool = False,
     signing_secret: str = "",

@@ -7,6 +7,7 @@ import json
 from server.core.cursor import BatchCursors, Cursor, Snapshot
 from server.core.events import CloseReason, Disconnect, Event
 from server.core.hub import Connection, Hub
+from server.core.presence import Member, Roster
 from server.transports.native.codec import CODEC
 from server.wire import text_of
 
@@ -202,3 +203,53 @@ async def test_a_publish_that_crosses_past_the_catch_up_snapshot_sends_the_rest_
     frames, _ = await socket.take()
     assert len(frames) == 3
     assert frames[1:] == [after.encoded(CODEC), also_after.encoded(CODEC)]
+
+
+def member_event(
+    tx: int, event_id: int, prev: str, next_: str, name: str = "member_added", user: str = "7"
+) -> Event:
+    batch = BatchCursors("db", 1, Snapshot.parse(prev), Snapshot.parse(next_))
+    return Event(event_id, tx, "presence-room", name, json.dumps({"user_id": user}), None, batch)
+
+
+async def test_a_member_list_holds_back_the_member_changes_it_already_reflects() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    socket = subscribe(hub, "s", channels=("presence-room", "messages"))
+    socket.go_live(None)
+    socket.pause()
+    # Arrive while the member list (read in snapshot 12:12:, which saw tx 10 and 11) is on its
+    # way: held, then the ones it reflects are dropped; a message and tx 12 go through.
+    hub.publish(
+        [
+            member_event(10, 1, "9:9:", "13:13:", user="a"),
+            broadcast(11, 2, "9:9:", "13:13:", channel="messages"),
+            member_event(11, 3, "9:9:", "13:13:", "member_removed", user="b"),
+            member_event(12, 4, "9:9:", "13:13:", user="c"),
+        ]
+    )
+    socket.sent_roster(Roster("presence-room", [Member("a")], Snapshot.parse("12:12:")))
+    assert socket.take_queued()[0] == []
+    socket.resume()
+    frames, _ = await socket.take()
+    assert [
+        (f["event"], f["data"].get("user_id")) for f in map(json.loads, map(text_of, frames))
+    ] == [
+        ("new-message", None),
+        ("member_added", "c"),
+    ]
+    # Once batches start after the list's snapshot, nothing is filtered any more.
+    hub.publish([member_event(13, 5, "13:13:", "14:14:", "member_removed", user="a")])
+    frames, _ = await socket.take()
+    assert len(frames) == 1
+
+
+def test_pausing_a_connection_still_catching_up_changes_nothing() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    socket = subscribe(hub, "s")
+    socket.pause()
+    socket.resume()
+    hub.publish([broadcast(10, 1, "9:9:", "11:11:")])
+    # Still held for its catch-up: nothing goes out until go_live.
+    assert socket.take_queued()[0] == []
+    socket.go_live(None)
+    assert len(socket.take_queued()[0]) == 1

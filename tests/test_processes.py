@@ -18,8 +18,8 @@ from server.keys import PROCESS
 from tests.conftest import RunningServer, server_config, start_server
 from tests.test_cli import cli_env, run_cli
 
-# heartbeat (2 - 0.5) / 6 = 0.25 s, stale threshold 0.75 s.
-FAST = {"PGCAST_PRESENCE_TIMEOUT": "2", "PGCAST_PRESENCE_GRACE": "0.5"}
+# heartbeat (3 - 0.6) / 6 = 0.4 s, stale threshold 1.2 s.
+FAST = {"PGCAST_PRESENCE_TIMEOUT": "3", "PGCAST_PRESENCE_GRACE": "0.6"}
 
 
 @pytest.fixture
@@ -101,15 +101,26 @@ async def test_a_process_whose_listener_backend_is_gone_is_swept(
     )
     backend = await cursor.fetchone()
     assert backend is not None
+    # Its heartbeat is never stale: only the listener can tell it is gone.
     cursor = await db.execute(
-        "INSERT INTO pgcast_processes (host, pid, port, listener_pid, listener_started_at)"
-        " VALUES ('elsewhere', 1, 1, %s, %s) RETURNING id::text",
+        "INSERT INTO pgcast_processes"
+        " (host, pid, port, listener_pid, listener_started_at, seen_at)"
+        " VALUES ('elsewhere', 1, 1, %s, %s, now() + interval '1 hour') RETURNING id::text",
         backend,
     )
     inserted = await cursor.fetchone()
     assert inserted is not None
-    # Alive while its listener is: a few heartbeats later it is still there.
-    await asyncio.sleep(0.6)
+    # Alive while its listener is: after two more heartbeats (each followed by a sweep) of
+    # the server, it is still there.
+    for _ in range(2):
+        before = await process_row(db, fast_server.app[PROCESS].id)
+        assert before is not None
+
+        async def beaten(seen_at: Any = before[5]) -> bool:
+            row = await process_row(db, fast_server.app[PROCESS].id)
+            return row is not None and row[5] > seen_at
+
+        await eventually(beaten)
     assert await process_row(db, inserted[0]) is not None
     await conn.close()
 
@@ -199,3 +210,22 @@ def test_presence_settings_give_heartbeats_that_keep_the_timeout(tmp_path: Path)
     assert (config.presence_timeout, config.presence_grace) == (10.0, 3.0)
     worst = config.stale_seconds + 2 * config.heartbeat_seconds + config.presence_grace
     assert worst < config.presence_timeout
+
+
+async def test_what_fails_to_be_written_back_after_registering_again_is_tried_again(
+    fast_server: RunningServer, db: psycopg.AsyncConnection[Any]
+) -> None:
+    calls: list[float] = []
+    done = asyncio.Event()
+
+    async def write_back() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            # As the database going away mid-write would.
+            raise psycopg.OperationalError("connection lost")
+        done.set()
+
+    fast_server.app[PROCESS].when_registered_again(write_back)
+    await db.execute("DELETE FROM pgcast_processes WHERE id = %s", [fast_server.app[PROCESS].id])
+    await asyncio.wait_for(done.wait(), 10)
+    assert len(calls) == 2

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from server.core.cursor import Cursor, Snapshot
 from server.core.events import CloseReason, Codec, Disconnect, Event
-from server.core.presence import Roster
+from server.core.presence import Roster, listed_already
 
 WriteNow = Callable[[list[bytes]], bool]
 """Writes frames to a socket at once if it can take them without waiting; False if not."""
@@ -61,9 +61,9 @@ class Connection:
         self._held: list[Event] | None = []
         self._held_bytes = 0
         self._paused = False
-        # Presence channel -> the member list the socket was sent: member events that list
-        # reflects are not sent after it.
-        self._rosters: dict[str, Roster] = {}
+        # Presence channel -> the snapshot of the member list the socket was sent: member
+        # events that snapshot saw are in the list, and are not sent after it.
+        self._rosters: dict[str, Snapshot] = {}
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
         self._write_now: WriteNow | None = None
@@ -105,7 +105,7 @@ class Connection:
     def sent_roster(self, roster: Roster) -> None:
         """The socket was sent `roster`: leave out the member events it already reflects
         (live, and in what is held)."""
-        self._rosters[roster.channel] = roster
+        self._rosters[roster.channel] = roster.seen_by
 
     def offer(
         self,
@@ -169,15 +169,15 @@ class Connection:
         rosters = self._rosters
         kept: list[Event] = []
         for event in events:
-            roster = rosters.get(event.channel)
-            if roster is None:
+            listed_by = rosters.get(event.channel)
+            if listed_by is None or event.cursor is None:
                 kept.append(event)
-            elif event.cursor is not None and event.position.prev.sees_all_of(roster.seen_by):
-                # This batch began after the roster's snapshot: nothing from here on was in
-                # the roster, so the filter has done its part.
+            elif event.position.prev.sees_all_of(listed_by):
+                # This batch began after the list's snapshot: nothing from here on was in
+                # the list, so the filter has done its part.
                 del rosters[event.channel]
                 kept.append(event)
-            elif not roster.listed_already(event):
+            elif not listed_already(event, listed_by):
                 kept.append(event)
         return kept
 

@@ -53,12 +53,12 @@ class Roster:
     def listed_already(self, event: Event) -> bool:
         """Whether `event` is a member change this roster already reflects: sending it after
         the roster would announce again someone the list has (or no longer has)."""
-        return (
-            event.channel == self.channel
-            and event.name in MEMBER_EVENTS
-            and event.cursor is not None
-            and self.seen_by.sees(event.tx)
-        )
+        return event.channel == self.channel and listed_already(event, self.seen_by)
+
+
+def listed_already(event: Event, seen_by: Snapshot) -> bool:
+    """Whether `event` is a member change that a member list read in `seen_by` reflects."""
+    return event.name in MEMBER_EVENTS and event.cursor is not None and seen_by.sees(event.tx)
 
 
 class PresenceStore(Protocol):

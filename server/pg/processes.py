@@ -59,6 +59,7 @@ class ProcessRegistry:
         self._registering = asyncio.Lock()
         self._recordings: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._owed_callbacks = False
         listener.when_listening(self._listener_changed)
 
     @property
@@ -111,6 +112,8 @@ class ProcessRegistry:
             cursor = await conn.execute(queries.HEARTBEAT, {"id": self._id})
             if await cursor.fetchone() is None:
                 await self.ensure_registered(conn)
+            elif self._owed_callbacks:
+                await self._tell_registered_again()
             async with conn.transaction():
                 cursor = await conn.execute(
                     queries.DEAD_PROCESSES, {"id": self._id, "stale_seconds": self._stale}
@@ -132,11 +135,19 @@ class ProcessRegistry:
                 return
             await conn.execute(queries.REGISTER_PROCESS, self._row())
         log.warning("process %s was taken for dead; registered again", self._id)
-        for callback in self._registered_again:
-            try:
+        self._owed_callbacks = True
+        await self._tell_registered_again()
+
+    async def _tell_registered_again(self) -> None:
+        # Until every callback has succeeded once, each heartbeat tries again: what they
+        # write back would otherwise be missing for as long as this process lives.
+        try:
+            for callback in self._registered_again:
                 await callback()
-            except psycopg.Error as error:
-                log.warning("restoring after registering again failed: %s", str(error).strip())
+        except psycopg.Error as error:
+            log.warning("writing back after registering again failed: %s", str(error).strip())
+        else:
+            self._owed_callbacks = False
 
     def _listener_changed(self) -> None:
         if self._closed:

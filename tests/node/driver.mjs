@@ -106,6 +106,11 @@ const watch = (name, channel) => {
   channel.error((error) => out({ type: 'subscription_error', channel: name, error }));
   return channel;
 };
+const memberList = (members) => {
+  const ids = [];
+  members.each((member) => ids.push(member.id));
+  return { ids: ids.sort(), count: members.count, me: members.me && members.me.id };
+};
 const received = (channel, event) => (data, metadata) =>
   out({ type: 'event', channel, event, data, ...(metadata && metadata.user_id ? { user_id: metadata.user_id } : {}) });
 
@@ -122,7 +127,16 @@ const commands = {
       .here((members) => out({ type: 'here', channel: name, members }))
       .joining((member) => out({ type: 'joining', channel: name, member }))
       .leaving((member) => out({ type: 'leaving', channel: name, member }));
+    // Echo hands over user_info alone; the user ids come from pusher-js's own events.
+    const subscription = presence.subscription;
+    subscription.bind('pusher:subscription_succeeded', (members) =>
+      out({ type: 'member_list', channel: name, ...memberList(members) }),
+    );
+    subscription.bind('pusher:member_added', (member) => out({ type: 'member_added', channel: name, id: member.id, info: member.info }));
+    subscription.bind('pusher:member_removed', (member) => out({ type: 'member_removed', channel: name, id: member.id, info: member.info }));
   },
+  members: ({ channel }) => out({ type: 'member_list', channel, now: true, ...memberList(channels.get(channel).subscription.members) }),
+  listenOn: ({ channel, event }) => channels.get(channel).listen(event, received(channel, event)),
   listenForWhisper: ({ channel, event }) => channels.get(channel).listenForWhisper(event, received(channel, 'client-' + event)),
   whisper: ({ channel, event, data }) => channels.get(channel).whisper(event, data),
   leave: ({ channel }) => {

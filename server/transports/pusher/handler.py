@@ -685,6 +685,22 @@ def _object(data: object, event: str) -> JsonObject:
     return data
 
 
+def _holds_nul(value: object) -> bool:
+    # A loop, not recursion: the JSON may be nested as deep as the parser allows.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _member(channel_data: str) -> Member:
     try:
         parsed: Any = json.loads(channel_data, parse_constant=_no_constant)
@@ -700,7 +716,11 @@ def _member(channel_data: str) -> Member:
             f'channel_data must be a JSON object with a "user_id" of 1 to {MAX_USER_ID_CHARS}'
             " characters",
         )
-    return Member(user_id, parsed.get("user_info"))
+    user_info = parsed.get("user_info")
+    # PostgreSQL stores no NUL character, in text or in jsonb.
+    if "\0" in user_id or _holds_nul(user_info):
+        raise Refused(400, "channel_data holds a NUL character, which cannot be stored")
+    return Member(user_id, user_info)
 
 
 async def _close_every_socket(app: web.Application) -> None:
