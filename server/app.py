@@ -29,7 +29,7 @@ from server.keys import (
     POST_LIMITER,
     PRESENCE,
     PROCESS,
-    SOCKET_LIMITER,
+    SOCKET_REGISTRY,
     SOCKETS,
     TOKENS,
     WORKOS,
@@ -42,7 +42,8 @@ from server.pg.policy import DatabaseListenPolicy
 from server.pg.presence import PgPresence
 from server.pg.processes import ProcessRegistry
 from server.pg.revocations import Revocations
-from server.ratelimit import SocketLimiter, post_limiter
+from server.pg.sockets import SocketRegistry
+from server.ratelimit import PostLimiter
 from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
@@ -166,10 +167,23 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[SOCKET_LIMITER] = SocketLimiter(config.rate_sockets_per_user, config.rate_sockets_per_ip)
-    async with post_limiter(config.rate_posts_per_minute) as limiter:
-        app[POST_LIMITER] = limiter
+    app[POST_LIMITER] = PostLimiter(app[POOL], config.rate_posts_per_minute)
+    process = app[PROCESS]
+    app[SOCKET_REGISTRY] = sockets = SocketRegistry(
+        app[POOL], process.id, config.rate_sockets_per_user, config.rate_sockets_per_ip
+    )
+    process.when_registered_again(sockets.write_again)
+    try:
         yield
+    finally:
+        await sockets.close()
+
+
+async def _sockets_stopping(app: web.Application) -> None:
+    # Before any socket closes: their rows go with this process's row, in one statement.
+    sockets = app.get(SOCKET_REGISTRY)
+    if sockets is not None:
+        sockets.stopping()
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -206,6 +220,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(_sockets_stopping)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security_headers_hook(config))
     app.cleanup_ctx.extend(

@@ -69,7 +69,7 @@ environment (README.md, section Configuration, gives each default and meaning):
   PGCAST_SOCKET_BACKLOG_BYTES   unsent bytes before a socket is closed with 1013
   PGCAST_BATCH_WINDOW_MS        under load, read the event log at most once per this many ms
   PGCAST_RATE_POSTS_PER_MINUTE, PGCAST_RATE_SOCKETS_PER_USER, PGCAST_RATE_SOCKETS_PER_IP
-                                rate limits; 0 turns one off
+                                rate limits, over every process; 0 turns one off
   PGCAST_PRESENCE_TIMEOUT       seconds within which a dead process's presence members go (10)
   PGCAST_PRESENCE_GRACE         seconds a leaving member may come back unannounced (3)
   PGCAST_LOG_LEVEL              debug, info (default), warning or error

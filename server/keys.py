@@ -15,7 +15,8 @@ from server.db import DbPool
 from server.metrics import Metrics
 from server.pg.listener import Listener
 from server.pg.processes import ProcessRegistry
-from server.ratelimit import PostLimiter, SocketLimiter
+from server.pg.sockets import SocketRegistry
+from server.ratelimit import PostLimiter
 from server.tokens import AccessTokenVerifier
 
 CONFIG = web.AppKey("config", Config)
@@ -34,7 +35,8 @@ SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 SOCKET_HEARTBEAT_SECONDS = web.AppKey("socket_heartbeat_seconds", float)
 METRICS = web.AppKey("metrics", Metrics)
 POST_LIMITER = web.AppKey("post_limiter", PostLimiter)
-SOCKET_LIMITER = web.AppKey("socket_limiter", SocketLimiter)
+# Every process's open sockets (pgcast_sockets): the socket limits, Pusher's channel counts.
+SOCKET_REGISTRY = web.AppKey("socket_registry", SocketRegistry)
 # Present only when WorkOS is configured.
 WORKOS = web.AppKey("workos", workos.AsyncWorkOSClient)
 TOKENS = web.AppKey("tokens", AccessTokenVerifier)

@@ -25,10 +25,11 @@ from server.keys import (
     POOL,
     PRESENCE,
     SOCKET_HEARTBEAT_SECONDS,
-    SOCKET_LIMITER,
+    SOCKET_REGISTRY,
     SOCKETS,
 )
 from server.pg.replay import catch_up
+from server.pg.sockets import NATIVE
 from server.transports.native.codec import CODEC, close_frame, connected_frame, presence_frame
 from server.transports.websocket import (
     HEARTBEAT_SECONDS,
@@ -56,12 +57,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     except ChannelError as error:
         raise ApiError(400, "invalid_channels", str(error)) from None
     principal = await require_user(request)
-    with request.app[SOCKET_LIMITER].hold(principal.user.id, request.remote or ""):
-        return await _serve_socket(request, principal, channels)
+    socket_id = secrets.token_urlsafe(12)
+    # Counted (and refused with 429) before the upgrade, on every process at once.
+    async with request.app[SOCKET_REGISTRY].hold(
+        socket_id, NATIVE, principal.user.id, request.remote or "", channels
+    ):
+        return await _serve_socket(request, principal, socket_id, channels)
 
 
 async def _serve_socket(
-    request: web.Request, principal: Principal, channels: tuple[str, ...]
+    request: web.Request, principal: Principal, socket_id: str, channels: tuple[str, ...]
 ) -> web.WebSocketResponse:
     ws = BoundedWebSocket(
         heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
@@ -81,9 +86,7 @@ async def _serve_socket(
     hub = request.app[HUB]
     # Subscribe before taking the snapshot the socket starts from: every event the snapshot
     # missed is then guaranteed to reach this connection (docs/delivery.md).
-    connection = hub.subscribe(
-        secrets.token_urlsafe(12), principal.user.id, principal.session_id, channels, CODEC
-    )
+    connection = hub.subscribe(socket_id, principal.user.id, principal.session_id, channels, CODEC)
     # A timer, not a task: the session's end is known now, and most sockets never see it.
     expiry: asyncio.TimerHandle | None = None
     if principal.session_seconds_left is not None:
