@@ -15,7 +15,7 @@ EXAMPLE_DIR := examples/echo-react
 EXAMPLE_STAMP := $(EXAMPLE_DIR)/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install node-check example
+.PHONY: run test lint typecheck pytest ui-test ui chromium deploy-tools clean bench bench-quick bench-install node-check example
 
 run: $(RUN_STAMP) ui/dist/index.html
 	$(BIN)/pgcast serve
@@ -86,9 +86,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 chromium:
 	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# Debian's pgbouncer (the tests run pgcast behind a real PgBouncer) and haproxy (they check
+# and run the proxy configuration compose.yaml uses).
+deploy-tools:
+	test -x /usr/sbin/pgbouncer -a -x /usr/sbin/haproxy || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends pgbouncer haproxy; }
+
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(TEST_STAMP) ui/dist/index.html chromium $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP)
+pytest: $(TEST_STAMP) ui/dist/index.html chromium deploy-tools $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py

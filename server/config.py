@@ -34,6 +34,8 @@ class Secret:
 @dataclass(frozen=True)
 class Config:
     database_url: str | None
+    listen_database_url: str | None
+    """PGCAST_LISTEN_DATABASE_URL as given: None means DATABASE_URL's database."""
     data_dir: Path
     host: str
     port: int
@@ -56,6 +58,22 @@ class Config:
     workos_base_url: str | None
     workos_issuer: str | None
     pusher: PusherApp
+
+    @property
+    def listen_conninfo(self) -> str | None:
+        """Where session-level work goes: LISTEN, the event feed's reader, migrations."""
+        return self.listen_database_url or self.database_url
+
+    @property
+    def listen_setting(self) -> str:
+        """The variable the listen URL came from, for errors."""
+        return "PGCAST_LISTEN_DATABASE_URL" if self.listen_database_url else "DATABASE_URL"
+
+    @property
+    def pooled_database_url(self) -> bool:
+        """A listen URL of its own says DATABASE_URL may be a pooler in transaction mode,
+        which cannot keep a prepared statement between transactions."""
+        return self.listen_database_url not in (None, self.database_url)
 
     @property
     def public_origin(self) -> str:
@@ -318,10 +336,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "unset PGCAST_DEV_LOGIN or configure WorkOS"
         )
 
+    database_url = env.get("DATABASE_URL") or None
+    listen_database_url = env.get("PGCAST_LISTEN_DATABASE_URL") or None
+    if listen_database_url is not None and database_url is None:
+        # The embedded database has no pooler in front of it to go around.
+        raise ConfigError(
+            "PGCAST_LISTEN_DATABASE_URL needs DATABASE_URL: set both, or neither for the "
+            "embedded database"
+        )
+
     webhook_secret = env.get("WORKOS_WEBHOOK_SECRET") or None
     presence_timeout, presence_grace = _presence(env)
     return Config(
-        database_url=env.get("DATABASE_URL") or None,
+        database_url=database_url,
+        listen_database_url=listen_database_url,
         data_dir=data_dir,
         host=host,
         port=port,

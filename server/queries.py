@@ -6,6 +6,7 @@ from typing import Final, LiteralString
 APPLICATION_NAME: Final = "pgcast"
 LISTENER_APPLICATION_NAME: Final = "pgcast-listener"
 LISTENER_READER_APPLICATION_NAME: Final = "pgcast-listener-reader"
+LISTEN_CHECK_APPLICATION_NAME: Final = "pgcast-listen-check"
 CLI_APPLICATION_NAME: Final = "pgcast-cli"
 HEARTBEAT_APPLICATION_NAME: Final = "pgcast-heartbeat"
 NOTIFY_CHANNEL: Final = "pgcast_events"
@@ -416,6 +417,12 @@ WHERE EXISTS (SELECT 1 FROM pruned)
 """
 
 NOTIFY_QUEUE_USAGE: Final[LiteralString] = "SELECT pg_notification_queue_usage()"
+
+# The start-up checks of the connections (server/pg/listener.py, server/app.py): a hot
+# standby can neither LISTEN nor take pgcast's writes, and a LISTEN that gets no
+# notification of its own is one that goes through a transaction-mode pooler.
+IN_RECOVERY: Final[LiteralString] = "SELECT pg_is_in_recovery()"
+NOTIFY_ONE: Final[LiteralString] = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # Who may listen: the rule is the database's own function (db/migrations/0005_channels.sql).
 FORBIDDEN_CHANNELS: Final[LiteralString] = """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,10 +16,15 @@ import psycopg
 from psycopg import sql
 
 from server import queries
+from server.config import ConfigError
+from server.db import describe
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 5.0
+# How long the start-up check waits for its own notification: it takes milliseconds when
+# LISTEN works, and never comes when it does not.
+LISTEN_CHECK_TIMEOUT_SECONDS = 5.0
 
 NotifyHandler = Callable[[str], None]
 
@@ -110,3 +116,48 @@ class Listener:
 def backoff(failures: int) -> float:
     ceiling: float = min(MAX_BACKOFF_SECONDS, 0.05 * 2**failures)
     return random.uniform(ceiling / 2, ceiling)
+
+
+class ListenConnectionError(ConfigError):
+    """The listen URL cannot carry LISTEN: the message is one line naming the setting."""
+
+
+async def check_listen_connection(conninfo: str, setting: str) -> None:
+    """Refuse a listen URL that would LISTEN and silently receive nothing.
+
+    On a hot standby LISTEN and NOTIFY do not work at all. Through a pooler in
+    transaction mode (PgBouncer's `pool_mode = transaction`) LISTEN succeeds on whichever
+    server connection the statement got, which then goes back to the pooler's pool, and
+    its notifications never reach this client. So: LISTEN a channel of the check's own,
+    notify it from a second connection, and wait for the notification. `setting` names the
+    variable the URL came from, for the error.
+    """
+    where = f"{setting} ({describe(conninfo)})"
+    channel = f"pgcast_listen_check_{secrets.token_hex(8)}"
+    async with await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, application_name=queries.LISTEN_CHECK_APPLICATION_NAME
+    ) as listening:
+        cursor = await listening.execute(queries.IN_RECOVERY)
+        row = await cursor.fetchone()
+        if row is not None and row[0]:
+            raise ListenConnectionError(
+                f"{where} is a hot standby (pg_is_in_recovery() is true), where LISTEN and "
+                f"NOTIFY do not work; point {setting} at the primary"
+            )
+        await listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        async with await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, application_name=queries.LISTEN_CHECK_APPLICATION_NAME
+        ) as notifying:
+            await notifying.execute(queries.NOTIFY_ONE, {"channel": channel, "payload": ""})
+        async for _ in listening.notifies(timeout=LISTEN_CHECK_TIMEOUT_SECONDS, stop_after=1):
+            return
+    fix = (
+        "set PGCAST_LISTEN_DATABASE_URL to a direct connection to PostgreSQL"
+        if setting == "DATABASE_URL"
+        else "point it at PostgreSQL itself or at a pool in session mode"
+    )
+    raise ListenConnectionError(
+        f"LISTEN through {where} received no notification of its own within "
+        f"{LISTEN_CHECK_TIMEOUT_SECONDS:.0f} s, as happens through a pooler in transaction "
+        f"mode (PgBouncer pool_mode=transaction), which cannot carry LISTEN; {fix}"
+    )
