@@ -1,5 +1,5 @@
 """Driving the pgcast UI in Debian's chromium: launch flags, a watched tab, sign-in, the
-feed, conversations and notifications.
+feed, conversations, notifications and who is online.
 
 Shared by the browser tests and `screenshots.py`. Never downloads a browser.
 """
@@ -193,6 +193,29 @@ class Tab:
     async def thread_contents(self, name: str) -> list[str]:
         return await self.thread(name).locator(".dm-content").all_inner_texts()
 
+    @property
+    def online(self) -> Locator:
+        """The "Online" region: who is on the presence channel beside the feed."""
+        return self.page.get_by_role("region", name="Online", exact=True)
+
+    @property
+    def online_people(self) -> Locator:
+        """One entry per person online, in the order shown."""
+        return self.online.get_by_role("list", name="People online").get_by_role("listitem")
+
+    @property
+    def online_names(self) -> Locator:
+        """The name in each entry, in the order shown (without the avatar's initials)."""
+        return self.online_people.locator(".person-name")
+
+    def online_entry(self, user_id: int) -> Locator:
+        return self.online.locator(f'[data-online-user="{user_id}"]')
+
+    @property
+    def online_count(self) -> Locator:
+        """The header's count of who is online (a button that leads to the list)."""
+        return self.page.get_by_role("banner").get_by_role("button", name=re.compile(r" online$"))
+
     # --- doing things ------------------------------------------------------------------------
 
     async def sign_in(self, email: str, name: str) -> None:
@@ -260,6 +283,16 @@ class Tab:
             for frame in self.frames
             if frame.get("event") == "new-direct-message"
             and frame["data"]["direct_message"]["id"] == direct_message_id
+        ]
+
+    def presence_frames(self, *events: str) -> list[dict[str, Any]]:
+        """Every frame of the presence channels (`presence`, `member_added`, `member_removed`),
+        or only those of `events`."""
+        wanted = events or ("presence", "member_added", "member_removed")
+        return [
+            frame
+            for frame in self.frames
+            if str(frame.get("channel", "")).startswith("presence-") and frame["event"] in wanted
         ]
 
     def private_frames(self) -> list[dict[str, Any]]:

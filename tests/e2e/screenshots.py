@@ -1,5 +1,6 @@
 """Regenerate docs/screenshots/ from the real UI: sign-in.png, feed.png, conversation.png,
-notification.png and notifications.png (1200x800), and phone.png (390x844).
+notification.png and notifications.png (1200x800), and phone.png (390x844). Alice's
+pages show Bob online beside her.
 
     .venv/bin/python tests/e2e/screenshots.py
 
@@ -167,6 +168,10 @@ async def photograph(url: str, conninfo: str, ids: dict[str, int]) -> None:
         await page.screenshot(path=OUT / "sign-in.png")
 
         await tab.sign_in(*USERS["alice"])
+        # Bob has the page open too, so Alice's list of who is online has someone in it.
+        bob_tab = await Tab.open(browser, url, DESKTOP)
+        await bob_tab.sign_in(*USERS["bob"])
+        await expect(tab.online_count).to_have_text("2 online")
         await tab.send(LIVE_REPLY)
         await expect(tab.feed.get_by_text(LIVE_REPLY)).to_be_in_viewport()
         await expect(tab.status).to_have_text("Live")

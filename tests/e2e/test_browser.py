@@ -280,11 +280,14 @@ async def test_sign_in_and_send_with_the_keyboard_only(open_tab: OpenTab) -> Non
     await keyboard.type("Kim")
     await keyboard.press("Enter")
     await expect(tab.status).to_have_text("Live")
+    await expect(tab.online_count).to_have_text("1 online")
 
-    # Focus order: the header's bell and Sign out, the sidebar (the public feed, people
-    # search; no conversations yet), the feed (focusable so it scrolls with the arrow keys;
-    # no older page, so no "Load older messages" button), then the composer.
+    # Focus order: the header's count of who is online, the bell and Sign out, the sidebar
+    # (the public feed, people search; no conversations yet, and nobody else online to write
+    # to), the feed (focusable so it scrolls with the arrow keys; no older page, so no "Load
+    # older messages" button), then the composer.
     for target in (
+        tab.online_count,
         tab.bell,
         page.get_by_role("button", name="Sign out"),
         page.get_by_role("button", name="Public feed"),

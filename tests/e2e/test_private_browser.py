@@ -231,10 +231,14 @@ async def test_someone_away_while_others_write_gets_everything_once_on_return(
             await expect(bob.message(public)).to_be_visible()
             await barrier(db, bob)
 
-            # The resumed socket replayed each missed event once: one cursor for both channels.
+            # The resumed socket replayed each missed event once: one cursor for every channel.
             connected = [f for f in bob.frames if f["event"] == "connected"]
             assert len(connected) == 2, connected
-            assert connected[1]["data"]["channels"] == ["messages", f"private-user.{bob_id}"]
+            assert connected[1]["data"]["channels"] == [
+                "messages",
+                f"private-user.{bob_id}",
+                "presence-lobby",
+            ]
             for direct_message_id in (first, *written):
                 assert len(bob.direct_message_frames(direct_message_id)) == 1
             assert len(bob.message_frames(public)) == 1

@@ -1,4 +1,5 @@
 import { useCallback, useRef, useState } from "react";
+import { flushSync } from "react-dom";
 import { Composer } from "./components/Composer";
 import { ConversationList } from "./components/ConversationList";
 import { ConversationView } from "./components/ConversationView";
@@ -6,6 +7,7 @@ import { Feed } from "./components/Feed";
 import { Header } from "./components/Header";
 import { NotificationBell } from "./components/NotificationBell";
 import { NotificationPanel } from "./components/NotificationPanel";
+import { OnlineList } from "./components/OnlineList";
 import { PeopleSearch } from "./components/PeopleSearch";
 import { SignIn } from "./components/SignIn";
 import { TabBar, type MainView } from "./components/TabBar";
@@ -16,10 +18,11 @@ import { useMessages } from "./hooks/useMessages";
 import { useNotifications } from "./hooks/useNotifications";
 import { useNow } from "./hooks/useNow";
 import { usePageVisible } from "./hooks/usePageVisible";
+import { usePresence } from "./hooks/usePresence";
 import { useRealtime, type RealtimeControls } from "./hooks/useRealtime";
 import { useSession } from "./hooks/useSession";
 import { totalUnread } from "./lib/conversations";
-import { MESSAGES_CHANNEL, userChannel } from "./lib/realtime";
+import { MESSAGES_CHANNEL, PRESENCE_CHANNEL, userChannel } from "./lib/realtime";
 import type { AppConfig, User } from "./lib/types";
 
 export function App() {
@@ -61,7 +64,8 @@ export function App() {
 
 /**
  * Mounted only while signed in, so the socket exists only while it can be authorised.
- * One socket serves everything on the page: the public feed and the user's own channel.
+ * One socket serves everything on the page: the public feed, the user's own channel, and
+ * the presence channel that makes them one of those online (and tells them who else is).
  */
 function SignedIn({
   user,
@@ -74,8 +78,9 @@ function SignedIn({
   onSignedOut(): void;
   onReloadSession(): void;
 }) {
-  const [channels] = useState(() => [MESSAGES_CHANNEL, userChannel(user.id)]);
+  const [channels] = useState(() => [MESSAGES_CHANNEL, userChannel(user.id), PRESENCE_CHANNEL]);
   const realtime = useRealtime({ channels, onSignedOut });
+  const presence = usePresence({ realtime, channel: PRESENCE_CHANNEL, me: user.id });
   const feed = useMessages({ realtime, onSignedOut });
   const conversations = useConversations({ realtime, me: user.id, onSignedOut });
   const notifications = useNotifications({ realtime, onSignedOut });
@@ -85,6 +90,7 @@ function SignedIn({
   const [partner, setPartner] = useState<User | null>(null);
   const [panelOpen, setPanelOpen] = useState(false);
   const bell = useRef<HTMLButtonElement>(null);
+  const onlineHeading = useRef<HTMLHeadingElement>(null);
 
   const openConversation = useCallback((other: User) => {
     setPartner(other);
@@ -95,11 +101,25 @@ function SignedIn({
     if (next === "feed") setPartner(null);
   }, []);
 
+  const showOnline = useCallback(() => {
+    const heading = onlineHeading.current;
+    if (heading === null) return;
+    // On a phone the sidebar is a view of its own, hidden behind the feed or a conversation:
+    // show it first, so focus lands on something on screen.
+    if (!isDisplayed(heading)) flushSync(() => setView("chats"));
+    // Focusing scrolls it into view, in a long sidebar too.
+    heading.focus();
+  }, []);
+
   const activeUserId = view === "conversation" && partner ? partner.id : null;
 
   return (
     <div className="app" data-view={view}>
-      <Header user={user} connection={realtime.state}>
+      <Header
+        user={user}
+        connection={realtime.state}
+        online={presence.loaded ? { count: presence.online.length, onShow: showOnline } : null}
+      >
         <NotificationBell
           ref={bell}
           unreadCount={notifications.unreadCount}
@@ -145,6 +165,13 @@ function SignedIn({
             now={now}
             onOpen={openConversation}
             onRetry={conversations.reload}
+          />
+          <OnlineList
+            online={presence.online}
+            loaded={presence.loaded}
+            upToDate={presence.upToDate}
+            onOpen={openConversation}
+            headingRef={onlineHeading}
           />
         </aside>
         <main className="app-main">
@@ -205,6 +232,11 @@ function SignedIn({
       />
     </div>
   );
+}
+
+/** Whether an element is laid out (jsdom, which lays nothing out, says yes). */
+function isDisplayed(element: HTMLElement): boolean {
+  return typeof element.checkVisibility === "function" ? element.checkVisibility() : true;
 }
 
 function Conversation({

@@ -87,12 +87,12 @@ function threadContents(name: string): string[] {
 }
 
 describe("one socket for everything", () => {
-  it("listens to the feed and the user's own channel on one socket, and opens no other", async () => {
+  it("listens to the feed, the user's own channel and who is online on one socket, and opens no other", async () => {
     server.directMessages = [fromBob(1)];
     const { user } = await renderLive();
 
     const url = new URL(FakeWebSocket.latest().url);
-    expect(url.searchParams.get("channels")).toBe("messages,private-user.1");
+    expect(url.searchParams.get("channels")).toBe("messages,private-user.1,presence-lobby");
     await user.click(conversationList().getByRole("button", { name: /Bob Builder/ }));
     await thread("Bob Builder").findByText("dm 1");
     await user.click(screen.getByRole("button", { name: /Notifications/ }));

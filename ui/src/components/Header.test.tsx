@@ -1,6 +1,7 @@
 /// <reference types="vite/client" />
 import { render, screen } from "@testing-library/react";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import userEvent from "@testing-library/user-event";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import styles from "../styles.css?raw";
 import { Header } from "./Header";
 
@@ -39,5 +40,27 @@ describe("Header", () => {
     expect(name.overflow).toBe("hidden");
     expect(name.textOverflow).toBe("ellipsis");
     expect(name.whiteSpace).toBe("nowrap");
+  });
+
+  it("counts who is online, a button that leads to the list", async () => {
+    const user = userEvent.setup();
+    const onShow = vi.fn();
+    render(
+      <Header
+        user={{ id: 1, name: "Ada", avatar_url: null }}
+        connection="live"
+        online={{ count: 3, onShow }}
+      />,
+    );
+    const button = screen.getByRole("button", { name: "3 online" });
+    expect(button).toHaveAttribute("title", "Show who is online");
+    button.focus();
+    await user.keyboard("{Enter}");
+    expect(onShow).toHaveBeenCalledTimes(1);
+  });
+
+  it("shows no count before the server has said who is online", () => {
+    render(<Header user={{ id: 1, name: "Ada", avatar_url: null }} connection="live" online={null} />);
+    expect(screen.queryByRole("button", { name: /online/ })).toBeNull();
   });
 });

@@ -6,10 +6,13 @@ import { ConnectionStatus } from "./ConnectionStatus";
 export function Header({
   user,
   connection,
+  online,
   children,
 }: {
   user: User;
   connection: ConnectionState;
+  /** How many are online, and the way to the list; null until the server has said. */
+  online?: { count: number; onShow(): void } | null;
   /** Controls that sit before the user's name (the notification bell). */
   children?: ReactNode;
 }) {
@@ -17,6 +20,18 @@ export function Header({
     <header className="app-header">
       <h1 className="app-title">pgcast</h1>
       <ConnectionStatus state={connection} />
+      {online && (
+        // On a phone the list is on another view: this is the way to it from anywhere.
+        <button
+          type="button"
+          className="online-summary button-small"
+          title="Show who is online"
+          onClick={online.onShow}
+        >
+          <span className="online-dot" aria-hidden="true" />
+          {online.count} online
+        </button>
+      )}
       <div className="app-user">
         {children}
         <Avatar user={user} />

@@ -11,6 +11,7 @@ import {
 import {
   backoffDelay,
   NOTIFICATION_CREATED,
+  PRESENCE_CHANNEL,
   RealtimeConnection,
   realtimeUrl,
   routeFrame,
@@ -424,6 +425,46 @@ describe("RealtimeConnection", () => {
     expect(second.after).toBe("c-3");
   });
 
+  it("resumes a presence channel with the one cursor; the list frame itself moves no cursor", async () => {
+    const h = setup({ channels: ["messages", "private-user.42", PRESENCE_CHANNEL] });
+    h.connection.start();
+    const first = FakeWebSocket.latest();
+    expect(new URL(first.url).searchParams.get("channels")).toBe(
+      `messages,private-user.42,${PRESENCE_CHANNEL}`,
+    );
+    first.connect("sock-1", "c-1");
+    const ada = { user_id: "42", user_info: { name: "Ada", avatar_url: null } };
+    const bob = { user_id: "7", user_info: { name: "Bob", avatar_url: null } };
+    first.send({ event: "presence", channel: PRESENCE_CHANNEL, data: { members: [ada] } });
+    expect(h.connection.cursor).toBe("c-1");
+    first.send({ event: "member_added", channel: PRESENCE_CHANNEL, data: bob, cursor: "c-2" });
+    expect(h.connection.cursor).toBe("c-2");
+
+    first.drop(1006);
+    await advance(500);
+    const second = FakeWebSocket.latest();
+    expect(new URL(second.url).searchParams.get("channels")).toBe(
+      `messages,private-user.42,${PRESENCE_CHANNEL}`,
+    );
+    expect(second.after).toBe("c-2");
+    second.connect("sock-2", "c-9");
+    // Replayed before the list: a leave, then the list that replaces everything.
+    second.send({ event: "member_removed", channel: PRESENCE_CHANNEL, data: { user_id: "7" }, cursor: "c-3" });
+    second.send({ event: "presence", channel: PRESENCE_CHANNEL, data: { members: [ada] } });
+    expect(h.connection.cursor).toBe("c-3");
+    const member = { id: "42", name: "Ada", avatar_url: null };
+    expect(h.events).toEqual([
+      { kind: "presence", channel: PRESENCE_CHANNEL, event: { type: "members", members: [member] } },
+      {
+        kind: "presence",
+        channel: PRESENCE_CHANNEL,
+        event: { type: "added", member: { id: "7", name: "Bob", avatar_url: null } },
+      },
+      { kind: "presence", channel: PRESENCE_CHANNEL, event: { type: "removed", id: "7" } },
+      { kind: "presence", channel: PRESENCE_CHANNEL, event: { type: "members", members: [member] } },
+    ]);
+  });
+
   it("stops on close 4403 and says which channel was refused, instead of retrying", async () => {
     const h = setup({ channels: ["messages", "private-user.42"] });
     h.connection.start();
@@ -498,6 +539,63 @@ describe("routeFrame", () => {
     expect(routeFrame({ event: "order-shipped", channel: "orders.1", data: {} }, at)).toBeNull();
     expect(routeFrame({ event: "new-direct-message", channel: me, data: { direct_message: { id: 1 } } }, at)).toBeNull();
     expect(routeFrame({ event: NOTIFICATION_CREATED, channel: me, data: { id: 7, type: "x" } }, at)).toBeNull();
+  });
+
+  it("routes a presence channel's list, joins and leaves", () => {
+    const lobby = "presence-lobby";
+    const ada = { user_id: "7", user_info: { name: "Ada", avatar_url: "https://example.com/a.png" } };
+    const bob = { user_id: "8", user_info: { name: "Bob", avatar_url: null } };
+    expect(routeFrame({ event: "presence", channel: lobby, data: { members: [ada, bob] } }, at)).toEqual({
+      kind: "presence",
+      channel: lobby,
+      event: {
+        type: "members",
+        members: [
+          { id: "7", name: "Ada", avatar_url: "https://example.com/a.png" },
+          { id: "8", name: "Bob", avatar_url: null },
+        ],
+      },
+    });
+    expect(routeFrame({ event: "member_added", channel: lobby, data: bob }, at)).toEqual({
+      kind: "presence",
+      channel: lobby,
+      event: { type: "added", member: { id: "8", name: "Bob", avatar_url: null } },
+    });
+    expect(routeFrame({ event: "member_removed", channel: lobby, data: { user_id: "8" } }, at)).toEqual({
+      kind: "presence",
+      channel: lobby,
+      event: { type: "removed", id: "8" },
+    });
+  });
+
+  it("reads a presence member leniently: a numeric id, missing info, a bad avatar", () => {
+    const lobby = "presence-lobby";
+    const route = (data: Record<string, unknown>) => routeFrame({ event: "member_added", channel: lobby, data }, at);
+    expect(route({ user_id: 9 })).toEqual({
+      kind: "presence",
+      channel: lobby,
+      event: { type: "added", member: { id: "9", name: "User 9", avatar_url: null } },
+    });
+    expect(route({ user_id: "9", user_info: { name: "  ", avatar_url: 12 } })).toEqual({
+      kind: "presence",
+      channel: lobby,
+      event: { type: "added", member: { id: "9", name: "User 9", avatar_url: null } },
+    });
+  });
+
+  it("ignores presence frames it cannot read, and presence events on other channels", () => {
+    const lobby = "presence-lobby";
+    const ada = { user_id: "7", user_info: { name: "Ada", avatar_url: null } };
+    expect(routeFrame({ event: "member_added", channel: lobby, data: { user_info: {} } }, at)).toBeNull();
+    expect(routeFrame({ event: "member_added", channel: lobby, data: { user_id: "" } }, at)).toBeNull();
+    expect(routeFrame({ event: "member_removed", channel: lobby, data: {} }, at)).toBeNull();
+    expect(routeFrame({ event: "presence", channel: lobby, data: { members: "all" } }, at)).toBeNull();
+    // One unreadable member spoils the list: replacing it with a partial one would drop people.
+    expect(routeFrame({ event: "presence", channel: lobby, data: { members: [ada, { name: "x" }] } }, at)).toBeNull();
+    expect(routeFrame({ event: "member_added", channel: "messages", data: ada }, at)).toBeNull();
+    expect(routeFrame({ event: "member_added", channel: "orders.1", data: ada }, at)).toBeNull();
+    // Anything else written to a presence channel (from SQL, say) is no change of members.
+    expect(routeFrame({ event: "order-shipped", channel: lobby, data: ada }, at)).toBeNull();
   });
 
   it("gives a notification that arrives live the time it arrived", () => {

@@ -6,14 +6,17 @@ import type {
   Message,
   Notification,
   NotificationEvent,
+  PresenceEvent,
+  PresenceMember,
   RealtimeEvent,
 } from "./types";
 
 /**
  * One WebSocket per tab to `/ws?channels=…`, kept alive across network trouble.
  *
- * The socket listens to every channel the tab needs (the public `messages` and the user's
- * own `private-user.{id}`), and one cursor covers them all. The server replays every
+ * The socket listens to every channel the tab needs (the public `messages`, the user's
+ * own `private-user.{id}` and the `presence-lobby` of who is online), and one cursor covers
+ * them all. The server replays every
  * broadcast of those channels committed after `?after=<cursor>`, so as long as we
  * reconnect with the last cursor we saw, nothing is missed or repeated. When the server
  * cannot honour the cursor (close 4400), we start fresh and tell the caller to reload
@@ -88,6 +91,14 @@ export const MESSAGES_CHANNEL = "messages";
 export function userChannel(userId: number): string {
   return `private-user.${userId}`;
 }
+
+/**
+ * Who is online beside the public feed. Joining it makes the signed-in user a member, so
+ * everyone else's list shows them while any of their tabs is open.
+ */
+export const PRESENCE_CHANNEL = "presence-lobby";
+
+const PRESENCE_PREFIX = "presence-";
 
 /** Laravel's event name for a new notification (what Echo's `.notification()` listens for). */
 export const NOTIFICATION_CREATED =
@@ -225,6 +236,49 @@ function notificationEventFrom(
   }
 }
 
+/**
+ * A member as the server names it, `{"user_id": "7", "user_info": {"name", "avatar_url"}}`.
+ * The id is what identifies them; what `user_info` lacks is filled in rather than losing
+ * the member, since a list without them would wrongly say they are gone.
+ */
+function presenceMemberFrom(value: unknown): PresenceMember | null {
+  if (!isObject(value)) return null;
+  const rawId = value.user_id;
+  const id =
+    typeof rawId === "string" ? rawId : Number.isSafeInteger(rawId) ? String(rawId) : "";
+  if (id === "") return null;
+  const info = isObject(value.user_info) ? value.user_info : {};
+  const name = typeof info.name === "string" && info.name.trim() !== "" ? info.name : `User ${id}`;
+  const avatarUrl = typeof info.avatar_url === "string" ? info.avatar_url : null;
+  return { id, name, avatar_url: avatarUrl };
+}
+
+function presenceEventFrom(event: string, data: Record<string, unknown>): PresenceEvent | null {
+  switch (event) {
+    case "presence": {
+      if (!Array.isArray(data.members)) return null;
+      const members: PresenceMember[] = [];
+      for (const raw of data.members as unknown[]) {
+        const member = presenceMemberFrom(raw);
+        // The list replaces the one shown: a partial one would drop people who are there.
+        if (member === null) return null;
+        members.push(member);
+      }
+      return { type: "members", members };
+    }
+    case "member_added": {
+      const member = presenceMemberFrom(data);
+      return member && { type: "added", member };
+    }
+    case "member_removed": {
+      const member = presenceMemberFrom({ user_id: data.user_id });
+      return member && { type: "removed", id: member.id };
+    }
+    default:
+      return null;
+  }
+}
+
 /** What a broadcast frame means to the UI, by its channel and event; null if nothing. */
 export function routeFrame(
   frame: { event: string; channel?: string; data?: Record<string, unknown> },
@@ -241,6 +295,10 @@ export function routeFrame(
     if (directMessage) return { kind: "direct-message", event: directMessage };
     const notification = notificationEventFrom(frame.event, data, receivedAt);
     return notification && { kind: "notification", event: notification };
+  }
+  if (channel.startsWith(PRESENCE_PREFIX)) {
+    const event = presenceEventFrom(frame.event, data);
+    return event && { kind: "presence", channel, event };
   }
   return null;
 }

@@ -93,8 +93,29 @@ export type NotificationEvent =
   | { type: "updated"; notification: Notification }
   | { type: "deleted"; id: string };
 
+/**
+ * Someone on a presence channel. Members are users, not tabs: a user with three tabs open
+ * is one member. The server names them by a string id (`"7"`) and the `user_info` it holds.
+ */
+export interface PresenceMember {
+  /** The user's id as the server sends it: a string. */
+  id: string;
+  name: string;
+  avatar_url: string | null;
+}
+
+/**
+ * A change to who is on a presence channel. `members` is the server's whole list, sent once
+ * the socket is live (after any replay): it replaces whatever the page showed.
+ */
+export type PresenceEvent =
+  | { type: "members"; members: PresenceMember[] }
+  | { type: "added"; member: PresenceMember }
+  | { type: "removed"; id: string };
+
 /** Every event the socket delivers, routed by its channel and event name. */
 export type RealtimeEvent =
   | { kind: "message"; event: FeedEvent }
   | { kind: "direct-message"; event: DirectMessageEvent }
-  | { kind: "notification"; event: NotificationEvent };
+  | { kind: "notification"; event: NotificationEvent }
+  | { kind: "presence"; channel: string; event: PresenceEvent };

@@ -80,3 +80,21 @@ export function notificationUpdatedFrame(notification: Notification, cursor: str
     cursor,
   };
 }
+
+/** A user as a presence channel names them: a string id and their `user_info`. */
+export function presenceMember(user: User) {
+  return { user_id: String(user.id), user_info: { name: user.name, avatar_url: user.avatar_url } };
+}
+
+/** The list the server sends once a socket is live: it replaces the one shown. */
+export function presenceFrame(users: User[], channel = "presence-lobby") {
+  return { event: "presence", channel, data: { members: users.map(presenceMember) } };
+}
+
+export function memberAddedFrame(user: User, cursor: string, channel = "presence-lobby") {
+  return { event: "member_added", channel, data: presenceMember(user), cursor };
+}
+
+export function memberRemovedFrame(user: User, cursor: string, channel = "presence-lobby") {
+  return { event: "member_removed", channel, data: { user_id: String(user.id) }, cursor };
+}

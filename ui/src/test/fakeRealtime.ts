@@ -1,9 +1,9 @@
 import type { RealtimeControls, RealtimeListener } from "../hooks/useRealtime";
-import type { RealtimeEvent } from "../lib/types";
+import type { ConnectionState, RealtimeEvent } from "../lib/types";
 
 /** The shared socket as the hooks see it, driven by the test. */
 export class FakeRealtime implements RealtimeControls {
-  state = "live" as const;
+  state: ConnectionState = "live";
   forbidden = null;
   socketId: string | null = "sock-1";
   subscribed = false;
