@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
@@ -234,6 +235,10 @@ async def _serve(config: Config, sockets: list[socket.socket], database_name: st
                 for sock in sockets:
                     await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
                 _log_serving(config, sockets, database_name)
+                # What start-up made (modules, the SDKs' models, routes) lives as long as the
+                # process: out of the collector's way, a full collection scans only what
+                # serving allocates (replay builds an object per event).
+                gc.freeze()
                 await stopping.wait()
             log.info("pgcast shutting down")
         finally:
@@ -401,9 +406,14 @@ def command_notify(args: argparse.Namespace) -> int:
 
 def command_tail(args: argparse.Namespace) -> int:
     config = load_config()
-    # Stopping it (Ctrl-C, SIGTERM) is how tail ends, at any point.
-    with contextlib.suppress(KeyboardInterrupt), database(config) as conninfo:
-        asyncio.run(_until_stopped(_tail(conninfo, args.after)))
+    # Stopping it (Ctrl-C, SIGTERM) is how tail ends, at any point; so is its reader going
+    # away (`pgcast tail | head`).
+    try:
+        with contextlib.suppress(KeyboardInterrupt), database(config) as conninfo:
+            asyncio.run(_until_stopped(_tail(conninfo, args.after)))
+    except BrokenPipeError:
+        # Python flushes stdout once more on exit: that write must not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -4,7 +4,9 @@ channels' events, live and on resume; the database decides who may listen."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,15 @@ import pytest
 from server.migrate import migrate
 from tests.conftest import (
     Client,
+    Endpoint,
     RunningServer,
     Socket,
     count_rows,
     server_config,
     start_server,
 )
+from tests.test_cli import cli_env
+from tests.test_serve import start_serving, wait_until_ready
 
 FORBIDDEN = 4403
 
@@ -280,6 +285,80 @@ async def test_resume_with_several_channels_gets_each_event_once_in_commit_order
     ]
     await broadcast(db, "c", "live")
     assert await received(wider, 1) == [("c", "live", {})]
+
+
+async def test_resume_across_channels_after_the_server_was_killed_loses_and_leaks_nothing(
+    database_url: str, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    env = cli_env(database_url, tmp_path, PGCAST_PORT=str(unused_tcp_port))
+    url = f"http://127.0.0.1:{unused_tcp_port}"
+    process = await start_serving(env)
+    alice, bob = Client(Endpoint(url)), Client(Endpoint(url))
+    try:
+        await wait_until_ready(url)
+        alice_id = int((await alice.sign_in("alice@example.com", "Alice"))["user"]["id"])
+        bob_id = int((await bob.sign_in("bob@example.com", "Bob"))["user"]["id"])
+        lists = {
+            alice: ["shared", f"private-user.{alice_id}", "orders.1"],
+            bob: ["shared", f"private-user.{bob_id}"],
+        }
+        sockets = {client: await client.connect(channels=lists[client]) for client in lists}
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as db:
+            await broadcast(db, "shared", "before")
+            for socket in sockets.values():
+                assert (await socket.next_frame())["event"] == "before"
+
+            process.kill()
+            await process.wait()
+            for socket in sockets.values():
+                with contextlib.suppress(AssertionError):
+                    await socket.expect_close()
+            # While no server runs: two transactions commit out of their id order, on every
+            # channel either socket has and on one neither has.
+            async with (
+                await psycopg.AsyncConnection.connect(database_url) as first,
+                await psycopg.AsyncConnection.connect(database_url) as second,
+            ):
+                await broadcast(first, "shared", "1")
+                await broadcast(second, f"private-user.{bob_id}", "2")
+                await broadcast(second, "orders.1", "3")
+                await broadcast(second, "elsewhere", "x")
+                await second.commit()
+                await broadcast(first, f"private-user.{alice_id}", "4")
+                await first.commit()
+            await broadcast(db, "shared", "5")
+
+            process = await start_serving(env)
+            await wait_until_ready(url)
+            # One batch, ordered by (transaction id, event id): the first transaction's events,
+            # then the second's, then the last.
+            expected = {
+                alice: [
+                    ("shared", "1"),
+                    (f"private-user.{alice_id}", "4"),
+                    ("orders.1", "3"),
+                    ("shared", "5"),
+                ],
+                bob: [("shared", "1"), (f"private-user.{bob_id}", "2"), ("shared", "5")],
+            }
+            resumed = {}
+            for client, socket in sockets.items():
+                resumed[client] = await client.connect(after=socket.cursor, channels=lists[client])
+                got = await received(resumed[client], len(expected[client]))
+                assert [(channel, event) for channel, event, _ in got] == expected[client]
+            # Then live, and nothing more of the replay: the next frame is the live one.
+            await broadcast(db, "shared", "live")
+            for socket in resumed.values():
+                assert await received(socket, 1) == [("shared", "live", {})]
+                await socket.close()
+    finally:
+        await alice.close()
+        await bob.close()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            assert process.stderr is not None
+            await asyncio.wait_for(process.stderr.read(), 30)
+            await asyncio.wait_for(process.wait(), 30)
 
 
 async def test_a_dbas_own_listen_rule_survives_migrate(

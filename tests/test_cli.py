@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -175,6 +176,48 @@ async def test_tail_prints_every_broadcast_and_resumes_after_a_cursor(
     finally:
         resumed.terminate()
         await resumed.wait()
+
+
+async def test_tail_into_a_reader_that_stops_ends_quietly(
+    db: psycopg.AsyncConnection[Any], database_url: str, tmp_path: Path
+) -> None:
+    """`pgcast tail | head -1`: once the reader is gone, tail stops, with no traceback."""
+    user_id = await create_user(db)
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        *PGCAST,
+        "tail",
+        env=cli_env(database_url, tmp_path),
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as reader:
+            first_line = asyncio.create_task(asyncio.to_thread(reader.readline))
+            # Until tail listens, what is written is not its to print: write until a line comes.
+            async with asyncio.timeout(20):
+                while not first_line.done():
+                    await db.execute(
+                        "INSERT INTO messages (user_id, content) VALUES (%s, 'x')", [user_id]
+                    )
+                    await asyncio.wait({first_line}, timeout=0.1)
+            assert json.loads(await first_line)["event"] == "new-message"
+        async with asyncio.timeout(20):
+            while process.returncode is None:
+                await db.execute(
+                    "INSERT INTO messages (user_id, content) VALUES (%s, 'y')", [user_id]
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(process.wait()), 0.1)
+        assert process.stderr is not None
+        stderr = (await process.stderr.read()).decode()
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def test_tail_with_a_bad_cursor_exits_1(database_url: str, tmp_path: Path) -> None:
