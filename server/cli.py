@@ -70,6 +70,7 @@ environment (README.md, section Configuration, gives each default and meaning):
   PGCAST_EVENT_RETENTION        how long broadcasts stay replayable (7d)
   PGCAST_SOCKET_BACKLOG_BYTES   unsent bytes before a socket is closed with 1013
   PGCAST_BATCH_WINDOW_MS        under load, read the event log at most once per this many ms
+  PGCAST_EVENT_LOOP             uvloop (default) or asyncio
   PGCAST_RATE_POSTS_PER_MINUTE, PGCAST_RATE_SOCKETS_PER_USER, PGCAST_RATE_SOCKETS_PER_IP
                                 rate limits, over every process; 0 turns one off
   PGCAST_PRESENCE_TIMEOUT       seconds within which a dead process's presence members go (10)
@@ -200,7 +201,8 @@ def command_serve(args: argparse.Namespace) -> int:
                 if args.workers > 1:
                     code = _run_workers(config, args.workers)
                 else:
-                    code = asyncio.run(_serve(config, sockets, describe(conninfo)))
+                    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+                        code = runner.run(_serve(config, sockets, describe(conninfo)))
         except KeyboardInterrupt:
             # SIGINT or SIGTERM before the server was up (see main): stopping is what was asked.
             pass
@@ -209,6 +211,16 @@ def command_serve(args: argparse.Namespace) -> int:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop unless PGCAST_EVENT_LOOP=asyncio: its transports, timers and polling are C, and
+    each broadcast is a write per socket and a query (bench/profile.md)."""
+    if config.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 async def _serve(config: Config, sockets: list[socket.socket], database_name: str) -> int:
@@ -303,6 +315,7 @@ def _log_serving(config: Config, sockets: list[socket.socket], database_name: st
         "listening": listening,
         "database": database_name,
         "sign_in": sign_in,
+        "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }
     where = f"pgcast serving {config.public_url} (listening on {', '.join(listening)}; "
     where += f"database {database_name}; sign-in: "

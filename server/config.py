@@ -46,6 +46,7 @@ class Config:
     event_retention: timedelta
     socket_backlog_bytes: int
     batch_window_ms: int
+    event_loop: str
     rate_posts_per_minute: int
     rate_sockets_per_user: int
     rate_sockets_per_ip: int
@@ -299,6 +300,17 @@ def _pusher_app(env: Mapping[str, str], data_dir: Path) -> PusherApp:
     return PusherApp(app_id, key, Secret(secret), open_public_channels=public == "open")
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def event_loop(env: Mapping[str, str]) -> str:
+    """PGCAST_EVENT_LOOP: the event loop `pgcast serve` runs on."""
+    loop = (env.get("PGCAST_EVENT_LOOP") or EVENT_LOOPS[0]).lower()
+    if loop not in EVENT_LOOPS:
+        raise ConfigError("PGCAST_EVENT_LOOP must be uvloop or asyncio")
+    return loop
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     data_dir = Path(env.get("PGCAST_DATA_DIR") or ".pgcast").expanduser().absolute()
@@ -364,6 +376,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             env, "PGCAST_SOCKET_BACKLOG_BYTES", 8 * 1024 * 1024, low=64 * 1024, high=1 << 31
         ),
         batch_window_ms=_int(env, "PGCAST_BATCH_WINDOW_MS", 5, low=0, high=1000),
+        event_loop=event_loop(env),
         rate_posts_per_minute=_int(env, "PGCAST_RATE_POSTS_PER_MINUTE", 60, low=0, high=1_000_000),
         rate_sockets_per_user=_int(env, "PGCAST_RATE_SOCKETS_PER_USER", 20, low=0, high=1_000_000),
         rate_sockets_per_ip=_int(env, "PGCAST_RATE_SOCKETS_PER_IP", 500, low=0, high=1_000_000),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from server.core.cursor import BatchCursors, Cursor, Snapshot
 from server.core.events import CloseReason, Disconnect, Event
@@ -91,10 +92,10 @@ async def test_a_socket_that_cannot_take_frames_now_gets_them_queued_in_order() 
     written: list[bytes] = []
     kernel_buffer_full = True
 
-    def write_now(frames: list[bytes]) -> bool:
+    def write_now(frames: bytes) -> bool:
         if kernel_buffer_full:
             return False
-        written.extend(frames)
+        written.append(frames)
         return True
 
     socket.write_directly_with(write_now)
@@ -253,3 +254,46 @@ def test_pausing_a_connection_still_catching_up_changes_nothing() -> None:
     assert socket.take_queued()[0] == []
     socket.go_live(None)
     assert len(socket.take_queued()[0]) == 1
+
+
+async def test_sockets_that_take_frames_at_once_share_one_write_per_protocol() -> None:
+    # Two protocols on one channel; a socket whose own post is in the publish; a socket
+    # whose kernel buffer is full. Each still gets exactly its frames, in order.
+    from server.transports.pusher.codec import CODEC as PUSHER_CODEC
+
+    hub = Hub(max_backlog_bytes=1 << 20)
+    written: dict[str, list[bytes]] = {}
+
+    def writer(name: str, accepts: bool = True) -> Callable[[bytes], bool]:
+        written[name] = []
+
+        def write_now(frames: bytes) -> bool:
+            if accepts:
+                written[name].append(frames)
+            return accepts
+
+        return write_now
+
+    native = [subscribe(hub, f"n{n}") for n in range(3)]
+    pusher = [hub.subscribe(f"p{n}", 1, None, ("messages",), PUSHER_CODEC) for n in range(2)]
+    full = subscribe(hub, "full")
+    for connection in (*native, *pusher):
+        connection.write_directly_with(writer(connection.socket_id))
+        connection.go_live(None)
+    full.write_directly_with(writer("full", accepts=False))
+    full.go_live(None)
+
+    events = [broadcast(10, 1, "9:9:", "12:12:", origin="n0"), broadcast(11, 2, "9:9:", "12:12:")]
+    hub.publish(events)
+
+    both_native = events[0].encoded(CODEC) + events[1].encoded(CODEC)
+    both_pusher = events[0].encoded(PUSHER_CODEC) + events[1].encoded(PUSHER_CODEC)
+    assert written["n0"] == [events[1].encoded(CODEC)]
+    assert written["n1"] == written["n2"] == [both_native]
+    # One join per protocol, shared by its sockets.
+    assert written["n1"][0] is written["n2"][0]
+    assert written["p0"] == written["p1"] == [both_pusher]
+    assert written["p0"][0] is written["p1"][0]
+    assert written["full"] == []
+    assert full.take_queued()[0] == [events[0].encoded(CODEC), events[1].encoded(CODEC)]
+    assert hub.frames_handed_over == 1 + 2 * 4 + 2

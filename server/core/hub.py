@@ -22,8 +22,9 @@ from server.core.cursor import Cursor, Snapshot
 from server.core.events import CloseReason, Codec, Disconnect, Event
 from server.core.presence import Roster, listed_already
 
-WriteNow = Callable[[list[bytes]], bool]
-"""Writes frames to a socket at once if it can take them without waiting; False if not."""
+WriteNow = Callable[[bytes], bool]
+"""Writes frames (one or more, joined) to a socket at once if it can take them without
+waiting; False if not."""
 
 Reframed = dict[tuple[int, Snapshot, Codec], bytes]
 K = TypeVar("K")
@@ -67,6 +68,10 @@ class Connection:
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
         self._write_now: WriteNow | None = None
+        self.direct: WriteNow | None = None
+        """The socket's writer while the hub may hand it a publish's shared bytes as they
+        are: it is live, caught up past every batch it saw during replay, nothing is queued
+        and no close was asked for. None otherwise, and `offer` decides frame by frame."""
         self.frames_handed_over = 0
 
     def __repr__(self) -> str:
@@ -76,6 +81,18 @@ class Connection:
         """Let `offer` hand frames straight to the socket when none are queued ahead of them:
         a live broadcast then costs each socket one write, with no task to wake."""
         self._write_now = write_now
+        self._refresh_direct()
+
+    def _refresh_direct(self) -> None:
+        if (
+            self._held is None
+            and self._seen_by is None
+            and not self._frames
+            and self.close_request is None
+        ):
+            self.direct = self._write_now
+        else:
+            self.direct = None
 
     def go_live(self, seen_by: Snapshot | None) -> None:
         """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
@@ -84,6 +101,7 @@ class Connection:
         self._held_bytes = 0
         self._paused = False
         self.offer(held, self._oldest_woke_at)
+        self._refresh_direct()
 
     def pause(self) -> None:
         """Hold live events until `resume`: the transport is about to send something (a
@@ -149,13 +167,22 @@ class Connection:
                 elif not seen_by.sees(event.tx):
                     wires.append(self._frame_after_catch_up(event, seen_by, reframed))
         if not wires:
+            if self._seen_by is None:
+                self._refresh_direct()
             return
         # Only with nothing queued: queued frames are older and must go out first.
-        if not self._frames and self._write_now is not None and self._write_now(wires):
+        if (
+            not self._frames
+            and self._write_now is not None
+            and self._write_now(wires[0] if len(wires) == 1 else b"".join(wires))
+        ):
             self.frames_handed_over += len(wires)
+            if self._seen_by is None:
+                self._refresh_direct()
             return
         queue_was_empty = not self._frames
         self._frames += wires
+        self.direct = None
         if queue_was_empty and self._on_queued is not None:
             self._on_queued()
         if self._oldest_woke_at is None:
@@ -227,6 +254,7 @@ class Connection:
             self.close_request = disconnect
         self._frames = []
         self._held = None
+        self.direct = None
         self._wake()
         if first and self._on_close_request is not None:
             asyncio.get_running_loop().call_soon(self._on_close_request)
@@ -254,6 +282,7 @@ class Connection:
         self._frames = []
         self._backlog_bytes = 0
         self.frames_handed_over += len(frames)
+        self._refresh_direct()
         return frames, woke_at
 
     def _give_up(self) -> None:
@@ -274,6 +303,7 @@ class Hub:
         self._everything: set[Connection] = set()
         self._count = 0
         self._frames_of_unsubscribed = 0
+        self._frames_written_directly = 0
 
     def __len__(self) -> int:
         return self._count
@@ -282,7 +312,7 @@ class Hub:
     def frames_handed_over(self) -> int:
         """Frames handed to sockets so far (written, or taken by their writer to write)."""
         live = sum(c.frames_handed_over for users in self._by_user.values() for c in users)
-        return self._frames_of_unsubscribed + live
+        return self._frames_written_directly + self._frames_of_unsubscribed + live
 
     def subscribe(
         self,
@@ -350,9 +380,7 @@ class Hub:
         reframed: Reframed = {}
         channel = events[0].channel
         if all(event.channel == channel for event in events):
-            # The usual wake-up: one channel, so every subscriber gets the same list.
-            for connection in tuple(self._by_channel.get(channel, ())):
-                connection.offer(events, woke_at, reframed)
+            self._publish_to_channel(channel, events, woke_at, reframed)
         else:
             # Each connection gets its channels' events, still in commit order.
             routed: dict[Connection, list[Event]] = {}
@@ -367,6 +395,36 @@ class Hub:
                 connection.offer(mine, woke_at, reframed)
         for connection in tuple(self._everything):
             connection.offer(events, woke_at, reframed)
+
+    def _publish_to_channel(
+        self, channel: str, events: Sequence[Event], woke_at: float | None, reframed: Reframed
+    ) -> None:
+        """The usual wake-up: one channel, so every subscriber gets the same frames. Each
+        socket that can take them now gets the bytes every socket of its protocol shares,
+        joined once per publish, in one write; the others go through `offer`."""
+        origins = {event.origin for event in events if event.origin is not None}
+        # The bytes of the last codec asked for, and of the others: most deployments speak
+        # one protocol, so the dict is rarely looked at.
+        last_codec: Codec | None = None
+        last_payload = b""
+        payloads: dict[Codec, bytes] = {}
+        written = 0
+        for connection in tuple(self._by_channel.get(channel, ())):
+            direct = connection.direct
+            if direct is not None and not (origins and connection.socket_id in origins):
+                codec = connection.codec
+                if codec is not last_codec:
+                    payload = payloads.get(codec)
+                    if payload is None:
+                        payload = payloads[codec] = b"".join(
+                            [event.encoded(codec) for event in events]
+                        )
+                    last_codec, last_payload = codec, payload
+                if direct(last_payload):
+                    written += 1
+                    continue
+            connection.offer(events, woke_at, reframed)
+        self._frames_written_directly += written * len(events)
 
     def users(self) -> list[int]:
         return list(self._by_user)

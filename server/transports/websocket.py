@@ -103,12 +103,14 @@ class WireWriter:
         ws: web.WebSocketResponse,
         stream: AbstractStreamWriter,
     ) -> None:
-        self._request = request
         self._ws = ws
         self._stream = stream
+        # Taken once: the hub writes to every socket on every broadcast. A connection that
+        # is lost keeps this transport object, closing.
+        self._transport = request.transport
 
     def _open_transport(self) -> asyncio.Transport | None:
-        transport = self._request.transport
+        transport = self._transport
         # Once aiohttp has sent a close frame no data frame may follow it (RFC 6455 5.5.1).
         if self._ws.closed or transport is None or transport.is_closing():
             return None
@@ -125,13 +127,18 @@ class WireWriter:
             # socket) while it waited here would cancel that future for all of them.
             await asyncio.shield(self._stream.drain())
 
-    def write_now(self, frames: list[bytes]) -> bool:
+    def write_now(self, frames: bytes) -> bool:
         """The hub's fast path: write at once unless earlier bytes still wait for the kernel
         (then the socket's own task writes them in order, waiting for the peer to read)."""
-        transport = self._open_transport()
-        if transport is None or transport.get_write_buffer_size():
+        transport = self._transport
+        if (
+            self._ws.closed
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
             return False
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        transport.write(frames)
         return True
 
 
