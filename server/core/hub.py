@@ -87,6 +87,7 @@ class Connection:
         if (
             self._held is None
             and self._seen_by is None
+            and not self._rosters
             and not self._frames
             and self.close_request is None
         ):
@@ -110,6 +111,7 @@ class Connection:
         if self._held is None and self.close_request is None:
             self._held = []
             self._paused = True
+            self._refresh_direct()
 
     def resume(self) -> None:
         """Send what `pause` held, in order, and go on live."""
@@ -119,11 +121,14 @@ class Connection:
         held, self._held = self._held or [], None
         self._held_bytes = 0
         self.offer(held, self._oldest_woke_at)
+        self._refresh_direct()
 
     def sent_roster(self, roster: Roster) -> None:
         """The socket was sent `roster`: leave out the member events it already reflects
         (live, and in what is held)."""
         self._rosters[roster.channel] = roster.seen_by
+        # The shared fast path skips `offer`, and with it the filter.
+        self._refresh_direct()
 
     def offer(
         self,
