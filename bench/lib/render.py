@@ -1,0 +1,76 @@
+"""One Markdown table renderer and the formatters every report uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from bench.lib.results import Latency, Usage
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> list[str]:
+    """A Markdown table; `align` has one letter per column, `l` or `r` (first column left,
+    the others right when not given)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
+    ]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def figures(rows: Iterable[tuple[str, object]]) -> list[str]:
+    """A two-column table of named figures."""
+    return table(("figure", "value"), rows, "ll")
+
+
+def missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    """A figure with thousands separators; a dash when there is none."""
+    return "–" if missing(value) else f"{value:,.{digits}f}"
+
+
+def x(numerator: float | None, denominator: float | None, digits: int = 2) -> str:
+    """A ratio: `numerator` / `denominator`, a dash when either is missing or zero."""
+    if missing(numerator) or missing(denominator) or not denominator:
+        return "–"
+    assert numerator is not None
+    assert denominator is not None
+    return f"{numerator / denominator:.{digits}f}"
+
+
+def us(value: float | None) -> str:
+    """CPU µs per item: two places below 10 µs, one below 1,000, then whole."""
+    if missing(value):
+        return "–"
+    assert value is not None
+    return f"{value:.2f}" if value < 10 else num(value, 1 if value < 1000 else 0)
+
+
+def rate(value: float | None) -> str:
+    """Frames, events or transactions per second."""
+    return num(value)
+
+
+def ms(latency: Latency, *keys: str) -> str:
+    """Some percentiles of a Latency, `p50 / p99` by default."""
+    return " / ".join(num(getattr(latency, k), 1) for k in keys or ("p50", "p99"))
+
+
+def cpu(usage: Usage, *names: str) -> str:
+    """`server 40%, postgres 30%, everything else 5%` (of one core)."""
+    parts = [f"{n} {usage.cpu_percent[n]:.0f}%" for n in names if n in usage.cpu_percent]
+    return ", ".join([*parts, f"everything else {usage.others_percent:.0f}%"])
+
+
+def cpus(usage: Usage) -> str:
+    """`40 / 30 / 50`: server / postgres / load generator, % of one core."""
+    return " / ".join(num(usage.cpu_percent.get(n)) for n in ("server", "postgres", "loadgen"))
+
+
+def ok(passed: bool) -> str:
+    return "ok" if passed else "FAILED"

