@@ -27,25 +27,29 @@ from bench import (
     socket_limit,
     versus_previous,
 )
+from bench.lib import runner
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
 from server.transports.native.codec import CODEC, connected_frame
 from server.wire import text_frame
 from tests.conftest import create_user
 
-Smoke = Callable[[ModuleType], dict[str, Any]]
+Smoke = Callable[[ModuleType], Any]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Smoke, Path]:
     """Runs a bench script's --smoke once per module, its reports in one run directory."""
     run_dir = tmp_path_factory.mktemp("bench-run")
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, Any] = {}
 
-    def run_smoke(module: ModuleType) -> dict[str, Any]:
+    def run_smoke(module: ModuleType) -> Any:
         if module.__name__ not in results:
-            args = module.parse_args(["--smoke", "--out", str(run_dir)])
-            results[module.__name__] = module.run(args)
+            argv = ["--smoke", "--out", str(run_dir)]
+            if hasattr(module, "SCENARIO"):
+                results[module.__name__] = runner.run(module.SCENARIO, argv)
+            else:
+                results[module.__name__] = module.run(module.parse_args(argv))
         return results[module.__name__]
 
     return run_smoke, run_dir
@@ -228,11 +232,12 @@ def test_pusher_bench_smoke_delivers_everything_over_both_protocols(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](pusher)
-    assert result["problems"] == []
-    for protocol in ("native", "pusher"):
-        assert result[protocol]["frames"] == 5 * 100
-        assert result[protocol]["frames_per_second"] > 0
-    assert "cost_ratio" in result
+    assert result.problems == []
+    for burst in (result.native, result.pusher):
+        assert burst.ok
+        assert burst.frames == burst.delivery.sockets * burst.delivery.expected_per_socket
+        assert burst.frames == 5 * 100
+        assert burst.frames_per_second > 0
 
 
 def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -> None:
