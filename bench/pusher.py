@@ -92,26 +92,20 @@ class PusherResult(Result):
 
     def render(self) -> list[str]:
         rows = [
-            (
-                name,
-                render.num(b.frames),
-                render.rate(b.frames_per_second),
-                render.us(b.server_us_per_frame),
-            )
+            f"{name} | {b.frames:,} | {render.rate(b.frames_per_second)} | "
+            f"{render.us(b.server_us_per_frame)}"
             for name, b in (("/ws (native)", self.native), ("/app/{key} (Pusher)", self.pusher))
             if b is not None
         ]
-        verdict = (
-            "too short a run to measure"
-            if math.isnan(self.cost_ratio)
-            else ("met" if self.cost_ratio <= AIM else "not met")
-        )
+        verdict = "met" if self.cost_ratio <= AIM else "not met"
+        if math.isnan(self.cost_ratio):
+            verdict = "too short a run to measure"
         return [
             f"A burst of {self.burst} messages ({self.batch} rows per INSERT) to {self.sockets} "
             f"sockets subscribed to `messages`, over each protocol in turn, on one server "
             f"({self.rounds} alternating round(s) each, the cheaper kept).",
             "",
-            *render.table(("protocol", "frames", "frames/s", "server µs per frame"), rows),
+            *render.table("protocol | frames | frames/s | server µs per frame", rows),
             "",
             f"Pusher costs {render.num(self.cost_ratio, 2)}× the native protocol per delivered "
             f"frame (aim: at most {AIM}×, {verdict}).",

@@ -29,13 +29,15 @@ if __package__ in (None, ""):  # run as a script: bench/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import channels, private, versus_previous
+from bench.fanout import FanoutResult
+from bench.ingest import IngestResult
+from bench.lib import render
+from bench.lib.results import read
 
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = (
     "dblimits",
     "socketlimit",
-    "fanout",
-    "ingest",
     "resume",
     "idle",
     "compare",
@@ -45,6 +47,7 @@ KINDS = (
     "versus-previous",
     "private",
 )
+TYPED: dict[str, type] = {"fanout": FanoutResult, "ingest": IngestResult}
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
 
@@ -53,8 +56,11 @@ class ReportError(RuntimeError):
     pass
 
 
-def load_run(run_dir: Path) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
+def load_run(run_dir: Path) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, kind in TYPED.items():
+        if (run_dir / f"{name}.json").exists():
+            found[name] = read(kind, run_dir / f"{name}.json")
     for kind in KINDS:
         paths = sorted(run_dir.glob(f"{kind}-*.json"))
         if paths:
@@ -109,19 +115,19 @@ def socket_limit(
     return None
 
 
-def fanout_step(
-    runs: dict[str, dict[str, Any]], sockets: int, size: int, rate: float
-) -> dict[str, Any] | None:
-    for step in runs.get("fanout", {}).get("steps", []):
-        if (step["sockets"], step["content_bytes"], step["target_rate"]) == (sockets, size, rate):
-            return dict(step)
+def fanout_step(runs: dict[str, Any], sockets: int, size: int, rate: float) -> Any:
+    fanout = runs.get("fanout")
+    for step in fanout.steps if fanout else []:
+        if (step.sockets, step.content_bytes, step.steady.target_rate) == (sockets, size, rate):
+            return step
     return None
 
 
-def fanout_burst(runs: dict[str, dict[str, Any]], sockets: int, size: int) -> dict[str, Any] | None:
-    for burst in runs.get("fanout", {}).get("bursts", []):
-        if (burst["sockets"], burst["content_bytes"]) == (sockets, size):
-            return dict(burst)
+def fanout_burst(runs: dict[str, Any], sockets: int, size: int) -> Any:
+    fanout = runs.get("fanout")
+    for burst in fanout.bursts if fanout else []:
+        if (burst.sockets, burst.content_bytes) == (sockets, size):
+            return burst
     return None
 
 
@@ -138,11 +144,11 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     rows: list[tuple[str, str, str, str]] = []
     step = fanout_step(runs, TARGET_SOCKETS, TARGET_BYTES, TARGET_RATE)
     if step:
-        p99 = step["latency_ms"]["p99"]
+        p99 = step.steady.latency.p99
         rows.append(
             (
                 "fan-out, 1,000 sockets × 200 msg/s: p99 commit→socket ≤ 25 ms",
-                f"p99 {p99:.1f} ms (p50 {step['latency_ms']['p50']:.1f})",
+                f"p99 {p99:.1f} ms (p50 {step.steady.latency.p50:.1f})",
                 f"{p99 / TARGET_P99_MS:.2f}× the target",
                 _met(p99 <= TARGET_P99_MS),
             )
@@ -151,7 +157,7 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     one = socket_limit(runs, TARGET_SOCKETS, TARGET_BYTES, 1)
     ten = socket_limit(runs, TARGET_SOCKETS, TARGET_BYTES, 10)
     if burst and one:
-        fps = burst["frames_per_second"]
+        fps = burst.burst.frames_per_second
         rows.append(
             (
                 "fan-out at 1,000 sockets: delivered frames/s ≥ 0.7× the bare socket limit",
@@ -180,24 +186,24 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
                     _met(ratio >= wanted and p99_ok),
                 )
             )
-    ingest_runs = runs.get("ingest", {}).get("ingest", [])
+    ingest_runs = runs["ingest"].ingest if "ingest" in runs else []
     if ingest_runs:
-        most = max(i["sockets"] for i in ingest_runs)
-        for sockets in sorted({i["sockets"] for i in ingest_runs}, reverse=True):
-            ingest = [i for i in ingest_runs if i["sockets"] == sockets]
-            worst = min(ingest, key=lambda i: i["ratio"])
+        most = max(i.sockets for i in ingest_runs)
+        for sockets in sorted({i.sockets for i in ingest_runs}, reverse=True):
+            ingest = [i for i in ingest_runs if i.sockets == sockets]
+            worst = min(ingest, key=lambda i: i.ratio)
             rows.append(
                 (
                     f"ingest with {sockets:,} socket{'s' if sockets > 1 else ''} listening "
                     "≥ 0.9× the bare NOTIFY-trigger limit"
                     + ("" if sockets == most else " (pgcast's own cost, for comparison)"),
                     ", ".join(
-                        f"{i['writers']} writers {_n(i['tx_per_second'])} / "
-                        f"{_n(i['limit_tx_per_second'])} tx/s"
+                        f"{i.writers} writers {_n(i.pgcast.tx_per_second)} / "
+                        f"{_n(i.limit.tx_per_second)} tx/s"
                         for i in ingest
                     ),
-                    ", ".join(f"{i['ratio']:.2f}×" for i in ingest),
-                    _met(worst["ratio"] >= 0.9),
+                    ", ".join(f"{i.ratio:.2f}×" for i in ingest),
+                    _met(worst.ratio >= 0.9),
                 )
             )
     resume = runs.get("resume")
@@ -284,11 +290,32 @@ def limits_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def fanout_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    fanout = runs.get("fanout")
+def fanout_section(runs: dict[str, Any]) -> list[str]:
+    fanout: FanoutResult | None = runs.get("fanout")
     if not fanout:
         return []
-    lines = [
+    steps = []
+    for step in fanout.steps:
+        t = step.steady
+        limit = socket_limit(runs, step.sockets, frame_bytes_of(step.content_bytes), 1)
+        fps = t.delivery.frames_per_second
+        steps.append(
+            f"{step.sockets:,} | {step.content_bytes:,} | {t.target_rate:g} | {render.rate(fps)} "
+            f"| {render.x(fps, limit)} | {render.ms(t.latency, 'p50', 'p99', 'p999')} "
+            f"| {render.cpus(t.usage)} | {render.num(t.usage.peak_rss_mb.get('server'))} "
+            f"| {step.saturated or 'no'}"
+        )
+    bursts = []
+    for b in fanout.bursts:
+        size = frame_bytes_of(b.content_bytes)
+        one, ten = (socket_limit(runs, b.sockets, size, k) for k in (1, 10))
+        fps = b.burst.frames_per_second
+        bursts.append(
+            f"{b.sockets:,} | {b.content_bytes:,} | {b.burst.frames:,} | {render.rate(fps)} "
+            f"| {render.x(fps, one)} / {render.x(fps, ten)} "
+            f"| {render.us(b.burst.server_us_per_frame)} | {render.cpus(b.burst.usage)}"
+        )
+    return [
         "## Fan-out (`bench/fanout.py`)",
         "",
         "One writer at R messages/s (one transaction each) while S sockets listen; latency "
@@ -298,53 +325,41 @@ def fanout_section(runs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "![p99 latency against sockets](plots/latency-vs-sockets.png)",
         "",
-        "| sockets | message bytes | msg/s | frames/s | × socket limit "
-        "| p50 / p99 / p99.9 ms | CPU % server / postgres / loadgen | server RSS MB | saturated |",
-        "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
-    ]
-    for step in fanout["steps"]:
-        limit = socket_limit(
-            runs, step["sockets"], frame_bytes_of(step["content_bytes"]), per_write=1
-        )
-        latency = step["latency_ms"]
-        lines.append(
-            f"| {step['sockets']:,} | {step['content_bytes']:,} | {step['target_rate']:g} "
-            f"| {_n(step['frames_per_second'])} | {_x(step['frames_per_second'], limit)} "
-            f"| {latency['p50']:.1f} / {latency['p99']:.1f} / {latency['p99.9']:.1f} "
-            f"| {_cpus(step['usage'])} | {step['usage']['peak_rss_mb'].get('server', 0):.0f} "
-            f"| {step['saturated'] or 'no'} |"
-        )
-    lines += [
+        *render.table(
+            "sockets | message bytes | msg/s | frames/s | × socket limit | p50 / p99 / p99.9 ms "
+            "| CPU % server / postgres / loadgen | server RSS MB | saturated",
+            steps,
+            "rrrrrllrl",
+        ),
         "",
         "Bursts: 100-row INSERTs back to back, the most pgcast delivers at each count.",
         "",
         "![burst frames/s against sockets, with the socket limit](plots/fanout-vs-limit.png)",
         "",
-        "| sockets | message bytes | frames | frames/s | × limit (1 / 10 per write) "
-        "| server µs per frame | CPU % server / postgres / loadgen |",
-        "| ---: | ---: | ---: | ---: | --- | ---: | --- |",
+        *render.table(
+            "sockets | message bytes | frames | frames/s | × limit (1 / 10 per write) "
+            "| server µs per frame | CPU % server / postgres / loadgen",
+            bursts,
+            "rrrrlrl",
+        ),
+        "",
     ]
-    for burst in fanout["bursts"]:
-        size = frame_bytes_of(burst["content_bytes"])
-        one = socket_limit(runs, burst["sockets"], size, 1)
-        ten = socket_limit(runs, burst["sockets"], size, 10)
-        fps = burst["frames_per_second"]
-        lines.append(
-            f"| {burst['sockets']:,} | {burst['content_bytes']:,} | {burst['frames']:,} "
-            f"| {_n(fps)} | {_x(fps, one)} / {_x(fps, ten)} "
-            f"| {burst['server_us_per_frame']:.2f} | {_cpus(burst['usage'])} |"
-        )
-    lines.append("")
-    return lines
 
 
-def ingest_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    ingest = runs.get("ingest")
+def ingest_section(runs: dict[str, Any]) -> list[str]:
+    ingest: IngestResult | None = runs.get("ingest")
     if not ingest:
         return []
-    bulk = ingest["bulk"]
-    got = bulk["reception"]
-    lines = [
+    b = ingest.bulk
+    rows = [
+        f"{i.sockets:,} | {i.writers} | {render.rate(i.limit.tx_per_second)} "
+        f"| {render.rate(i.pgcast.tx_per_second)} | {i.ratio:.2f} "
+        f"| {render.rate(i.delivery.frames_per_second)} "
+        f"| {render.num(i.caught_up_after_writers_ms)} "
+        f"| {i.delivery.closed_sockets} | {render.cpus(i.usage)}"
+        for i in ingest.ingest
+    ]
+    return [
         "## Ingest and bulk (`bench/ingest.py`)",
         "",
         "pgbench writers while 1 socket, then 1,000, listen (in a niced process of their "
@@ -353,30 +368,22 @@ def ingest_section(runs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "![tx/s against writers](plots/throughput-vs-writers.png)",
         "",
-        "| sockets | writers | bare NOTIFY tx/s | pgcast tx/s | pgcast / limit "
-        "| frames/s to sockets | last socket done after writers stopped (ms) "
-        "| sockets closed as too slow | CPU % server / postgres / loadgen |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for run in ingest["ingest"]:
-        rec = run["reception"]
-        lines.append(
-            f"| {run['sockets']:,} | {run['writers']} | {_n(run['limit_tx_per_second'])} "
-            f"| {_n(run['tx_per_second'])} | {run['ratio']:.2f} "
-            f"| {_n(rec['frames_per_second'])} | {_n(run['caught_up_after_writers_ms'])} "
-            f"| {rec['closed_sockets']} | {_cpus(run['usage'])} |"
-        )
-    lines += [
+        *render.table(
+            "sockets | writers | bare NOTIFY tx/s | pgcast tx/s | pgcast / limit "
+            "| frames/s to sockets | last socket done after writers stopped (ms) "
+            "| sockets closed as too slow | CPU % server / postgres / loadgen",
+            rows,
+            "rrrrrrrrl",
+        ),
         "",
-        f"Bulk: one INSERT of {bulk['rows']:,} rows ({bulk['insert_ms']:.0f} ms) to "
-        f"{bulk['sockets']:,} sockets: first frame {bulk['commit_to_first_ms']:.0f} ms and "
-        f"last frame on the last socket {bulk['commit_to_last_ms']:,.0f} ms after COMMIT; "
-        f"{_n(bulk['frames_per_second'])} frames/s; {got['frames']:,} of {got['expected']:,} "
-        f"frames, {got['duplicates']} duplicates, CPU % server / postgres / loadgen "
-        f"{_cpus(bulk['usage'])}.",
+        f"Bulk: one INSERT of {b.rows:,} rows ({b.insert_ms:.0f} ms) to {b.sockets:,} sockets: "
+        f"first frame {b.commit_to_first_ms:.0f} ms and last frame on the last socket "
+        f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.rate(b.frames_per_second)} "
+        f"frames/s; {b.delivery.frames:,} of {b.rows * b.sockets:,} frames, "
+        f"{b.delivery.duplicates} duplicates, CPU % server / postgres / loadgen "
+        f"{render.cpus(b.usage)}.",
         "",
     ]
-    return lines
 
 
 def resume_section(runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -554,9 +561,9 @@ class Plot:
 
 def latency_vs_sockets(runs: dict[str, dict[str, Any]]) -> Plot:
     series: dict[tuple[int, float], list[tuple[float, float]]] = {}
-    for step in runs.get("fanout", {}).get("steps", []):
-        key = (step["content_bytes"], step["target_rate"])
-        series.setdefault(key, []).append((step["sockets"], step["latency_ms"]["p99"]))
+    for step in runs["fanout"].steps if "fanout" in runs else []:
+        key = (step.content_bytes, step.steady.target_rate)
+        series.setdefault(key, []).append((step.sockets, step.steady.latency.p99))
     return Plot(
         "pgcast fan-out latency",
         "sockets",
@@ -571,13 +578,13 @@ def latency_vs_sockets(runs: dict[str, dict[str, Any]]) -> Plot:
 
 
 def fanout_vs_limit(runs: dict[str, dict[str, Any]]) -> Plot:
-    bursts = runs.get("fanout", {}).get("bursts", [])
+    bursts = runs["fanout"].bursts if "fanout" in runs else []
     lines = [
         Line(
             f"pgcast, {size:,} B messages",
-            [(b["sockets"], b["frames_per_second"]) for b in bursts if b["content_bytes"] == size],
+            [(b.sockets, b.burst.frames_per_second) for b in bursts if b.content_bytes == size],
         )
-        for size in sorted({b["content_bytes"] for b in bursts})
+        for size in sorted({b.content_bytes for b in bursts})
     ]
     limits: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for m in runs.get("socketlimit", {}).get("measurements", []):
@@ -606,12 +613,12 @@ def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
             ("pgcast", "pgcast triggers, no listener"),
         ):
             lines.append(Line(label, [(int(w), r) for w, r in db["rates"][variant].items()]))
-    ingest = runs.get("ingest", {}).get("ingest", [])
-    for sockets in sorted({i["sockets"] for i in ingest}):
+    ingest = runs["ingest"].ingest if "ingest" in runs else []
+    for sockets in sorted({i.sockets for i in ingest}):
         lines.append(
             Line(
                 f"pgcast, {sockets:,} socket{'s' if sockets > 1 else ''} listening",
-                [(i["writers"], i["tx_per_second"]) for i in ingest if i["sockets"] == sockets],
+                [(i.writers, i.pgcast.tx_per_second) for i in ingest if i.sockets == sockets],
                 {"marker": "s", "linewidth": 2},
             )
         )
@@ -628,14 +635,18 @@ def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
 # The document
 
 
+def _get(result: Any, name: str) -> Any:
+    return result[name] if isinstance(result, dict) else getattr(result, name)
+
+
 def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
     machine = runs.get("dblimits", {}).get("machine", {})
     versions = ", ".join(
         f"{name} {version}" for name, version in runs.get("compare", {}).get("versions", {}).items()
     )
     postgres = runs.get("dblimits", {}).get("versions", {}).get("postgres", "?")
-    stamps = sorted(r["timestamp"] for r in runs.values() if "timestamp" in r)
-    commands = [r["command"] for r in runs.values() if "command" in r]
+    stamps = sorted(_get(r, "timestamp") for r in runs.values())
+    commands = [_get(r, "command") for r in runs.values()]
     return [
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
         f"- **Machine**: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} vCPUs, "
@@ -650,7 +661,7 @@ def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
     ]
 
 
-def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
+def document(runs: dict[str, Any], run_dir: Path) -> str:
     lines = [
         "# pgcast benchmarks",
         "",
@@ -675,7 +686,7 @@ def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
     profile = BENCH_DIR / "profile.md"
     if profile.exists():
         lines += [profile.read_text().rstrip(), ""]
-    problems = [(kind, p) for kind, r in runs.items() for p in r.get("problems", [])]
+    problems = [(kind, p) for kind, r in runs.items() for p in _get(r, "problems")]
     if problems:
         lines += ["## Problems reported by the run", ""]
         lines += [f"- {kind}: {problem}" for kind, problem in problems]
@@ -695,7 +706,7 @@ def write_results(run_dir: Path, results: Path) -> list[Path]:
     ):
         if plot(runs).save(plots / name):
             written.append(plots / name)
-    results.write_text(render(runs, run_dir))
+    results.write_text(document(runs, run_dir))
     return [results, *written]
 
 

@@ -8,21 +8,24 @@ from collections.abc import Iterable, Sequence
 from bench.lib.results import Latency, Usage
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> list[str]:
-    """A Markdown table; `align` has one letter per column, `l` or `r` (first column left,
-    the others right when not given)."""
-    align = align or "l" + "r" * (len(header) - 1)
+def table(header: str, rows: Iterable[str | Sequence[object]], align: str = "") -> list[str]:
+    """A Markdown table. `header` is the column names separated by ` | `; a row is its cells,
+    or one string of them separated the same way; `align` has one letter per column, `l` or
+    `r` (by default the first column left, the others right)."""
+    columns = header.count(" | ") + 1
+    align = align or "l" + "r" * (columns - 1)
     lines = [
-        "| " + " | ".join(header) + " |",
+        f"| {header} |",
         "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
     ]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    for row in rows:
+        lines.append(f"| {row if isinstance(row, str) else ' | '.join(map(str, row))} |")
     return lines
 
 
 def figures(rows: Iterable[tuple[str, object]]) -> list[str]:
     """A two-column table of named figures."""
-    return table(("figure", "value"), rows, "ll")
+    return table("figure | value", rows, "ll")
 
 
 def missing(value: float | None) -> bool:

@@ -13,6 +13,7 @@ import platform
 import resource
 import sys
 import tempfile
+import types
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -105,11 +106,13 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
     specs = [f for f in dataclasses.fields(scenario.options) if f.metadata]
     for spec in specs:
         kind = hints[spec.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
         flag = "--" + spec.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=spec.metadata["help"])
             continue
-        listed = typing.get_origin(kind) is list
+        listed = typing.get_origin(kind) is tuple
         convert = numbers(typing.get_args(kind)[0]) if listed else kind
         shown = ",".join(map(str, spec.default)) if listed else spec.default
         smoke = spec.metadata["smoke"]
@@ -133,10 +136,10 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
             smoke = spec.metadata["smoke"]
             value = smoke if given["smoke"] and smoke is not None else spec.default
         least = spec.metadata["minimum"]
-        numeric = isinstance(value, int | float | list) and not isinstance(value, bool)
-        if numeric and min(value if isinstance(value, list) else [value]) < least:
+        numeric = isinstance(value, int | float | tuple) and not isinstance(value, bool)
+        if numeric and min(value if isinstance(value, tuple) else [value]) < least:
             parser.error(f"--{spec.name.replace('_', '-')} must be {least:g} or more")
-        values[spec.name] = list(value) if isinstance(value, list | tuple) else value
+        values[spec.name] = tuple(value) if isinstance(value, list | tuple) else value
     options = scenario.options(**values)
     if problem := options.check():
         parser.error(problem)
