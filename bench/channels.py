@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # run as a script: bench/channels.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.idle_sockets import cpu_seconds
+from bench.lib.meters import wait_quiet
 from bench.quick import (
     HOST,
     SETTLE_TIMEOUT,
@@ -69,7 +70,6 @@ from bench.quick import (
     usage_notes,
     wait_delivered,
 )
-from bench.resume import wait_quiet
 
 SMALL_CHANNEL = "bench.small"
 SHARED_CHANNEL = "messages"
@@ -142,7 +142,7 @@ def broadcast_steadily(
 async def idle_cpu_share(pid: int, seconds: float) -> float:
     """The CPU a server uses idle, as a share of one core: measured over `seconds` once it
     has gone quiet. With thousands of sockets it is not nothing: it pings each every 30 s."""
-    await wait_quiet(psutil.Process(pid))
+    await wait_quiet(pid)
     began, cpu_began = time.monotonic(), cpu_seconds(pid)
     await asyncio.sleep(seconds)  # a measuring window, not a wait for an event
     return (cpu_seconds(pid) - cpu_began) / (time.monotonic() - began)

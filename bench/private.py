@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: bench/private.py
 
 from bench.channels import WARM_UP_RATE, idle_cpu_share
 from bench.idle_sockets import cpu_seconds
+from bench.lib.meters import wait_quiet
 from bench.quick import (
     CONNECT_CONCURRENCY,
     HOST,
@@ -79,7 +80,6 @@ from bench.quick import (
     usage_notes,
     wait_delivered,
 )
-from bench.resume import wait_quiet
 
 USER_CHANNEL = "private-user.{}"
 DIRECT_MESSAGE_EVENT = "new-direct-message"
@@ -449,7 +449,7 @@ class Bench:
             receiver.start_phase(1)
         for receiver in others:
             receiver.start_phase(0)
-        await wait_quiet(psutil.Process(self.server.pid))
+        await wait_quiet(self.server.pid)
         users = [receiver.user_id for receiver in self.notified]
         began, server_began = time.monotonic(), cpu_seconds(self.server.pid)
         loadgen_began = time.process_time()
@@ -460,7 +460,7 @@ class Bench:
         seconds = time.monotonic() - began
         owners, committed = notified.owners, notified.committed
         # Only once the server is quiet again has every duplicate or stray frame been sent.
-        await wait_quiet(psutil.Process(self.server.pid))
+        await wait_quiet(self.server.pid)
         await asyncio.sleep(LATE_FRAMES_SECONDS)  # a window for late frames to show
         delivery = check_notifications(self.notified, owners, others)
         if len(owners) != len(users):

@@ -27,23 +27,23 @@ from matplotlib import ticker
 if __package__ in (None, ""):  # run as a script: bench/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import channels, private, versus_previous
+from bench import channels, private
 from bench.db_limits import DbLimitsResult
 from bench.fanout import FanoutResult
 from bench.ingest import IngestResult
 from bench.lib import render
 from bench.lib.results import read
+from bench.resume import ResumeResult
 from bench.socket_limit import SocketLimitResult
+from bench.versus_previous import VersusResult
 
 BENCH_DIR = Path(__file__).resolve().parent
 KINDS = (
-    "resume",
     "idle",
     "compare",
     "quick",
     "slow",
     "channels",
-    "versus-previous",
     "private",
 )
 TYPED: dict[str, type] = {
@@ -51,6 +51,8 @@ TYPED: dict[str, type] = {
     "socket_limit": SocketLimitResult,
     "fanout": FanoutResult,
     "ingest": IngestResult,
+    "resume": ResumeResult,
+    "versus_previous": VersusResult,
 }
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
@@ -202,15 +204,14 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
                     _met(worst.ratio >= 0.9),
                 )
             )
-    resume = runs.get("resume")
+    resume: ResumeResult | None = runs.get("resume")
     if resume:
-        rate = resume["events_per_second"]
+        rate = resume.replay.events_per_second
         rows.append(
             (
-                f"replay of {resume['events']:,} events ≥ 50,000 events/s to one client",
+                f"replay of {resume.events:,} events ≥ 50,000 events/s to one client",
                 f"{_n(rate)} events/s",
-                f"{rate / 50000:.2f}× the target; {resume['ratio_to_bare_socket']:.2f}× a bare "
-                "socket",
+                f"{rate / 50000:.2f}× the target; {resume.ratio_to_bare_socket:.2f}× a bare socket",
                 _met(rate >= 50000),
             )
         )
@@ -373,32 +374,11 @@ def ingest_section(runs: dict[str, Any]) -> list[str]:
     ]
 
 
-def resume_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    resume = runs.get("resume")
+def resume_section(runs: dict[str, Any]) -> list[str]:
+    resume: ResumeResult | None = runs.get("resume")
     if not resume:
         return []
-    reads = resume["db_read_events_per_second"]
-    return [
-        "## Replay (`bench/resume.py`)",
-        "",
-        f"One client resumes from a cursor taken before {resume['events']:,} events "
-        f"({resume['content_bytes']}-byte messages).",
-        "",
-        "| figure | value |",
-        "| --- | --- |",
-        f"| replay events/s (connect → last frame) | **{_n(resume['events_per_second'])}** |",
-        f"| first event frame after connecting (ms) | {resume['first_frame_ms']:.1f} |",
-        "| the database read alone, pages of 200 / 1000 (events/s) | "
-        + " / ".join(_n(reads[k]) for k in sorted(reads, key=int))
-        + " |",
-        f"| a bare aiohttp socket sending the same frames (events/s) "
-        f"| {_n(resume['bare_socket_events_per_second'])} |",
-        f"| replay / bare socket | {resume['ratio_to_bare_socket']:.2f} |",
-        f"| server / PostgreSQL CPU per event (µs) | {resume['server_us_per_event']:.1f} / "
-        f"{resume['postgres_us_per_event']:.1f} |",
-        f"| delivery | {'every event once, in order' if resume['delivery_ok'] else 'FAILED'} |",
-        "",
-    ]
+    return ["## Replay (`bench/resume.py`)", "", *resume.render(), ""]
 
 
 def idle_section(runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -432,11 +412,11 @@ def channels_section(runs: dict[str, dict[str, Any]]) -> list[str]:
             *channels.phase_table(runs["channels"]),
             "",
         ]
-    if "versus-previous" in runs:
+    if "versus_previous" in runs:
         lines += [
             "### Against a previous commit (`bench/versus_previous.py`)",
             "",
-            *versus_previous.figure_table(runs["versus-previous"]),
+            *runs["versus_previous"].figure_table(),
             "",
         ]
     return lines if len(lines) > 2 else []

@@ -112,9 +112,13 @@ def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size(
 
 def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke, Path]) -> None:
     result = smoke[0](resume)
-    assert result["problems"] == []
-    assert result["delivery_ok"]
-    assert result["events_per_second"] > 0
+    assert result.problems == []
+    assert result.ok
+    delivery = result.replay.burst.delivery
+    assert delivery.frames == delivery.expected_per_socket == result.events == 2000
+    assert result.replay.events_per_second > 0
+    assert result.bare.ok
+    assert [read.events for read in result.db_reads] == [2000] * len(result.db_reads)
 
 
 def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_count(
@@ -225,19 +229,16 @@ def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](versus_previous)
-    assert result["problems"] == []
-    assert [(run["round"], run["tree"]) for run in result["runs"]] == [
-        (1, "previous"),
-        (1, "current"),
-    ]
-    for run in result["runs"]:
-        assert run["fanout_delivery_ok"]
-        assert run["replay_delivery_ok"]
-        assert run["fanout_frames_per_second"] > 0
-        assert run["fanout_server_us_per_frame"] > 0
-        assert run["replay_events_per_second"] > 0
-        assert run["replay_server_us_per_event"] > 0
-    assert all(ratio > 0 for ratio in result["ratios"].values())
+    assert result.problems == []
+    assert [(run.round, run.tree) for run in result.runs] == [(1, "previous"), (1, "current")]
+    for run in result.runs:
+        assert run.fanout_delivery_ok
+        assert run.replay_delivery_ok
+        assert run.fanout_frames_per_second > 0
+        assert run.fanout_server_us_per_frame > 0
+        assert run.replay_events_per_second > 0
+        assert run.replay_server_us_per_event > 0
+    assert all(result.ratio(name) > 0 for name, *_ in versus_previous.FIGURES)
 
 
 def test_pusher_bench_smoke_delivers_everything_over_both_protocols(

@@ -23,8 +23,8 @@ def table(header: str, rows: Iterable[str | Sequence[object]], align: str = "") 
     return lines
 
 
-def figures(rows: Iterable[tuple[str, object]]) -> list[str]:
-    """A two-column table of named figures."""
+def figures(rows: Iterable[str | Sequence[object]]) -> list[str]:
+    """A two-column table of named figures: (name, value), or `name | value`."""
     return table("figure | value", rows, "ll")
 
 
