@@ -114,7 +114,7 @@ bench: bench-install
 	$(BIN)/python -m bench.ingest --out $(FULL_DIR)
 	$(BIN)/python -m bench.resume --out $(FULL_DIR)
 	$(BIN)/python -m bench.idle_sockets --out $(FULL_DIR)
-	$(BIN)/python -m bench.compare --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
+	$(BIN)/python -m bench.compare --sockets 1000 --burst 300 --out $(FULL_DIR)
 	$(BIN)/python -m bench.quick --out $(FULL_DIR)
 	$(BIN)/python -m bench.slow_consumer --out $(FULL_DIR)
 	$(BIN)/python -m bench.channels --out $(FULL_DIR)

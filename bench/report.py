@@ -10,8 +10,6 @@ same run. The prose of the "Where the time goes" section is bench/profile.md, ke
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,32 +25,37 @@ from matplotlib import ticker
 if __package__ in (None, ""):  # run as a script: bench/report.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import channels, private
+from bench.channels import ChannelsResult
+from bench.compare import LABELS, CompareResult
 from bench.db_limits import DbLimitsResult
 from bench.fanout import FanoutResult
+from bench.idle_sockets import IdleResult
 from bench.ingest import IngestResult
 from bench.lib import render
-from bench.lib.results import read
+from bench.lib.results import Result, ratio, read
+from bench.private import PrivateResult
+from bench.pusher import PusherResult
+from bench.quick import QuickResult
 from bench.resume import ResumeResult
+from bench.slow_consumer import SlowResult
 from bench.socket_limit import SocketLimitResult
 from bench.versus_previous import VersusResult
 
 BENCH_DIR = Path(__file__).resolve().parent
-KINDS = (
-    "idle",
-    "compare",
-    "quick",
-    "slow",
-    "channels",
-    "private",
-)
-TYPED: dict[str, type] = {
+KINDS: dict[str, type[Result]] = {
     "db_limits": DbLimitsResult,
     "socket_limit": SocketLimitResult,
     "fanout": FanoutResult,
     "ingest": IngestResult,
     "resume": ResumeResult,
+    "idle_sockets": IdleResult,
+    "compare": CompareResult,
+    "quick": QuickResult,
+    "slow_consumer": SlowResult,
+    "channels": ChannelsResult,
     "versus_previous": VersusResult,
+    "pusher": PusherResult,
+    "private": PrivateResult,
 }
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
@@ -63,14 +66,12 @@ class ReportError(RuntimeError):
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for name, kind in TYPED.items():
-        if (run_dir / f"{name}.json").exists():
-            found[name] = read(kind, run_dir / f"{name}.json")
-    for kind in KINDS:
-        paths = sorted(run_dir.glob(f"{kind}-*.json"))
-        if paths:
-            found[kind] = json.loads(paths[-1].read_text())
+    """Each scenario's JSON report in `run_dir`, read back as its result dataclass."""
+    found = {
+        name: read(kind, run_dir / f"{name}.json")
+        for name, kind in KINDS.items()
+        if (run_dir / f"{name}.json").exists()
+    }
     if not found:
         raise ReportError(f"no bench reports in {run_dir}")
     return found
@@ -81,27 +82,6 @@ def newest_run(out_dir: Path) -> Path:
     if not runs:
         raise ReportError(f"no run directory in {out_dir}; run `make bench` first")
     return runs[-1]
-
-
-def _n(value: float | None, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
-def _x(numerator: float | None, denominator: float | None) -> str:
-    if not numerator or not denominator or math.isnan(numerator) or math.isnan(denominator):
-        return "–"
-    return f"{numerator / denominator:.2f}×"
-
-
-def _cpu(usage: dict[str, Any], name: str) -> str:
-    value = usage.get("cpu_percent", {}).get(name)
-    return "–" if value is None else f"{value:.0f}"
-
-
-def _cpus(usage: dict[str, Any]) -> str:
-    return " / ".join(_cpu(usage, name) for name in ("server", "postgres", "loadgen"))
 
 
 def _met(ok: bool | None) -> str:
@@ -138,7 +118,7 @@ def frame_bytes_of(content_bytes: int) -> int:
 # Summary
 
 
-def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
+def summary(runs: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, str, str, str]] = []
     step = fanout_step(runs, TARGET_SOCKETS, TARGET_BYTES, TARGET_RATE)
     if step:
@@ -159,31 +139,33 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
         rows.append(
             (
                 "fan-out at 1,000 sockets: delivered frames/s ≥ 0.7× the bare socket limit",
-                f"{_n(fps)} frames/s; limit {_n(one)} (1 frame/write), {_n(ten)} (10/write)",
-                f"{_x(fps, one)} / {_x(fps, ten)}",
+                f"{render.num(fps)} frames/s; limit {render.num(one)} (1 frame/write), "
+                f"{render.num(ten)} (10/write)",
+                f"{render.x(fps, one)} / {render.x(fps, ten)}",
                 _met(fps >= 0.7 * one),
             )
         )
-    compare = runs.get("compare")
-    if compare:
-        servers = compare["servers"]
-        pg = servers.get("pgcast", {}).get("figures", {})
-        for peer, wanted in (("broadcaster", 3.0), ("node", 1.0)):
-            other = servers.get(peer, {}).get("figures", {})
-            if not other or not pg:
-                continue
-            ratio = pg["fanout_frames_per_second"] / other["fanout_frames_per_second"]
-            p99_ok = pg["latency_p99_ms"] <= other["latency_p99_ms"]
-            rows.append(
-                (
-                    f"frames/s ≥ {wanted:g}× {servers[peer]['label']} at equal or better p99",
-                    f"{_n(pg['fanout_frames_per_second'])} vs "
-                    f"{_n(other['fanout_frames_per_second'])} frames/s; p99 "
-                    f"{pg['latency_p99_ms']:.1f} vs {other['latency_p99_ms']:.1f} ms",
-                    f"{ratio:.2f}×",
-                    _met(ratio >= wanted and p99_ok),
-                )
+    compare: CompareResult | None = runs.get("compare")
+    pgcast = next((r for r in compare.servers if r.key == "pgcast"), None) if compare else None
+    for peer, wanted in (("broadcaster", 3.0), ("node", 1.0)):
+        other = next((r for r in compare.servers if r.key == peer), None) if compare else None
+        if not (pgcast and pgcast.burst and other and other.burst):
+            continue
+        fps = pgcast.burst.frames_per_second, other.burst.frames_per_second
+        p99s = [
+            (a.steady.latency.p99, b.steady.latency.p99)
+            for a, b in zip(pgcast.rows, other.rows, strict=False)
+        ]
+        rows.append(
+            (
+                f"burst frames/s ≥ {wanted:g}× {LABELS[peer]}, at equal or better p99 in "
+                "every steady row",
+                f"{render.num(fps[0])} vs {render.num(fps[1])} frames/s; p99 "
+                + ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in p99s),
+                f"{render.x(*fps)}×",
+                _met(ratio(*fps) >= wanted and all(a <= b for a, b in p99s)),
             )
+        )
     ingest_runs = runs["ingest"].ingest if "ingest" in runs else []
     if ingest_runs:
         most = max(i.sockets for i in ingest_runs)
@@ -196,8 +178,8 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
                     "≥ 0.9× the bare NOTIFY-trigger limit"
                     + ("" if sockets == most else " (pgcast's own cost, for comparison)"),
                     ", ".join(
-                        f"{i.writers} writers {_n(i.pgcast.tx_per_second)} / "
-                        f"{_n(i.limit.tx_per_second)} tx/s"
+                        f"{i.writers} writers {render.num(i.pgcast.tx_per_second)} / "
+                        f"{render.num(i.limit.tx_per_second)} tx/s"
                         for i in ingest
                     ),
                     ", ".join(f"{i.ratio:.2f}×" for i in ingest),
@@ -210,14 +192,14 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
         rows.append(
             (
                 f"replay of {resume.events:,} events ≥ 50,000 events/s to one client",
-                f"{_n(rate)} events/s",
+                f"{render.num(rate)} events/s",
                 f"{rate / 50000:.2f}× the target; {resume.ratio_to_bare_socket:.2f}× a bare socket",
                 _met(rate >= 50000),
             )
         )
-    idle = runs.get("idle")
+    idle: IdleResult | None = runs.get("idle_sockets")
     if idle:
-        per_socket = [(c["sockets"], c["kib_per_socket"]) for c in idle["counts"]]
+        per_socket = [(c.target, c.kib_per_socket) for c in idle.counts]
         worst_kib = max(kib for _, kib in per_socket)
         rows.append(
             (
@@ -227,9 +209,7 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
                 _met(worst_kib * 1024 <= 20000),
             )
         )
-    lines = ["| aim | measured | ratio | |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return lines
+    return render.table("aim | measured | ratio | ", rows, "llll")
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,35 +361,32 @@ def resume_section(runs: dict[str, Any]) -> list[str]:
     return ["## Replay (`bench/resume.py`)", "", *resume.render(), ""]
 
 
-def idle_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    idle = runs.get("idle")
+def idle_section(runs: dict[str, Any]) -> list[str]:
+    idle: IdleResult | None = runs.get("idle_sockets")
     if not idle:
         return []
-    lines = [
+    rows = [
+        f"{c.target:,} | {c.kib_per_socket:.1f} | "
+        + ", ".join(f"{b.last_ms:.0f}" for b in c.broadcasts)
+        + f" | {render.num(c.ready.ms if c.ready else None, 1)}"
+        for c in idle.counts
+    ]
+    header = "sockets | server RSS per socket (KiB) | one broadcast: commit → last socket (ms) "
+    return [
         "## Idle sockets (`bench/idle_sockets.py`)",
         "",
-        "| sockets | server RSS per socket (KiB) | one broadcast: commit → last socket (ms) "
-        "| /readyz (ms) |",
-        "| ---: | ---: | ---: | ---: |",
+        *render.table(header + "| /readyz (ms)", rows),
+        "",
     ]
-    for count in idle["counts"]:
-        broadcasts = count.get("broadcasts") or [count["broadcast"]]
-        lasts = ", ".join(f"{b['commit_to_last_ms']:.0f}" for b in broadcasts)
-        lines.append(
-            f"| {count['sockets']:,} | {count['kib_per_socket']:.1f} | {lasts} "
-            f"| {count['readyz_ms']:.1f} |"
-        )
-    lines.append("")
-    return lines
 
 
-def channels_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+def channels_section(runs: dict[str, Any]) -> list[str]:
     lines = ["## Channels (issue: a core that routes by channel)", ""]
     if "channels" in runs:
         lines += [
             "### A channel's broadcasts beside other channels' sockets (`bench/channels.py`)",
             "",
-            *channels.phase_table(runs["channels"]),
+            *runs["channels"].phase_table(),
             "",
         ]
     if "versus_previous" in runs:
@@ -422,59 +399,35 @@ def channels_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
-def private_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+def private_section(runs: dict[str, Any]) -> list[str]:
     if "private" not in runs:
         return []
-    return [
-        "## Private chat and notifications (`bench/private.py`)",
-        "",
-        *private.private_table(runs["private"]),
-        "",
-    ]
+    heading = "## Private chat and notifications (`bench/private.py`)"
+    return [heading, "", *runs["private"].private_table(), ""]
 
 
-def compare_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    compare = runs.get("compare")
+def compare_section(runs: dict[str, Any]) -> list[str]:
+    compare: CompareResult | None = runs.get("compare")
     if not compare:
         return []
-    servers = compare["servers"]
-    names = list(servers)
-    labels = [servers[n]["label"] for n in names]
-    rows = [
-        ("fan-out frames/s", "fanout_frames_per_second", 0),
-        ("fan-out server CPU µs per frame", "fanout_server_us_per_frame", 2),
-        ("fan-out server peak RSS MB", "fanout_peak_rss_mb", 0),
-        ("commit→socket p50 ms", "latency_p50_ms", 1),
-        ("commit→socket p99 ms", "latency_p99_ms", 1),
-        ("commit→socket p99.9 ms", "latency_p999_ms", 1),
-        ("burst INSERTs with this server's trigger, ms", "burst_insert_ms", 0),
-    ]
-    lines = [
+    return [
         "## Peers on the same load (`bench/compare.py`)",
         "",
-        f"`{compare['command']}`: each server alone, with only its own trigger on "
-        "`messages`, the same receivers and writer. Ratios are pgcast ÷ peer.",
+        f"`{compare.command}`: each server alone, with only its own trigger on `messages`, the "
+        "same receivers and writer. Ratios are pgcast ÷ peer.",
         "",
-        "| figure | "
-        + " | ".join(labels)
-        + " | "
-        + " | ".join(f"pgcast / {label}" for label in labels[1:])
-        + " |",
-        "| --- |" + " ---: |" * (2 * len(names) - 1),
+        f"Steady rows, {compare.steady_seconds:g} s each, one transaction per message:",
+        "",
+        *compare.steady_table(),
+        "",
+        f"A burst of {compare.burst_messages:,} messages ({compare.batch} rows per INSERT) to "
+        f"{compare.burst_sockets:,} sockets:",
+        "",
+        *compare.burst_table(),
+        "",
+        "Versions: " + ", ".join(f"{name} {v}" for name, v in compare.versions.items()) + ".",
+        "",
     ]
-    for title, key, digits in rows:
-        values = [servers[n].get("figures", {}).get(key) for n in names]
-        ratios = [_x(values[0], v) for v in values[1:]]
-        lines.append(
-            f"| {title} | "
-            + " | ".join(_n(v, digits) for v in values)
-            + " | "
-            + " | ".join(ratios)
-            + " |"
-        )
-    versions = ", ".join(f"{name} {version}" for name, version in compare["versions"].items())
-    lines += ["", f"Versions: {versions}.", ""]
-    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,7 +479,7 @@ class Plot:
         return True
 
 
-def latency_vs_sockets(runs: dict[str, dict[str, Any]]) -> Plot:
+def latency_vs_sockets(runs: dict[str, Any]) -> Plot:
     series: dict[tuple[int, float], list[tuple[float, float]]] = {}
     for step in runs["fanout"].steps if "fanout" in runs else []:
         key = (step.content_bytes, step.steady.target_rate)
@@ -544,7 +497,7 @@ def latency_vs_sockets(runs: dict[str, dict[str, Any]]) -> Plot:
     )
 
 
-def fanout_vs_limit(runs: dict[str, dict[str, Any]]) -> Plot:
+def fanout_vs_limit(runs: dict[str, Any]) -> Plot:
     bursts = runs["fanout"].bursts if "fanout" in runs else []
     lines = [
         Line(
@@ -570,7 +523,7 @@ def fanout_vs_limit(runs: dict[str, dict[str, Any]]) -> Plot:
     )
 
 
-def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
+def throughput_vs_writers(runs: dict[str, Any]) -> Plot:
     lines = []
     db: DbLimitsResult | None = runs.get("db_limits")
     if db:
@@ -602,19 +555,17 @@ def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
 # The document
 
 
-def _get(result: Any, name: str) -> Any:
-    return result[name] if isinstance(result, dict) else getattr(result, name)
-
-
-def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
+def machine_lines(runs: dict[str, Any], run_dir: Path) -> list[str]:
     db: DbLimitsResult | None = runs.get("db_limits")
-    any_result = next(r for r in runs.values() if not isinstance(r, dict))
-    versions = ", ".join(
-        f"{name} {version}" for name, version in runs.get("compare", {}).get("versions", {}).items()
+    any_result = next(iter(runs.values()))
+    versions = (
+        ", ".join(f"{k} {v}" for k, v in runs["compare"].versions.items())
+        if "compare" in runs
+        else ""
     )
     postgres = db.postgres if db else "?"
-    stamps = sorted(_get(r, "timestamp") for r in runs.values())
-    commands = [_get(r, "command") for r in runs.values()]
+    stamps = sorted(r.timestamp for r in runs.values())
+    commands = [r.command for r in runs.values()]
     return [
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
         f"- **Machine**: {any_result.cpu_model}, {any_result.cpus} vCPUs, {any_result.platform}",
@@ -653,7 +604,7 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
     profile = BENCH_DIR / "profile.md"
     if profile.exists():
         lines += [profile.read_text().rstrip(), ""]
-    problems = [(kind, p) for kind, r in runs.items() for p in _get(r, "problems")]
+    problems = [(kind, p) for kind, r in runs.items() for p in r.problems]
     if problems:
         lines += ["## Problems reported by the run", ""]
         lines += [f"- {kind}: {problem}" for kind, problem in problems]

@@ -4,6 +4,7 @@ turns them into RESULTS.md with its plots (never judged on timing here)."""
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ import pytest
 
 from bench import (
     channels,
+    compare,
     db_limits,
     fanout,
     idle_sockets,
@@ -27,7 +29,7 @@ from bench import (
     socket_limit,
     versus_previous,
 )
-from bench.lib import runner
+from bench.lib import receivers, runner
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
 from server.transports.native.codec import CODEC, connected_frame
@@ -46,10 +48,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Smoke, Path]:
     def run_smoke(module: ModuleType) -> Any:
         if module.__name__ not in results:
             argv = ["--smoke", "--out", str(run_dir)]
-            if hasattr(module, "SCENARIO"):
-                results[module.__name__] = runner.run(module.SCENARIO, argv)
-            else:
-                results[module.__name__] = module.run(module.parse_args(argv))
+            results[module.__name__] = runner.run(module.SCENARIO, argv)
         return results[module.__name__]
 
     return run_smoke, run_dir
@@ -59,30 +58,42 @@ def test_quick_bench_smoke_produces_figures_and_delivers_everything(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](quick)
-    assert result["problems"] == []
-    assert result["pgcast_frames_per_second"] > 0
-    assert result["baseline_frames_per_second"] > 0
-    assert result["latency_ms"]["p50"] > 0
-    assert result["frames_delivered_metric"] == result["frames_received"] > 0
+    assert result.problems == []
+    assert result.latency.delivery.ok
+    assert result.latency.delivery.frames == 5 * 50
+    assert result.fanout.ok
+    assert result.baseline.ok
+    assert result.fanout.frames == result.baseline.frames == 5 * 200
+    assert result.fanout.frames_per_second > 0
+    assert result.baseline.frames_per_second > 0
+    assert result.latency.latency.p50 >= 0
+    frames = result.latency.delivery.frames + result.fanout.frames
+    assert result.metric("pgcast_frames_delivered_total") == frames
 
 
 def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](idle_sockets)
-    assert result["problems"] == []
-    [count] = result["counts"]
-    assert count["opened"] == 50
-    assert count["broadcast"]["ok"]
-    assert count["readyz_status"] == 200
+    assert result.problems == []
+    [count] = result.counts
+    assert count.opened == 50
+    assert [b.ok for b in count.broadcasts] == [True, True]
+    assert all(b.delivery.frames == 50 for b in count.broadcasts)
+    assert count.ready is not None
+    assert (count.ready.status, count.ready.sockets) == (200, 50)
 
 
 def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](slow_consumer)
-    assert result["problems"] == []
-    assert result["replayed_messages"]
+    assert result.problems == []
+    assert result.close_code == 1013
+    assert result.replayed_messages
+    assert result.resumed is not None
+    assert result.resumed.ok
+    assert result.resumed.frames == result.b.messages
 
 
 def test_db_limits_bench_smoke_measures_every_trigger_variant(smoke: tuple[Smoke, Path]) -> None:
@@ -169,60 +180,77 @@ def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](channels)
-    assert result["problems"] == []
-    phases = result["phases"]
-    assert [(p["name"], p["channel"], p["listening"], p["sockets"]) for p in phases] == [
+    assert result.problems == []
+    assert [(p.name, p.channel, p.listening, p.sockets) for p in result.phases] == [
         ("a", "bench.small", 3, 3),
         ("b", "bench.small", 3, 53),
         ("c", "messages", 53, 53),
         ("a'", "bench.small", 3, 3),
     ]
-    for phase in phases:
-        assert phase["delivery"]["ok"]
-        assert phase["unrouted_frames"] == 0
-        assert phase["frames"] == phase["broadcasts"] * phase["listening"] > 0
-        assert phase["server_us_per_broadcast"] > 0
-        assert phase["latency_ms"]["p50"] > 0
-    assert result["ratio_b_a_measured"] > 0
-    assert result["ratio_c_a_measured"] > 0
+    for phase in result.phases:
+        assert phase.ok
+        assert phase.unrouted_frames == 0
+        assert phase.delivery.frames == phase.broadcasts * phase.listening > 0
+        assert phase.server_us > 0
+        assert phase.latency.count == phase.broadcasts * 3
+    assert result.ratio("b", measured=True) > 0
+    assert result.ratio("c", measured=True) > 0
 
 
 def test_private_bench_smoke_gives_each_person_their_own_messages_and_notifications_only(
     smoke: tuple[Smoke, Path],
 ) -> None:
     result = smoke[0](private)
-    assert result["problems"] == []
-    phases = result["direct_message_phases"]
-    assert [(p["name"], p["sockets"], p["messages"]) for p in phases] == [
-        ("a", 2, 30),
-        ("b", 52, 30),
-    ]
-    for phase in phases:
-        assert phase["delivery"]["ok"]
-        assert phase["unrouted_frames"] == 0
+    assert result.problems == []
+    assert [(p.name, p.sockets, p.messages) for p in result.phases] == [("a", 2, 30), ("b", 52, 30)]
+    for phase in result.phases:
+        assert phase.delivery.ok
+        assert phase.unrouted_frames == 0
         # Each direct message reaches its sender and its recipient, nobody else.
-        assert phase["frames"] == 2 * phase["messages"]
-        assert phase["server_us_per_message"] > 0
-        for latency in (phase["recipient_latency_ms"], phase["sender_latency_ms"]):
-            assert latency["count"] == phase["messages"]
-            assert not math.isnan(latency["p50"])
-    assert result["ratio_b_a_measured"] > 0
-    rounds = result["notification_rounds"]
-    assert [(r["round"], r["first"], r["notified"], r["sockets"]) for r in rounds] == [
-        (0, True, 20, 72),
-        (1, False, 20, 72),
-        (2, False, 20, 72),
+        assert phase.delivery.frames == 2 * phase.messages
+        assert phase.server_us > 0
+        for latency in (phase.recipient_latency, phase.sender_latency):
+            assert latency.count == phase.messages
+            assert not math.isnan(latency.p50)
+    assert result.ratio(measured=True) > 0
+    assert [(r.round, r.notified, r.sockets) for r in result.rounds] == [
+        (0, 20, 72),
+        (1, 20, 72),
+        (2, 20, 72),
     ]
-    for notification_round in rounds:
-        delivery = notification_round["delivery"]
-        assert delivery["ok"]
-        assert delivery["received"] == delivery["sockets"] == 20
-        assert delivery["missing"] == delivery["duplicates"] == delivery["wrong_user"] == 0
-        assert delivery["other_frames"] == delivery["unrouted_frames"] == 0
-        assert notification_round["latency_ms"]["count"] == 20
-        assert not math.isnan(notification_round["commit_to_last_ms"])
-        assert notification_round["server_cpu_ms"] > 0
-    assert all(not math.isnan(value) for value in result["notification_medians"].values())
+    for notification_round in result.rounds:
+        delivery = notification_round.delivery
+        assert delivery.ok
+        assert delivery.received == delivery.sockets == 20
+        assert delivery.missing == delivery.duplicates == delivery.wrong_user == 0
+        assert delivery.other_frames == delivery.unrouted_frames == 0
+        assert notification_round.latency.count == 20
+        assert notification_round.server_cpu_ms > 0
+    assert not math.isnan(result.median("commit_to_last_ms"))
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="the Node peer needs Node.js")
+def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](compare)
+    assert result.problems == []
+    assert [run.key for run in result.servers] == ["pgcast", "broadcaster", "node"]
+    for run in result.servers:
+        assert [(row.sockets, row.steady.target_rate) for row in run.rows] == [
+            (5, 50.0),
+            (10, 20.0),
+            (3, 100.0),
+        ]
+        for row in run.rows:
+            assert row.steady.delivery.ok
+            assert row.steady.delivery.frames == row.sockets * row.steady.messages > 0
+            assert row.steady.latency.count == row.steady.delivery.frames
+        assert run.burst is not None
+        assert run.burst.ok
+        assert run.burst.frames == 5 * 200
+    assert "frames/s" in "".join(result.burst_table())
+    assert len(result.steady_table()) == 2 + 3 * 9
 
 
 def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
@@ -329,8 +357,8 @@ async def test_receiver_counts_the_servers_new_message_frames_without_decoding_t
     batch = BatchCursors("bench", 0, Snapshot.parse("1:1:"), Snapshot.parse("2:2:"))
     frames = b"".join(CODEC.encode(Event(*row, None, batch)) for row in await cursor.fetchall())
     message_ids = [row[0] for row in await (await db.execute("SELECT id FROM messages")).fetchall()]
-    request, accept = quick.handshake(80, "/ws", "http://127.0.0.1", None)
-    receiver = quick.Receiver(0, request, accept, expect_connected=True)
+    request, accept = receivers.handshake(80, "/ws", None)
+    receiver = receivers.Receiver(0, request, accept, expect_connected=True)
     decoded: list[bytes] = []
     read_text = receiver._text
 
@@ -352,7 +380,7 @@ async def test_receiver_counts_the_servers_new_message_frames_without_decoding_t
 
 def _opened(user_id: int) -> private.PrivateReceiver:
     """User `user_id`'s socket, past its upgrade and its connected frame, on no socket."""
-    request, accept = quick.handshake(80, "/ws", "http://127.0.0.1", None)
+    request, accept = receivers.handshake(80, "/ws", None)
     receiver = private.PrivateReceiver(user_id, request, accept, True, user_id=user_id)
     receiver.connection_made(_Wire())  # type: ignore[arg-type]
     upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"

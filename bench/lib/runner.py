@@ -136,8 +136,9 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
             smoke = spec.metadata["smoke"]
             value = smoke if given["smoke"] and smoke is not None else spec.default
         least = spec.metadata["minimum"]
-        numeric = isinstance(value, int | float | tuple) and not isinstance(value, bool)
-        if numeric and min(value if isinstance(value, tuple) else [value]) < least:
+        listed = value if isinstance(value, tuple | list) else (value,)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in listed)
+        if numeric and listed and min(listed) < least:
             parser.error(f"--{spec.name.replace('_', '-')} must be {least:g} or more")
         values[spec.name] = tuple(value) if isinstance(value, list | tuple) else value
     options = scenario.options(**values)
