@@ -30,7 +30,7 @@ from bench.lib.receivers import (
     settle_seconds,
     wait_delivered,
 )
-from bench.lib.results import Delivery, Latency, Result, Usage, ratio
+from bench.lib.results import Delivery, Latency, Result, SteadyCost, ratio
 from bench.lib.servers import PgcastProcess
 from bench.lib.writers import connect
 
@@ -55,42 +55,19 @@ class Options(runner.Options):
 
 
 @dataclass
-class Phase:
-    """One phase's broadcasts; per-item server CPU as measured and less the idle rate."""
-
+class Phase(SteadyCost):
     name: str
     channel: str
     sockets: int
     listening: int
-    broadcasts: int
-    target_rate: float
-    seconds: float
-    server_cpu_seconds: float
-    idle_share: float
     latency: Latency
-    usage: Usage
     delivery: Delivery
     unrouted_frames: int
     """Frames that reached sockets not listening to the channel (must be 0)."""
 
     @property
-    def server_us(self) -> float:
-        return 1e6 * self.server_cpu_seconds / self.broadcasts
-
-    @property
-    def net_server_us(self) -> float:
-        return self.server_us - 1e6 * self.idle_share * self.usage.seconds / self.broadcasts
-
-    @property
     def ok(self) -> bool:
         return self.delivery.ok and not self.unrouted_frames
-
-    def cells(self) -> str:
-        return (
-            f"{self.broadcasts:,}, {self.target_rate:g} / {self.broadcasts / self.seconds:.0f} "
-            f"| **{render.num(self.net_server_us)}** | {render.num(self.server_us)} "
-            f"| {100 * self.idle_share:.1f}"
-        )
 
 
 def broadcast_steadily(
@@ -189,21 +166,10 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
             ]
         )
         unrouted = sum(len(r.ids) + r.other_frames for r in deaf)
-        return Phase(
-            name,
-            channel,
-            len(subscribers) + len(others),
-            len(listening),
-            count,
-            rate,
-            seconds,
-            server_cpu,
-            idle,
-            latency,
-            await meter.stop(),
-            check_delivery(listening, ids),
-            unrouted,
-        )
+        cost = (count, rate, seconds, server_cpu, idle, await meter.stop())
+        sockets = len(subscribers) + len(others)
+        delivery = check_delivery(listening, ids)
+        return Phase(*cost, name, channel, sockets, len(listening), latency, delivery, unrouted)
 
     async def phase(name: str, channel: str, count: int, rate: float) -> None:
         await stream("warm-up", channel, 5, 20.0, 0.0)

@@ -389,6 +389,12 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
                     f"{label} {phase}: not everything arrived in time ({delivery.describe()})"
                 )
             notes += usage_notes([(f"{label} {phase}", usage)])
+        for row in r.rows:
+            if row.steady.achieved_rate < 0.9 * row.steady.target_rate:
+                notes.append(
+                    f"{label} {row.sockets} x {row.steady.target_rate:g}/s: the writer reached "
+                    f"{row.steady.achieved_rate:.0f} msg/s, one transaction at a time"
+                )
         if any(row.steady.latency.p50 < row.steady.commit_rtt.p50 for row in r.rows):
             notes.append(
                 f"{label}: a commit→socket p50 below the COMMIT round trip's: frames arrived "
@@ -421,7 +427,7 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
     )
 
 
-SCENARIO = runner.Scenario("compare", "pgcast against its peers", __doc__, Options, measure)
+SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)
 
 if __name__ == "__main__":
     sys.exit(runner.main(SCENARIO))

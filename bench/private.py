@@ -37,7 +37,7 @@ from bench.lib.receivers import (
     open_sockets,
     wait_delivered,
 )
-from bench.lib.results import BenchError, Delivery, Latency, Result, Usage, ratio
+from bench.lib.results import BenchError, Delivery, Latency, Result, SteadyCost, Usage, ratio
 from bench.lib.servers import PgcastProcess
 from bench.lib.writers import connect
 
@@ -154,28 +154,14 @@ def check_notifications(
 
 
 @dataclass
-class DirectMessages:
+class DirectMessages(SteadyCost):
     name: str
     sockets: int
-    messages: int
-    target_rate: float
-    seconds: float
-    server_cpu_seconds: float
-    idle_share: float
     recipient_latency: Latency
     sender_latency: Latency
-    usage: Usage
     delivery: Delivery
     unrouted_frames: int
     """Frames that reached any socket but the two people's (must be 0)."""
-
-    @property
-    def server_us(self) -> float:
-        return 1e6 * self.server_cpu_seconds / self.messages
-
-    @property
-    def net_server_us(self) -> float:
-        return self.server_us - 1e6 * self.idle_share * self.usage.seconds / self.messages
 
 
 @dataclass
@@ -232,9 +218,7 @@ class PrivateResult(Result):
         a, b = self.phases
         crowd, notified = b.sockets - a.sockets, self.rounds[0].notified if self.rounds else 0
         phases = [
-            f"({p.name}) | {p.sockets:,} | {p.messages:,}, {p.target_rate:g} / "
-            f"{p.messages / p.seconds:.0f} | **{render.num(p.net_server_us)}** "
-            f"| {render.num(p.server_us)} | {100 * p.idle_share:.1f} "
+            f"({p.name}) | {p.sockets:,} | {p.cells()} "
             f"| **{render.ms(p.recipient_latency)}** | {render.ms(p.sender_latency)} "
             f"| {render.cpus(p.usage)} | {render.ok(p.delivery.ok and not p.unrouted_frames)}"
             for p in self.phases
@@ -387,20 +371,10 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
                     latency[recipients[found] == receiver.user_id].append(
                         received - committed[found]
                     )
-        return DirectMessages(
-            name,
-            len(people) + len(crowd),
-            count,
-            rate,
-            seconds,
-            server_cpu,
-            idle,
-            Latency.of(latency[True]),
-            Latency.of(latency[False]),
-            await meter.stop(),
-            check_delivery(people, sorted(committed)),
-            sum(frames_of(r) for r in crowd),
-        )
+        cost = (count, rate, seconds, server_cpu, idle, await meter.stop())
+        latencies = Latency.of(latency[True]), Latency.of(latency[False])
+        delivery, unrouted = check_delivery(people, sorted(committed)), sum(map(frames_of, crowd))
+        return DirectMessages(*cost, name, len(people) + len(crowd), *latencies, delivery, unrouted)
 
     async def phase(name: str) -> None:
         await direct_messages("warm-up", 6, 20.0, 0.0)

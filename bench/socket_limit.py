@@ -10,10 +10,7 @@ frames/s is read against it: K=1 is what one write per frame allows, K=10 batche
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import os
 import sys
 from dataclasses import dataclass
 
@@ -23,7 +20,7 @@ from bench.lib import receivers as r
 from bench.lib import render, runner
 from bench.lib.meters import Meter, usage_notes
 from bench.lib.results import BenchError, Burst, Result, ratio
-from bench.lib.servers import BENCH_DIR, ServerProcess, free_port
+from bench.lib.servers import frames_server, ready_value
 
 # About 300k frames per measurement, or 2 GB of payload for large frames: enough to dwarf the
 # start and the tail, a few seconds at one write per frame.
@@ -117,48 +114,27 @@ class SocketLimitResult(Result):
         ]
 
 
-async def _ready(http: aiohttp.ClientSession, url: str, key: str, least: float) -> float:
-    """Poll the bare server's /ready until its `key` is at least `least`; that value."""
-    async with asyncio.timeout(10):
-        while True:
-            async with http.get(url + "/ready") as response:
-                value = (await response.json())[key]
-            if value is not None and value >= least:
-                return float(value)
-            await asyncio.sleep(0.02)
-
-
 async def measure_one(
     sockets: int, frames: int, per_write: int, size: int, run: runner.Run[Options]
 ) -> SocketLimit:
     texts = [frame_text(message, size) for message in range(1, frames + 1)]
-    frames_file = run.workdir / f"bare-frames-{size}x{frames}.json"
-    await asyncio.to_thread(frames_file.write_text, json.dumps(texts))
-    port = free_port()
-    command = [sys.executable, str(BENCH_DIR / "bare_socket_server.py"), "--port", str(port)]
-    command += ["--frames", str(frames_file)]
-    server: ServerProcess = await ServerProcess.spawn(
-        "bare socket server", command, dict(os.environ), port
-    )
-    async with server, aiohttp.ClientSession() as http:
-        await server.wait_ready("/ready")
+    async with await frames_server("bare_socket_server.py", texts, run.workdir) as server:
         meter = Meter.for_server(server.pid, None)
-        sockets_open = await r.open_sockets(port, "/ws", None, sockets, expect_connected=False)
+        receivers = await r.open_sockets(server.port, "/ws", None, sockets, expect_connected=False)
         try:
-            # The client sees 101 right after the server counts the socket: polled to be sure.
-            await _ready(http, server.url, "sockets", sockets)
-            for receiver in sockets_open:
+            await ready_value(server.url, "sockets", sockets)
+            for receiver in receivers:
                 receiver.start_phase(frames)
             meter.start()
-            async with http.post(server.url + f"/go?per_write={per_write}") as response:
+            url = server.url + f"/go?per_write={per_write}"
+            async with aiohttp.ClientSession() as http, http.post(url) as response:
                 response.raise_for_status()
-            completed = await r.wait_delivered(sockets_open, r.settle_seconds(frames * sockets))
-            burst = Burst(
-                r.check_delivery(sockets_open, range(1, frames + 1)), await meter.stop(), completed
-            )
-            send_seconds = await _ready(http, server.url, "send_seconds", 0)
+            completed = await r.wait_delivered(receivers, r.settle_seconds(frames * sockets))
+            delivery = r.check_delivery(receivers, range(1, frames + 1))
+            burst = Burst(delivery, await meter.stop(), completed)
+            send_seconds = await ready_value(server.url, "send_seconds", 0)
         finally:
-            await r.close_sockets(sockets_open)
+            await r.close_sockets(receivers)
     burst.delivery.samples += server.warnings + server.exit_problems()
     return SocketLimit(sockets, per_write, size, burst, ratio(sockets * frames, send_seconds))
 

@@ -190,9 +190,9 @@ def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
     for phase in result.phases:
         assert phase.ok
         assert phase.unrouted_frames == 0
-        assert phase.delivery.frames == phase.broadcasts * phase.listening > 0
+        assert phase.delivery.frames == phase.items * phase.listening > 0
         assert phase.server_us > 0
-        assert phase.latency.count == phase.broadcasts * 3
+        assert phase.latency.count == phase.items * 3
     assert result.ratio("b", measured=True) > 0
     assert result.ratio("c", measured=True) > 0
 
@@ -202,15 +202,15 @@ def test_private_bench_smoke_gives_each_person_their_own_messages_and_notificati
 ) -> None:
     result = smoke[0](private)
     assert result.problems == []
-    assert [(p.name, p.sockets, p.messages) for p in result.phases] == [("a", 2, 30), ("b", 52, 30)]
+    assert [(p.name, p.sockets, p.items) for p in result.phases] == [("a", 2, 30), ("b", 52, 30)]
     for phase in result.phases:
         assert phase.delivery.ok
         assert phase.unrouted_frames == 0
         # Each direct message reaches its sender and its recipient, nobody else.
-        assert phase.delivery.frames == 2 * phase.messages
+        assert phase.delivery.frames == 2 * phase.items
         assert phase.server_us > 0
         for latency in (phase.recipient_latency, phase.sender_latency):
-            assert latency.count == phase.messages
+            assert latency.count == phase.items
             assert not math.isnan(latency.p50)
     assert result.ratio(measured=True) > 0
     assert [(r.round, r.notified, r.sockets) for r in result.rounds] == [

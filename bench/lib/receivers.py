@@ -28,7 +28,7 @@ DRAIN_SECONDS = 90.0
 # No more than this many frames are expected of a phase whose count is only known at its end.
 OPEN_ENDED = 1 << 62
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONTINUATION, OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x8, 0x9, 0xA
+OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 MAX_HANDSHAKE_BYTES = 64 * 1024
 
 # A new-message frame starts with one of these; anything else takes the slow path. The native
@@ -99,7 +99,6 @@ class Receiver(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._rest = b""
         self._upgraded = self._live = self._close_sent = False
-        self._fragments: list[bytes] | None = None
 
     def start_phase(self, expected: int, keep_text: bool = False) -> None:
         self.times: list[float] = []
@@ -219,16 +218,10 @@ class Receiver(asyncio.Protocol):
         return buffer[position:]
 
     def _frame(self, first: int, payload: bytes, now: float) -> None:
-        opcode, final = first & 0x0F, first & 0x80
-        if opcode == OP_TEXT and final:
+        # Servers here send whole frames: a fragment, like any other opcode, is unexpected.
+        opcode = first & 0x0F
+        if first == 0x80 | OP_TEXT:
             self._text(payload, now)
-        elif opcode == OP_TEXT:
-            self._fragments = [payload]
-        elif opcode == OP_CONTINUATION and self._fragments is not None:
-            self._fragments.append(payload)
-            if final:
-                whole, self._fragments = b"".join(self._fragments), None
-                self._text(whole, now)
         elif opcode == OP_PING:
             self.send(OP_PONG, payload)
         elif opcode == OP_CLOSE:

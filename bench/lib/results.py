@@ -170,6 +170,35 @@ class Burst:
         return self.completed and self.delivery.ok
 
 
+@dataclass
+class SteadyCost:
+    """Items sent at a steady rate: the server's CPU per item, as measured and less its idle
+    CPU (measured apart) over the phase's length."""
+
+    items: int
+    target_rate: float
+    seconds: float
+    server_cpu_seconds: float
+    idle_share: float
+    usage: Usage
+
+    @property
+    def server_us(self) -> float:
+        return 1e6 * self.server_cpu_seconds / self.items
+
+    @property
+    def net_server_us(self) -> float:
+        return self.server_us - 1e6 * self.idle_share * self.usage.seconds / self.items
+
+    def cells(self) -> str:
+        """items, rate target / achieved | less idle | as measured | idle CPU %"""
+        return (
+            f"{self.items:,}, {self.target_rate:g} / {self.items / self.seconds:.0f} "
+            f"| **{self.net_server_us:,.0f}** | {self.server_us:,.0f} "
+            f"| {100 * self.idle_share:.1f}"
+        )
+
+
 @dataclass(kw_only=True)
 class Result:
     """What every scenario's result carries besides its figures; `render` gives its body."""
