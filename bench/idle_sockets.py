@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -392,8 +391,7 @@ async def measure(run: runner.Run[Options]) -> IdleResult:
     low, high = (read_proc("/proc/sys/net/ipv4/ip_local_port_range") or "0 -1").split()
     setup = (
         f"{run.options.batch} handshakes at a time. Load generator `Max open files` soft / hard "
-        f"{open_files_limit('self')} (raised to the hard limit), its RLIMIT_NOFILE "
-        f"{resource.getrlimit(resource.RLIMIT_NOFILE)}. net.core.somaxconn "
+        f"{open_files_limit('self')} (its soft limit raised to the hard one). net.core.somaxconn "
         f"{read_proc('/proc/sys/net/core/somaxconn').strip()}, tcp_max_syn_backlog "
         f"{read_proc('/proc/sys/net/ipv4/tcp_max_syn_backlog').strip()}, "
         f"{int(high) - int(low) + 1} ephemeral ports."
