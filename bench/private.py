@@ -8,8 +8,6 @@ sockets of a third user listen to `messages` alone: none may get a frame, and a 
 should cost what it cost in (a). (n) `--notified` more users each open a socket on their own
 channel; `--rounds` times (after an unreported first round) one `INSERT INTO notifications
 ... SELECT` gives each one notification: each must get exactly its own, no other socket any.
-Server CPU from schedstat; the direct messages' also less the idle CPU measured before each
-phase, a notification round's (a tenth of a second) as measured.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -37,7 +35,7 @@ from bench.lib.receivers import (
     open_sockets,
     wait_delivered,
 )
-from bench.lib.results import BenchError, Delivery, Latency, Result, SteadyCost, Usage, ratio
+from bench.lib.results import BenchError, Delivery, Latency, Result, SteadyCost, ratio
 from bench.lib.servers import PgcastProcess
 from bench.lib.writers import connect
 
@@ -108,47 +106,23 @@ def frames_of(receiver: Receiver) -> int:
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
-@dataclass
-class NotificationDelivery:
-    sockets: int
-    received: int = 0
-    missing: int = 0
-    duplicates: int = 0
-    wrong_user: int = 0
-    other_frames: int = 0
-    closed_sockets: int = 0
-    unrouted_frames: int = 0
-    """Frames that reached a socket of someone not notified (must be 0)."""
-    samples: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        bad = self.missing, self.duplicates, self.wrong_user, self.other_frames
-        return (
-            self.received == self.sockets
-            and not any(bad)
-            and not self.closed_sockets + self.unrouted_frames
-        )
-
-
 def check_notifications(
     notified: Sequence[PrivateReceiver], owners: dict[str, int], others: Sequence[Receiver]
-) -> NotificationDelivery:
+) -> Delivery:
     """Each notified socket got exactly one notification, one of its own user's rows, and
-    nothing else; no other socket got any frame."""
-    result = NotificationDelivery(sockets=len(notified))
+    nothing else; no other socket got any frame (counted as other frames)."""
+    result = Delivery(sockets=len(notified), expected_per_socket=1)
     for receiver in notified:
         got = [found for _, found in receiver.notifications]
-        result.received += min(1, len(got))
-        result.missing += not got
+        result.frames += min(1, len(got))
+        result.losses += not got
         result.duplicates += max(0, len(got) - 1)
         strangers = [found for found in got if owners.get(found) != receiver.user_id]
-        result.wrong_user += len(strangers)
+        result.unexpected += len(strangers)
         result.samples += [f"user {receiver.user_id} got notification {s}" for s in strangers]
         result.other_frames += len(receiver.ids) + receiver.other_frames
         result.closed_sockets += receiver.closed
-        result.samples += receiver.other_samples
-    result.unrouted_frames = sum(frames_of(r) for r in others)
+    result.other_frames += sum(frames_of(r) for r in others)
     del result.samples[5:]
     return result
 
@@ -169,19 +143,12 @@ class NotificationRound:
     round: int
     notified: int
     sockets: int
-    insert_ms: float
-    commit_rtt_ms: float
-    """COMMIT's round trip: the commit instant lies within it."""
     latency: Latency
     """Commit -> each socket's notification; its max is commit -> the last socket."""
     commit_to_first_ms: float
-    window_ms: float
-    """From sending the INSERT to the last socket's notification: what the CPU is over."""
     server_cpu_ms: float
-    loadgen_cpu_ms: float
-    """This process over the same window: near the window's length, the load generator set
-    the pace of the fan-out."""
-    delivery: NotificationDelivery
+    """From sending the INSERT to the last socket's notification."""
+    delivery: Delivery
 
     @property
     def commit_to_last_ms(self) -> float:
@@ -195,11 +162,7 @@ class NotificationRound:
 @dataclass
 class PrivateResult(Result):
     phases: list[DirectMessages]
-    sign_in_seconds: float
-    open_seconds: float
     rounds: list[NotificationRound]
-    notification_usage: Usage
-    server_warnings: int
 
     def ratio(self, measured: bool = False) -> float:
         a, b = self.phases
@@ -208,31 +171,25 @@ class PrivateResult(Result):
         )
 
     def median(self, name: str) -> float:
-        return (
-            statistics.median(getattr(r, name) for r in self.rounds[1:])
-            if self.rounds[1:]
-            else math.nan
-        )
+        later = [getattr(r, name) for r in self.rounds[1:]]
+        return statistics.median(later) if later else math.nan
 
-    def private_table(self) -> list[str]:
+    def render(self) -> list[str]:
         a, b = self.phases
         crowd, notified = b.sockets - a.sockets, self.rounds[0].notified if self.rounds else 0
         phases = [
             f"({p.name}) | {p.sockets:,} | {p.cells()} "
             f"| **{render.ms(p.recipient_latency)}** | {render.ms(p.sender_latency)} "
-            f"| {render.cpus(p.usage)} | {render.ok(p.delivery.ok and not p.unrouted_frames)}"
+            f"| {render.ok(p.delivery.ok and not p.unrouted_frames)}"
             for p in self.phases
         ]
         rounds = [
             f"{r.round}{' (first)' if r.round == 0 else ''} | {r.sockets:,} "
-            f"| {r.insert_ms:.1f} / {r.commit_rtt_ms:.1f} | {r.commit_to_first_ms:.1f} "
-            f"| {render.ms(r.latency)} | **{r.latency.max:.1f}** | **{r.server_cpu_ms:.1f}** "
-            f"| {r.window_ms:.0f} ({100 * ratio(r.server_cpu_ms, r.window_ms):.0f}) "
-            f"| {r.server_us_per_notification:.1f} | {r.loadgen_cpu_ms:.1f} "
+            f"| {r.commit_to_first_ms:.1f} | {render.ms(r.latency)} | **{r.latency.max:.1f}** "
+            f"| **{r.server_cpu_ms:.1f}** | {r.server_us_per_notification:.1f} "
             f"| {render.ok(r.delivery.ok)}"
             for r in self.rounds
         ]
-        failed = [str(r.round) for r in self.rounds if not r.delivery.ok]
         return [
             "**Direct messages.** Alice and Bob write to each other in turn, one INSERT per "
             f"transaction, each on `private-user.{{me}}`; in (b) {crowd:,} more sockets of a "
@@ -242,47 +199,31 @@ class PrivateResult(Result):
             *render.table(
                 "phase | sockets connected | messages, /s target / achieved "
                 "| **server µs per message, less idle** | as measured | server idle CPU % "
-                "| **commit→recipient p50 / p99 ms** | commit→sender p50 / p99 ms "
-                "| CPU % server / postgres / loadgen | delivery",
+                "| **commit→recipient p50 / p99 ms** | commit→sender p50 / p99 ms | delivery",
                 phases,
-                "lrlrrrllll",
+                "lrlrrrlll",
             ),
             "",
             f"**(b) / (a) = {self.ratio():.2f}** less idle, {self.ratio(True):.2f} as measured "
             f"(near 1: the {crowd:,} other sockets cost a direct message nothing).",
             "",
-            f"**Notifications.** {notified:,} users signed in ({self.sign_in_seconds:.1f} s, "
-            f"{CONNECT_CONCURRENCY} at a time) and opened a socket each on their own "
-            f"`private-user.{{id}}` ({self.open_seconds:.1f} s), beside the sockets above; each "
-            f"round is one INSERT of {notified:,} notifications, a row per user selected from "
-            "`users`. Round 0, the first after the sockets connected, is not in the medians. "
-            "Server CPU is over the INSERT and the fan-out (INSERT sent → last socket), as "
-            "measured.",
+            f"**Notifications.** {notified:,} users with a socket each on their own "
+            f"`private-user.{{id}}`; each round is one INSERT of {notified:,} notifications. "
+            "Round 0 is not in the medians. Server CPU is from the INSERT sent to the last "
+            "socket's notification.",
             "",
             *render.table(
-                "round | sockets connected | INSERT / COMMIT ms | commit→first socket ms "
+                "round | sockets connected | commit→first socket ms "
                 "| commit→socket p50 / p99 ms | **commit→last socket ms** | **server CPU ms** "
-                "| over ms (% of a core) | µs per notification | load generator CPU ms | delivery",
+                "| µs per notification | delivery",
                 rounds,
-                "rrlrlrrrrrl",
+                "rrrlrrrl",
             ),
             "",
             f"Median of rounds 1 to {len(self.rounds) - 1}: **commit→last socket "
             f"{self.median('commit_to_last_ms'):.1f} ms**, **server CPU "
-            f"{self.median('server_cpu_ms'):.1f} ms** "
-            f"({self.median('server_us_per_notification'):.1f} µs per notification). Delivery: "
-            + (
-                f"FAILED in round {', '.join(failed)}"
-                if failed
-                else "in every round each user got exactly one notification, its own (by the "
-                "row's id), on its own channel, and no other socket got a frame"
-            )
-            + ". Over the rounds, quiet waits included, everything else on the host used "
-            f"{self.notification_usage.others_percent:.0f}% of a core.",
+            f"{self.median('server_cpu_ms'):.1f} ms**.",
         ]
-
-    def render(self) -> list[str]:
-        return [*self.private_table(), "", f"Server log warnings: {self.server_warnings}."]
 
 
 def write_direct_messages(
@@ -304,19 +245,11 @@ def write_direct_messages(
     return committed, recipients, time.monotonic() - began
 
 
-def notify_users(
-    conn: psycopg.Connection[Any], users: list[int]
-) -> tuple[dict[str, int], float, float, float]:
-    """One notification to each of `users` in one INSERT, in a transaction of its own; COMMIT
-    on its own, so the commit time is known to its round trip. Each notification's user, the
-    INSERT's seconds, when COMMIT returned and its round trip."""
-    began = time.monotonic()
-    conn.execute("BEGIN")
+def notify_users(conn: psycopg.Connection[Any], users: list[int]) -> tuple[dict[str, int], float]:
+    """One notification to each of `users` in one INSERT: each one's user, and when it
+    committed."""
     rows = conn.execute(NOTIFY_USERS, {"users": users}).fetchall()
-    inserted, before = time.monotonic() - began, time.time()
-    conn.execute("COMMIT")
-    committed = time.time()
-    return dict(rows), inserted, committed, committed - before
+    return dict(rows), time.time()
 
 
 async def open_private(
@@ -387,18 +320,10 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             receiver.start_phase(1 if receiver in notified else 0)
         await wait_quiet(server.pid)
         users = [receiver.user_id for receiver in notified]
-        began, server_began, loadgen_began = (
-            time.monotonic(),
-            cpu_seconds(server.pid),
-            time.process_time(),
-        )
-        owners, insert, committed, rtt = await asyncio.to_thread(notify_users, writer, users)
+        server_began = cpu_seconds(server.pid)
+        owners, committed = await asyncio.to_thread(notify_users, writer, users)
         await wait_delivered(notified, 15 + len(users) / 1000)
-        server_cpu, loadgen_cpu = (
-            cpu_seconds(server.pid) - server_began,
-            time.process_time() - loadgen_began,
-        )
-        window = time.monotonic() - began
+        server_cpu = cpu_seconds(server.pid) - server_began
         # Only once the server is quiet again has every duplicate or stray frame been sent.
         await wait_quiet(server.pid)
         await asyncio.sleep(LATE_FRAMES_SECONDS)  # a window for late frames to show
@@ -412,13 +337,9 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             number,
             len(owners),
             len(others) + len(notified),
-            1000 * insert,
-            1000 * rtt,
             Latency.of(arrivals),
             1000 * min(arrivals, default=math.nan),
-            1000 * window,
             1000 * server_cpu,
-            1000 * loadgen_cpu,
             delivery,
         )
 
@@ -433,19 +354,12 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             _, crowd_cookie = await server.sign_in("crowd@example.com", "Crowd")
             crowd += await open_sockets(server.port, "/ws", crowd_cookie, o.crowd, first_index=2)
             await phase("b")
-            began = time.monotonic()
             many = await server.sign_in_many(
                 [(f"notified{n}@example.com", f"Notified {n}") for n in range(o.notified)]
             )
-            signed_in, began = time.monotonic() - began, time.monotonic()
             notified += await open_private(server, many, 2 + o.crowd)
-            opened = time.monotonic() - began
-            # One meter over every round, for the other load on the host: a round's fan-out
-            # lasts a few tens of ms, too short for per-process CPU ticks of 10 ms.
-            meter.start()
             for number in range(o.rounds + 1):
                 rounds.append(await notify(number))
-            usage = await meter.stop()
         finally:
             await close_sockets([*people, *crowd, *notified])
     writer.close()
@@ -454,20 +368,10 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
         problems += p.delivery.problems(f"phase {p.name}")
         if p.unrouted_frames:
             problems.append(f"phase {p.name}: {p.unrouted_frames} frames to other sockets")
-    problems += [f"notification round {r.round}: {r.delivery}" for r in rounds if not r.delivery.ok]
-    notes = usage_notes(
-        [*((f"phase {p.name}", p.usage) for p in phases), ("notification rounds", usage)]
-    )
-    return PrivateResult(
-        phases,
-        signed_in,
-        opened,
-        rounds,
-        usage,
-        server.warning_count,
-        problems=problems,
-        notes=notes,
-    )
+    for r in rounds:
+        problems += r.delivery.problems(f"notification round {r.round}")
+    notes = usage_notes([(f"phase {p.name}", p.usage) for p in phases])
+    return PrivateResult(phases, rounds, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("private", "private chat and notifications", __doc__, Options, measure)

@@ -403,7 +403,7 @@ def private_section(runs: dict[str, Any]) -> list[str]:
     if "private" not in runs:
         return []
     heading = "## Private chat and notifications (`bench/private.py`)"
-    return [heading, "", *runs["private"].private_table(), ""]
+    return [heading, "", *runs["private"].render(), ""]
 
 
 def compare_section(runs: dict[str, Any]) -> list[str]:
