@@ -17,7 +17,6 @@ import asyncio
 import importlib.metadata
 import importlib.util
 import json
-import math
 import shutil
 import signal
 import subprocess
@@ -84,13 +83,10 @@ class Options(runner.Options):
     burst: int = runner.option(2000, 200, "burst messages")
     batch: int = runner.option(100, 20, "rows per INSERT in the burst")
     content_chars: int = runner.option(100, None, "message length")
-    servers: tuple[str, ...] = runner.option(tuple(LABELS), None, "which servers, in this order")
 
     def check(self) -> str | None:
         if len(self.steady_sockets) != len(self.steady_rates):
             return "--steady-sockets and --steady-rates must list as many numbers"
-        if not set(self.servers) <= set(LABELS) or len(set(self.servers)) != len(self.servers):
-            return f"--servers takes distinct names among {', '.join(LABELS)}"
         return None
 
 
@@ -105,62 +101,20 @@ class ServerRun:
     key: str
     rows: list[Row] = field(default_factory=list)
     burst: Burst | None = None
-    frame_bytes: float = math.nan
-    """The mean size of the burst's frames, as socket 0 received them."""
     exit_code: int | None = None
-    warnings: int = 0
     error: str | None = None
 
 
-# A figure of a steady row or the burst: its label, value, format and whether pgcast / peer
-# means something.
-Figure = tuple[str, Callable[[Steady], float], Callable[[float], str], bool]
-STEADY: list[Figure] = [
-    ("achieved msg/s", lambda s: s.achieved_rate, render.rate, False),
-    ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us, True),
-    ("server CPU (% of one core)", lambda s: s.usage.cpu_percent["server"], render.num, True),
-    (
-        "PostgreSQL CPU (% of one core)",
-        lambda s: s.usage.cpu_percent.get("postgres", math.nan),
-        render.num,
-        True,
-    ),
-    ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1), True),
-    ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1), True),
-    ("commit→socket p99.9 (ms)", lambda s: s.latency.p999, lambda v: render.num(v, 1), True),
-    ("COMMIT round trip p50 (ms)", lambda s: s.commit_rtt.p50, lambda v: render.num(v, 2), False),
-    ("server peak RSS (MB)", lambda s: s.usage.peak_rss_mb["server"], render.num, True),
+# A figure of a steady row or the burst: its label, value and format.
+Figure = tuple[str, Callable[[ServerRun], float | None], Callable[[float], str]]
+STEADY: list[tuple[str, Callable[[Steady], float], Callable[[float], str]]] = [
+    ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
+    ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
+    ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
 ]
-BURST: list[tuple[str, Callable[[Burst], float], Callable[[float], str], bool]] = [
-    ("**frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate, True),
-    ("first → last frame (s)", lambda b: b.seconds, lambda v: render.num(v, 2), True),
-    ("**server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us, True),
-    ("server CPU (% of one core)", lambda b: b.usage.cpu_percent["server"], render.num, True),
-    (
-        "PostgreSQL CPU (% of one core)",
-        lambda b: b.usage.cpu_percent.get("postgres", math.nan),
-        render.num,
-        True,
-    ),
-    (
-        "load generator CPU (% of one core)",
-        lambda b: b.usage.cpu_percent["loadgen"],
-        render.num,
-        True,
-    ),
-    (
-        "everything else on the host (% of one core)",
-        lambda b: b.usage.others_percent,
-        render.num,
-        False,
-    ),
-    ("server peak RSS (MB)", lambda b: b.usage.peak_rss_mb["server"], render.num, True),
-    (
-        "the INSERTs + COMMITs, with this server's trigger (ms)",
-        lambda b: 1000 * b.insert_seconds,
-        render.num,
-        True,
-    ),
+BURST: list[tuple[str, Callable[[Burst], float], Callable[[float], str]]] = [
+    ("**frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
+    ("**server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
 ]
 
 
@@ -173,17 +127,10 @@ class CompareResult(Result):
     servers: list[ServerRun]
     versions: dict[str, str]
 
-    def _table(
-        self,
-        figures: list[
-            tuple[str, Callable[[ServerRun], float | None], Callable[[float], str], bool]
-        ],
-    ) -> list[str]:
+    def _table(self, figures: list[Figure]) -> list[str]:
         runs = self.servers
-        peers = (
-            [r for r in runs if r.key != "pgcast"] if any(r.key == "pgcast" for r in runs) else []
-        )
         pgcast = next((r for r in runs if r.key == "pgcast"), None)
+        peers = [r for r in runs if r.key != "pgcast"] if pgcast else []
         header = " | ".join(
             [
                 "figure",
@@ -192,58 +139,44 @@ class CompareResult(Result):
             ]
         )
         rows = []
-        for label, value, shown, with_ratio in figures:
+        for label, value, shown in figures:
             cells = [
                 label,
                 *(render.num(None) if (v := value(r)) is None else shown(v) for r in runs),
             ]
             ours = value(pgcast) if pgcast else None
-            cells += [render.x(ours, value(p)) if with_ratio else "" for p in peers]
-            rows.append(cells)
+            rows.append(cells + [render.x(ours, value(p)) for p in peers])
         return render.table(header, rows)
 
     def steady_table(self) -> list[str]:
-        figures = []
+        figures: list[Figure] = []
         for n, (sockets, rate) in enumerate(self.rows()):
-            for label, value, shown, with_ratio in STEADY:
+            for label, value, shown in STEADY:
 
                 def get(
                     r: ServerRun, n: int = n, value: Callable[[Steady], float] = value
                 ) -> float | None:
                     return value(r.rows[n].steady) if n < len(r.rows) else None
 
-                figures.append((f"{sockets:,} × {rate:g}/s: {label}", get, shown, with_ratio))
+                figures.append((f"{sockets:,} × {rate:g}/s: {label}", get, shown))
         return self._table(figures)
 
     def burst_table(self) -> list[str]:
-        figures = [
-            (label, lambda r, v=value: v(r.burst) if r.burst else None, shown, with_ratio)
-            for label, value, shown, with_ratio in BURST
-        ]
-        figures.append(("frame size, mean (bytes)", lambda r: r.frame_bytes, render.num, True))
-        return self._table(figures)
+        return self._table(
+            [
+                (label, lambda r, v=value: v(r.burst) if r.burst else None, shown)
+                for label, value, shown in BURST
+            ]
+        )
 
     def rows(self) -> list[tuple[int, float]]:
         done = max(self.servers, key=lambda r: len(r.rows))
         return [(row.sockets, row.steady.target_rate) for row in done.rows]
 
     def render(self) -> list[str]:
-        checks = [
-            f"{LABELS[r.key]}: "
-            + (
-                "not run"
-                if r.burst is None
-                else " / ".join(
-                    render.ok(d.ok)
-                    for d in [*(row.steady.delivery for row in r.rows), r.burst.delivery]
-                )
-            )
-            + f"; exit code {r.exit_code}; log warnings {r.warnings}"
-            for r in self.servers
-        ]
         return [
-            f"Servers ran one at a time in this order, each with only its own insert trigger "
-            f"enabled. Steady rows: {self.steady_seconds:g} s each, one transaction per message.",
+            f"Each server alone, with only its own insert trigger enabled. Steady rows: "
+            f"{self.steady_seconds:g} s each, one transaction per message.",
             "",
             *self.steady_table(),
             "",
@@ -252,12 +185,7 @@ class CompareResult(Result):
             "",
             *self.burst_table(),
             "",
-            "Ratios are pgcast ÷ peer: above 1 for frames/s means pgcast delivers more; below 1 "
-            "for latency, CPU and memory means pgcast needs less. Delivery (steady rows / burst): "
-            + "; ".join(checks)
-            + ".",
-            "",
-            "Versions: "
+            "Ratios are pgcast ÷ peer. Versions: "
             + ", ".join(f"{name} {version}" for name, version in self.versions.items()),
         ]
 
@@ -353,10 +281,7 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
                 print(f"compare: {key} {sockets} x {rate:g}/s done", file=sys.stderr)
             await fleet.ensure(o.sockets)
             burst = (o.burst, o.batch, o.content_chars)
-            result.burst, _, texts = await burst_phase(
-                writer, user_id, fleet.receivers, meter, *burst
-            )
-            result.frame_bytes = sum(len(t.encode()) for t in texts) / max(1, len(texts))
+            result.burst, _, _ = await burst_phase(writer, user_id, fleet.receivers, meter, *burst)
         finally:
             await close_sockets(fleet.receivers)
     except BenchError as error:
@@ -364,7 +289,7 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
     finally:
         writer.close()
         if server is not None:
-            result.exit_code, result.warnings = await server.stop(), server.warning_count
+            result.exit_code = await server.stop()
     return result
 
 
@@ -395,12 +320,6 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
                     f"{label} {row.sockets} x {row.steady.target_rate:g}/s: the writer reached "
                     f"{row.steady.achieved_rate:.0f} msg/s, one transaction at a time"
                 )
-        if any(row.steady.latency.p50 < row.steady.commit_rtt.p50 for row in r.rows):
-            notes.append(
-                f"{label}: a commit→socket p50 below the COMMIT round trip's: frames arrived "
-                "before COMMIT's reply reached the writer (the commit instant lies inside the "
-                "round trip), so latencies this small compare only to within a round trip"
-            )
         if r.burst is not None and not r.burst.completed and r.burst.delivery.ok:
             problems.append(f"{label} burst did not complete in time")
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
@@ -413,7 +332,7 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
     o = run.options
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
-    runs = [await run_server(key, run) for key in o.servers]
+    runs = [await run_server(key, run) for key in LABELS]
     problems, notes = judge(runs)
     return CompareResult(
         o.burst,

@@ -36,7 +36,6 @@ class Options(runner.Options):
     rates: tuple[float, ...] = runner.option((20.0, 50.0, 200.0, 1000.0), (20.0, 100.0), "msg/s")
     seconds: float = runner.option(3.0, 0.5, "seconds per ladder step", minimum=0.01)
     burst_bytes: int = runner.option(400_000_000, 2_000_000, "bytes on the wire per burst")
-    batch_window_ms: int | None = runner.option(None, None, "PGCAST_BATCH_WINDOW_MS", minimum=0)
 
 
 @dataclass
@@ -60,23 +59,18 @@ class SizedBurst:
 class FanoutResult(Result):
     steps: list[Step]
     bursts: list[SizedBurst]
-    slow_closes: float
-    server_warnings: int
 
     def render(self) -> list[str]:
         steps = [
             f"{s.sockets:,} | {s.content_bytes:,} | {t.target_rate:g} / {t.achieved_rate:.0f} | "
-            f"{render.rate(t.delivery.frames_per_second)} | "
-            f"{render.ms(t.latency, 'p50', 'p99', 'p999')} | "
-            f"{render.us(t.server_us_per_frame)} | {render.cpus(t.usage)} | "
-            f"{render.num(t.usage.peak_rss_mb.get('server'))} | {s.saturated or 'no'}"
+            f"{render.rate(t.delivery.frames_per_second)} | {render.ms(t.latency)} | "
+            f"{render.us(t.server_us_per_frame)} | {s.saturated or 'no'}"
             for s, t in ((s, s.steady) for s in self.steps)
         ]
         bursts = [
             f"{b.sockets:,} | {b.content_bytes:,} | {b.messages} | "
             f"{render.rate(b.burst.frames_per_second)} | {render.us(b.burst.server_us_per_frame)} "
-            "| "
-            f"{render.cpus(b.burst.usage)} | {render.ok(b.burst.ok)}"
+            f"| {render.ok(b.burst.ok)}"
             for b in self.bursts
         ]
         return [
@@ -84,23 +78,18 @@ class FanoutResult(Result):
             "",
             *render.table(
                 "sockets | message B | msg/s target / achieved | frames/s delivered "
-                "| p50 / p99 / p99.9 ms | server µs/frame | CPU % server / postgres / loadgen "
-                "| server RSS MB | saturated",
+                "| p50 / p99 ms | server µs/frame | saturated",
                 steps,
-                "rrlrlrlrl",
+                "rrlrlrl",
             ),
             "",
             "### Bursts (100 rows per INSERT, back to back)",
             "",
             *render.table(
-                "sockets | message B | messages | frames/s delivered | server µs/frame "
-                "| CPU % server / postgres / loadgen | delivery",
+                "sockets | message B | messages | frames/s delivered | server µs/frame | delivery",
                 bursts,
-                "rrrrrll",
+                "rrrrrl",
             ),
-            "",
-            f"Sockets closed as too slow: {self.slow_closes:.0f}; "
-            f"server log warnings: {self.server_warnings}.",
         ]
 
 
@@ -116,15 +105,13 @@ def saturation(steady: Steady) -> str | None:
 
 async def measure(run: runner.Run[Options]) -> FanoutResult:
     o = run.options
-    env = {} if o.batch_window_ms is None else {"PGCAST_BATCH_WINDOW_MS": str(o.batch_window_ms)}
     steps: list[Step] = []
     bursts: list[SizedBurst] = []
     writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir, env=env) as server:
+    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
         meter = Meter.for_server(server.pid, run.postmaster)
         user_id, cookie = await server.sign_in()
         fleet = Fleet(server.port, cookie)
-        before = await server.metrics()
 
         async def step(rate: float, size: int, seconds: float) -> Step:
             messages = max(1, round(rate * seconds))
@@ -155,18 +142,11 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
                     print(f"fanout: {count} sockets, {size} B done", file=sys.stderr)
         finally:
             await close_sockets(fleet.receivers)
-        slow = (await server.metrics()).get("pgcast_slow_sockets_closed_total", 0.0)
     writer.close()
     problems = server.exit_problems()
     for b in bursts:
         problems += b.burst.delivery.problems(f"burst at {b.sockets} sockets, {b.content_bytes} B")
-    return FanoutResult(
-        steps,
-        bursts,
-        slow - before.get("pgcast_slow_sockets_closed_total", 0.0),
-        server.warning_count,
-        problems=problems,
-    )
+    return FanoutResult(steps, bursts, problems=problems)
 
 
 SCENARIO = runner.Scenario("fanout", "fan-out", __doc__, Options, measure)

@@ -269,9 +269,8 @@ def fanout_section(runs: dict[str, Any]) -> list[str]:
         fps = t.delivery.frames_per_second
         steps.append(
             f"{step.sockets:,} | {step.content_bytes:,} | {t.target_rate:g} | {render.rate(fps)} "
-            f"| {render.x(fps, limit)} | {render.ms(t.latency, 'p50', 'p99', 'p999')} "
-            f"| {render.cpus(t.usage)} | {render.num(t.usage.peak_rss_mb.get('server'))} "
-            f"| {step.saturated or 'no'}"
+            f"| {render.x(fps, limit)} | {render.ms(t.latency)} "
+            f"| {render.us(t.server_us_per_frame)} | {step.saturated or 'no'}"
         )
     bursts = []
     for b in fanout.bursts:
@@ -294,10 +293,10 @@ def fanout_section(runs: dict[str, Any]) -> list[str]:
         "![p99 latency against sockets](plots/latency-vs-sockets.png)",
         "",
         *render.table(
-            "sockets | message bytes | msg/s | frames/s | × socket limit | p50 / p99 / p99.9 ms "
-            "| CPU % server / postgres / loadgen | server RSS MB | saturated",
+            "sockets | message bytes | msg/s | frames/s | × socket limit | p50 / p99 ms "
+            "| server µs per frame | saturated",
             steps,
-            "rrrrrllrl",
+            "rrrrrlrl",
         ),
         "",
         "Bursts: 100-row INSERTs back to back, the most pgcast delivers at each count.",

@@ -131,7 +131,6 @@ class ResumeResult(Result):
             f"replay CPU (% of one core) | {render.cpu(usage, 'server', 'postgres', 'loadgen')}",
             "replay CPU per event (µs): server / postgres | "
             f"{render.us(cpu('server'))} / {render.us(cpu('postgres'))}",
-            f"replay peak RSS: server (MB) | {render.num(usage.peak_rss_mb.get('server'))}",
         ]
         for read in self.db_reads:
             rows += [

@@ -216,7 +216,7 @@ async def measure_tree(
         [before] = await open_sockets(server.port, "/ws", cookie, 1)
         await close_sockets([before])
         backlog = (writer, user_id, o.events, 1000, o.content_chars)
-        ids, _ = await asyncio.to_thread(write_burst, *backlog)
+        ids = await asyncio.to_thread(write_burst, *backlog)
         await asyncio.to_thread(analyze, writer)
         await wait_quiet(server.pid)
         server_began = cpu_seconds(server.pid)

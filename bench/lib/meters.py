@@ -1,4 +1,4 @@
-"""CPU and memory of the processes under test (psutil, schedstat), and notes on the figures."""
+"""CPU of the processes under test (psutil, schedstat), and notes on the figures."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import psutil
 
 from bench.lib.results import Usage
 
-SAMPLE_INTERVAL = 0.1
 NOISY_OTHERS_PERCENT = 25.0
 SATURATED_PERCENT = 90.0
 # The server is quiet once its CPU stays under this share of a core for a few samples.
@@ -56,15 +55,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Meter:
-    """CPU% (of one core) and peak RSS of some processes over one phase; host CPU% of all."""
+    """CPU% (of one core) of some processes over one phase; host CPU% of all."""
 
     def __init__(self, watched: dict[str, tuple[psutil.Process, bool]]) -> None:
         self._watched = watched
         self._start: dict[str, dict[int, float]] = {}
-        self._peak: dict[str, int] = {}
         self._started = 0.0
         self._host: Any = None
-        self._sampler: asyncio.Task[None] | None = None
 
     @classmethod
     def for_server(cls, pid: int, postmaster: psutil.Process | None, **more: Any) -> Meter:
@@ -77,11 +74,8 @@ class Meter:
 
     def start(self) -> None:
         self._start = {n: _cpu_by_pid(tree(*w)) for n, w in self._watched.items()}
-        self._peak = dict.fromkeys(self._watched, 0)
-        self._sample_rss()
         self._host = psutil.cpu_times()
         self._started = time.monotonic()
-        self._sampler = asyncio.create_task(self._sample_forever())
 
     async def stop(self) -> Usage:
         elapsed = time.monotonic() - self._started
@@ -91,33 +85,14 @@ class Meter:
             start = self._start[name]
             used = sum(v - start.get(pid, 0.0) for pid, v in _cpu_by_pid(tree(*watched)).items())
             cpu[name] = 100 * used / elapsed if elapsed > 0 else math.nan
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
-        self._sample_rss()
         busy = [sum(t) - t.idle - getattr(t, "iowait", 0.0) for t in (self._host, host)]
         total = sum(host) - sum(self._host)
         return Usage(
             seconds=elapsed,
             cpu_percent=cpu,
-            peak_rss_mb={n: peak / 2**20 for n, peak in self._peak.items()},
             host_cpu_percent=100 * (busy[1] - busy[0]) / total if total > 0 else math.nan,
             cpus=psutil.cpu_count() or 1,
         )
-
-    def _sample_rss(self) -> None:
-        for name, watched in self._watched.items():
-            rss = 0
-            for process in tree(*watched):
-                with contextlib.suppress(psutil.Error):
-                    rss += process.memory_info().rss
-            self._peak[name] = max(self._peak[name], rss)
-
-    async def _sample_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SAMPLE_INTERVAL)
-            self._sample_rss()
 
 
 async def wait_quiet(pid: int) -> float | None:

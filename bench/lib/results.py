@@ -39,23 +39,21 @@ class Latency:
     count: int
     p50: float
     p99: float
-    p999: float
     max: float
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> Latency:
         ordered = sorted(seconds)
-        p50, p99, p999 = (1000 * percentile(ordered, p) for p in (50, 99, 99.9))
-        return cls(len(ordered), p50, p99, p999, 1000 * ordered[-1] if ordered else math.nan)
+        p50, p99 = (1000 * percentile(ordered, p) for p in (50, 99))
+        return cls(len(ordered), p50, p99, 1000 * ordered[-1] if ordered else math.nan)
 
 
 @dataclass
 class Usage:
-    """CPU (% of one core) and peak RSS of the watched processes over one phase."""
+    """CPU (% of one core) of the watched processes over one phase."""
 
     seconds: float
     cpu_percent: dict[str, float]
-    peak_rss_mb: dict[str, float]
     host_cpu_percent: float
     cpus: int
 
@@ -122,15 +120,12 @@ class Delivery:
 @dataclass
 class Steady:
     """Messages at a steady rate, one transaction each: commit→socket over every (socket,
-    message) pair, and per message its first and last socket."""
+    message) pair."""
 
     messages: int
     target_rate: float
     achieved_rate: float
     latency: Latency
-    first_socket: Latency
-    last_socket: Latency
-    commit_rtt: Latency
     delivery: Delivery
     usage: Usage
 
@@ -146,7 +141,6 @@ class Burst:
     delivery: Delivery
     usage: Usage
     completed: bool
-    insert_seconds: float = math.nan
 
     @property
     def frames(self) -> int:

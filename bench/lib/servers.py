@@ -55,10 +55,6 @@ def parse_metrics(text: str) -> dict[str, float]:
     return values
 
 
-def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: value - before.get(name, 0.0) for name, value in after.items()}
-
-
 class ServerProcess:
     """A server started as a child process on `port`; its stderr is drained and its warnings
     counted. `async with` stops it (SIGTERM) at the end."""

@@ -49,13 +49,11 @@ def content_for(label: str, seq: int, chars: int) -> str:
 class SteadyWrites:
     ids: list[int] = field(default_factory=list)
     committed: dict[int, float] = field(default_factory=dict)
-    commit_rtts: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
     def extend(self, more: SteadyWrites) -> None:
         self.ids += more.ids
         self.committed.update(more.committed)
-        self.commit_rtts += more.commit_rtts
 
     def latencies(
         self, receivers: Sequence[Receiver], since: float = -math.inf, until: float = math.inf
@@ -83,23 +81,18 @@ def write_steadily(
             INSERT_ONE, {"user_id": user_id, "content": content_for("latency", seq, chars)}
         ).fetchone()
         assert row is not None
-        before = time.time()
         conn.commit()
-        after = time.time()
         result.ids.append(row[0])
-        result.committed[row[0]] = after
-        result.commit_rtts.append(after - before)
+        result.committed[row[0]] = time.time()
     result.seconds = time.monotonic() - began
     return result
 
 
 def write_burst(
     conn: psycopg.Connection[Any], user_id: int, messages: int, batch: int, chars: int
-) -> tuple[list[int], float]:
-    """`messages` messages, `batch` rows per INSERT (one transaction each), back to back;
-    returns the ids and the seconds it took."""
+) -> list[int]:
+    """`messages` messages, `batch` rows per INSERT (one transaction each), back to back."""
     ids: list[int] = []
-    began = time.monotonic()
     for start in range(0, messages, batch):
         contents = [
             content_for("burst", n, chars) for n in range(start, min(messages, start + batch))
@@ -107,7 +100,7 @@ def write_burst(
         rows = conn.execute(INSERT_MANY, {"user_id": user_id, "contents": contents}).fetchall()
         conn.commit()
         ids.extend(row[0] for row in rows)
-    return sorted(ids), time.monotonic() - began
+    return sorted(ids)
 
 
 async def steady_phase(
@@ -125,22 +118,13 @@ async def steady_phase(
     meter.start()
     writes = await asyncio.to_thread(write_steadily, conn, user_id, messages, rate, chars)
     await wait_delivered(receivers, SETTLE_TIMEOUT)
-    usage = await meter.stop()
-    per_message: dict[int, list[float]] = {}
-    for receiver in receivers:
-        for received, found in zip(receiver.times, receiver.ids, strict=True):
-            if found in writes.committed:
-                per_message.setdefault(found, []).append(received - writes.committed[found])
     return Steady(
         messages=messages,
         target_rate=rate,
         achieved_rate=messages / writes.seconds if writes.seconds > 0 else math.nan,
         latency=Latency.of(writes.latencies(receivers)),
-        first_socket=Latency.of([min(v) for v in per_message.values()]),
-        last_socket=Latency.of([max(v) for v in per_message.values()]),
-        commit_rtt=Latency.of(writes.commit_rtts),
         delivery=check_delivery(receivers, writes.ids),
-        usage=usage,
+        usage=await meter.stop(),
     )
 
 
@@ -158,10 +142,10 @@ async def burst_phase(
     for receiver in receivers:
         receiver.start_phase(messages, keep_text=receiver.index == 0)
     meter.start()
-    ids, inserted = await asyncio.to_thread(write_burst, conn, user_id, messages, batch, chars)
+    ids = await asyncio.to_thread(write_burst, conn, user_id, messages, batch, chars)
     completed = await wait_delivered(receivers, settle_seconds(messages * len(receivers)))
     usage = await meter.stop()
-    burst = Burst(check_delivery(receivers, ids), usage, completed, inserted)
+    burst = Burst(check_delivery(receivers, ids), usage, completed)
     return burst, ids, receivers[0].texts if receivers else []
 
 
