@@ -87,7 +87,6 @@ def broadcast_steadily(
 @dataclass
 class ChannelsResult(Result):
     phases: list[Phase]
-    server_warnings: int
 
     def alone(self, measured: bool) -> float:
         a, *_, again = self.phases
@@ -101,12 +100,12 @@ class ChannelsResult(Result):
         p = next(p for p in self.phases if p.name == phase)
         return ratio(p.server_us if measured else p.net_server_us, self.alone(measured))
 
-    def phase_table(self) -> list[str]:
+    def render(self) -> list[str]:
         a, b, *_ = self.phases
         others = b.sockets - a.sockets
         rows = [
             f"({p.name}) | `{p.channel}` | {p.listening:,} / {p.sockets:,} | {p.cells()} "
-            f"| {render.ms(p.latency)} | {render.cpus(p.usage)} | {render.ok(p.ok)}"
+            f"| {render.ms(p.latency)} | {render.ok(p.ok)}"
             for p in self.phases
         ]
         return [
@@ -117,9 +116,9 @@ class ChannelsResult(Result):
                 "phase | channel | sockets listening / connected "
                 "| broadcasts, /s target / achieved | **server µs per broadcast, less idle** "
                 "| as measured | server idle CPU % "
-                "| commit→subscriber p50 / p99 ms | CPU % server / postgres / loadgen | delivery",
+                "| commit→subscriber p50 / p99 ms | delivery",
                 rows,
-                "llrlrrrlll",
+                "llrlrrrll",
             ),
             "",
             f"(a) is the mean of (a) and (a'): **(b) / (a) = {self.ratio('b'):.2f}** less idle, "
@@ -129,9 +128,6 @@ class ChannelsResult(Result):
             f"instead of {a.listening:,}. The same work drifted by (a') / (a) = "
             f"{ratio(self.phases[-1].net_server_us, a.net_server_us):.2f} over the run.",
         ]
-
-    def render(self) -> list[str]:
-        return [*self.phase_table(), "", f"Server log warnings: {self.server_warnings}."]
 
 
 async def measure(run: runner.Run[Options]) -> ChannelsResult:
@@ -205,7 +201,7 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
                 f"phase {p.name}: {p.unrouted_frames} frames to sockets not on {p.channel}"
             )
     notes = usage_notes((f"phase {p.name}", p.usage) for p in phases)
-    return ChannelsResult(phases, server.warning_count, problems=problems, notes=notes)
+    return ChannelsResult(phases, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("channels", "channels", __doc__, Options, measure)

@@ -1,10 +1,6 @@
-"""bench/RESULTS.md and its plots, from the JSON reports of one `make bench` run.
-
-    .venv/bin/python bench/report.py [RUN_DIR] [--results bench/RESULTS.md]
-
-RUN_DIR (the newest bench/out/run-* by default) holds one JSON report per script: the
-newest of each kind is used. Every figure is put next to the limit or peer measured in the
-same run. The prose of the "Where the time goes" section is bench/profile.md, kept by hand.
+"""bench/RESULTS.md and its plots from the JSON reports of one `make bench` run (RUN_DIR, the
+newest bench/out/run-* by default): the aims against the limits and peers of the same run,
+then each scenario's own tables, then bench/profile.md, kept by hand.
 """
 
 from __future__ import annotations
@@ -21,9 +17,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only; there is no display
 import matplotlib.pyplot as plt
 from matplotlib import ticker
-
-if __package__ in (None, ""):  # run as a script: bench/report.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.channels import ChannelsResult
 from bench.compare import LABELS, CompareResult
@@ -42,20 +35,21 @@ from bench.socket_limit import SocketLimitResult
 from bench.versus_previous import VersusResult
 
 BENCH_DIR = Path(__file__).resolve().parent
-KINDS: dict[str, type[Result]] = {
-    "db_limits": DbLimitsResult,
-    "socket_limit": SocketLimitResult,
-    "fanout": FanoutResult,
-    "ingest": IngestResult,
-    "resume": ResumeResult,
-    "idle_sockets": IdleResult,
-    "compare": CompareResult,
-    "quick": QuickResult,
-    "slow_consumer": SlowResult,
-    "channels": ChannelsResult,
-    "versus_previous": VersusResult,
-    "pusher": PusherResult,
-    "private": PrivateResult,
+# Each scenario's result class and its section heading, in the order of RESULTS.md.
+KINDS: dict[str, tuple[type[Result], str]] = {
+    "db_limits": (DbLimitsResult, "### The database alone"),
+    "socket_limit": (SocketLimitResult, "### The socket"),
+    "fanout": (FanoutResult, "## Fan-out"),
+    "ingest": (IngestResult, "## Ingest and bulk"),
+    "resume": (ResumeResult, "## Replay"),
+    "idle_sockets": (IdleResult, "## Idle sockets"),
+    "compare": (CompareResult, "## Peers on the same load"),
+    "quick": (QuickResult, "## Quick: against a bare aiohttp server"),
+    "slow_consumer": (SlowResult, "## A slow consumer"),
+    "channels": (ChannelsResult, "## Channels: a broadcast beside other channels' sockets"),
+    "versus_previous": (VersusResult, "## Against a previous commit"),
+    "pusher": (PusherResult, "## Pusher protocol against the native one"),
+    "private": (PrivateResult, "## Private chat and notifications"),
 }
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
@@ -69,7 +63,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """Each scenario's JSON report in `run_dir`, read back as its result dataclass."""
     found = {
         name: read(kind, run_dir / f"{name}.json")
-        for name, kind in KINDS.items()
+        for name, (kind, _) in KINDS.items()
         if (run_dir / f"{name}.json").exists()
     }
     if not found:
@@ -212,221 +206,31 @@ def summary(runs: dict[str, Any]) -> list[str]:
     return render.table("aim | measured | ratio | ", rows, "llll")
 
 
-# --------------------------------------------------------------------------------------------
-# Sections
-
-
-def limits_section(runs: dict[str, Any]) -> list[str]:
-    lines = ["## Limits of this machine, measured in the same run", ""]
-    db: DbLimitsResult | None = runs.get("db_limits")
-    if db:
-        lines += [
-            "### The database alone (`bench/db_limits.py`)",
-            "",
-            "pgbench inserting single-row transactions into `messages`, no listener: no "
-            "trigger, a bare `pg_notify` statement trigger, and pgcast's own triggers "
-            f"(event log + one NOTIFY per statement). PostgreSQL {db.postgres}, "
-            + ", ".join(f"{k}={v}" for k, v in db.settings.items())
-            + ".",
-            "",
-            *db.rates_table(),
-            "",
-        ]
-    limits: SocketLimitResult | None = runs.get("socket_limit")
-    if limits:
-        rows = [
-            f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} "
-            f"| {render.rate(m.frames_per_second)} | {render.num(m.megabytes_per_second)} "
-            f"| {render.cpu(m.burst.usage, 'server', 'loadgen')}"
-            for m in limits.measurements
-        ]
-        lines += [
-            "### The socket (`bench/socket_limit.py`)",
-            "",
-            "A stdlib asyncio server writing frames encoded once, 1 or 10 per `write`, to the "
-            "same kind of receivers pgcast is measured with. The receivers are Python too: "
-            "where the load generator is near 100% of a core, the figure is its limit as much "
-            "as the server's.",
-            "",
-            *render.table(
-                "sockets | frame bytes | frames per write | frames/s | MB/s | CPU % of one core",
-                rows,
-                "rrrrrl",
-            ),
-            "",
-        ]
-    return lines
-
-
-def fanout_section(runs: dict[str, Any]) -> list[str]:
+def fanout_against_limit(runs: dict[str, Any]) -> list[str]:
+    """The fan-out's delivered frames/s against the bare socket limit at its socket count and
+    frame size: 1 frame per write for the ladder, 1 and 10 per write for the bursts."""
     fanout: FanoutResult | None = runs.get("fanout")
-    if not fanout:
+    if not fanout or "socket_limit" not in runs:
         return []
-    steps = []
+    rows = []
     for step in fanout.steps:
-        t = step.steady
+        fps = step.steady.delivery.frames_per_second
         limit = socket_limit(runs, step.sockets, frame_bytes_of(step.content_bytes), 1)
-        fps = t.delivery.frames_per_second
-        steps.append(
-            f"{step.sockets:,} | {step.content_bytes:,} | {t.target_rate:g} | {render.rate(fps)} "
-            f"| {render.x(fps, limit)} | {render.ms(t.latency)} "
-            f"| {render.us(t.server_us_per_frame)} | {step.saturated or 'no'}"
+        rows.append(
+            f"{step.sockets:,} | {step.content_bytes:,} | {step.steady.target_rate:g} msg/s "
+            f"| {render.rate(fps)} | {render.x(fps, limit)}"
         )
-    bursts = []
     for b in fanout.bursts:
-        size = frame_bytes_of(b.content_bytes)
-        one, ten = (socket_limit(runs, b.sockets, size, k) for k in (1, 10))
-        fps = b.burst.frames_per_second
-        bursts.append(
-            f"{b.sockets:,} | {b.content_bytes:,} | {b.burst.frames:,} | {render.rate(fps)} "
-            f"| {render.x(fps, one)} / {render.x(fps, ten)} "
-            f"| {render.us(b.burst.server_us_per_frame)} | {render.cpus(b.burst.usage)}"
+        one, ten = (
+            socket_limit(runs, b.sockets, frame_bytes_of(b.content_bytes), k) for k in (1, 10)
         )
-    return [
-        "## Fan-out (`bench/fanout.py`)",
-        "",
-        "One writer at R messages/s (one transaction each) while S sockets listen; latency "
-        "is commit→socket over every (socket, message) pair. A ladder stops at its first "
-        "saturated step. Ratios are to the bare socket limit of the same socket count and "
-        "frame size, one frame per write.",
-        "",
-        "![p99 latency against sockets](plots/latency-vs-sockets.png)",
-        "",
-        *render.table(
-            "sockets | message bytes | msg/s | frames/s | × socket limit | p50 / p99 ms "
-            "| server µs per frame | saturated",
-            steps,
-            "rrrrrlrl",
-        ),
-        "",
-        "Bursts: 100-row INSERTs back to back, the most pgcast delivers at each count.",
-        "",
-        "![burst frames/s against sockets, with the socket limit](plots/fanout-vs-limit.png)",
-        "",
-        *render.table(
-            "sockets | message bytes | frames | frames/s | × limit (1 / 10 per write) "
-            "| server µs per frame | CPU % server / postgres / loadgen",
-            bursts,
-            "rrrrlrl",
-        ),
-        "",
-    ]
-
-
-def ingest_section(runs: dict[str, Any]) -> list[str]:
-    ingest: IngestResult | None = runs.get("ingest")
-    if not ingest:
-        return []
-    b = ingest.bulk
-    rows = [
-        f"{i.sockets:,} | {i.writers} | {render.rate(i.limit.tx_per_second)} "
-        f"| {render.rate(i.pgcast.tx_per_second)} | {i.ratio:.2f} "
-        f"| {render.rate(i.delivery.frames_per_second)} "
-        f"| {render.num(i.caught_up_after_writers_ms)} "
-        f"| {i.delivery.closed_sockets} | {render.cpus(i.usage)}"
-        for i in ingest.ingest
-    ]
-    return [
-        "## Ingest and bulk (`bench/ingest.py`)",
-        "",
-        "pgbench writers while 1 socket, then 1,000, listen (in a niced process of their "
-        "own). The limit is measured right before each pgcast run with the same processes "
-        "up, pgcast's trigger off and a bare NOTIFY trigger on.",
-        "",
-        "![tx/s against writers](plots/throughput-vs-writers.png)",
-        "",
-        *render.table(
-            "sockets | writers | bare NOTIFY tx/s | pgcast tx/s | pgcast / limit "
-            "| frames/s to sockets | last socket done after writers stopped (ms) "
-            "| sockets closed as too slow | CPU % server / postgres / loadgen",
-            rows,
-            "rrrrrrrrl",
-        ),
-        "",
-        f"Bulk: one INSERT of {b.rows:,} rows ({b.insert_ms:.0f} ms) to {b.sockets:,} sockets: "
-        f"first frame {b.commit_to_first_ms:.0f} ms and last frame on the last socket "
-        f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.rate(b.frames_per_second)} "
-        f"frames/s; {b.delivery.frames:,} of {b.rows * b.sockets:,} frames, "
-        f"{b.delivery.duplicates} duplicates, CPU % server / postgres / loadgen "
-        f"{render.cpus(b.usage)}.",
-        "",
-    ]
-
-
-def resume_section(runs: dict[str, Any]) -> list[str]:
-    resume: ResumeResult | None = runs.get("resume")
-    if not resume:
-        return []
-    return ["## Replay (`bench/resume.py`)", "", *resume.render(), ""]
-
-
-def idle_section(runs: dict[str, Any]) -> list[str]:
-    idle: IdleResult | None = runs.get("idle_sockets")
-    if not idle:
-        return []
-    rows = [
-        f"{c.target:,} | {c.kib_per_socket:.1f} | "
-        + ", ".join(f"{b.last_ms:.0f}" for b in c.broadcasts)
-        + f" | {render.num(c.ready.ms if c.ready else None, 1)}"
-        for c in idle.counts
-    ]
-    header = "sockets | server RSS per socket (KiB) | one broadcast: commit → last socket (ms) "
-    return [
-        "## Idle sockets (`bench/idle_sockets.py`)",
-        "",
-        *render.table(header + "| /readyz (ms)", rows),
-        "",
-    ]
-
-
-def channels_section(runs: dict[str, Any]) -> list[str]:
-    lines = ["## Channels (issue: a core that routes by channel)", ""]
-    if "channels" in runs:
-        lines += [
-            "### A channel's broadcasts beside other channels' sockets (`bench/channels.py`)",
-            "",
-            *runs["channels"].phase_table(),
-            "",
-        ]
-    if "versus_previous" in runs:
-        lines += [
-            "### Against a previous commit (`bench/versus_previous.py`)",
-            "",
-            *runs["versus_previous"].figure_table(),
-            "",
-        ]
-    return lines if len(lines) > 2 else []
-
-
-def private_section(runs: dict[str, Any]) -> list[str]:
-    if "private" not in runs:
-        return []
-    heading = "## Private chat and notifications (`bench/private.py`)"
-    return [heading, "", *runs["private"].render(), ""]
-
-
-def compare_section(runs: dict[str, Any]) -> list[str]:
-    compare: CompareResult | None = runs.get("compare")
-    if not compare:
-        return []
-    return [
-        "## Peers on the same load (`bench/compare.py`)",
-        "",
-        f"`{compare.command}`: each server alone, with only its own trigger on `messages`, the "
-        "same receivers and writer. Ratios are pgcast ÷ peer.",
-        "",
-        f"Steady rows, {compare.steady_seconds:g} s each, one transaction per message:",
-        "",
-        *compare.steady_table(),
-        "",
-        f"A burst of {compare.burst_messages:,} messages ({compare.batch} rows per INSERT) to "
-        f"{compare.burst_sockets:,} sockets:",
-        "",
-        *compare.burst_table(),
-        "",
-        "Versions: " + ", ".join(f"{name} {v}" for name, v in compare.versions.items()) + ".",
-        "",
-    ]
+        fps = b.burst.frames_per_second
+        rows.append(
+            f"{b.sockets:,} | {b.content_bytes:,} | burst | {render.rate(fps)} "
+            f"| {render.x(fps, one)} / {render.x(fps, ten)}"
+        )
+    header = "sockets | message bytes | load | frames/s | × socket limit (1 / 10 per write)"
+    return ["Against the socket limit:", "", *render.table(header, rows), ""]
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,15 +395,23 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         "",
         *summary(runs),
         "",
-        *limits_section(runs),
-        *fanout_section(runs),
-        *ingest_section(runs),
-        *resume_section(runs),
-        *idle_section(runs),
-        *compare_section(runs),
-        *channels_section(runs),
-        *private_section(runs),
     ]
+    for name, (_, heading) in KINDS.items():
+        if name == "db_limits" and (set(runs) & {"db_limits", "socket_limit"}):
+            lines += ["## Limits of this machine, measured in the same run", ""]
+        if name in runs:
+            lines += [f"{heading} (`bench/{name}.py`)", "", *runs[name].render(), ""]
+        if name == "fanout":
+            lines += fanout_against_limit(runs)
+        if name == "fanout" and name in runs:
+            lines += [
+                "![p99 latency against sockets](plots/latency-vs-sockets.png)",
+                "",
+                "![burst frames/s against sockets](plots/fanout-vs-limit.png)",
+                "",
+            ]
+        if name == "ingest" and name in runs:
+            lines += ["![tx/s against writers](plots/throughput-vs-writers.png)", ""]
     profile = BENCH_DIR / "profile.md"
     if profile.exists():
         lines += [profile.read_text().rstrip(), ""]

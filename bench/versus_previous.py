@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,6 @@ FIGURES = (
     ("fanout_frames_per_second", "fan-out: frames/s", True, 0.9),
     ("replay_events_per_second", "replay: events/s", True, 0.9),
     ("replay_server_us_per_event", "replay: server CPU per event (µs)", False, 1.1),
-    ("fanout_loadgen_us_per_frame", "fan-out: load generator CPU per frame (µs)", False, None),
 )
 
 
@@ -63,7 +61,6 @@ class Run:
     tree: str
     fanout_frames_per_second: float
     fanout_server_us_per_frame: float
-    fanout_loadgen_us_per_frame: float
     replay_events_per_second: float
     replay_server_us_per_event: float
     fanout_delivery_ok: bool
@@ -83,18 +80,12 @@ class VersusResult(Result):
     def ratio(self, name: str) -> float:
         return ratio(self.median("current", name), self.median("previous", name))
 
-    def met(self, name: str) -> bool | None:
-        _, _, higher, aim = next(f for f in FIGURES if f[0] == name)
-        if aim is None:
-            return None
-        return self.ratio(name) >= aim if higher else self.ratio(name) <= aim
-
-    def figure_table(self) -> list[str]:
+    def render(self) -> list[str]:
         o = self.options
         rows = []
         for name, label, higher, aim in FIGURES:
-            bound = "—" if aim is None else f"{'≥' if higher else '≤'} {aim:g}: "
-            bound += {True: "met", False: "NOT met", None: ""}[self.met(name)]
+            met = self.ratio(name) >= aim if higher else self.ratio(name) <= aim
+            bound = f"{'≥' if higher else '≤'} {aim:g}: {'met' if met else 'NOT met'}"
             rows.append(
                 f"{label} | {render.us(self.median('previous', name))} "
                 f"| {render.us(self.median('current', name))} | **{self.ratio(name):.2f}** "
@@ -110,27 +101,6 @@ class VersusResult(Result):
                 "figure (median of the runs) | previous | current | **current / previous** | aim",
                 rows,
                 "lrrrl",
-            ),
-        ]
-
-    def render(self) -> list[str]:
-        rows = [
-            f"{r.round} | {r.tree} | {render.us(r.fanout_frames_per_second)} "
-            f"| {render.us(r.fanout_server_us_per_frame)} "
-            f"| {render.us(r.fanout_loadgen_us_per_frame)} "
-            f"| {render.us(r.replay_events_per_second)} "
-            f"| {render.us(r.replay_server_us_per_event)} "
-            f"| {render.ok(r.fanout_delivery_ok and r.replay_delivery_ok)}"
-            for r in self.runs
-        ]
-        return [
-            *self.figure_table(),
-            "",
-            *render.table(
-                "run | tree | fan-out frames/s | server µs/frame | load generator µs/frame "
-                "| replay events/s | server µs/event | delivery",
-                rows,
-                "rlrrrrrl",
             ),
         ]
 
@@ -207,10 +177,9 @@ async def measure_tree(
             # The first broadcasts after sockets connect cost more (idle_sockets says why).
             await burst_phase(writer, user_id, receivers, meter, o.batch, o.batch, o.content_chars)
             # Server CPU from schedstat (ns), not the meter's 10 ms ticks: a smoke run is short.
-            server_began, loadgen_began = cpu_seconds(server.pid), cpu_seconds(os.getpid())
+            server_began = cpu_seconds(server.pid)
             fanout, _, _ = await burst_phase(writer, user_id, receivers, *burst)
             fanout_server = cpu_seconds(server.pid) - server_began
-            fanout_loadgen = cpu_seconds(os.getpid()) - loadgen_began
         finally:
             await close_sockets(receivers)
         [before] = await open_sockets(server.port, "/ws", cookie, 1)
@@ -223,15 +192,13 @@ async def measure_tree(
         replay, _ = await replay_phase(server, cookie, before.cursor, ids, meter)
         replay_server = cpu_seconds(server.pid) - server_began
     writer.close()
-    fanout_us = [1e6 * ratio(cpu, fanout.frames) for cpu in (fanout_server, fanout_loadgen)]
-    replay_us = 1e6 * ratio(replay_server, replay.events)
     result = Run(
         number,
         name,
         fanout.frames_per_second,
-        *fanout_us,
+        1e6 * ratio(fanout_server, fanout.frames),
         replay.events_per_second,
-        replay_us,
+        1e6 * ratio(replay_server, replay.events),
         fanout.ok,
         replay.burst.ok,
     )

@@ -307,9 +307,8 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "## Ingest and bulk",
         "## Replay",
         "## Idle sockets",
-        "## Channels (issue: a core that routes by channel)",
-        "### A channel's broadcasts beside other channels' sockets",
-        "### Against a previous commit",
+        "## Channels: a broadcast beside other channels' sockets",
+        "## Against a previous commit",
         "## Private chat and notifications",
     ):
         assert heading in text
