@@ -11,7 +11,6 @@ insert and one NOTIFY per statement). The tables are truncated before every meas
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,6 @@ from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import BARE_CHANNEL, VARIANTS, create_user, reset_tables, set_variant
-from bench.lib.meters import NOISY_OTHERS_PERCENT, SATURATED_PERCENT
 from bench.lib.results import BenchError, Result, ratio
 from bench.lib.writers import InsertRate, connect, find_pgbench, pgbench_inserts, pgbench_version
 
@@ -94,50 +92,20 @@ class DbLimitsResult(Result):
 
     def render(self) -> list[str]:
         s = self.settings
-        rows = [
-            f"{m.rate.writers} | {m.variant} | {render.rate(m.rate.tx_per_second)} "
-            f"| {m.rate.transactions:,} | {m.rate.latency_ms:.3f} "
-            f"| {render.num(m.rate.postgres_cpu_percent)} "
-            f"| {render.num(m.rate.pgbench_cpu_percent)} "
-            f"| {render.num(m.rate.others_cpu_percent)}"
-            for m in self.measurements
-        ]
         return [
             f"PostgreSQL {self.postgres}, {self.pgbench} `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
             f"{self.content_bytes} characters; {self.seconds} s per measurement, tables "
             f"truncated before each, nobody LISTENs. "
             + ", ".join(f"{name}={s[name]}" for name in SETTINGS)
-            + ". CPU figures are % of one core.",
+            + ".",
             "",
             *self.rates_table(),
-            "",
-            *render.table(
-                "writers | triggers | tx/s | transactions | latency avg (ms) | PostgreSQL CPU % "
-                "| pgbench CPU % | other CPU %",
-                rows,
-                "rlrrrrrr",
-            ),
             "",
             "none: pgcast's broadcast triggers disabled. notify: only a statement-level "
             f"`pg_notify('{BARE_CHANNEL}', '')` trigger. pgcast: pgcast's triggers (event-log "
             "insert + one empty NOTIFY per statement).",
         ]
-
-
-def usage_notes(measurements: list[Measurement]) -> list[str]:
-    """Measurements the rest of the machine disturbed, and those that used every core."""
-    cores = 100 * (os.cpu_count() or 1)
-    notes = []
-    for m in measurements:
-        label = f"{m.variant} at writers={m.rate.writers}"
-        if m.rate.others_cpu_percent > NOISY_OTHERS_PERCENT:
-            notes.append(
-                f"{label}: other processes used {m.rate.others_cpu_percent:.0f}% of a core"
-            )
-        elif m.rate.host_cpu_percent > SATURATED_PERCENT / 100 * cores:
-            notes.append(f"{label}: CPU-bound ({m.rate.host_cpu_percent:.0f}% of {cores}%)")
-    return notes
 
 
 def _show(conn: psycopg.Connection[Any], name: str) -> str:
@@ -154,7 +122,7 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
         user_id = create_user(conn, "bench-writer@example.com", "Bench writer")
         set_variant(conn, "none")
         checkpoints = reset_tables(conn)
-        args = (o.content_bytes, run.postmaster, run.workdir)
+        args = (o.content_bytes, run.workdir)
         # The first connections and pages of a fresh server are slower: not measured.
         pgbench_inserts(run.conninfo, o.writers[0], 1, user_id, *args)
         measurements = []
@@ -180,7 +148,7 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
         {name: facts[name] for name in SETTINGS},
         measurements,
         problems=[p for m in measurements for p in m.problems()],
-        notes=notes + usage_notes(measurements),
+        notes=notes,
     )
 
 

@@ -16,13 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-import psutil
-
 from bench.lib import render, runner
 from bench.lib.database import create_user, reset_tables, set_variant
-from bench.lib.meters import Meter
 from bench.lib.receivers import DRAIN_SECONDS, ReceiverProcess
-from bench.lib.results import Delivery, Result, Usage, ratio
+from bench.lib.results import Delivery, Result, ratio
 from bench.lib.servers import PgcastProcess
 from bench.lib.writers import InsertRate, connect, pgbench_inserts
 
@@ -41,19 +38,16 @@ class Options(runner.Options):
     seconds: int = runner.option(5, 1, "seconds per pgbench run")
     bulk_rows: int = runner.option(10_000, 500, "rows in the one bulk INSERT")
     content_bytes: int = runner.option(200, None, "message content bytes")
-    batch_window_ms: int | None = runner.option(None, None, "PGCAST_BATCH_WINDOW_MS", minimum=0)
 
 
 @dataclass
 class Bulk:
     rows: int
     sockets: int
-    insert_ms: float
     commit_to_first_ms: float
     commit_to_last_ms: float
     frames_per_second: float
     delivery: Delivery
-    usage: Usage
 
 
 @dataclass
@@ -65,8 +59,6 @@ class Ingest:
     pgcast: InsertRate
     caught_up_after_writers_ms: float
     delivery: Delivery
-    usage: Usage
-    limit_usage: Usage
 
     @property
     def ratio(self) -> float:
@@ -77,48 +69,28 @@ class Ingest:
 class IngestResult(Result):
     ingest: list[Ingest]
     bulk: Bulk
-    slow_closes: float
-    server_warnings: int
 
     def render(self) -> list[str]:
         b = self.bulk
         ingest = [
             f"{i.sockets:,} | {i.writers} | {render.rate(i.limit.tx_per_second)} | "
-            f"{render.rate(i.pgcast.tx_per_second)} | {i.ratio:.2f} | "
-            f"{i.limit.latency_ms:.2f} / {i.pgcast.latency_ms:.2f} | "
+            f"{render.rate(i.pgcast.tx_per_second)} | **{i.ratio:.2f}** | "
             f"{render.rate(i.delivery.frames_per_second)} | "
-            f"{render.num(i.caught_up_after_writers_ms)} | {i.delivery.closed_sockets} | "
-            f"{render.cpus(i.limit_usage)}; {render.cpus(i.usage)}"
+            f"{render.num(i.caught_up_after_writers_ms)} | {i.delivery.closed_sockets}"
             for i in self.ingest
         ]
-        bulk = (
-            f"{b.insert_ms:.0f} | {b.commit_to_first_ms:.0f} | {b.commit_to_last_ms:,.0f} | "
-            f"{render.rate(b.frames_per_second)} | {b.delivery.frames:,} / {b.rows * b.sockets:,} "
-            f"| {render.cpus(b.usage)}"
-        )
         return [
-            f"### Bulk: one {b.rows:,}-row INSERT to {b.sockets:,} sockets",
-            "",
             *render.table(
-                "INSERT ms | COMMIT→first frame ms | COMMIT→last frame ms | frames/s "
-                "| frames / expected | CPU % server / postgres / loadgen",
-                [bulk],
-                "rrrrll",
-            ),
-            "",
-            "### Ingest: pgbench writers while sockets listen",
-            "",
-            *render.table(
-                "sockets | writers | bare NOTIFY limit tx/s | pgcast tx/s | pgcast / limit "
-                "| writer latency ms (limit / pgcast) | frames/s to sockets "
-                "| last socket caught up after writers (ms) | sockets closed as too slow "
-                "| CPU % server / postgres / loadgen (limit; pgcast)",
+                "sockets | writers | bare NOTIFY limit tx/s | pgcast tx/s | **pgcast / limit** "
+                "| frames/s to sockets | last socket caught up after writers (ms) "
+                "| sockets closed as too slow",
                 ingest,
-                "rrrrrlrrrl",
             ),
             "",
-            f"Sockets closed as too slow: {self.slow_closes:.0f}; "
-            f"server log warnings: {self.server_warnings}.",
+            f"Bulk: one INSERT of {b.rows:,} rows to {b.sockets:,} sockets: first frame "
+            f"{b.commit_to_first_ms:.0f} ms and last frame on the last socket "
+            f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.rate(b.frames_per_second)} "
+            f"frames/s; {b.delivery.frames:,} of {b.rows * b.sockets:,} frames.",
         ]
 
 
@@ -147,47 +119,31 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
     with connect(run.conninfo, autocommit=True) as conn:
         writer_id = create_user(conn, "bench-writer@example.com", "Bench writer")
         set_variant(conn, "pgcast")
-    env = {} if o.batch_window_ms is None else {"PGCAST_BATCH_WINDOW_MS": str(o.batch_window_ms)}
     ingests: list[Ingest] = []
 
     def pgbench(writers: int) -> InsertRate:
-        args = (writers, o.seconds, writer_id, o.content_bytes, run.postmaster, run.workdir)
+        args = (writers, o.seconds, writer_id, o.content_bytes, run.workdir)
         return pgbench_inserts(run.conninfo, *args)
 
-    async with await PgcastProcess.start(run.conninfo, run.workdir, env=env) as server:
+    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
         fleet = await ReceiverProcess.start(nice=RECEIVERS_NICE)
-        # The load generator is this process, pgbench and the receivers' process.
-        meter = Meter.for_server(
-            server.pid,
-            run.postmaster,
-            loadgen=(psutil.Process(), True),
-            receivers=(psutil.Process(fleet.pid), False),
-        )
         user_id, cookie = await server.sign_in()
-        before = await server.metrics()
         try:
             for sockets in sorted(o.sockets):
                 await fleet.open(server.port, cookie, sockets)
                 for writers in o.writers:
                     await asyncio.to_thread(_variant, run.conninfo, "notify")
-                    meter.start()
                     limit = await asyncio.to_thread(pgbench, writers)
-                    limit_usage = await meter.stop()
                     await asyncio.to_thread(_variant, run.conninfo, "pgcast")
                     await fleet.start_phase()
-                    meter.start()
                     rate = await asyncio.to_thread(pgbench, writers)
                     writers_done = time.time()
                     ids = await asyncio.to_thread(_ids, run.conninfo)
                     got = await fleet.finish(ids, DRAIN_SECONDS)
-                    usage = await meter.stop()
                     caught_up = 1000 * (got.last_at - writers_done)
-                    step = (writers, fleet.sockets, limit, rate, caught_up, got, usage, limit_usage)
-                    ingests.append(Ingest(*step))
+                    ingests.append(Ingest(writers, fleet.sockets, limit, rate, caught_up, got))
                     print(f"ingest: {writers} writers, {sockets} sockets", file=sys.stderr)
             await fleet.start_phase(o.bulk_rows)
-            meter.start()
-            began = time.time()
             ids, committed = await asyncio.to_thread(
                 _bulk_insert, run.conninfo, user_id, o.bulk_rows, o.content_bytes
             )
@@ -195,16 +151,13 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
             bulk = Bulk(
                 o.bulk_rows,
                 fleet.sockets,
-                1000 * (committed - began),
                 1000 * (got.first_at - committed),
                 1000 * (got.last_at - committed),
                 ratio(got.frames, got.last_at - committed),
                 got,
-                await meter.stop(),
             )
         finally:
             await fleet.close()
-        slow = (await server.metrics()).get("pgcast_slow_sockets_closed_total", 0.0)
     problems = server.exit_problems()
     for label, got in [("bulk", bulk.delivery)] + [
         (f"ingest with {i.writers} writers", i.delivery) for i in ingests
@@ -213,13 +166,7 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
             problems.append(f"{label}: {got.duplicates} duplicate frames")
         if got.losses and not got.closed_sockets:
             problems.append(f"{label}: {got.losses} frames lost on sockets that stayed open")
-    return IngestResult(
-        ingests,
-        bulk,
-        slow - before.get("pgcast_slow_sockets_closed_total", 0.0),
-        server.warning_count,
-        problems=problems,
-    )
+    return IngestResult(ingests, bulk, problems=problems)
 
 
 SCENARIO = runner.Scenario("ingest", "ingest and bulk", __doc__, Options, measure)

@@ -85,7 +85,6 @@ class Receiver(asyncio.Protocol):
         self.opened: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.connection_made_at = math.nan
-        self.connected_at = math.nan
         self.cursor: str | None = None
         self.closed = False
         self.close_code: int | None = None
@@ -259,7 +258,6 @@ class Receiver(asyncio.Protocol):
             return
         with contextlib.suppress(ValueError, KeyError, TypeError):
             self.cursor = json.loads(payload)["data"]["cursor"]
-        self.connected_at = now
         self.go_live()
 
     def go_live(self) -> None:

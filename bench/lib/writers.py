@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import importlib.util
 import math
@@ -17,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.lib.meters import Meter, tree
+from bench.lib.meters import Meter
 from bench.lib.receivers import SETTLE_TIMEOUT, Receiver, check_delivery, settle_seconds
 from bench.lib.receivers import wait_delivered as wait_delivered
 from bench.lib.results import BenchError, Burst, Latency, Steady
@@ -158,7 +156,6 @@ PGBENCH_SCRIPT = "INSERT INTO messages (user_id, content) VALUES (:user_id, repe
 PGBENCH_GRACE_SECONDS = 30.0
 TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.MULTILINE)
 PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
-LATENCY = re.compile(r"^latency average = ([\d.]+) ms", re.MULTILINE)
 FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
 
 
@@ -168,17 +165,7 @@ class InsertRate:
     seconds: float
     transactions: int
     tx_per_second: float
-    latency_ms: float  # pgbench's average
-    postgres_cpu_percent: float | None  # of one core, postmaster + children, when known
-    pgbench_cpu_percent: float
-    host_cpu_percent: float
     failed: int
-
-    @property
-    def others_cpu_percent(self) -> float:
-        """Busy CPU neither PostgreSQL nor pgbench used (other processes, kernel)."""
-        known = self.pgbench_cpu_percent + (self.postgres_cpu_percent or 0.0)
-        return max(0.0, self.host_cpu_percent - known)
 
 
 def _major(text: str) -> int | None:
@@ -214,49 +201,11 @@ def find_pgbench(server_version: str) -> Path:
     return Path(on_path)
 
 
-def _tree_cpu_seconds(root: psutil.Process) -> float:
-    """CPU time of a process tree, with children that exited since it started: PostgreSQL's
-    backends come and go with pgbench's connections, and once reaped their time moves into
-    the postmaster's children_user/children_system."""
-    total = 0.0
-    for process in tree(root, True):
-        with contextlib.suppress(psutil.Error):
-            t = process.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
-def _host_busy_seconds() -> float:
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
 def _parse(output: str, pattern: re.Pattern[str], stderr: str) -> float:
     found = pattern.search(output)
     if found is None:
         raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{output[-2000:]}\n{stderr}")
     return float(found.group(1))
-
-
-def _wait_with_usage(process: subprocess.Popen[bytes], limit_seconds: float) -> tuple[int, Any]:
-    """Exit code and rusage of exactly this child (RUSAGE_CHILDREN would mix in any other
-    child this process reaps meanwhile). Kills it after `limit_seconds`."""
-    deadline = time.monotonic() + limit_seconds
-    try:
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                process.returncode = os.waitstatus_to_exitcode(status)
-                return process.returncode, usage
-            if time.monotonic() > deadline:
-                raise BenchError(f"pgbench still running {limit_seconds:.0f} s after it started")
-            time.sleep(0.02)
-    except BaseException:
-        if process.returncode is None:
-            process.kill()
-            os.wait4(process.pid, 0)
-            process.returncode = -9
-        raise
 
 
 def pgbench_inserts(
@@ -265,14 +214,13 @@ def pgbench_inserts(
     seconds: int,
     user_id: int,
     content_bytes: int,
-    postmaster: psutil.Process | None,
     workdir: Path,
 ) -> InsertRate:
     """INSERT transactions/s into `messages` by pgbench: `writers` clients for `seconds`, one
     single-row INSERT of `content_bytes` characters per transaction, `-M prepared`,
     min(writers, CPUs) threads. `tx_per_second` is pgbench's tps without the initial
-    connection time; the CPU percentages are over pgbench's wall time. Whatever triggers are
-    enabled on `messages` fire. Raises BenchError when pgbench fails."""
+    connection time. Whatever triggers are enabled on `messages` fire. Raises BenchError when
+    pgbench fails."""
     with connect(conninfo, autocommit=True) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     pgbench = find_pgbench(str(row[0]) if row else "")
@@ -288,15 +236,22 @@ def pgbench_inserts(
     command += ["-f", str(script), "-D", f"user_id={user_id}", "-D", f"chars={content_bytes}"]
     command.append(make_conninfo("", **params))
     out, err = workdir / "pgbench.out", workdir / "pgbench.err"
-    postgres_before = _tree_cpu_seconds(postmaster) if postmaster else math.nan
-    host_before = _host_busy_seconds()
     began = time.monotonic()
     with out.open("wb") as stdout, err.open("wb") as stderr_file:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr_file, env=env)
-        code, usage = _wait_with_usage(process, seconds + PGBENCH_GRACE_SECONDS)
+        try:
+            code = subprocess.run(
+                command,
+                stdout=stdout,
+                stderr=stderr_file,
+                env=env,
+                check=False,
+                timeout=seconds + PGBENCH_GRACE_SECONDS,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            raise BenchError(
+                f"pgbench still running {seconds + PGBENCH_GRACE_SECONDS:.0f} s after it started"
+            ) from None
     elapsed = time.monotonic() - began
-    host_used = _host_busy_seconds() - host_before
-    postgres_used = _tree_cpu_seconds(postmaster) - postgres_before if postmaster else None
     output = out.read_text(errors="replace")
     stderr = "\n".join(err.read_text(errors="replace").splitlines()[-15:])
     if code != 0:
@@ -307,9 +262,5 @@ def pgbench_inserts(
         seconds=elapsed,
         transactions=int(_parse(output, PROCESSED, stderr)),
         tx_per_second=_parse(output, TPS, stderr),
-        latency_ms=_parse(output, LATENCY, stderr),
-        postgres_cpu_percent=None if postgres_used is None else 100 * postgres_used / elapsed,
-        pgbench_cpu_percent=100 * (usage.ru_utime + usage.ru_stime) / elapsed,
-        host_cpu_percent=100 * host_used / elapsed,
         failed=int(failed.group(1)) if failed else 0,
     )
