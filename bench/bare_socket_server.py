@@ -2,8 +2,7 @@
 
 A plain asyncio server (stdlib only). `GET /ws` upgrades to a WebSocket; of the client's
 frames only close matters (answered, then the connection ends). `GET /ready` answers
-`{"sockets": N, "send_seconds": T}` (T: from the last go to the last socket's last write,
-null while sending). `POST /go?per_write=K` makes every socket send the frames of `--frames`
+`{"sockets": N}`. `POST /go?per_write=K` makes every socket send the frames of `--frames`
 (a JSON list of strings), encoded once, K frames per `transport.write`, each socket from its
 own task, honouring flow control (above 64 KiB buffered it waits for `resume_writing`).
 
@@ -19,7 +18,6 @@ import hashlib
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,24 +46,16 @@ class BareServer:
         self.frames = frames
         self.sockets: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.send_seconds: float | None = None
-        self._began = 0.0
 
     def go(self, per_write: int) -> int:
         chunks = [
             b"".join(self.frames[i : i + per_write]) for i in range(0, len(self.frames), per_write)
         ]
-        self._began, self.send_seconds = time.monotonic(), None if self.sockets else 0.0
         for connection in list(self.sockets):
             task = asyncio.create_task(connection.send_all(chunks))
             self.tasks.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(self.tasks.discard)
         return len(self.sockets)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not self.tasks:
-            self.send_seconds = time.monotonic() - self._began
 
 
 class Connection(asyncio.Protocol):
@@ -139,10 +129,7 @@ class Connection(asyncio.Protocol):
             self.server.sockets.add(self)
             return
         if (method, url.path) == ("GET", "/ready"):
-            status, body = (
-                "200 OK",
-                {"sockets": len(self.server.sockets), "send_seconds": self.server.send_seconds},
-            )
+            status, body = "200 OK", {"sockets": len(self.server.sockets)}
         elif (method, url.path) == ("POST", "/go"):
             per_write = int(parse_qs(url.query).get("per_write", ["1"])[-1])
             status, body = "200 OK", {"sockets": self.server.go(max(1, per_write))}

@@ -19,7 +19,7 @@ import aiohttp
 from bench.lib import receivers as r
 from bench.lib import render, runner
 from bench.lib.meters import Meter, usage_notes
-from bench.lib.results import BenchError, Burst, Result, ratio
+from bench.lib.results import BenchError, Burst, Result
 from bench.lib.servers import frames_server, ready_value
 
 # About 300k frames per measurement, or 2 GB of payload for large frames: enough to dwarf the
@@ -62,17 +62,10 @@ class SocketLimit:
     frames_per_write: int
     frame_bytes: int
     burst: Burst
-    server_frames_per_second: float
-    """Frames / (go -> the server's last write): the rate the kernel took them."""
 
     @property
     def frames_per_second(self) -> float:
         return self.burst.frames_per_second
-
-    @property
-    def megabytes_per_second(self) -> float:
-        """Payload (the JSON text) in 10^6 bytes; frame headers (2 to 10 bytes) not counted."""
-        return self.frames_per_second * self.frame_bytes / 1e6
 
     @property
     def label(self) -> str:
@@ -91,25 +84,22 @@ class SocketLimitResult(Result):
 
     def render(self) -> list[str]:
         rows = [
-            f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} | {m.burst.frames:,} "
-            f"| {m.burst.seconds:.3f} | **{render.rate(m.frames_per_second)}** "
-            f"| {render.num(m.megabytes_per_second)} | {render.rate(m.server_frames_per_second)} "
-            f"| {render.us(m.burst.server_us_per_frame)} "
-            f"| {render.cpu(m.burst.usage, 'server', 'loadgen')} "
-            f"| {render.ok(m.burst.ok)}"
+            f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} "
+            f"| **{render.rate(m.frames_per_second)}** | {render.us(m.burst.server_us_per_frame)} "
+            f"| {render.cpu(m.burst.usage, 'server', 'loadgen')} | {render.ok(m.burst.ok)}"
             for m in self.measurements
         ]
         return [
             "A fresh stdlib asyncio server (bench/bare_socket_server.py) per row, frames "
             "pre-encoded once, write buffer high-water mark 64 KiB. frames/s: received on all "
-            "sockets ÷ (last − first frame); MB/s of payload; server send frames/s: frames ÷ "
-            "(go → the server's last write); CPU in % of one core.",
+            "sockets ÷ (last − first frame); CPU in % of one core: where the load generator "
+            "is near 100%, the figure is its limit as much as the server's.",
             "",
             *render.table(
-                "sockets | frame bytes | frames per write | frames | seconds | **frames/s** "
-                "| MB/s | server send frames/s | server CPU per frame (µs) | CPU | delivery",
+                "sockets | frame bytes | frames per write | **frames/s** "
+                "| server CPU per frame (µs) | CPU | delivery",
                 rows,
-                "rrrrrrrrrll",
+                "rrrrrll",
             ),
         ]
 
@@ -132,11 +122,10 @@ async def measure_one(
             completed = await r.wait_delivered(receivers, r.settle_seconds(frames * sockets))
             delivery = r.check_delivery(receivers, range(1, frames + 1))
             burst = Burst(delivery, await meter.stop(), completed)
-            send_seconds = await ready_value(server.url, "send_seconds", 0)
         finally:
             await r.close_sockets(receivers)
     burst.delivery.samples += server.warnings + server.exit_problems()
-    return SocketLimit(sockets, per_write, size, burst, ratio(sockets * frames, send_seconds))
+    return SocketLimit(sockets, per_write, size, burst)
 
 
 async def measure(run: runner.Run[Options]) -> SocketLimitResult:
