@@ -18,7 +18,7 @@ from bench.lib.database import prefill
 from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import Burst, Result, Steady, ratio
-from bench.lib.servers import PgcastProcess, baseline_burst
+from bench.lib.servers import PgcastProcess, frames_burst
 from bench.lib.writers import burst_phase, connect, steady_phase
 
 FRAMES_DELIVERED = "pgcast_frames_delivered_total"
@@ -95,7 +95,7 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
         finally:
             await close_sockets(receivers)
     writer.close()
-    baseline, _ = await baseline_burst(texts, ids, o.sockets, run.workdir)
+    baseline = await frames_burst("baseline_server.py", texts, ids, o.sockets, run.workdir)
     problems = latency.delivery.problems("latency phase") + fanout.delivery.problems("fan-out")
     problems += baseline.delivery.problems("baseline") + server.exit_problems()
     if len(texts) != o.burst:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -236,12 +236,10 @@ def fanout_against_limit(runs: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Plots
 
-
-@dataclass
-class Line:
-    label: str
-    points: list[tuple[float, float]]
-    style: dict[str, Any] = field(default_factory=lambda: {"marker": "o"})
+# A plotted line: its label, its (x, y) points, its matplotlib style.
+Line = tuple[str, list[tuple[float, float]], dict[str, Any]]
+POINTS: dict[str, Any] = {"marker": "o"}
+LIMIT: dict[str, Any] = {"linestyle": "--", "marker": "x"}
 
 
 @dataclass
@@ -250,7 +248,7 @@ class Plot:
     xlabel: str
     ylabel: str
     lines: list[Line]
-    xscale: tuple[str, dict[str, Any]] = ("log", {})
+    xbase: int = 10
     yscale: str = "linear"
     aim: tuple[float, str] | None = None
 
@@ -258,22 +256,16 @@ class Plot:
         if not self.lines:
             return False
         figure, axes = plt.subplots(figsize=(7, 4.5))
-        for line in self.lines:
-            points = sorted(line.points)
-            axes.plot(
-                [p[0] for p in points], [p[1] for p in points], label=line.label, **line.style
-            )
+        for label, points, style in self.lines:
+            xs, ys = zip(*sorted(points), strict=True) if points else ((), ())
+            axes.plot(xs, ys, label=label, **style)
         if self.aim is not None:
-            value, label = self.aim
-            axes.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
-        axes.set_xscale(self.xscale[0], **self.xscale[1])
+            axes.axhline(self.aim[0], color="grey", linestyle="--", linewidth=1, label=self.aim[1])
+        axes.set_xscale("log", base=self.xbase)
         # Plain numbers (1, 4, 16; 100, 1000) rather than powers.
         axes.xaxis.set_major_formatter(ticker.ScalarFormatter())
-        axes.set_xticks(sorted({p[0] for line in self.lines for p in line.points}))
-        axes.set_yscale(self.yscale)
-        axes.set_xlabel(self.xlabel)
-        axes.set_ylabel(self.ylabel)
-        axes.set_title(self.title)
+        axes.set_xticks(sorted({x for _, points, _ in self.lines for x, _ in points}))
+        axes.set(yscale=self.yscale, xlabel=self.xlabel, ylabel=self.ylabel, title=self.title)
         axes.legend(fontsize=7)
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
@@ -282,19 +274,25 @@ class Plot:
         return True
 
 
+def grouped(items: list[tuple[Any, float, float]]) -> dict[Any, list[tuple[float, float]]]:
+    """(key, x, y) items as each key's points, keys in order."""
+    found: dict[Any, list[tuple[float, float]]] = {}
+    for key, x, y in sorted(items, key=lambda item: item[0]):
+        found.setdefault(key, []).append((x, y))
+    return found
+
+
 def latency_vs_sockets(runs: dict[str, Any]) -> Plot:
-    series: dict[tuple[int, float], list[tuple[float, float]]] = {}
-    for step in runs["fanout"].steps if "fanout" in runs else []:
-        key = (step.content_bytes, step.steady.target_rate)
-        series.setdefault(key, []).append((step.sockets, step.steady.latency.p99))
+    steps = runs["fanout"].steps if "fanout" in runs else []
+    series = grouped(
+        [((s.content_bytes, s.steady.target_rate), s.sockets, s.steady.latency.p99) for s in steps]
+    )
+    lines = [(f"{size:,} B at {rate:g} msg/s", p, POINTS) for (size, rate), p in series.items()]
     return Plot(
         "pgcast fan-out latency",
         "sockets",
         "p99 commit→socket (ms)",
-        [
-            Line(f"{size:,} B at {rate:g} msg/s", points)
-            for (size, rate), points in sorted(series.items())
-        ],
+        lines,
         yscale="log",
         aim=(TARGET_P99_MS, "25 ms aim"),
     )
@@ -302,24 +300,15 @@ def latency_vs_sockets(runs: dict[str, Any]) -> Plot:
 
 def fanout_vs_limit(runs: dict[str, Any]) -> Plot:
     bursts = runs["fanout"].bursts if "fanout" in runs else []
-    lines = [
-        Line(
-            f"pgcast, {size:,} B messages",
-            [(b.sockets, b.burst.frames_per_second) for b in bursts if b.content_bytes == size],
-        )
-        for size in sorted({b.content_bytes for b in bursts})
-    ]
-    limits: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    for m in runs["socket_limit"].measurements if "socket_limit" in runs else []:
-        key = (m.frame_bytes, m.frames_per_write)
-        limits.setdefault(key, []).append((m.sockets, m.frames_per_second))
+    limits = runs["socket_limit"].measurements if "socket_limit" in runs else []
+    ours = grouped([(b.content_bytes, b.sockets, b.burst.frames_per_second) for b in bursts])
+    bare = grouped(
+        [((m.frame_bytes, m.frames_per_write), m.sockets, m.frames_per_second) for m in limits]
+    )
+    lines = [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
     lines += [
-        Line(
-            f"bare socket, {size:,} B frames, {per_write} per write",
-            points,
-            {"linestyle": "--", "marker": "x"},
-        )
-        for (size, per_write), points in sorted(limits.items())
+        (f"bare socket, {size:,} B frames, {per_write} per write", p, LIMIT)
+        for (size, per_write), p in bare.items()
     ]
     return Plot(
         "Burst fan-out against the bare socket limit", "sockets", "frames/s delivered", lines
@@ -327,30 +316,27 @@ def fanout_vs_limit(runs: dict[str, Any]) -> Plot:
 
 
 def throughput_vs_writers(runs: dict[str, Any]) -> Plot:
-    lines = []
+    lines: list[Line] = []
     db: DbLimitsResult | None = runs.get("db_limits")
-    if db:
-        for variant, label in (
-            ("none", "no trigger"),
-            ("notify", "bare NOTIFY trigger"),
-            ("pgcast", "pgcast triggers, no listener"),
-        ):
-            lines.append(Line(label, [(w, db.rate(variant, w)) for w in db.writers]))
+    for variant, label in (
+        ("none", "no trigger"),
+        ("notify", "bare NOTIFY trigger"),
+        ("pgcast", "pgcast triggers, no listener"),
+    ):
+        if db:
+            lines.append((label, [(w, db.rate(variant, w)) for w in db.writers], POINTS))
     ingest = runs["ingest"].ingest if "ingest" in runs else []
-    for sockets in sorted({i.sockets for i in ingest}):
-        lines.append(
-            Line(
-                f"pgcast, {sockets:,} socket{'s' if sockets > 1 else ''} listening",
-                [(i.writers, i.pgcast.tx_per_second) for i in ingest if i.sockets == sockets],
-                {"marker": "s", "linewidth": 2},
-            )
-        )
+    series = grouped([(i.sockets, i.writers, i.pgcast.tx_per_second) for i in ingest])
+    lines += [
+        (f"pgcast, {n:,} socket{'s' if n > 1 else ''} listening", p, {"marker": "s"})
+        for n, p in series.items()
+    ]
     return Plot(
         "Write throughput against writers",
         "concurrent writers (pgbench clients)",
         "INSERT transactions/s",
         lines,
-        xscale=("log", {"base": 2}),
+        xbase=2,
     )
 
 

@@ -18,9 +18,9 @@ import aiohttp
 
 from bench.lib import receivers as r
 from bench.lib import render, runner
-from bench.lib.meters import Meter, usage_notes
+from bench.lib.meters import usage_notes
 from bench.lib.results import BenchError, Burst, Result
-from bench.lib.servers import frames_server, ready_value
+from bench.lib.servers import frames_burst
 
 # About 300k frames per measurement, or 2 GB of payload for large frames: enough to dwarf the
 # start and the tail, a few seconds at one write per frame.
@@ -108,23 +108,8 @@ async def measure_one(
     sockets: int, frames: int, per_write: int, size: int, run: runner.Run[Options]
 ) -> SocketLimit:
     texts = [frame_text(message, size) for message in range(1, frames + 1)]
-    async with await frames_server("bare_socket_server.py", texts, run.workdir) as server:
-        meter = Meter.for_server(server.pid, None)
-        receivers = await r.open_sockets(server.port, "/ws", None, sockets, expect_connected=False)
-        try:
-            await ready_value(server.url, "sockets", sockets)
-            for receiver in receivers:
-                receiver.start_phase(frames)
-            meter.start()
-            url = server.url + f"/go?per_write={per_write}"
-            async with aiohttp.ClientSession() as http, http.post(url) as response:
-                response.raise_for_status()
-            completed = await r.wait_delivered(receivers, r.settle_seconds(frames * sockets))
-            delivery = r.check_delivery(receivers, range(1, frames + 1))
-            burst = Burst(delivery, await meter.stop(), completed)
-        finally:
-            await r.close_sockets(receivers)
-    burst.delivery.samples += server.warnings + server.exit_problems()
+    ids, go = range(1, frames + 1), f"?per_write={per_write}"
+    burst = await frames_burst("bare_socket_server.py", texts, ids, sockets, run.workdir, go)
     return SocketLimit(sockets, per_write, size, burst)
 
 

@@ -287,48 +287,38 @@ class Peer:
         return server
 
 
-async def frames_server(script: str, frames: list[str], workdir: Path) -> ServerProcess:
-    """bench/`script`, a server with no pgcast in it that sends `frames` on `POST /go`,
-    started and ready."""
+async def frames_burst(
+    script: str, frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, go: str = ""
+) -> Burst:
+    """bench/`script` (baseline_server.py, a bare aiohttp server, or bare_socket_server.py),
+    a server with no pgcast in it, sends `frames` on `POST /go{go}` to `sockets` new sockets
+    as fast as it can; the delivery is checked against `ids`, the server's exit with it."""
     path = workdir / f"{script}-frames.json"
     await asyncio.to_thread(path.write_text, json.dumps(frames))
     port = free_port()
     command = [sys.executable, str(BENCH_DIR / script), "--port", str(port), "--frames", str(path)]
-    server: ServerProcess = await ServerProcess.spawn(script, command, dict(os.environ), port)
-    await server.wait_ready("/ready")
-    return server
-
-
-async def ready_value(url: str, key: str, least: float) -> float:
-    """Poll a frames server's /ready until its `key` is at least `least`; that value."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(CONNECT_TIMEOUT):
-        while True:
-            async with http.get(url + "/ready") as response:
-                value = (await response.json())[key]
-            if value is not None and value >= least:
-                return float(value)
-            await asyncio.sleep(0.02)
-
-
-async def baseline_burst(
-    frames: list[str], ids: list[int], sockets: int, workdir: Path
-) -> tuple[Burst, int | None]:
-    """bench/baseline_server.py, a bare aiohttp server, sends `frames` to `sockets` new
-    sockets as fast as it can; the delivery is checked against `ids`. Also its exit code."""
-    async with await frames_server("baseline_server.py", frames, workdir) as server:
+    server = await ServerProcess.spawn(script, command, dict(os.environ), port)
+    async with server, aiohttp.ClientSession() as http:
+        await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
         receivers = await open_sockets(server.port, "/ws", None, sockets, expect_connected=False)
         try:
             # The client sees 101 right after the server counts the socket: polled to be sure.
-            await ready_value(server.url, "sockets", sockets)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                while True:
+                    async with http.get(server.url + "/ready") as response:
+                        if (await response.json())["sockets"] >= sockets:
+                            break
+                    await asyncio.sleep(0.02)
             for receiver in receivers:
                 receiver.start_phase(len(frames))
             meter.start()
-            async with aiohttp.ClientSession() as http, http.post(server.url + "/go") as response:
+            async with http.post(server.url + "/go" + go) as response:
                 response.raise_for_status()
             completed = await wait_delivered(receivers, settle_seconds(len(frames) * sockets))
             usage = await meter.stop()
             delivery = check_delivery(receivers, ids)
         finally:
             await close_sockets(receivers)
-    return Burst(delivery, usage, completed), server.exit_code
+    delivery.samples += server.warnings + server.exit_problems()
+    return Burst(delivery, usage, completed)
