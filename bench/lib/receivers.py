@@ -74,10 +74,9 @@ def handshake(port: int, path: str, cookie: str | None) -> tuple[bytes, str]:
 
 
 class Receiver(asyncio.Protocol):
-    """One client WebSocket, reduced to what a receiver needs: handshake, unmasked server
-    frames, ping/pong and close. Much cheaper per frame than aiohttp's client (the frames of
-    one read are parsed in one call), so the load generator is less of a bottleneck. Records
-    (receive time, message id) for the current phase, the time taken once per read."""
+    """A minimal client WebSocket (handshake, unmasked server frames, ping/pong, close) that
+    parses all the frames of one read in one call; records (receive time, message id) for
+    the current phase."""
 
     def __init__(self, index: int, request: bytes, accept: str, expect_connected: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -363,11 +362,9 @@ async def try_open_sockets(
     expected: int = 0,
     keep_text: bool = False,
 ) -> tuple[list[Receiver], list[BaseException]]:
-    """`count` sockets, `concurrency` handshakes at a time; with `expect_connected` each has
-    had its `connected` frame (pgcast's promise that nothing committed after it is missed).
-    Each phase starts before it connects (`expected` frames), so that frames in the same read
-    as the connected frame count. Returns the sockets that opened, by index, and the errors
-    of those that did not (closed)."""
+    """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame
+    when `expect_connected`, its phase started before (frames in the same read count); the
+    sockets that opened, by index, and the errors of the others (closed)."""
     loop = asyncio.get_running_loop()
     limit = asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
@@ -457,10 +454,8 @@ class Fleet:
 
 
 class ReceiverProcess:
-    """Sockets in a child process of their own, at a lower CPU priority: on a 2-core machine
-    they would otherwise compete with the writers and PostgreSQL (in production they are
-    browsers on other machines). They take what CPU is left and catch up once the writers
-    stop; every frame is still checked. Each call sends one command and awaits its answer."""
+    """Sockets in a child process of their own, at a lower CPU priority, so that they take
+    the CPU the writers and PostgreSQL leave and catch up once the writers stop."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
         self._process, self._conn = process, conn
@@ -496,9 +491,8 @@ class ReceiverProcess:
         await self._call("start", expected)
 
     async def finish(self, ids: Sequence[int], limit_seconds: float) -> Delivery:
-        """Wait until every socket has every id (or is closed), at most `limit_seconds`, and
-        check it exactly once (not in order: with several writers id order is not commit
-        order); then replace the sockets that were closed or behind."""
+        """Every id exactly once on every socket, not in order (several writers); then the
+        sockets closed or behind are replaced."""
         delivery: Delivery = await self._call("finish", list(ids), limit_seconds)
         return delivery
 

@@ -148,8 +148,7 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
 
 
 def run_load_generator(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run` for the load generator, on uvloop when it is installed (`make bench`
-    installs it): its C event loop costs the receivers much less per read than asyncio's."""
+    """`asyncio.run` on uvloop when it is installed: it costs the receivers less per read."""
     try:
         import uvloop
     except ImportError:
@@ -166,8 +165,8 @@ def _cpu_model() -> str:
 
 
 def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]) -> ResultT:
-    """Run a scenario once (options, or a command line for them) and write its report,
-    unless --no-write. Raises BenchError when it cannot run."""
+    """Run a scenario once (options, or a command line) and write its report unless
+    --no-write."""
     if not isinstance(options, Options):
         options = parse(scenario, options)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -203,8 +202,7 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
 
 
 def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = None) -> int:
-    """A scenario's command line: print the report; exit 1 if it could not run or a check
-    failed."""
+    """Print the report; exit 1 if it could not run or a check failed."""
     options = parse(scenario, argv)
     try:
         result = run(scenario, options)
