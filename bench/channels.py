@@ -1,13 +1,9 @@
 """Channels: a broadcast costs the server work in proportion to its channel's subscribers.
 
-One pgcast server, one user. Broadcasts are written by SQL, one `INSERT INTO broadcasts` per
-transaction at a steady rate, the commit time taken when the INSERT returns. Phases: (a) on
-`bench.small` with only its `--subscribers` connected; (b) the same once `--others` more
-sockets listen to `messages` alone (the hub indexes subscribers by channel, so (b) should
-cost what (a) costs); (c) broadcasts on `messages`, which every socket listens to; (a') (a)
-again once the others closed, so drift on a shared machine shows. Before each, a few unreported
-broadcasts, the server left to go quiet and its idle CPU measured: server CPU per broadcast is
-given as measured and less that idle rate.
+One `INSERT INTO broadcasts` per transaction at a steady rate on `bench.small`: (a) with only
+its subscribers connected; (b) beside `--others` sockets on `messages`, which should cost what
+(a) costs; (c) on `messages`, which every socket hears; (a') (a) again, for drift. Server CPU
+per broadcast, as measured and less the idle CPU measured before each phase.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """pgcast against two peers on the same database, clients and messages: encode/broadcaster's
 Postgres backend behind Starlette on uvicorn, and a hand-written Node server (pg + ws), each
-NOTIFYing from its own row trigger with the message as the payload (bench/peers/). Each server
-runs alone, with only its own insert trigger enabled on `messages`:
-
-- steady rows: S sockets x R messages/s for `--steady-seconds`, one transaction per message
-  (200 x 100, 1,000 x 20, 50 x 1,000 by default): server CPU per delivered frame and
-  commit->socket p50/p99 over every (socket, message) pair;
-- a burst of B messages, K rows per INSERT, back to back: frames/s and server CPU per frame.
-
-Every socket must get every message exactly once, in commit order; ratios are pgcast / peer.
+NOTIFYing from its own row trigger (bench/peers/), each alone with only its own trigger on:
+steady rows (S sockets x R messages/s, one transaction per message: server CPU per delivered
+frame, commit->socket p50/p99) and a burst (frames/s, server CPU per frame). Every socket must
+get every message exactly once, in commit order; ratios are pgcast / peer.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""Private chat and notifications: a direct message costs its two people's sockets, and one
-INSERT notifies a thousand users, each on a channel of their own.
-
-Alice and Bob each open a socket on their own `private-user.{id}` (and `messages`). (a)
-`--messages` direct messages at `--rate`, the two writing in turn, one INSERT per
-transaction, each reaching its sender's and recipient's sockets; (b) the same once `--crowd`
-sockets of a third user listen to `messages` alone: none may get a frame, and a message
-should cost what it cost in (a). (n) `--notified` more users each open a socket on their own
-channel; `--rounds` times (after an unreported first round) one `INSERT INTO notifications
-... SELECT` gives each one notification: each must get exactly its own, no other socket any.
+"""Private chat and notifications: Alice and Bob exchange direct messages on their own
+`private-user.{id}` channels, (a) alone and (b) beside `--crowd` sockets on `messages`: server
+CPU per message and commit->recipient/sender latency, (b) / (a) near 1; then one INSERT
+notifies `--notified` users, each on a channel of their own: commit->first/last socket and the
+fan-out's server CPU. Every delivery is checked exact, no other socket gets a frame.
 """
 
 from __future__ import annotations

@@ -70,10 +70,5 @@ def cpu(usage: Usage, *names: str) -> str:
     return ", ".join([*parts, f"everything else {usage.others_percent:.0f}%"])
 
 
-def cpus(usage: Usage) -> str:
-    """`40 / 30 / 50`: server / postgres / load generator, % of one core."""
-    return " / ".join(num(usage.cpu_percent.get(n)) for n in ("server", "postgres", "loadgen"))
-
-
 def ok(passed: bool) -> str:
     return "ok" if passed else "FAILED"

@@ -20,8 +20,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.lib.meters import Meter
-from bench.lib.receivers import SETTLE_TIMEOUT, Receiver, check_delivery, settle_seconds
-from bench.lib.receivers import wait_delivered as wait_delivered
+from bench.lib.receivers import (
+    SETTLE_TIMEOUT,
+    Receiver,
+    check_delivery,
+    settle_seconds,
+    wait_delivered,
+)
 from bench.lib.results import BenchError, Burst, Latency, Steady
 
 INSERT_ONE = (
