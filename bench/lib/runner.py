@@ -114,14 +114,7 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
             continue
         listed = typing.get_origin(kind) is tuple
         convert = numbers(typing.get_args(kind)[0]) if listed else kind
-        shown = ",".join(map(str, spec.default)) if listed else spec.default
-        smoke = spec.metadata["smoke"]
-        text = f"{spec.metadata['help']} (default {shown}"
-        text += (
-            f"; --smoke {','.join(map(str, smoke)) if listed else smoke})"
-            if smoke is not None
-            else ")"
-        )
+        text = f"{spec.metadata['help']} (default {spec.default}, --smoke {spec.metadata['smoke']})"
         parser.add_argument(flag, type=convert, help=text)
     parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
     parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
