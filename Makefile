@@ -109,25 +109,25 @@ bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
 	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
 			compare channels versus_previous pusher private; do \
-		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
-	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
+		$(BIN)/python -m bench.$$script --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
+	$(BIN)/python -m bench.report $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
 bench: bench-install
 	$(eval FULL_DIR := $(RUN_DIR))
-	$(BIN)/python bench/db_limits.py --out $(FULL_DIR)
-	$(BIN)/python bench/socket_limit.py --sockets 100,1000,5000 --out $(FULL_DIR)
-	$(BIN)/python bench/fanout.py --out $(FULL_DIR)
-	$(BIN)/python bench/ingest.py --out $(FULL_DIR)
-	$(BIN)/python bench/resume.py --out $(FULL_DIR)
-	$(BIN)/python bench/idle_sockets.py --out $(FULL_DIR)
-	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
-	$(BIN)/python bench/quick.py --out $(FULL_DIR)
-	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
-	$(BIN)/python bench/channels.py --out $(FULL_DIR)
-	$(BIN)/python bench/versus_previous.py --out $(FULL_DIR)
-	$(BIN)/python bench/pusher.py --out $(FULL_DIR)
-	$(BIN)/python bench/private.py --out $(FULL_DIR)
-	$(BIN)/python bench/report.py $(FULL_DIR)
+	$(BIN)/python -m bench.db_limits --out $(FULL_DIR)
+	$(BIN)/python -m bench.socket_limit --sockets 100,1000,5000 --out $(FULL_DIR)
+	$(BIN)/python -m bench.fanout --out $(FULL_DIR)
+	$(BIN)/python -m bench.ingest --out $(FULL_DIR)
+	$(BIN)/python -m bench.resume --out $(FULL_DIR)
+	$(BIN)/python -m bench.idle_sockets --out $(FULL_DIR)
+	$(BIN)/python -m bench.compare --sockets 1000 --burst 300 --out $(FULL_DIR)
+	$(BIN)/python -m bench.quick --out $(FULL_DIR)
+	$(BIN)/python -m bench.slow_consumer --out $(FULL_DIR)
+	$(BIN)/python -m bench.channels --out $(FULL_DIR)
+	$(BIN)/python -m bench.versus_previous --out $(FULL_DIR)
+	$(BIN)/python -m bench.pusher --out $(FULL_DIR)
+	$(BIN)/python -m bench.private --out $(FULL_DIR)
+	$(BIN)/python -m bench.report $(FULL_DIR)
 
 clean:
 	rm -rf $(VENV) ui/node_modules ui/dist .pgcast tests/node/node_modules \
