@@ -112,7 +112,9 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def processes_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    assert config.database_url is not None
     registry = ProcessRegistry(
+        config.database_url,
         app[POOL],
         app[LISTENER],
         port=config.port,

@@ -7,6 +7,7 @@ APPLICATION_NAME: Final = "pgcast"
 LISTENER_APPLICATION_NAME: Final = "pgcast-listener"
 LISTENER_READER_APPLICATION_NAME: Final = "pgcast-listener-reader"
 CLI_APPLICATION_NAME: Final = "pgcast-cli"
+HEARTBEAT_APPLICATION_NAME: Final = "pgcast-heartbeat"
 NOTIFY_CHANNEL: Final = "pgcast_events"
 
 REVOCATIONS_CHANNEL: Final = "pgcast_revocations"

@@ -1,6 +1,7 @@
 """The registry of pgcast processes sharing a database (`pgcast_processes`).
 
-Each process registers a row at start, renews its `seen_at` on a heartbeat, records the
+Each process registers a row at start, renews its `seen_at` on a heartbeat (on a connection
+of its own, outside the pool), records the
 backend of its LISTEN connection every time that connection is (re)established, and deletes
 its row on a graceful shutdown. On every heartbeat it also sweeps: a process whose listener
 backend is gone from pg_stat_activity (killed: seen at the next sweep) or whose heartbeat is
@@ -40,6 +41,7 @@ Registered = Callable[[], Awaitable[None]]
 class ProcessRegistry:
     def __init__(
         self,
+        conninfo: str,
         pool: DbPool,
         listener: Listener,
         *,
@@ -47,7 +49,11 @@ class ProcessRegistry:
         heartbeat_seconds: float,
         stale_seconds: float,
     ) -> None:
+        self._conninfo = conninfo
         self._pool = pool
+        # The heartbeat has a connection of its own: a pool busy with requests must not make
+        # a live process miss its heartbeats and be taken for dead.
+        self._conn: DbConnection | None = None
         self._listener = listener
         self._id = str(uuid.uuid4())
         self._host = socket.gethostname()
@@ -85,6 +91,7 @@ class ProcessRegistry:
         for task in self._recordings:
             task.cancel()
         await asyncio.gather(*self._recordings, return_exceptions=True)
+        await self._disconnect()
         try:
             async with self._pool.connection() as conn:
                 await conn.execute(queries.DELETE_PROCESSES, {"ids": [self._id]})
@@ -102,27 +109,43 @@ class ProcessRegistry:
                 await self.tick()
             except psycopg.Error as error:
                 log.warning("process heartbeat failed: %s", str(error).strip())
+                await self._disconnect()
             except Exception:
                 log.exception("process heartbeat failed")
             next_tick = max(next_tick + self._heartbeat, loop.time())
             await asyncio.sleep(next_tick - loop.time())
 
+    async def _connection(self) -> DbConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._conninfo,
+                autocommit=True,
+                application_name=queries.HEARTBEAT_APPLICATION_NAME,
+                connect_timeout=max(1, round(self._stale)),
+            )
+        return self._conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
     async def tick(self) -> None:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(queries.HEARTBEAT, {"id": self._id})
-            if await cursor.fetchone() is None:
-                await self.ensure_registered(conn)
-            elif self._owed_callbacks:
-                await self._tell_registered_again()
-            async with conn.transaction():
-                cursor = await conn.execute(
-                    queries.DEAD_PROCESSES, {"id": self._id, "stale_seconds": self._stale}
-                )
-                dead = [str(row[0]) for row in await cursor.fetchall()]
-                for sweeper in self._sweepers:
-                    await sweeper(conn, dead)
-                if dead:
-                    await conn.execute(queries.DELETE_PROCESSES, {"ids": dead})
+        conn = await self._connection()
+        cursor = await conn.execute(queries.HEARTBEAT, {"id": self._id})
+        if await cursor.fetchone() is None:
+            await self.ensure_registered(conn)
+        elif self._owed_callbacks:
+            await self._tell_registered_again()
+        async with conn.transaction():
+            cursor = await conn.execute(
+                queries.DEAD_PROCESSES, {"id": self._id, "stale_seconds": self._stale}
+            )
+            dead = [str(row[0]) for row in await cursor.fetchall()]
+            for sweeper in self._sweepers:
+                await sweeper(conn, dead)
+            if dead:
+                await conn.execute(queries.DELETE_PROCESSES, {"ids": dead})
         for process_id in dead:
             log.info("process %s is gone; removed what it held", process_id)
 
