@@ -41,16 +41,11 @@ class BoundedWebSocket(web.WebSocketResponse):
     shutdown.
     """
 
-    _closing_request: web.BaseRequest | None = None
-    _closing_stream: AbstractStreamWriter | None = None
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
-        self._closing_request = request
-        self._closing_stream = await super().prepare(request)
-        return self._closing_stream
-
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        request, stream = self._closing_request, self._closing_stream
+        # The request and stream aiohttp keeps from `prepare` (WebSocketResponse never lets
+        # them go). Attributes of our own would grow every socket's instance dict, which
+        # aiohttp's fill to the brim: over a kilobyte per idle socket.
+        request, stream = self._req, self._payload_writer
         transport = None if request is None else request.transport
         if transport is not None:
             # With no high-water mark, draining waits until everything, the close frame
