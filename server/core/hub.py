@@ -32,6 +32,29 @@ K = TypeVar("K")
 class Connection:
     """One socket's subscription: its channels and its bounded outbound queue."""
 
+    # Slots: every open socket has one, idle or not.
+    __slots__ = (
+        "_backlog_bytes",
+        "_frames",
+        "_held",
+        "_max_backlog_bytes",
+        "_oldest_woke_at",
+        "_on_close_request",
+        "_on_queued",
+        "_seen_by",
+        "_waiting",
+        "_write_now",
+        "channels",
+        "close_request",
+        "codec",
+        "direct",
+        "expires_at",
+        "frames_handed_over",
+        "session_id",
+        "socket_id",
+        "user_id",
+    )
+
     def __init__(
         self,
         socket_id: str,
@@ -62,11 +85,14 @@ class Connection:
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
         self._write_now: WriteNow | None = None
+        # The socket's writer while the hub may hand it a publish's shared bytes as they
+        # are: it is live, caught up past every batch it saw during replay, nothing is
+        # queued and no close was asked for. None otherwise, and `offer` decides frame by
+        # frame.
         self.direct: WriteNow | None = None
-        """The socket's writer while the hub may hand it a publish's shared bytes as they
-        are: it is live, caught up past every batch it saw during replay, nothing is queued
-        and no close was asked for. None otherwise, and `offer` decides frame by frame."""
         self.frames_handed_over = 0
+        # Loop time at which its session ends, when it has one (Hub.close_when_expired).
+        self.expires_at: float | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, user={self.user_id}, channels={len(self.channels)})"
@@ -257,6 +283,9 @@ class Hub:
         self._count = 0
         self._frames_of_unsubscribed = 0
         self._frames_written_directly = 0
+        # One timer per session with sockets that expire, not one per socket: for the
+        # earliest expiry among them.
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -322,10 +351,49 @@ class Hub:
         _discard(self._by_user, connection.user_id, connection)
         for channel in connection.channels:
             _discard(self._by_channel, channel, connection)
-        if connection.session_id is not None:
-            _discard(self._by_session, connection.session_id, connection)
+        session_id = connection.session_id
+        if session_id is not None:
+            _discard(self._by_session, session_id, connection)
+            if session_id not in self._by_session:
+                timer = self._expiry_timers.pop(session_id, None)
+                if timer is not None:
+                    timer.cancel()
         self._count -= 1
         self._frames_of_unsubscribed += connection.frames_handed_over
+
+    def close_when_expired(self, connection: Connection, seconds_left: float) -> None:
+        """Close `connection` (signed out) once its session has `seconds_left` no more."""
+        session_id = connection.session_id
+        if session_id is None:
+            raise ValueError("only a session's connections expire")
+        loop = asyncio.get_running_loop()
+        connection.expires_at = expires_at = loop.time() + seconds_left
+        timer = self._expiry_timers.get(session_id)
+        if timer is None or timer.when() > expires_at:
+            if timer is not None:
+                timer.cancel()
+            self._expiry_timers[session_id] = loop.call_at(expires_at, self._expire, session_id)
+
+    def expiries_pending(self) -> int:
+        """Sessions whose sockets' expiry is waited for."""
+        return len(self._expiry_timers)
+
+    def _expire(self, session_id: str) -> None:
+        del self._expiry_timers[session_id]
+        now = asyncio.get_running_loop().time()
+        next_at: float | None = None
+        for connection in tuple(self._by_session.get(session_id, ())):
+            expires_at = connection.expires_at
+            if expires_at is None:
+                continue
+            if expires_at <= now:
+                connection.close(_SESSION_EXPIRED)
+            elif next_at is None or expires_at < next_at:
+                next_at = expires_at
+        if next_at is not None:
+            self._expiry_timers[session_id] = asyncio.get_running_loop().call_at(
+                next_at, self._expire, session_id
+            )
 
     def publish(self, events: Sequence[Event], woke_at: float | None = None) -> None:
         if not events:
@@ -411,6 +479,9 @@ class Hub:
         for connections in tuple(self._by_user.values()):
             for connection in tuple(connections):
                 connection.close(disconnect)
+
+
+_SESSION_EXPIRED = Disconnect(CloseReason.SIGNED_OUT, "session expired")
 
 
 def _discard(index: dict[K, set[Connection]], key: K, connection: Connection) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import socket
 import struct
-import weakref
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -92,6 +91,8 @@ class WireWriter:
     everything a socket has queued goes out in one system call, with aiohttp's own flow
     control (`drain` waits while the kernel's send buffer is full)."""
 
+    __slots__ = ("_stream", "_transport", "_ws")
+
     def __init__(
         self,
         request: web.Request,
@@ -145,6 +146,8 @@ class BacklogWriter:
     task of its own, and a lagging one holds one until it has caught up.
     """
 
+    __slots__ = ("_connection", "_metrics", "_task", "_wire")
+
     def __init__(self, wire: WireWriter, connection: Connection, metrics: Metrics) -> None:
         self._wire = wire
         self._connection = connection
@@ -190,7 +193,7 @@ async def close_as_asked(
     await ws.close(code=code, message=reason.encode())
 
 
-async def close_all_sockets(sockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
+async def close_all_sockets(sockets: set[web.WebSocketResponse]) -> None:
     """On shutdown: tell every client we are going away (1001), all at once; each close
     takes CLOSE_TIMEOUT_SECONDS at most (BoundedWebSocket)."""
     await asyncio.gather(

@@ -9,8 +9,9 @@ import secrets
 
 import psycopg
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
-from server.auth import Principal, is_same_origin, require_user
+from server.auth import is_same_origin, require_user
 from server.core.channels import ChannelError, requested_channels
 from server.core.cursor import CursorError
 from server.core.events import CloseReason, Disconnect, Event
@@ -55,124 +56,161 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         raise ApiError(400, "invalid_channels", str(error)) from None
     principal = await require_user(request)
     with request.app[SOCKET_LIMITER].hold(principal.user.id, request.remote or ""):
-        return await _serve_socket(request, principal, channels)
-
-
-async def _serve_socket(
-    request: web.Request, principal: Principal, channels: tuple[str, ...]
-) -> web.WebSocketResponse:
-    ws = BoundedWebSocket(
-        heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
-        compress=False,
-        max_msg_size=MAX_CLIENT_FRAME_BYTES,
-    )
-    try:
-        stream = await ws.prepare(request)
-    except ConnectionError:
-        # Returned unprepared, it is one aiohttp cannot send either: it then logs only the
-        # access line, as for any client that left before its response.
-        log.info("socket closed before the upgrade: the client left")
-        return ws
-    request.app[SOCKETS].add(ws)
-    wire = WireWriter(request, ws, stream)
-
-    hub = request.app[HUB]
-    # Subscribe before taking the snapshot the socket starts from: every event the snapshot
-    # missed is then guaranteed to reach this connection (docs/delivery.md).
-    connection = hub.subscribe(
-        secrets.token_urlsafe(12), principal.user.id, principal.session_id, channels, CODEC
-    )
-    # A timer, not a task: the session's end is known now, and most sockets never see it.
-    expiry: asyncio.TimerHandle | None = None
-    if principal.session_seconds_left is not None:
-        expiry = asyncio.get_running_loop().call_later(
-            principal.session_seconds_left,
-            connection.close,
-            Disconnect(CloseReason.SIGNED_OUT, "session expired"),
+        ws = BoundedWebSocket(
+            heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
+            compress=False,
+            max_msg_size=MAX_CLIENT_FRAME_BYTES,
         )
-    try:
-        metrics = request.app[METRICS]
-        backlog = BacklogWriter(wire, connection, metrics)
-        delivery = asyncio.create_task(_deliver(request, ws, wire, connection, backlog, channels))
-        closing: list[asyncio.Task[None]] = []
-
-        def stop_delivery() -> None:
-            delivery.cancel()
-            backlog.cancel()
-
-        def close_requested() -> None:
-            disconnect = connection.close_request
-            assert disconnect is not None
-            if disconnect.reason is CloseReason.TOO_SLOW:
-                metrics.slow_sockets_closed.inc()
-            code, reason = close_frame(disconnect)
-            closing.append(asyncio.create_task(close_as_asked(ws, code, reason, stop_delivery)))
-
-        connection.when_close_requested(close_requested)
         try:
-            await _read_until_closed(ws)
-        finally:
-            stop_delivery()
-            # Let an asked-for close finish (BoundedWebSocket.close bounds it).
-            await asyncio.gather(delivery, *backlog.tasks(), *closing, return_exceptions=True)
-    finally:
-        if expiry is not None:
-            expiry.cancel()
-        hub.unsubscribe(connection)
-    # However the socket ended (the heartbeat gave up on it, say), aiohttp now calls `close`
-    # once more: a peer that stopped reading loses its connection there, within the bound.
-    return ws
-
-
-async def _deliver(
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    wire: WireWriter,
-    connection: Connection,
-    backlog: BacklogWriter,
-    channels: tuple[str, ...],
-) -> None:
-    forbidden = await request.app[POLICY].forbidden(connection.user_id, channels)
-    if forbidden:
-        names = ", ".join(forbidden)
-        connection.close(Disconnect(CloseReason.FORBIDDEN, f"not allowed to listen to {names}"))
-        return
-
-    async def started(cursor: str) -> None:
-        await ws.send_str(connected_frame(connection.socket_id, cursor, channels))
-
-    async def send(events: list[Event]) -> None:
-        await wire.write([event.encoded(CODEC) for event in events])
-
-    # Live frames are held until the catch-up is done; then they go straight to the socket.
-    connection.when_frames_queued(backlog.start)
-    connection.write_directly_with(wire.write_now)
-    try:
-        await catch_up(
-            request.app[POOL],
-            request.app[DATABASE_ID],
-            connection,
-            request.query.get("after"),
-            channels,
-            started=started,
-            send=send,
+            stream = await ws.prepare(request)
+        except ConnectionError:
+            # Returned unprepared, it is one aiohttp cannot send either: it then logs only
+            # the access line, as for any client that left before its response.
+            log.info("socket closed before the upgrade: the client left")
+            return ws
+        # The upgrade is sent: its headers are of no more use, and an idle socket would keep
+        # them for its whole life.
+        ws.headers.clear()
+        sockets = request.app[SOCKETS]
+        sockets.add(ws)
+        hub = request.app[HUB]
+        # Subscribe before taking the snapshot the socket starts from: every event the
+        # snapshot missed is then guaranteed to reach this connection (docs/delivery.md).
+        connection = hub.subscribe(
+            secrets.token_urlsafe(12), principal.user.id, principal.session_id, channels, CODEC
         )
-    except CursorError as error:
-        connection.close(Disconnect(CloseReason.CURSOR_REFUSED, str(error)))
-        return
-    except psycopg.Error:
-        log.warning("catching a socket up failed: database unavailable")
-        connection.close(Disconnect(CloseReason.UNAVAILABLE, "database unavailable"))
+        socket = NativeSocket(request, ws, stream, connection)
+        session_seconds_left = principal.session_seconds_left
+        # Nothing below needs the user's row; an idle socket need not keep it.
+        del principal
+        try:
+            socket.start(request, session_seconds_left, channels)
+            # The socket's whole life is spent awaiting here; a coroutine of its own (or
+            # `async for`) would keep one more suspended frame per idle socket.
+            while True:
+                message = await ws.receive()
+                if message.type in _ENDED:
+                    break
+                if message.type == WSMsgType.TEXT:
+                    await ws.close(
+                        code=POLICY_VIOLATION, message=b"clients send no messages on /ws"
+                    )
+                elif message.type == WSMsgType.BINARY:
+                    await ws.close(
+                        code=UNSUPPORTED_DATA, message=b"binary frames are not supported"
+                    )
+                elif message.type == WSMsgType.ERROR:
+                    log.info("socket closed with error: %s", ws.exception())
+        finally:
+            try:
+                await socket.finish()
+            finally:
+                hub.unsubscribe(connection)
+                sockets.discard(ws)
+        # However the socket ended (the heartbeat gave up on it, say), aiohttp now calls
+        # `close` once more: a peer that stopped reading loses its connection there, within
+        # the bound.
+        return ws
 
 
-async def _read_until_closed(ws: web.WebSocketResponse) -> None:
-    async for message in ws:
-        if message.type == WSMsgType.TEXT:
-            await ws.close(code=POLICY_VIOLATION, message=b"clients send no messages on /ws")
-        elif message.type == WSMsgType.BINARY:
-            await ws.close(code=UNSUPPORTED_DATA, message=b"binary frames are not supported")
-        elif message.type == WSMsgType.ERROR:
-            log.info("socket closed with error: %s", ws.exception())
+_ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+
+class NativeSocket:
+    """What one open socket holds besides aiohttp's own objects: its writers, its catch-up
+    task while it runs, and the closes the hub asks for. One object with slots rather than
+    closures and their cells: thousands of idle sockets each keep one."""
+
+    __slots__ = ("_hub", "backlog", "closing", "connection", "delivery", "metrics", "wire", "ws")
+
+    def __init__(
+        self,
+        request: web.Request,
+        ws: BoundedWebSocket,
+        stream: AbstractStreamWriter,
+        connection: Connection,
+    ) -> None:
+        self.ws = ws
+        self.connection = connection
+        self.metrics = request.app[METRICS]
+        self.wire = WireWriter(request, ws, stream)
+        self.backlog = BacklogWriter(self.wire, connection, self.metrics)
+        self.delivery: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[None] | None = None
+        self._hub = request.app[HUB]
+
+    def start(
+        self, request: web.Request, session_seconds_left: float | None, channels: tuple[str, ...]
+    ) -> None:
+        connection = self.connection
+        # The session's end is known now; the hub keeps one timer per session for it.
+        if session_seconds_left is not None:
+            self._hub.close_when_expired(connection, session_seconds_left)
+        self.delivery = delivery = asyncio.create_task(self._deliver(request, channels))
+        # Once caught up, the task is done with: let it go.
+        delivery.add_done_callback(self._delivered)
+        connection.when_close_requested(self._close_requested)
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        if self.delivery is task:
+            self.delivery = None
+
+    def stop_delivery(self) -> None:
+        if self.delivery is not None:
+            self.delivery.cancel()
+        self.backlog.cancel()
+
+    def _close_requested(self) -> None:
+        disconnect = self.connection.close_request
+        assert disconnect is not None
+        if disconnect.reason is CloseReason.TOO_SLOW:
+            self.metrics.slow_sockets_closed.inc()
+        code, reason = close_frame(disconnect)
+        if self.closing is None:
+            self.closing = asyncio.create_task(
+                close_as_asked(self.ws, code, reason, self.stop_delivery)
+            )
+
+    async def finish(self) -> None:
+        """Stop delivering, and let an asked-for close finish (BoundedWebSocket.close bounds
+        it)."""
+        self.stop_delivery()
+        pending = [task for task in (self.delivery, self.closing) if task is not None]
+        await asyncio.gather(*pending, *self.backlog.tasks(), return_exceptions=True)
+
+    async def _deliver(self, request: web.Request, channels: tuple[str, ...]) -> None:
+        connection, ws, wire = self.connection, self.ws, self.wire
+        forbidden = await request.app[POLICY].forbidden(connection.user_id, channels)
+        if forbidden:
+            names = ", ".join(forbidden)
+            connection.close(Disconnect(CloseReason.FORBIDDEN, f"not allowed to listen to {names}"))
+            return
+
+        async def started(cursor: str) -> None:
+            await ws.send_str(connected_frame(connection.socket_id, cursor, channels))
+
+        async def send(events: list[Event]) -> None:
+            await wire.write([event.encoded(CODEC) for event in events])
+
+        # Live frames are held until the catch-up is done; then they go straight to the socket.
+        connection.when_frames_queued(self.backlog.start)
+        connection.write_directly_with(wire.write_now)
+        try:
+            await catch_up(
+                request.app[POOL],
+                request.app[DATABASE_ID],
+                connection,
+                request.query.get("after"),
+                channels,
+                started=started,
+                send=send,
+            )
+        except CursorError as error:
+            connection.close(Disconnect(CloseReason.CURSOR_REFUSED, str(error)))
+            return
+        except psycopg.Error:
+            log.warning("catching a socket up failed: database unavailable")
+            connection.close(Disconnect(CloseReason.UNAVAILABLE, "database unavailable"))
 
 
 def setup_routes(app: web.Application) -> None:
