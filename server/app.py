@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -242,7 +241,7 @@ def create_app(config: Config) -> web.Application:
         handler_args=server_handler_args(),
     )
     app[CONFIG] = config
-    app[SOCKETS] = weakref.WeakSet()
+    app[SOCKETS] = set()
     app.on_shutdown.append(_sockets_stopping)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security_headers_hook(config))

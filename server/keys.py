@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 import workos
 from aiohttp import web
 
@@ -29,7 +27,9 @@ POLICY = web.AppKey("listen_policy", ListenPolicy)
 PROCESS = web.AppKey("process", ProcessRegistry)
 # Who is on presence channels, on every process (server/pg/presence.py).
 PRESENCE = web.AppKey("presence", PresenceStore)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+# Open native sockets, for shutdown. A plain set each handler leaves when its socket ends:
+# a weak one costs a weak reference and a callback per socket.
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
 # Optional: how often /ws pings a client (server/ws.py HEARTBEAT_SECONDS unless set; tests
 # shorten it).
 SOCKET_HEARTBEAT_SECONDS = web.AppKey("socket_heartbeat_seconds", float)

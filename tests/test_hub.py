@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -297,3 +298,32 @@ async def test_sockets_that_take_frames_at_once_share_one_write_per_protocol() -
     assert written["full"] == []
     assert full.take_queued()[0] == [events[0].encoded(CODEC), events[1].encoded(CODEC)]
     assert hub.frames_handed_over == 1 + 2 * 4 + 2
+
+
+async def test_each_socket_of_a_session_closes_at_its_own_expiry() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    soon = hub.subscribe("soon", 1, "session", ("messages",), CODEC)
+    later = hub.subscribe("later", 1, "session", ("messages",), CODEC)
+    gone = hub.subscribe("gone", 2, "other", ("messages",), CODEC)
+    other = hub.subscribe("other", 3, "third", ("messages",), CODEC)
+    closed: dict[str, asyncio.Future[None]] = {}
+    loop = asyncio.get_running_loop()
+    for connection in (soon, later, gone, other):
+        closed[connection.socket_id] = future = loop.create_future()
+        connection.when_close_requested(lambda future=future: future.set_result(None))
+    hub.close_when_expired(soon, 0.2)
+    hub.close_when_expired(later, 0.6)
+    hub.close_when_expired(gone, 0.2)
+    hub.close_when_expired(other, 60)
+    hub.unsubscribe(gone)
+
+    await asyncio.wait_for(closed["soon"], 5)
+    assert soon.close_request == Disconnect(CloseReason.SIGNED_OUT, "session expired")
+    assert later.close_request is None
+    await asyncio.wait_for(closed["later"], 5)
+    assert later.close_request == Disconnect(CloseReason.SIGNED_OUT, "session expired")
+    assert gone.close_request is None
+    assert other.close_request is None
+    hub.unsubscribe(other)
+    # Nothing is left waiting for a session that has no socket here.
+    assert not hub.expiries_pending()

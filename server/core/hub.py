@@ -33,6 +33,32 @@ K = TypeVar("K")
 class Connection:
     """One socket's subscription: its channels and its bounded outbound queue."""
 
+    # Slots: every open socket has one, idle or not.
+    __slots__ = (
+        "_backlog_bytes",
+        "_frames",
+        "_held",
+        "_held_bytes",
+        "_max_backlog_bytes",
+        "_oldest_woke_at",
+        "_on_close_request",
+        "_on_queued",
+        "_paused",
+        "_rosters",
+        "_seen_by",
+        "_waiting",
+        "_write_now",
+        "channels",
+        "close_request",
+        "codec",
+        "direct",
+        "expires_at",
+        "frames_handed_over",
+        "session_id",
+        "socket_id",
+        "user_id",
+    )
+
     def __init__(
         self,
         socket_id: str,
@@ -45,7 +71,9 @@ class Connection:
         self.socket_id = socket_id
         self.user_id = user_id
         self.session_id = session_id
-        self.channels = set(channels)
+        # A tuple: a socket has a few channels and rarely changes them, and an empty set
+        # alone is 216 bytes per socket.
+        self.channels: tuple[str, ...] = tuple(dict.fromkeys(channels))
         self.codec = codec
         self.close_request: Disconnect | None = None
         self._on_close_request: Callable[[], None] | None = None
@@ -63,16 +91,20 @@ class Connection:
         self._held_bytes = 0
         self._paused = False
         # Presence channel -> the snapshot of the member list the socket was sent: member
-        # events that snapshot saw are in the list, and are not sent after it.
-        self._rosters: dict[str, Snapshot] = {}
+        # events that snapshot saw are in the list, and are not sent after it. None until
+        # the first list: most sockets are on no presence channel.
+        self._rosters: dict[str, Snapshot] | None = None
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
         self._write_now: WriteNow | None = None
+        # The socket's writer while the hub may hand it a publish's shared bytes as they
+        # are: it is live, caught up past every batch it saw during replay, nothing is
+        # queued and no close was asked for. None otherwise, and `offer` decides frame by
+        # frame.
         self.direct: WriteNow | None = None
-        """The socket's writer while the hub may hand it a publish's shared bytes as they
-        are: it is live, caught up past every batch it saw during replay, nothing is queued
-        and no close was asked for. None otherwise, and `offer` decides frame by frame."""
         self.frames_handed_over = 0
+        # Loop time at which its session ends, when it has one (Hub.close_when_expired).
+        self.expires_at: float | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, user={self.user_id}, channels={len(self.channels)})"
@@ -126,6 +158,8 @@ class Connection:
     def sent_roster(self, roster: Roster) -> None:
         """The socket was sent `roster`: leave out the member events it already reflects
         (live, and in what is held)."""
+        if self._rosters is None:
+            self._rosters = {}
         self._rosters[roster.channel] = roster.seen_by
         # The shared fast path skips `offer`, and with it the filter.
         self._refresh_direct()
@@ -199,6 +233,7 @@ class Connection:
 
     def _not_listed(self, events: Sequence[Event]) -> list[Event]:
         rosters = self._rosters
+        assert rosters is not None
         kept: list[Event] = []
         for event in events:
             listed_by = rosters.get(event.channel)
@@ -309,6 +344,9 @@ class Hub:
         self._count = 0
         self._frames_of_unsubscribed = 0
         self._frames_written_directly = 0
+        # One timer per session with sockets that expire, not one per socket: for the
+        # earliest expiry among them.
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -347,11 +385,12 @@ class Hub:
     def add_channel(self, connection: Connection, channel: str) -> None:
         """Subscribe an open connection to one more channel: it gets that channel's events
         from the next publish on (no replay; a transport that wants one runs it itself)."""
-        connection.channels.add(channel)
+        if channel not in connection.channels:
+            connection.channels += (channel,)
         self._by_channel.setdefault(channel, set()).add(connection)
 
     def remove_channel(self, connection: Connection, channel: str) -> None:
-        connection.channels.discard(channel)
+        connection.channels = tuple(c for c in connection.channels if c != channel)
         _discard(self._by_channel, channel, connection)
 
     def subscribers(self, channel: str) -> int:
@@ -374,10 +413,49 @@ class Hub:
         _discard(self._by_user, connection.user_id, connection)
         for channel in connection.channels:
             _discard(self._by_channel, channel, connection)
-        if connection.session_id is not None:
-            _discard(self._by_session, connection.session_id, connection)
+        session_id = connection.session_id
+        if session_id is not None:
+            _discard(self._by_session, session_id, connection)
+            if session_id not in self._by_session:
+                timer = self._expiry_timers.pop(session_id, None)
+                if timer is not None:
+                    timer.cancel()
         self._count -= 1
         self._frames_of_unsubscribed += connection.frames_handed_over
+
+    def close_when_expired(self, connection: Connection, seconds_left: float) -> None:
+        """Close `connection` (signed out) once its session has `seconds_left` no more."""
+        session_id = connection.session_id
+        if session_id is None:
+            raise ValueError("only a session's connections expire")
+        loop = asyncio.get_running_loop()
+        connection.expires_at = expires_at = loop.time() + seconds_left
+        timer = self._expiry_timers.get(session_id)
+        if timer is None or timer.when() > expires_at:
+            if timer is not None:
+                timer.cancel()
+            self._expiry_timers[session_id] = loop.call_at(expires_at, self._expire, session_id)
+
+    def expiries_pending(self) -> int:
+        """Sessions whose sockets' expiry is waited for."""
+        return len(self._expiry_timers)
+
+    def _expire(self, session_id: str) -> None:
+        del self._expiry_timers[session_id]
+        now = asyncio.get_running_loop().time()
+        next_at: float | None = None
+        for connection in tuple(self._by_session.get(session_id, ())):
+            expires_at = connection.expires_at
+            if expires_at is None:
+                continue
+            if expires_at <= now:
+                connection.close(_SESSION_EXPIRED)
+            elif next_at is None or expires_at < next_at:
+                next_at = expires_at
+        if next_at is not None:
+            self._expiry_timers[session_id] = asyncio.get_running_loop().call_at(
+                next_at, self._expire, session_id
+            )
 
     def publish(self, events: Sequence[Event], woke_at: float | None = None) -> None:
         if not events:
@@ -463,6 +541,9 @@ class Hub:
         for connections in tuple(self._by_user.values()):
             for connection in tuple(connections):
                 connection.close(disconnect)
+
+
+_SESSION_EXPIRED = Disconnect(CloseReason.SIGNED_OUT, "session expired")
 
 
 def _discard(index: dict[K, set[Connection]], key: K, connection: Connection) -> None:

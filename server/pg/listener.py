@@ -78,6 +78,8 @@ class Listener:
                     application_name=queries.LISTENER_APPLICATION_NAME,
                 )
                 async with conn:
+                    # Notifications that come with the replies to LISTEN.
+                    conn.add_notify_handler(lambda n: self._dispatch(n.channel, n.payload))
                     for channel in self._routes:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     cursor = await conn.execute(queries.OWN_BACKEND)
@@ -90,10 +92,7 @@ class Listener:
                     self._listening.set()
                     for callback in self._on_listening:
                         self._call(callback, "catching up after LISTEN")
-                    async for notification in conn.notifies():
-                        handler = self._routes.get(notification.channel)
-                        if handler is not None:
-                            self._call(handler, notification.channel, notification.payload)
+                    await self._receive(conn)
             except psycopg.Error as error:
                 if self.listening:
                     self.reconnects += 1
@@ -102,6 +101,45 @@ class Listener:
                 self._listening.clear()
             failures += 1
             await asyncio.sleep(backoff(failures))
+
+    async def _receive(self, conn: psycopg.AsyncConnection[object]) -> None:
+        """Route notifications as they arrive, until the connection fails.
+
+        The socket stays registered with the event loop and each wake-up reads whatever
+        has arrived, instead of `conn.notifies()`, which registers and unregisters it, and
+        steps an async generator, for every notification: with one writer committing
+        hundreds of transactions a second, that was a large share of pgcast's CPU per
+        message (bench/profile.md).
+        """
+        loop = asyncio.get_running_loop()
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        lost: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                pgconn.consume_input()
+                while (notification := pgconn.notifies()) is not None:
+                    self._dispatch(
+                        notification.relname.decode(encoding), notification.extra.decode(encoding)
+                    )
+            except psycopg.Error as error:
+                if not lost.done():
+                    lost.set_exception(error)
+
+        fd = pgconn.socket
+        loop.add_reader(fd, readable)
+        try:
+            # Whatever libpq read along with the last reply is not on the socket any more.
+            readable()
+            await lost
+        finally:
+            loop.remove_reader(fd)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        handler = self._routes.get(channel)
+        if handler is not None:
+            self._call(handler, channel, payload)
 
     @staticmethod
     def _call(handler: Callable[..., None], what: str, *args: str) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import socket
 import struct
-import weakref
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -41,16 +40,11 @@ class BoundedWebSocket(web.WebSocketResponse):
     shutdown.
     """
 
-    _closing_request: web.BaseRequest | None = None
-    _closing_stream: AbstractStreamWriter | None = None
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
-        self._closing_request = request
-        self._closing_stream = await super().prepare(request)
-        return self._closing_stream
-
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        request, stream = self._closing_request, self._closing_stream
+        # The request and stream aiohttp keeps from `prepare` (WebSocketResponse never lets
+        # them go). Attributes of our own would grow every socket's instance dict, which
+        # aiohttp's fill to the brim: over a kilobyte per idle socket.
+        request, stream = self._req, self._payload_writer
         transport = None if request is None else request.transport
         if transport is not None:
             # With no high-water mark, draining waits until everything, the close frame
@@ -96,6 +90,8 @@ class WireWriter:
     """Writes frames encoded once per event (server/wire.py) straight to the connection:
     everything a socket has queued goes out in one system call, with aiohttp's own flow
     control (`drain` waits while the kernel's send buffer is full)."""
+
+    __slots__ = ("_stream", "_transport", "_ws")
 
     def __init__(
         self,
@@ -150,6 +146,8 @@ class BacklogWriter:
     task of its own, and a lagging one holds one until it has caught up.
     """
 
+    __slots__ = ("_connection", "_metrics", "_task", "_wire")
+
     def __init__(self, wire: WireWriter, connection: Connection, metrics: Metrics) -> None:
         self._wire = wire
         self._connection = connection
@@ -195,7 +193,7 @@ async def close_as_asked(
     await ws.close(code=code, message=reason.encode())
 
 
-async def close_all_sockets(sockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
+async def close_all_sockets(sockets: set[web.WebSocketResponse]) -> None:
     """On shutdown: tell every client we are going away (1001), all at once; each close
     takes CLOSE_TIMEOUT_SECONDS at most (BoundedWebSocket)."""
     await asyncio.gather(
