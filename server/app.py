@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,9 +12,9 @@ from aiohttp import web
 
 from server import api, auth, health, login, queries, webhooks
 from server.background import running
-from server.config import Config
+from server.config import Config, ConfigError
 from server.core.hub import Hub
-from server.db import create_pool
+from server.db import create_pool, describe
 from server.errors import error_middleware, request_limits_middleware, server_handler_args
 from server.headers import security_headers_hook
 from server.keys import (
@@ -29,7 +28,7 @@ from server.keys import (
     POST_LIMITER,
     PRESENCE,
     PROCESS,
-    SOCKET_LIMITER,
+    SOCKET_REGISTRY,
     SOCKETS,
     TOKENS,
     WORKOS,
@@ -37,12 +36,13 @@ from server.keys import (
 from server.metrics import create_metrics
 from server.pg.eventlog import current_position, database_identity
 from server.pg.feed import EventFeed
-from server.pg.listener import Listener
+from server.pg.listener import Listener, check_listen_connection
 from server.pg.policy import DatabaseListenPolicy
 from server.pg.presence import PgPresence
 from server.pg.processes import ProcessRegistry
 from server.pg.revocations import Revocations
-from server.ratelimit import SocketLimiter, post_limiter
+from server.pg.sockets import SocketRegistry
+from server.ratelimit import PostLimiter
 from server.resources import UI_DIST
 from server.retention import prune_forever
 from server.tokens import AccessTokenVerifier
@@ -59,13 +59,31 @@ WORKOS_TIMEOUT_SECONDS = 10
 log = logging.getLogger(__name__)
 
 
+async def listen_check_ctx(app: web.Application) -> AsyncIterator[None]:
+    # First of all: a listen URL that cannot deliver notifications is refused before
+    # anything is started on it.
+    config = app[CONFIG]
+    assert config.listen_conninfo is not None
+    await check_listen_connection(config.listen_conninfo, config.listen_setting)
+    yield
+
+
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     assert config.database_url is not None
-    async with create_pool(config.database_url, "pgcast") as pool:
+    async with create_pool(
+        config.database_url, "pgcast", prepare=not config.pooled_database_url
+    ) as pool:
         await pool.wait(timeout=10)
         app[POOL] = pool
         async with pool.connection() as conn:
+            cursor = await conn.execute(queries.IN_RECOVERY)
+            if (await cursor.fetchone()) == (True,):
+                raise ConfigError(
+                    f"DATABASE_URL ({describe(config.database_url)}) is a hot standby "
+                    "(pg_is_in_recovery() is true), which takes no writes; point it at the "
+                    "primary"
+                )
             app[DATABASE_ID] = await database_identity(conn)
         yield
 
@@ -73,21 +91,24 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     pool = app[POOL]
-    assert config.database_url is not None
+    assert config.listen_conninfo is not None
     app[HUB] = hub = Hub(config.socket_backlog_bytes)
     app[POLICY] = DatabaseListenPolicy(pool)
     # The feed's starting point is fixed before any socket can subscribe.
     async with pool.connection() as conn:
         start = await current_position(conn, app[DATABASE_ID])
+    # The feed's reader is a connection of its own, always open and used at every wake-up:
+    # a pooler would save nothing on it, and it goes beside LISTEN, where its statements
+    # may be prepared.
     feed = EventFeed(
-        config.database_url,
+        config.listen_conninfo,
         hub,
         start,
         published=lambda seconds: app[METRICS].notify_to_send_seconds.observe(seconds),
         batch_window=config.batch_window_ms / 1000,
     )
     revocations = Revocations(pool, hub)
-    app[LISTENER] = listener = Listener(config.database_url)
+    app[LISTENER] = listener = Listener(config.listen_conninfo)
     listener.route(queries.NOTIFY_CHANNEL, feed.wake)
     listener.route(queries.REVOCATIONS_CHANNEL, revocations.announced)
     listener.route(queries.CLIENT_EVENTS_CHANNEL, client_events.router(hub))
@@ -111,9 +132,11 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def processes_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    assert config.database_url is not None
+    # A connection held for the process's life, like the listener's: the direct one, never
+    # a transaction-mode pooler.
+    assert config.listen_conninfo is not None
     registry = ProcessRegistry(
-        config.database_url,
+        config.listen_conninfo,
         app[POOL],
         app[LISTENER],
         port=config.port,
@@ -166,10 +189,23 @@ async def workos_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[SOCKET_LIMITER] = SocketLimiter(config.rate_sockets_per_user, config.rate_sockets_per_ip)
-    async with post_limiter(config.rate_posts_per_minute) as limiter:
-        app[POST_LIMITER] = limiter
+    app[POST_LIMITER] = PostLimiter(app[POOL], config.rate_posts_per_minute)
+    process = app[PROCESS]
+    app[SOCKET_REGISTRY] = sockets = SocketRegistry(
+        app[POOL], process.id, config.rate_sockets_per_user, config.rate_sockets_per_ip
+    )
+    process.when_registered_again(sockets.write_again)
+    try:
         yield
+    finally:
+        await sockets.close()
+
+
+async def _sockets_stopping(app: web.Application) -> None:
+    # Before any socket closes: their rows go with this process's row, in one statement.
+    sockets = app.get(SOCKET_REGISTRY)
+    if sockets is not None:
+        sockets.stopping()
 
 
 async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -205,11 +241,20 @@ def create_app(config: Config) -> web.Application:
         handler_args=server_handler_args(),
     )
     app[CONFIG] = config
-    app[SOCKETS] = weakref.WeakSet()
+    app[SOCKETS] = set()
+    app.on_shutdown.append(_sockets_stopping)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security_headers_hook(config))
     app.cleanup_ctx.extend(
-        [pool_ctx, listener_ctx, processes_ctx, workos_ctx, rate_limits_ctx, retention_ctx]
+        [
+            listen_check_ctx,
+            pool_ctx,
+            listener_ctx,
+            processes_ctx,
+            workos_ctx,
+            rate_limits_ctx,
+            retention_ctx,
+        ]
     )
     api.setup_routes(app)
     auth.setup_routes(app)

@@ -40,7 +40,7 @@ from server.logs import AccessLogger, configure_logging, log_settings
 from server.migrate import migrate
 from server.pg.eventlog import current_position, database_identity
 from server.pg.feed import EventFeed
-from server.pg.listener import Listener
+from server.pg.listener import Listener, check_listen_connection
 from server.pg.replay import catch_up
 from server.protocol import message_json, to_json
 from server.text import text_problem
@@ -58,6 +58,8 @@ LISTEN_BACKLOG = 4096
 ENVIRONMENT_HELP = """\
 environment (README.md, section Configuration, gives each default and meaning):
   DATABASE_URL                  libpq URL; unset: an embedded PostgreSQL in PGCAST_DATA_DIR
+  PGCAST_LISTEN_DATABASE_URL    a direct connection for LISTEN and migrations, when
+                                DATABASE_URL goes through a pooler in transaction mode
   PGCAST_DATA_DIR               embedded database and session key (./.pgcast)
   PGCAST_HOST, PGCAST_PORT      listen address (127.0.0.1, 8080; port 0: any free port)
   PGCAST_PUBLIC_URL             the origin users see (http://{host}:{port})
@@ -68,8 +70,9 @@ environment (README.md, section Configuration, gives each default and meaning):
   PGCAST_EVENT_RETENTION        how long broadcasts stay replayable (7d)
   PGCAST_SOCKET_BACKLOG_BYTES   unsent bytes before a socket is closed with 1013
   PGCAST_BATCH_WINDOW_MS        under load, read the event log at most once per this many ms
+  PGCAST_EVENT_LOOP             uvloop (default) or asyncio
   PGCAST_RATE_POSTS_PER_MINUTE, PGCAST_RATE_SOCKETS_PER_USER, PGCAST_RATE_SOCKETS_PER_IP
-                                rate limits; 0 turns one off
+                                rate limits, over every process; 0 turns one off
   PGCAST_PRESENCE_TIMEOUT       seconds within which a dead process's presence members go (10)
   PGCAST_PRESENCE_GRACE         seconds a leaving member may come back unannounced (3)
   PGCAST_LOG_LEVEL              debug, info (default), warning or error
@@ -88,6 +91,8 @@ class UserError(Exception):
 
 @contextlib.contextmanager
 def database(config: Config) -> Iterator[str]:
+    if config.listen_database_url is not None:
+        check_database_url(config.listen_database_url, "PGCAST_LISTEN_DATABASE_URL")
     if config.database_url is not None:
         check_database_url(config.database_url)
         yield config.database_url
@@ -100,13 +105,13 @@ _URI_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@/]*)@")
 _KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)")
 
 
-def check_database_url(url: str) -> None:
+def check_database_url(url: str, setting: str = "DATABASE_URL") -> None:
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
         raise UserError(
-            f"DATABASE_URL is not a valid libpq URL ({_without_password(reason, url)}); "
+            f"{setting} is not a valid libpq URL ({_without_password(reason, url)}); "
             "expected e.g. postgresql://user:password@host:5432/dbname"
         ) from None
 
@@ -190,13 +195,14 @@ def command_serve(args: argparse.Namespace) -> int:
         code = 0
         try:
             with database(config) as conninfo:
-                if not args.no_migrate:
-                    migrate(conninfo)
                 config = replace(config, database_url=conninfo)
+                if not args.no_migrate:
+                    _migrate(config)
                 if args.workers > 1:
                     code = _run_workers(config, args.workers)
                 else:
-                    code = asyncio.run(_serve(config, sockets, describe(conninfo)))
+                    with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+                        code = runner.run(_serve(config, sockets, describe(conninfo)))
         except KeyboardInterrupt:
             # SIGINT or SIGTERM before the server was up (see main): stopping is what was asked.
             pass
@@ -205,6 +211,16 @@ def command_serve(args: argparse.Namespace) -> int:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop unless PGCAST_EVENT_LOOP=asyncio: its transports, timers and polling are C, and
+    each broadcast is a write per socket and a query (bench/profile.md)."""
+    if config.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 async def _serve(config: Config, sockets: list[socket.socket], database_name: str) -> int:
@@ -299,6 +315,7 @@ def _log_serving(config: Config, sockets: list[socket.socket], database_name: st
         "listening": listening,
         "database": database_name,
         "sign_in": sign_in,
+        "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }
     where = f"pgcast serving {config.public_url} (listening on {', '.join(listening)}; "
     where += f"database {database_name}; sign-in: "
@@ -335,10 +352,18 @@ def _run_workers(config: Config, workers: int) -> int:
     return max(codes, default=0)
 
 
+def _migrate(config: Config) -> list[str]:
+    """Migrations hold a session-level advisory lock, so they go where LISTEN goes, once
+    that is known to be a session of its own."""
+    assert config.listen_conninfo is not None
+    asyncio.run(check_listen_connection(config.listen_conninfo, config.listen_setting))
+    return migrate(config.listen_conninfo)
+
+
 def command_migrate(args: argparse.Namespace) -> int:
     config = load_config()
     with database(config) as conninfo:
-        applied = migrate(conninfo)
+        applied = _migrate(replace(config, database_url=conninfo))
     print(f"applied {len(applied)} migration(s); triggers up to date")
     return 0
 
@@ -412,7 +437,7 @@ def command_tail(args: argparse.Namespace) -> int:
     # away (`pgcast tail | head`).
     try:
         with contextlib.suppress(KeyboardInterrupt), database(config) as conninfo:
-            asyncio.run(_until_stopped(_tail(conninfo, args.after)))
+            asyncio.run(_until_stopped(_tail(replace(config, database_url=conninfo), args.after)))
     except BrokenPipeError:
         # Python flushes stdout once more on exit: that write must not fail too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -426,8 +451,17 @@ async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:
         await _unless(stopping, work)
 
 
-async def _tail(conninfo: str, after: str | None) -> None:
-    async with create_pool(conninfo, queries.CLI_APPLICATION_NAME, max_size=2) as pool:
+async def _tail(config: Config, after: str | None) -> None:
+    conninfo, listen_conninfo = config.database_url, config.listen_conninfo
+    assert conninfo is not None
+    assert listen_conninfo is not None
+    await check_listen_connection(listen_conninfo, config.listen_setting)
+    async with create_pool(
+        conninfo,
+        queries.CLI_APPLICATION_NAME,
+        max_size=2,
+        prepare=not config.pooled_database_url,
+    ) as pool:
         async with pool.connection() as conn:
             database_id = await database_identity(conn)
             start = await current_position(conn, database_id)
@@ -435,8 +469,8 @@ async def _tail(conninfo: str, after: str | None) -> None:
         # nothing falls between the replay and the live events.
         hub = Hub(max_backlog_bytes=1 << 62)
         connection = hub.subscribe_to_everything("tail", CODEC)
-        feed = EventFeed(conninfo, hub, start)
-        listener = Listener(conninfo)
+        feed = EventFeed(listen_conninfo, hub, start)
+        listener = Listener(listen_conninfo)
         listener.route(queries.NOTIFY_CHANNEL, feed.wake)
         listener.when_listening(feed.wake)
 

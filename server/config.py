@@ -34,6 +34,8 @@ class Secret:
 @dataclass(frozen=True)
 class Config:
     database_url: str | None
+    listen_database_url: str | None
+    """PGCAST_LISTEN_DATABASE_URL as given: None means DATABASE_URL's database."""
     data_dir: Path
     host: str
     port: int
@@ -44,6 +46,7 @@ class Config:
     event_retention: timedelta
     socket_backlog_bytes: int
     batch_window_ms: int
+    event_loop: str
     rate_posts_per_minute: int
     rate_sockets_per_user: int
     rate_sockets_per_ip: int
@@ -56,6 +59,22 @@ class Config:
     workos_base_url: str | None
     workos_issuer: str | None
     pusher: PusherApp
+
+    @property
+    def listen_conninfo(self) -> str | None:
+        """Where session-level work goes: LISTEN, the event feed's reader, migrations."""
+        return self.listen_database_url or self.database_url
+
+    @property
+    def listen_setting(self) -> str:
+        """The variable the listen URL came from, for errors."""
+        return "PGCAST_LISTEN_DATABASE_URL" if self.listen_database_url else "DATABASE_URL"
+
+    @property
+    def pooled_database_url(self) -> bool:
+        """A listen URL of its own says DATABASE_URL may be a pooler in transaction mode,
+        which cannot keep a prepared statement between transactions."""
+        return self.listen_database_url not in (None, self.database_url)
 
     @property
     def public_origin(self) -> str:
@@ -281,6 +300,17 @@ def _pusher_app(env: Mapping[str, str], data_dir: Path) -> PusherApp:
     return PusherApp(app_id, key, Secret(secret), open_public_channels=public == "open")
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def event_loop(env: Mapping[str, str]) -> str:
+    """PGCAST_EVENT_LOOP: the event loop `pgcast serve` runs on."""
+    loop = (env.get("PGCAST_EVENT_LOOP") or EVENT_LOOPS[0]).lower()
+    if loop not in EVENT_LOOPS:
+        raise ConfigError("PGCAST_EVENT_LOOP must be uvloop or asyncio")
+    return loop
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     data_dir = Path(env.get("PGCAST_DATA_DIR") or ".pgcast").expanduser().absolute()
@@ -318,10 +348,20 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "unset PGCAST_DEV_LOGIN or configure WorkOS"
         )
 
+    database_url = env.get("DATABASE_URL") or None
+    listen_database_url = env.get("PGCAST_LISTEN_DATABASE_URL") or None
+    if listen_database_url is not None and database_url is None:
+        # The embedded database has no pooler in front of it to go around.
+        raise ConfigError(
+            "PGCAST_LISTEN_DATABASE_URL needs DATABASE_URL: set both, or neither for the "
+            "embedded database"
+        )
+
     webhook_secret = env.get("WORKOS_WEBHOOK_SECRET") or None
     presence_timeout, presence_grace = _presence(env)
     return Config(
-        database_url=env.get("DATABASE_URL") or None,
+        database_url=database_url,
+        listen_database_url=listen_database_url,
         data_dir=data_dir,
         host=host,
         port=port,
@@ -336,6 +376,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             env, "PGCAST_SOCKET_BACKLOG_BYTES", 8 * 1024 * 1024, low=64 * 1024, high=1 << 31
         ),
         batch_window_ms=_int(env, "PGCAST_BATCH_WINDOW_MS", 5, low=0, high=1000),
+        event_loop=event_loop(env),
         rate_posts_per_minute=_int(env, "PGCAST_RATE_POSTS_PER_MINUTE", 60, low=0, high=1_000_000),
         rate_sockets_per_user=_int(env, "PGCAST_RATE_SOCKETS_PER_USER", 20, low=0, high=1_000_000),
         rate_sockets_per_ip=_int(env, "PGCAST_RATE_SOCKETS_PER_IP", 500, low=0, high=1_000_000),

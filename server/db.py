@@ -54,14 +54,25 @@ class Pool(AsyncConnectionPool[DbConnection]):
     when a connection comes back broken, and every RECOVERY_PROBE_INTERVAL_SECONDS while the
     database is away; the first probe that succeeds again refills the pool at once."""
 
-    def __init__(self, conninfo: str, application_name: str, max_size: int) -> None:
+    def __init__(
+        self, conninfo: str, application_name: str, max_size: int, prepare: bool = True
+    ) -> None:
+        # Through a pooler in transaction mode (PgBouncer before 1.21, or without
+        # max_prepared_statements) a statement psycopg prepared on one server connection is
+        # missing, or already there, on the next: `prepare=False` never prepares any.
+        connection_kwargs: dict[str, Any] = {} if prepare else {"prepare_threshold": None}
+        self._connection_kwargs = connection_kwargs
         super().__init__(
             conninfo,
             min_size=1,
             max_size=max_size,
             # Autocommit: a single statement needs no BEGIN/COMMIT round trips; writes that
             # need a transaction open one explicitly with `conn.transaction()`.
-            kwargs={"application_name": application_name, "autocommit": True},
+            kwargs={
+                "application_name": application_name,
+                "autocommit": True,
+                **connection_kwargs,
+            },
             # A connection that died with a database restart is replaced, not handed out.
             check=self._check_or_suspect,
             timeout=POOL_TIMEOUT_SECONDS,
@@ -147,7 +158,7 @@ class Pool(AsyncConnectionPool[DbConnection]):
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
                 if self._probe_conn is None or self._probe_conn.closed:
                     self._probe_conn = await AsyncConnection.connect(
-                        self._probe_conninfo, autocommit=True
+                        self._probe_conninfo, autocommit=True, **self._connection_kwargs
                     )
                 cursor = await self._probe_conn.execute(queries.NOTIFY_QUEUE_USAGE)
                 row = await cursor.fetchone()
@@ -197,5 +208,7 @@ def describe(conninfo: str) -> str:
     return f"{params.get('user') or ''}@{host}:{port}/{params.get('dbname') or ''}"
 
 
-def create_pool(conninfo: str, application_name: str, max_size: int = 10) -> Pool:
-    return Pool(conninfo, application_name, max_size)
+def create_pool(
+    conninfo: str, application_name: str, max_size: int = 10, prepare: bool = True
+) -> Pool:
+    return Pool(conninfo, application_name, max_size, prepare)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import psycopg
@@ -97,7 +97,11 @@ PARSER_LIMIT_BYTES = 16 * 1024
 
 
 @web.middleware
-async def request_limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_limits_middleware(
+    request: web.Request, handler: Handler
+) -> Awaitable[web.StreamResponse]:
+    # A plain function that hands on the handler's awaitable: aiohttp awaits whatever a
+    # middleware returns, and an open WebSocket then keeps no suspended frame of this one.
     if len(request.raw_path) > MAX_TARGET_BYTES:
         raise ApiError(414, "uri_too_long", f"The URL is longer than {MAX_TARGET_BYTES} bytes.")
     for name, value in request.raw_headers:
@@ -109,7 +113,7 @@ async def request_limits_middleware(request: web.Request, handler: Handler) -> w
                 "header_too_large",
                 f"The {shown} header is longer than {MAX_HEADER_BYTES} bytes.",
             )
-    return await handler(request)
+    return handler(request)
 
 
 class ParserErrorLog(logging.LoggerAdapter[logging.Logger]):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 import workos
 from aiohttp import web
 
@@ -15,7 +13,8 @@ from server.db import DbPool
 from server.metrics import Metrics
 from server.pg.listener import Listener
 from server.pg.processes import ProcessRegistry
-from server.ratelimit import PostLimiter, SocketLimiter
+from server.pg.sockets import SocketRegistry
+from server.ratelimit import PostLimiter
 from server.tokens import AccessTokenVerifier
 
 CONFIG = web.AppKey("config", Config)
@@ -28,13 +27,16 @@ POLICY = web.AppKey("listen_policy", ListenPolicy)
 PROCESS = web.AppKey("process", ProcessRegistry)
 # Who is on presence channels, on every process (server/pg/presence.py).
 PRESENCE = web.AppKey("presence", PresenceStore)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+# Open native sockets, for shutdown. A plain set each handler leaves when its socket ends:
+# a weak one costs a weak reference and a callback per socket.
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
 # Optional: how often /ws pings a client (server/ws.py HEARTBEAT_SECONDS unless set; tests
 # shorten it).
 SOCKET_HEARTBEAT_SECONDS = web.AppKey("socket_heartbeat_seconds", float)
 METRICS = web.AppKey("metrics", Metrics)
 POST_LIMITER = web.AppKey("post_limiter", PostLimiter)
-SOCKET_LIMITER = web.AppKey("socket_limiter", SocketLimiter)
+# Every process's open sockets (pgcast_sockets): the socket limits, Pusher's channel counts.
+SOCKET_REGISTRY = web.AppKey("socket_registry", SocketRegistry)
 # Present only when WorkOS is configured.
 WORKOS = web.AppKey("workos", workos.AsyncWorkOSClient)
 TOKENS = web.AppKey("tokens", AccessTokenVerifier)

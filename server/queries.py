@@ -6,6 +6,7 @@ from typing import Final, LiteralString
 APPLICATION_NAME: Final = "pgcast"
 LISTENER_APPLICATION_NAME: Final = "pgcast-listener"
 LISTENER_READER_APPLICATION_NAME: Final = "pgcast-listener-reader"
+LISTEN_CHECK_APPLICATION_NAME: Final = "pgcast-listen-check"
 CLI_APPLICATION_NAME: Final = "pgcast-cli"
 HEARTBEAT_APPLICATION_NAME: Final = "pgcast-heartbeat"
 NOTIFY_CHANNEL: Final = "pgcast_events"
@@ -299,6 +300,108 @@ RETURNING id, name, avatar_url, email
 # tx this snapshot does not see yet (written by hand with a tx from the future) was never
 # sent to anyone, and a read never would have returned it before its tx came round: it must
 # not make every cursor look too old.
+# Posts per user in the last minute, counted across every process (pgcast_post_rates):
+# the upsert locks the user's row, so concurrent posts take their turn and exactly
+# `per_minute` of them get through. The row's own times are pruned in the same statement.
+# Returns whether this post may go ahead, and when the oldest counted post leaves the
+# window (seconds from now, rounded up).
+TAKE_POST_SLOT: Final[LiteralString] = """
+INSERT INTO pgcast_post_rates AS rate (user_id, recent, last_allowed)
+VALUES (%(user_id)s, ARRAY[now()], true)
+ON CONFLICT (user_id) DO UPDATE SET (recent, last_allowed) = (
+    SELECT CASE WHEN cardinality(kept) < %(per_minute)s THEN kept || now() ELSE kept END,
+           cardinality(kept) < %(per_minute)s
+    FROM (
+        SELECT ARRAY(
+            SELECT hit FROM unnest(rate.recent) AS hit WHERE hit > now() - interval '1 minute'
+        ) AS kept
+    ) AS pruned
+)
+RETURNING last_allowed,
+          ceil(extract(epoch FROM
+              (SELECT min(hit) FROM unnest(recent) AS hit) + interval '1 minute' - now()
+          ))::int
+"""
+
+# Users who have not posted for a minute need no row; the next post makes one again.
+PRUNE_POST_RATES: Final[LiteralString] = """
+DELETE FROM pgcast_post_rates
+WHERE NOT EXISTS (SELECT FROM unnest(recent) AS hit WHERE hit > now() - interval '1 minute')
+"""
+
+# Open sockets, one row each in pgcast_sockets, on every process (server/pg/sockets.py).
+# Opening one within the limits takes a transaction: advisory locks on the limited keys
+# (`user:ID` before `address:ADDR`, in the order given: always the same order, so two
+# openings never wait on each other in a circle) make openings for the same user or address
+# take turns, and the statement after them counts with a snapshot taken once the previous
+# opening committed. A two-key lock cannot meet the one-key lock of `pgcast migrate`; two keys
+# with one hash only take turns they need not.
+SOCKET_LOCK_CLASS: Final = 0x7067  # "pg"
+LOCK_SOCKET_KEYS: Final[LiteralString] = """
+SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(key))
+FROM unnest(%(keys)s::text[]) AS key
+"""
+
+# Inserts the socket's row if the user (NULL: no pgcast user, counted per address only) and
+# the address are under their limits (0: no limit); returns the user's open sockets before
+# it (counted up to the limit: what tells which limit refused it), and whether it was
+# inserted.
+OPEN_SOCKET: Final[LiteralString] = """
+WITH open_before AS (
+    SELECT (SELECT count(*) FROM (
+                SELECT FROM pgcast_sockets WHERE user_id = %(user_id)s LIMIT %(per_user)s
+            ) AS of_user) AS of_user,
+           (SELECT count(*) FROM (
+                SELECT FROM pgcast_sockets WHERE address = %(address)s LIMIT %(per_address)s
+            ) AS of_address) AS of_address
+), opened AS (
+    INSERT INTO pgcast_sockets (socket_id, process_id, protocol, user_id, address, channels)
+    SELECT %(socket_id)s, %(process_id)s, %(protocol)s, %(user_id)s, %(address)s,
+           %(channels)s::text[]
+    FROM open_before
+    WHERE (%(per_user)s = 0 OR of_user < %(per_user)s)
+      AND (%(per_address)s = 0 OR of_address < %(per_address)s)
+    RETURNING socket_id
+)
+SELECT of_user, EXISTS (SELECT FROM opened) FROM open_before
+"""
+
+# A socket's row as this process holds it, written again after this process's row (and so
+# its sockets' rows) had been removed while it lived.
+RESTORE_SOCKET: Final[LiteralString] = """
+INSERT INTO pgcast_sockets (socket_id, process_id, protocol, user_id, address, channels)
+VALUES (%(socket_id)s, %(process_id)s, %(protocol)s, %(user_id)s, %(address)s,
+        %(channels)s::text[])
+ON CONFLICT (socket_id) DO UPDATE SET channels = EXCLUDED.channels
+"""
+
+SET_SOCKET_CHANNELS: Final[LiteralString] = """
+UPDATE pgcast_sockets SET channels = %(channels)s::text[]
+WHERE socket_id = %(socket_id)s AND process_id = %(process_id)s
+"""
+
+CLOSE_SOCKETS: Final[LiteralString] = """
+DELETE FROM pgcast_sockets
+WHERE socket_id = ANY(%(socket_ids)s::text[]) AND process_id = %(process_id)s
+"""
+
+# Pusher's channel state, over every process's sockets. `channels &&` narrows the rows
+# through the GIN index before they are unnested.
+SUBSCRIPTION_COUNTS: Final[LiteralString] = """
+SELECT channel, count(*)
+FROM pgcast_sockets, unnest(channels) AS channel
+WHERE channels && %(channels)s::text[] AND channel = ANY(%(channels)s::text[])
+GROUP BY channel
+"""
+
+OCCUPIED_CHANNELS: Final[LiteralString] = """
+SELECT channel, count(*)
+FROM pgcast_sockets, unnest(channels) AS channel
+WHERE starts_with(channel, %(prefix)s)
+GROUP BY channel
+ORDER BY channel
+"""
+
 PRUNE_EVENTS: Final[LiteralString] = """
 WITH pruned AS (
     DELETE FROM broadcasts
@@ -314,6 +417,12 @@ WHERE EXISTS (SELECT 1 FROM pruned)
 """
 
 NOTIFY_QUEUE_USAGE: Final[LiteralString] = "SELECT pg_notification_queue_usage()"
+
+# The start-up checks of the connections (server/pg/listener.py, server/app.py): a hot
+# standby can neither LISTEN nor take pgcast's writes, and a LISTEN that gets no
+# notification of its own is one that goes through a transaction-mode pooler.
+IN_RECOVERY: Final[LiteralString] = "SELECT pg_is_in_recovery()"
+NOTIFY_ONE: Final[LiteralString] = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # Who may listen: the rule is the database's own function (db/migrations/0005_channels.sql).
 FORBIDDEN_CHANNELS: Final[LiteralString] = """

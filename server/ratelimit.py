@@ -1,89 +1,43 @@
-"""Rate limits: posts per user per minute (moving window), open sockets per user and per IP.
-
-Limits are per process: with `--workers N` a client may get up to N times the figures.
-"""
+"""Posts per user per minute (a moving window), counted in PostgreSQL (pgcast_post_rates),
+so the limit holds across every pgcast process sharing the database. Open sockets per user
+and per address are counted in server/pg/sockets.py."""
 
 from __future__ import annotations
 
-import contextlib
-import math
-import time
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+import psycopg
 
-from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
-
+from server import queries
+from server.db import DbPool
 from server.errors import ApiError
 
 
 class PostLimiter:
-    def __init__(self, per_minute: int) -> None:
-        self._item = RateLimitItemPerMinute(per_minute) if per_minute else None
-        self._storage = MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(self._storage)
+    """At most `per_minute` posts per user in any 60 s, by the database's clock; 0 turns it
+    off. A refused post counts for nothing."""
+
+    def __init__(self, pool: DbPool, per_minute: int) -> None:
+        self._pool = pool
+        self._per_minute = per_minute
 
     async def check(self, user_id: int) -> None:
-        if self._item is None:
+        if not self._per_minute:
             return
-        key = str(user_id)
-        if await self._limiter.hit(self._item, key):
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    queries.TAKE_POST_SLOT, {"user_id": user_id, "per_minute": self._per_minute}
+                )
+                row = await cursor.fetchone()
+        except psycopg.errors.ForeignKeyViolation:
+            raise ApiError(401, "not_signed_in", "Your account no longer exists.") from None
+        assert row is not None
+        allowed, seconds_left = row
+        if allowed:
             return
-        stats = await self._limiter.get_window_stats(self._item, key)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        retry_after = max(1, int(seconds_left))
         raise ApiError(
             429,
             "rate_limited",
             f"Too many messages; try again in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )
-
-    async def close(self) -> None:
-        # The storage expires old hits in a task of its own; it must not outlive the app.
-        timer = self._storage.timer
-        if timer is not None and not timer.done():
-            timer.cancel()
-            with contextlib.suppress(BaseException):
-                await timer
-
-
-class SocketLimiter:
-    """Counts open sockets per user and per client address."""
-
-    def __init__(self, per_user: int, per_address: int) -> None:
-        self._per_user = per_user
-        self._per_address = per_address
-        self._by_user: Counter[int] = Counter()
-        self._by_address: Counter[str] = Counter()
-
-    @contextlib.contextmanager
-    def hold(self, user_id: int, address: str) -> Iterator[None]:
-        if self._per_user and self._by_user[user_id] >= self._per_user:
-            raise ApiError(
-                429, "too_many_sockets", f"At most {self._per_user} open sockets per user."
-            )
-        if self._per_address and self._by_address[address] >= self._per_address:
-            raise ApiError(
-                429, "too_many_sockets", f"At most {self._per_address} open sockets per address."
-            )
-        self._by_user[user_id] += 1
-        self._by_address[address] += 1
-        try:
-            yield
-        finally:
-            self._by_user[user_id] -= 1
-            self._by_address[address] -= 1
-            if not self._by_user[user_id]:
-                del self._by_user[user_id]
-            if not self._by_address[address]:
-                del self._by_address[address]
-
-
-@contextlib.asynccontextmanager
-async def post_limiter(per_minute: int) -> AsyncIterator[PostLimiter]:
-    limiter = PostLimiter(per_minute)
-    try:
-        yield limiter
-    finally:
-        await limiter.close()

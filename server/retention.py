@@ -1,4 +1,5 @@
-"""Event retention: broadcasts stay replayable for PGCAST_EVENT_RETENTION, then go."""
+"""Event retention: broadcasts stay replayable for PGCAST_EVENT_RETENTION, then go. The same
+hourly run drops expired sessions and the post counts of users who stopped posting."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ async def prune_once(pool: DbPool, retention: timedelta) -> None:
     async with pool.connection() as conn:
         await conn.execute(queries.PRUNE_EVENTS, {"retention": retention})
         await conn.execute(queries.PRUNE_SESSIONS)
+        await conn.execute(queries.PRUNE_POST_RATES)
 
 
 async def prune_forever(pool: DbPool, retention: timedelta) -> None:

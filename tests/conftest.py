@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,16 +16,27 @@ from urllib.parse import urlencode
 import aiohttp
 import psycopg
 import pytest
+import uvloop
 from aiohttp import web
 from psycopg import sql
 
 from server.app import create_app
-from server.config import Config, load_config
+from server.config import Config, event_loop, load_config
 from server.db import with_database
 from server.embedded import embedded_database
 from server.migrate import migrate
 
 FRAME_TIMEOUT = 10.0
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every test's event loop is the one `pgcast serve` runs on: uvloop, unless
+    PGCAST_EVENT_LOOP=asyncio (then the suite runs on asyncio's own)."""
+    if event_loop(os.environ) == "asyncio":
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

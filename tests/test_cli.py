@@ -79,6 +79,12 @@ def test_bad_batch_window_exits_1_with_one_line(database_url: str, tmp_path: Pat
     )
 
 
+def test_unknown_event_loop_exits_1_with_one_line(database_url: str, tmp_path: Path) -> None:
+    result = run_cli("serve", env=cli_env(database_url, tmp_path, PGCAST_EVENT_LOOP="trio"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "pgcast: PGCAST_EVENT_LOOP must be uvloop or asyncio"
+
+
 def test_dev_login_on_public_host_refuses_to_start(database_url: str, tmp_path: Path) -> None:
     env = cli_env(database_url, tmp_path, PGCAST_DEV_LOGIN="1", PGCAST_HOST="0.0.0.0")
     result = run_cli("serve", env=env)

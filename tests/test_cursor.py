@@ -168,3 +168,18 @@ def test_tail_after_a_deeply_nested_cursor_exits_1_with_one_line(
     assert result.stderr.strip().splitlines() == [
         "pgcast: --after: cursor is not one this server issued"
     ]
+
+
+@given(
+    database=st.text(max_size=40), tx=st.integers(1, 79_999_999), event_id=st.integers(0, 1 << 62)
+)
+def test_a_batch_cursor_of_any_database_name_decodes_to_its_position(
+    database: str, tx: int, event_id: int
+) -> None:
+    # The batch's JSON head is written by hand, not by json.dumps: quotes, backslashes and
+    # non-ASCII in the database id must still come back as they were.
+    prev, next_ = Snapshot.parse("5:9:7,6"), Snapshot.parse("8:80000000:9")
+    batch = BatchCursors(database, 1_700_000_000_000_000, prev, next_)
+    assert Cursor.decode(batch.encode(tx, event_id)) == batch.cursor(tx, event_id)
+    # In-progress transactions are written in order, however they were read.
+    assert str(prev) == "5:9:6,7"

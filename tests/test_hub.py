@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 
 from server.core.cursor import BatchCursors, Cursor, Snapshot
 from server.core.events import CloseReason, Disconnect, Event
@@ -91,10 +93,10 @@ async def test_a_socket_that_cannot_take_frames_now_gets_them_queued_in_order() 
     written: list[bytes] = []
     kernel_buffer_full = True
 
-    def write_now(frames: list[bytes]) -> bool:
+    def write_now(frames: bytes) -> bool:
         if kernel_buffer_full:
             return False
-        written.extend(frames)
+        written.append(frames)
         return True
 
     socket.write_directly_with(write_now)
@@ -253,3 +255,75 @@ def test_pausing_a_connection_still_catching_up_changes_nothing() -> None:
     assert socket.take_queued()[0] == []
     socket.go_live(None)
     assert len(socket.take_queued()[0]) == 1
+
+
+async def test_sockets_that_take_frames_at_once_share_one_write_per_protocol() -> None:
+    # Two protocols on one channel; a socket whose own post is in the publish; a socket
+    # whose kernel buffer is full. Each still gets exactly its frames, in order.
+    from server.transports.pusher.codec import CODEC as PUSHER_CODEC
+
+    hub = Hub(max_backlog_bytes=1 << 20)
+    written: dict[str, list[bytes]] = {}
+
+    def writer(name: str, accepts: bool = True) -> Callable[[bytes], bool]:
+        written[name] = []
+
+        def write_now(frames: bytes) -> bool:
+            if accepts:
+                written[name].append(frames)
+            return accepts
+
+        return write_now
+
+    native = [subscribe(hub, f"n{n}") for n in range(3)]
+    pusher = [hub.subscribe(f"p{n}", 1, None, ("messages",), PUSHER_CODEC) for n in range(2)]
+    full = subscribe(hub, "full")
+    for connection in (*native, *pusher):
+        connection.write_directly_with(writer(connection.socket_id))
+        connection.go_live(None)
+    full.write_directly_with(writer("full", accepts=False))
+    full.go_live(None)
+
+    events = [broadcast(10, 1, "9:9:", "12:12:", origin="n0"), broadcast(11, 2, "9:9:", "12:12:")]
+    hub.publish(events)
+
+    both_native = events[0].encoded(CODEC) + events[1].encoded(CODEC)
+    both_pusher = events[0].encoded(PUSHER_CODEC) + events[1].encoded(PUSHER_CODEC)
+    assert written["n0"] == [events[1].encoded(CODEC)]
+    assert written["n1"] == written["n2"] == [both_native]
+    # One join per protocol, shared by its sockets.
+    assert written["n1"][0] is written["n2"][0]
+    assert written["p0"] == written["p1"] == [both_pusher]
+    assert written["p0"][0] is written["p1"][0]
+    assert written["full"] == []
+    assert full.take_queued()[0] == [events[0].encoded(CODEC), events[1].encoded(CODEC)]
+    assert hub.frames_handed_over == 1 + 2 * 4 + 2
+
+
+async def test_each_socket_of_a_session_closes_at_its_own_expiry() -> None:
+    hub = Hub(max_backlog_bytes=1 << 20)
+    soon = hub.subscribe("soon", 1, "session", ("messages",), CODEC)
+    later = hub.subscribe("later", 1, "session", ("messages",), CODEC)
+    gone = hub.subscribe("gone", 2, "other", ("messages",), CODEC)
+    other = hub.subscribe("other", 3, "third", ("messages",), CODEC)
+    closed: dict[str, asyncio.Future[None]] = {}
+    loop = asyncio.get_running_loop()
+    for connection in (soon, later, gone, other):
+        closed[connection.socket_id] = future = loop.create_future()
+        connection.when_close_requested(lambda future=future: future.set_result(None))
+    hub.close_when_expired(soon, 0.2)
+    hub.close_when_expired(later, 0.6)
+    hub.close_when_expired(gone, 0.2)
+    hub.close_when_expired(other, 60)
+    hub.unsubscribe(gone)
+
+    await asyncio.wait_for(closed["soon"], 5)
+    assert soon.close_request == Disconnect(CloseReason.SIGNED_OUT, "session expired")
+    assert later.close_request is None
+    await asyncio.wait_for(closed["later"], 5)
+    assert later.close_request == Disconnect(CloseReason.SIGNED_OUT, "session expired")
+    assert gone.close_request is None
+    assert other.close_request is None
+    hub.unsubscribe(other)
+    # Nothing is left waiting for a session that has no socket here.
+    assert not hub.expiries_pending()

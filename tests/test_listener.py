@@ -52,3 +52,29 @@ async def test_every_reconnect_is_announced_so_missed_work_is_caught_up(
         )
         await asyncio.wait_for(connections.get(), 10)
     assert listener.reconnects == 1
+
+
+async def test_notifications_arriving_together_are_each_routed_in_order_and_intact(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    listener = Listener(database_url)
+    received: list[str] = []
+    all_in = asyncio.Event()
+    listened = asyncio.Event()
+    payloads = [f"{n} ünïcødé ✓ \\ \"'" for n in range(500)]
+
+    def got(payload: str) -> None:
+        received.append(payload)
+        if len(received) == len(payloads):
+            all_in.set()
+
+    listener.route("pgcast_test_fine", got)
+    listener.when_listening(listened.set)
+    async with running(listener.run(), "listener"):
+        await asyncio.wait_for(listened.wait(), 10)
+        # One transaction: PostgreSQL delivers its notifications together, on commit.
+        async with db.transaction():
+            for payload in payloads:
+                await db.execute("SELECT pg_notify('pgcast_test_fine', %s)", [payload])
+        await asyncio.wait_for(all_in.wait(), 10)
+    assert received == payloads

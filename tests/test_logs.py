@@ -133,6 +133,24 @@ async def test_serve_logs_one_json_object_per_line_with_how_users_sign_in(
     assert records[-1]["message"] == "pgcast stopped"
 
 
+@pytest.mark.parametrize(("setting", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_serve_runs_on_uvloop_unless_told_otherwise_and_says_which(
+    database_url: str, tmp_path: Path, unused_tcp_port: int, setting: str | None, loop: str
+) -> None:
+    url = f"http://127.0.0.1:{unused_tcp_port}"
+    extra = {} if setting is None else {"PGCAST_EVENT_LOOP": setting}
+    env = cli_env(
+        database_url,
+        tmp_path,
+        PGCAST_PORT=str(unused_tcp_port),
+        PGCAST_LOG_FORMAT="json",
+        **extra,
+    )
+    records = [json.loads(line) for line in await serve_and_collect(env, url, "/nothing")]
+    serving = next(r for r in records if r["message"].startswith("pgcast serving"))
+    assert serving["event_loop"] == loop
+
+
 async def test_serve_logs_one_text_line_per_record(
     database_url: str, tmp_path: Path, unused_tcp_port: int
 ) -> None:

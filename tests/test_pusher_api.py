@@ -308,7 +308,7 @@ async def test_trigger_info_counts_the_channels_it_reached(
     await close_all(sockets)
 
 
-async def test_channels_and_channel_info_count_this_processes_subscribers(
+async def test_channels_and_channel_info_count_the_subscribers(
     client_factory: Any, sdk: pusher.Pusher
 ) -> None:
     alice, _ = await signed_in(client_factory, "Alice")

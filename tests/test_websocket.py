@@ -238,13 +238,14 @@ async def test_clients_that_vanish_around_a_ping_are_logged_as_info_without_a_tr
         await alice.sign_in("alice@example.com", "Alice")
         await alice.close()
         await asyncio.gather(*(vanish(moment, reset) for moment, reset in vanishing))
-        assert server.runner.server is not None
-        connections = server.runner.server.connections
+        handlers = server.runner.server
+        assert handlers is not None
 
         async def every_connection_finished() -> bool:
-            return not connections
+            # `connections` is a copy, taken anew each time.
+            return not handlers.connections
 
-        assert await eventually(every_connection_finished, 10.0), connections
+        assert await eventually(every_connection_finished, 10.0), handlers.connections
     finally:
         await server.runner.cleanup()
 

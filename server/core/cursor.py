@@ -19,6 +19,9 @@ class CursorError(ValueError):
     """The client sent a cursor the server cannot honour; the message is the close reason."""
 
 
+_NONE_IN_PROGRESS: frozenset[int] = frozenset()
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A PostgreSQL `pg_snapshot`: which transactions had committed when it was taken."""
@@ -32,15 +35,25 @@ class Snapshot:
         try:
             xmin_text, xmax_text, xip_text = text.split(":")
             xmin, xmax = int(xmin_text), int(xmax_text)
-            xip = frozenset(int(x) for x in xip_text.split(",")) if xip_text else frozenset()
+            xip = frozenset(map(int, xip_text.split(","))) if xip_text else _NONE_IN_PROGRESS
         except ValueError:
             raise CursorError("malformed snapshot in cursor") from None
-        if not 0 < xmin <= xmax or any(not xmin <= x < xmax for x in xip):
+        if not 0 < xmin <= xmax or (xip and not xmin <= min(xip) <= max(xip) < xmax):
             raise CursorError("inconsistent snapshot in cursor")
         return cls(xmin, xmax, xip)
 
     def __str__(self) -> str:
-        return f"{self.xmin}:{self.xmax}:{','.join(map(str, sorted(self.xip)))}"
+        return self.text
+
+    @property
+    def text(self) -> str:
+        """As PostgreSQL writes it. Kept once made (outside the fields, so equality and
+        hashing ignore it): every read of the event log sends two."""
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = f"{self.xmin}:{self.xmax}:{','.join(map(str, sorted(self.xip)))}"
+            object.__setattr__(self, "_text", text)
+        return text
 
     def sees(self, tx: int) -> bool:
         """Whether transaction `tx` had committed when this snapshot was taken."""
@@ -136,8 +149,9 @@ class BatchCursors:
         self._taken_at_us = taken_at_us
         self._prev = prev
         self._next = next
-        fields = [1, database, taken_at_us, str(next), str(prev)]
-        head = json.dumps(fields, separators=(",", ":"))[:-1].encode() + b","
+        # What json.dumps([1, database, taken_at_us, next, prev]) writes, less its `]`:
+        # a snapshot's text is digits, colons and commas, so it needs no escaping.
+        head = f'[1,{_json_string(database)},{taken_at_us},"{next.text}","{prev.text}",'.encode()
         self._head = _base64(head + b" " * (-len(head) % 3))
 
     def cursor(self, tx: int, event_id: int) -> Cursor:
@@ -148,6 +162,7 @@ class BatchCursors:
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_json_string = json.encoder.encode_basestring_ascii
 
 
 def _base64(raw: bytes) -> str:

@@ -22,8 +22,9 @@ from server.core.cursor import Cursor, Snapshot
 from server.core.events import CloseReason, Codec, Disconnect, Event
 from server.core.presence import Roster, listed_already
 
-WriteNow = Callable[[list[bytes]], bool]
-"""Writes frames to a socket at once if it can take them without waiting; False if not."""
+WriteNow = Callable[[bytes], bool]
+"""Writes frames (one or more, joined) to a socket at once if it can take them without
+waiting; False if not."""
 
 Reframed = dict[tuple[int, Snapshot, Codec], bytes]
 K = TypeVar("K")
@@ -31,6 +32,32 @@ K = TypeVar("K")
 
 class Connection:
     """One socket's subscription: its channels and its bounded outbound queue."""
+
+    # Slots: every open socket has one, idle or not.
+    __slots__ = (
+        "_backlog_bytes",
+        "_frames",
+        "_held",
+        "_held_bytes",
+        "_max_backlog_bytes",
+        "_oldest_woke_at",
+        "_on_close_request",
+        "_on_queued",
+        "_paused",
+        "_rosters",
+        "_seen_by",
+        "_waiting",
+        "_write_now",
+        "channels",
+        "close_request",
+        "codec",
+        "direct",
+        "expires_at",
+        "frames_handed_over",
+        "session_id",
+        "socket_id",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -44,7 +71,9 @@ class Connection:
         self.socket_id = socket_id
         self.user_id = user_id
         self.session_id = session_id
-        self.channels = set(channels)
+        # A tuple: a socket has a few channels and rarely changes them, and an empty set
+        # alone is 216 bytes per socket.
+        self.channels: tuple[str, ...] = tuple(dict.fromkeys(channels))
         self.codec = codec
         self.close_request: Disconnect | None = None
         self._on_close_request: Callable[[], None] | None = None
@@ -62,12 +91,20 @@ class Connection:
         self._held_bytes = 0
         self._paused = False
         # Presence channel -> the snapshot of the member list the socket was sent: member
-        # events that snapshot saw are in the list, and are not sent after it.
-        self._rosters: dict[str, Snapshot] = {}
+        # events that snapshot saw are in the list, and are not sent after it. None until
+        # the first list: most sockets are on no presence channel.
+        self._rosters: dict[str, Snapshot] | None = None
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
         self._write_now: WriteNow | None = None
+        # The socket's writer while the hub may hand it a publish's shared bytes as they
+        # are: it is live, caught up past every batch it saw during replay, nothing is
+        # queued and no close was asked for. None otherwise, and `offer` decides frame by
+        # frame.
+        self.direct: WriteNow | None = None
         self.frames_handed_over = 0
+        # Loop time at which its session ends, when it has one (Hub.close_when_expired).
+        self.expires_at: float | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, user={self.user_id}, channels={len(self.channels)})"
@@ -76,6 +113,19 @@ class Connection:
         """Let `offer` hand frames straight to the socket when none are queued ahead of them:
         a live broadcast then costs each socket one write, with no task to wake."""
         self._write_now = write_now
+        self._refresh_direct()
+
+    def _refresh_direct(self) -> None:
+        if (
+            self._held is None
+            and self._seen_by is None
+            and not self._rosters
+            and not self._frames
+            and self.close_request is None
+        ):
+            self.direct = self._write_now
+        else:
+            self.direct = None
 
     def go_live(self, seen_by: Snapshot | None) -> None:
         """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
@@ -84,6 +134,7 @@ class Connection:
         self._held_bytes = 0
         self._paused = False
         self.offer(held, self._oldest_woke_at)
+        self._refresh_direct()
 
     def pause(self) -> None:
         """Hold live events until `resume`: the transport is about to send something (a
@@ -92,6 +143,7 @@ class Connection:
         if self._held is None and self.close_request is None:
             self._held = []
             self._paused = True
+            self._refresh_direct()
 
     def resume(self) -> None:
         """Send what `pause` held, in order, and go on live."""
@@ -101,11 +153,16 @@ class Connection:
         held, self._held = self._held or [], None
         self._held_bytes = 0
         self.offer(held, self._oldest_woke_at)
+        self._refresh_direct()
 
     def sent_roster(self, roster: Roster) -> None:
         """The socket was sent `roster`: leave out the member events it already reflects
         (live, and in what is held)."""
+        if self._rosters is None:
+            self._rosters = {}
         self._rosters[roster.channel] = roster.seen_by
+        # The shared fast path skips `offer`, and with it the filter.
+        self._refresh_direct()
 
     def offer(
         self,
@@ -149,13 +206,22 @@ class Connection:
                 elif not seen_by.sees(event.tx):
                     wires.append(self._frame_after_catch_up(event, seen_by, reframed))
         if not wires:
+            if self._seen_by is None:
+                self._refresh_direct()
             return
         # Only with nothing queued: queued frames are older and must go out first.
-        if not self._frames and self._write_now is not None and self._write_now(wires):
+        if (
+            not self._frames
+            and self._write_now is not None
+            and self._write_now(wires[0] if len(wires) == 1 else b"".join(wires))
+        ):
             self.frames_handed_over += len(wires)
+            if self._seen_by is None:
+                self._refresh_direct()
             return
         queue_was_empty = not self._frames
         self._frames += wires
+        self.direct = None
         if queue_was_empty and self._on_queued is not None:
             self._on_queued()
         if self._oldest_woke_at is None:
@@ -167,6 +233,7 @@ class Connection:
 
     def _not_listed(self, events: Sequence[Event]) -> list[Event]:
         rosters = self._rosters
+        assert rosters is not None
         kept: list[Event] = []
         for event in events:
             listed_by = rosters.get(event.channel)
@@ -227,6 +294,7 @@ class Connection:
             self.close_request = disconnect
         self._frames = []
         self._held = None
+        self.direct = None
         self._wake()
         if first and self._on_close_request is not None:
             asyncio.get_running_loop().call_soon(self._on_close_request)
@@ -254,6 +322,7 @@ class Connection:
         self._frames = []
         self._backlog_bytes = 0
         self.frames_handed_over += len(frames)
+        self._refresh_direct()
         return frames, woke_at
 
     def _give_up(self) -> None:
@@ -274,6 +343,10 @@ class Hub:
         self._everything: set[Connection] = set()
         self._count = 0
         self._frames_of_unsubscribed = 0
+        self._frames_written_directly = 0
+        # One timer per session with sockets that expire, not one per socket: for the
+        # earliest expiry among them.
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -282,7 +355,7 @@ class Hub:
     def frames_handed_over(self) -> int:
         """Frames handed to sockets so far (written, or taken by their writer to write)."""
         live = sum(c.frames_handed_over for users in self._by_user.values() for c in users)
-        return self._frames_of_unsubscribed + live
+        return self._frames_written_directly + self._frames_of_unsubscribed + live
 
     def subscribe(
         self,
@@ -312,11 +385,12 @@ class Hub:
     def add_channel(self, connection: Connection, channel: str) -> None:
         """Subscribe an open connection to one more channel: it gets that channel's events
         from the next publish on (no replay; a transport that wants one runs it itself)."""
-        connection.channels.add(channel)
+        if channel not in connection.channels:
+            connection.channels += (channel,)
         self._by_channel.setdefault(channel, set()).add(connection)
 
     def remove_channel(self, connection: Connection, channel: str) -> None:
-        connection.channels.discard(channel)
+        connection.channels = tuple(c for c in connection.channels if c != channel)
         _discard(self._by_channel, channel, connection)
 
     def subscribers(self, channel: str) -> int:
@@ -339,10 +413,49 @@ class Hub:
         _discard(self._by_user, connection.user_id, connection)
         for channel in connection.channels:
             _discard(self._by_channel, channel, connection)
-        if connection.session_id is not None:
-            _discard(self._by_session, connection.session_id, connection)
+        session_id = connection.session_id
+        if session_id is not None:
+            _discard(self._by_session, session_id, connection)
+            if session_id not in self._by_session:
+                timer = self._expiry_timers.pop(session_id, None)
+                if timer is not None:
+                    timer.cancel()
         self._count -= 1
         self._frames_of_unsubscribed += connection.frames_handed_over
+
+    def close_when_expired(self, connection: Connection, seconds_left: float) -> None:
+        """Close `connection` (signed out) once its session has `seconds_left` no more."""
+        session_id = connection.session_id
+        if session_id is None:
+            raise ValueError("only a session's connections expire")
+        loop = asyncio.get_running_loop()
+        connection.expires_at = expires_at = loop.time() + seconds_left
+        timer = self._expiry_timers.get(session_id)
+        if timer is None or timer.when() > expires_at:
+            if timer is not None:
+                timer.cancel()
+            self._expiry_timers[session_id] = loop.call_at(expires_at, self._expire, session_id)
+
+    def expiries_pending(self) -> int:
+        """Sessions whose sockets' expiry is waited for."""
+        return len(self._expiry_timers)
+
+    def _expire(self, session_id: str) -> None:
+        del self._expiry_timers[session_id]
+        now = asyncio.get_running_loop().time()
+        next_at: float | None = None
+        for connection in tuple(self._by_session.get(session_id, ())):
+            expires_at = connection.expires_at
+            if expires_at is None:
+                continue
+            if expires_at <= now:
+                connection.close(_SESSION_EXPIRED)
+            elif next_at is None or expires_at < next_at:
+                next_at = expires_at
+        if next_at is not None:
+            self._expiry_timers[session_id] = asyncio.get_running_loop().call_at(
+                next_at, self._expire, session_id
+            )
 
     def publish(self, events: Sequence[Event], woke_at: float | None = None) -> None:
         if not events:
@@ -350,9 +463,7 @@ class Hub:
         reframed: Reframed = {}
         channel = events[0].channel
         if all(event.channel == channel for event in events):
-            # The usual wake-up: one channel, so every subscriber gets the same list.
-            for connection in tuple(self._by_channel.get(channel, ())):
-                connection.offer(events, woke_at, reframed)
+            self._publish_to_channel(channel, events, woke_at, reframed)
         else:
             # Each connection gets its channels' events, still in commit order.
             routed: dict[Connection, list[Event]] = {}
@@ -367,6 +478,36 @@ class Hub:
                 connection.offer(mine, woke_at, reframed)
         for connection in tuple(self._everything):
             connection.offer(events, woke_at, reframed)
+
+    def _publish_to_channel(
+        self, channel: str, events: Sequence[Event], woke_at: float | None, reframed: Reframed
+    ) -> None:
+        """The usual wake-up: one channel, so every subscriber gets the same frames. Each
+        socket that can take them now gets the bytes every socket of its protocol shares,
+        joined once per publish, in one write; the others go through `offer`."""
+        origins = {event.origin for event in events if event.origin is not None}
+        # The bytes of the last codec asked for, and of the others: most deployments speak
+        # one protocol, so the dict is rarely looked at.
+        last_codec: Codec | None = None
+        last_payload = b""
+        payloads: dict[Codec, bytes] = {}
+        written = 0
+        for connection in tuple(self._by_channel.get(channel, ())):
+            direct = connection.direct
+            if direct is not None and not (origins and connection.socket_id in origins):
+                codec = connection.codec
+                if codec is not last_codec:
+                    payload = payloads.get(codec)
+                    if payload is None:
+                        payload = payloads[codec] = b"".join(
+                            [event.encoded(codec) for event in events]
+                        )
+                    last_codec, last_payload = codec, payload
+                if direct(last_payload):
+                    written += 1
+                    continue
+            connection.offer(events, woke_at, reframed)
+        self._frames_written_directly += written * len(events)
 
     def users(self) -> list[int]:
         return list(self._by_user)
@@ -400,6 +541,9 @@ class Hub:
         for connections in tuple(self._by_user.values()):
             for connection in tuple(connections):
                 connection.close(disconnect)
+
+
+_SESSION_EXPIRED = Disconnect(CloseReason.SIGNED_OUT, "session expired")
 
 
 def _discard(index: dict[K, set[Connection]], key: K, connection: Connection) -> None:

@@ -109,18 +109,29 @@ class Page:
     def __init__(self, position: Cursor, rows: list[tuple[Any, ...]], limit: int) -> None:
         here_text, here_taken_at_us = rows[0][0], rows[0][1]
         here = Snapshot.parse(here_text)
-        # Events of the position's own batch (part 1), then of the batch from its `next` to
-        # `here` (part 2).
-        batches = (
-            BatchCursors(position.database, position.taken_at_us, position.prev, position.next),
-            BatchCursors(position.database, here_taken_at_us, position.next, here),
-        )
         # With no events, the one row is there only to carry `here`.
         if rows[0][2] is None:
             rows = []
+        # Events of the position's own batch (part 1), then of the batch from its `next` to
+        # `here` (part 2). Each batch's cursors are made once it has an event: a live read
+        # usually has events of part 2 only.
+        rest_of_batch: BatchCursors | None = None
+        after_batch: BatchCursors | None = None
         events: list[Event] = []
         for _, _, part, event_id, tx, channel, name, data, origin in rows:
-            events.append(Event(event_id, tx, channel, name, data, origin, batches[part - 1]))
+            if part == 2:
+                if after_batch is None:
+                    after_batch = BatchCursors(
+                        position.database, here_taken_at_us, position.next, here
+                    )
+                batch = after_batch
+            else:
+                if rest_of_batch is None:
+                    rest_of_batch = BatchCursors(
+                        position.database, position.taken_at_us, position.prev, position.next
+                    )
+                batch = rest_of_batch
+            events.append(Event(event_id, tx, channel, name, data, origin, batch))
         self.events: Final = events
         self.complete: Final = len(rows) < limit
         """True when nothing committed before the page's snapshot remains after `end`."""

@@ -58,17 +58,23 @@ class EventFeed:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
+        # No read before this loop time: the window the last read opened.
+        window_ends = 0.0
         try:
             while True:
                 await self._wake.wait()
+                # A wake-up within the window waits for its end, and its read carries what
+                # came meanwhile. One after a quiet window is read at once, with no timer:
+                # at a few messages a second, a timer per read was a wake-up per message.
+                rest_of_window = window_ends - loop.time()
+                if rest_of_window > 0:
+                    await asyncio.sleep(rest_of_window)
                 self._wake.clear()
                 began = loop.time()
                 try:
                     await self.deliver_pending()
                     failures = 0
-                    rest_of_window = began + self._batch_window - loop.time()
-                    if rest_of_window > 0:
-                        await asyncio.sleep(rest_of_window)
+                    window_ends = began + self._batch_window
                 except psycopg.Error as error:
                     failures += 1
                     log.warning("reading the event log failed: %s", str(error).strip())

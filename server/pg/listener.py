@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,10 +16,15 @@ import psycopg
 from psycopg import sql
 
 from server import queries
+from server.config import ConfigError
+from server.db import describe
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 5.0
+# How long the start-up check waits for its own notification: it takes milliseconds when
+# LISTEN works, and never comes when it does not.
+LISTEN_CHECK_TIMEOUT_SECONDS = 5.0
 
 NotifyHandler = Callable[[str], None]
 
@@ -72,6 +78,8 @@ class Listener:
                     application_name=queries.LISTENER_APPLICATION_NAME,
                 )
                 async with conn:
+                    # Notifications that come with the replies to LISTEN.
+                    conn.add_notify_handler(lambda n: self._dispatch(n.channel, n.payload))
                     for channel in self._routes:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     cursor = await conn.execute(queries.OWN_BACKEND)
@@ -84,10 +92,7 @@ class Listener:
                     self._listening.set()
                     for callback in self._on_listening:
                         self._call(callback, "catching up after LISTEN")
-                    async for notification in conn.notifies():
-                        handler = self._routes.get(notification.channel)
-                        if handler is not None:
-                            self._call(handler, notification.channel, notification.payload)
+                    await self._receive(conn)
             except psycopg.Error as error:
                 if self.listening:
                     self.reconnects += 1
@@ -96,6 +101,45 @@ class Listener:
                 self._listening.clear()
             failures += 1
             await asyncio.sleep(backoff(failures))
+
+    async def _receive(self, conn: psycopg.AsyncConnection[object]) -> None:
+        """Route notifications as they arrive, until the connection fails.
+
+        The socket stays registered with the event loop and each wake-up reads whatever
+        has arrived, instead of `conn.notifies()`, which registers and unregisters it, and
+        steps an async generator, for every notification: with one writer committing
+        hundreds of transactions a second, that was a large share of pgcast's CPU per
+        message (bench/profile.md).
+        """
+        loop = asyncio.get_running_loop()
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        lost: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                pgconn.consume_input()
+                while (notification := pgconn.notifies()) is not None:
+                    self._dispatch(
+                        notification.relname.decode(encoding), notification.extra.decode(encoding)
+                    )
+            except psycopg.Error as error:
+                if not lost.done():
+                    lost.set_exception(error)
+
+        fd = pgconn.socket
+        loop.add_reader(fd, readable)
+        try:
+            # Whatever libpq read along with the last reply is not on the socket any more.
+            readable()
+            await lost
+        finally:
+            loop.remove_reader(fd)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        handler = self._routes.get(channel)
+        if handler is not None:
+            self._call(handler, channel, payload)
 
     @staticmethod
     def _call(handler: Callable[..., None], what: str, *args: str) -> None:
@@ -110,3 +154,48 @@ class Listener:
 def backoff(failures: int) -> float:
     ceiling: float = min(MAX_BACKOFF_SECONDS, 0.05 * 2**failures)
     return random.uniform(ceiling / 2, ceiling)
+
+
+class ListenConnectionError(ConfigError):
+    """The listen URL cannot carry LISTEN: the message is one line naming the setting."""
+
+
+async def check_listen_connection(conninfo: str, setting: str) -> None:
+    """Refuse a listen URL that would LISTEN and silently receive nothing.
+
+    On a hot standby LISTEN and NOTIFY do not work at all. Through a pooler in
+    transaction mode (PgBouncer's `pool_mode = transaction`) LISTEN succeeds on whichever
+    server connection the statement got, which then goes back to the pooler's pool, and
+    its notifications never reach this client. So: LISTEN a channel of the check's own,
+    notify it from a second connection, and wait for the notification. `setting` names the
+    variable the URL came from, for the error.
+    """
+    where = f"{setting} ({describe(conninfo)})"
+    channel = f"pgcast_listen_check_{secrets.token_hex(8)}"
+    async with await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, application_name=queries.LISTEN_CHECK_APPLICATION_NAME
+    ) as listening:
+        cursor = await listening.execute(queries.IN_RECOVERY)
+        row = await cursor.fetchone()
+        if row is not None and row[0]:
+            raise ListenConnectionError(
+                f"{where} is a hot standby (pg_is_in_recovery() is true), where LISTEN and "
+                f"NOTIFY do not work; point {setting} at the primary"
+            )
+        await listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        async with await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, application_name=queries.LISTEN_CHECK_APPLICATION_NAME
+        ) as notifying:
+            await notifying.execute(queries.NOTIFY_ONE, {"channel": channel, "payload": ""})
+        async for _ in listening.notifies(timeout=LISTEN_CHECK_TIMEOUT_SECONDS, stop_after=1):
+            return
+    fix = (
+        "set PGCAST_LISTEN_DATABASE_URL to a direct connection to PostgreSQL"
+        if setting == "DATABASE_URL"
+        else "point it at PostgreSQL itself or at a pool in session mode"
+    )
+    raise ListenConnectionError(
+        f"LISTEN through {where} received no notification of its own within "
+        f"{LISTEN_CHECK_TIMEOUT_SECONDS:.0f} s, as happens through a pooler in transaction "
+        f"mode (PgBouncer pool_mode=transaction), which cannot carry LISTEN; {fix}"
+    )

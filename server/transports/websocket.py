@@ -9,7 +9,6 @@ import contextlib
 import logging
 import socket
 import struct
-import weakref
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -41,16 +40,11 @@ class BoundedWebSocket(web.WebSocketResponse):
     shutdown.
     """
 
-    _closing_request: web.BaseRequest | None = None
-    _closing_stream: AbstractStreamWriter | None = None
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
-        self._closing_request = request
-        self._closing_stream = await super().prepare(request)
-        return self._closing_stream
-
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        request, stream = self._closing_request, self._closing_stream
+        # The request and stream aiohttp keeps from `prepare` (WebSocketResponse never lets
+        # them go). Attributes of our own would grow every socket's instance dict, which
+        # aiohttp's fill to the brim: over a kilobyte per idle socket.
+        request, stream = self._req, self._payload_writer
         transport = None if request is None else request.transport
         if transport is not None:
             # With no high-water mark, draining waits until everything, the close frame
@@ -97,18 +91,22 @@ class WireWriter:
     everything a socket has queued goes out in one system call, with aiohttp's own flow
     control (`drain` waits while the kernel's send buffer is full)."""
 
+    __slots__ = ("_stream", "_transport", "_ws")
+
     def __init__(
         self,
         request: web.Request,
         ws: web.WebSocketResponse,
         stream: AbstractStreamWriter,
     ) -> None:
-        self._request = request
         self._ws = ws
         self._stream = stream
+        # Taken once: the hub writes to every socket on every broadcast. A connection that
+        # is lost keeps this transport object, closing.
+        self._transport = request.transport
 
     def _open_transport(self) -> asyncio.Transport | None:
-        transport = self._request.transport
+        transport = self._transport
         # Once aiohttp has sent a close frame no data frame may follow it (RFC 6455 5.5.1).
         if self._ws.closed or transport is None or transport.is_closing():
             return None
@@ -125,13 +123,18 @@ class WireWriter:
             # socket) while it waited here would cancel that future for all of them.
             await asyncio.shield(self._stream.drain())
 
-    def write_now(self, frames: list[bytes]) -> bool:
+    def write_now(self, frames: bytes) -> bool:
         """The hub's fast path: write at once unless earlier bytes still wait for the kernel
         (then the socket's own task writes them in order, waiting for the peer to read)."""
-        transport = self._open_transport()
-        if transport is None or transport.get_write_buffer_size():
+        transport = self._transport
+        if (
+            self._ws.closed
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
             return False
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        transport.write(frames)
         return True
 
 
@@ -142,6 +145,8 @@ class BacklogWriter:
     queued only while earlier bytes still wait for the kernel. An idle socket then holds no
     task of its own, and a lagging one holds one until it has caught up.
     """
+
+    __slots__ = ("_connection", "_metrics", "_task", "_wire")
 
     def __init__(self, wire: WireWriter, connection: Connection, metrics: Metrics) -> None:
         self._wire = wire
@@ -188,7 +193,7 @@ async def close_as_asked(
     await ws.close(code=code, message=reason.encode())
 
 
-async def close_all_sockets(sockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
+async def close_all_sockets(sockets: set[web.WebSocketResponse]) -> None:
     """On shutdown: tell every client we are going away (1001), all at once; each close
     takes CLOSE_TIMEOUT_SECONDS at most (BoundedWebSocket)."""
     await asyncio.gather(

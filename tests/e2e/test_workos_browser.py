@@ -48,7 +48,7 @@ async def test_sign_in_with_workos_then_post_and_sign_out(
         await expect(tab.page.get_by_label("Email", exact=True)).to_have_count(0)
         await tab.page.get_by_role("link", name="Sign in with WorkOS").click()
         # The fake's AuthKit page signs Grace in and sends the browser back to the callback.
-        await expect(tab.page.get_by_text("Grace Hopper")).to_be_visible()
+        await expect(tab.page.get_by_role("banner").get_by_text("Grace Hopper")).to_be_visible()
         await expect(tab.status).to_have_text("Live")
         message_id = await tab.send("signed in through AuthKit")
         await expect(tab.message(message_id)).to_contain_text("Grace Hopper")

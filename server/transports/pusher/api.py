@@ -33,10 +33,11 @@ join and a Pusher socket signed in as them receives.
 terminate_connections announces `terminate:{user_id}` on `pgcast_revocations`, so every
 process closes that pgcast user's sockets (server/pg/revocations.py).
 
-Subscription counts are this process's (the hub). A presence channel's users are read from
-PostgreSQL (`presence_online`): the members of every process, joined over either protocol,
-each user once, users in their grace (left less than PGCAST_PRESENCE_GRACE ago) included, as
-the member lists clients get include them.
+Subscriptions are counted over every process's sockets, from their rows in pgcast_sockets
+(server/pg/sockets.py). A presence channel's users are read from PostgreSQL
+(`presence_online`): the members of every process, joined over either protocol, each user
+once, users in their grace (left less than PGCAST_PRESENCE_GRACE ago) included, as the member
+lists clients get include them.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from server import queries
 from server.core.channels import PRESENCE_PREFIX, is_channel_name, is_event_name
 from server.core.presence import MEMBER_EVENTS
 from server.errors import ApiError
-from server.keys import CONFIG, HUB, POOL, PRESENCE
+from server.keys import CONFIG, POOL, PRESENCE
+from server.pg.sockets import occupied_channels, subscription_counts
 from server.protocol import JsonObject
 from server.transports.pusher.channels import (
     ENCRYPTED_PREFIX,
@@ -304,6 +306,7 @@ async def trigger_event(request: web.Request) -> web.Response:
     if not publication.info:
         return web.json_response({})
     state = _State(request.app)
+    await state.count_subscriptions(publication.channels)
     return web.json_response(
         {
             "channels": {
@@ -332,6 +335,7 @@ async def trigger_batch(request: web.Request) -> web.Response:
     if not any(p.info for p in publications):
         return web.json_response({})
     state = _State(request.app)
+    await state.count_subscriptions(p.channels[0] for p in publications)
     return web.json_response(
         {"batch": [await state.trigger_info(p.channels[0], p.info) for p in publications]}
     )
@@ -341,20 +345,29 @@ async def trigger_batch(request: web.Request) -> web.Response:
 
 
 class _State:
-    """Channel state for one request. Subscriptions are this process's (the hub); a presence
-    channel's users are read from PostgreSQL, so they are every process's members."""
+    """Channel state for one request, read from PostgreSQL, so every process's: the
+    subscriptions from pgcast_sockets, a presence channel's users from its members."""
 
     def __init__(self, app: web.Application) -> None:
-        self._hub = app[HUB]
+        self._pool = app[POOL]
         self._presence = app[PRESENCE]
+        self._subscriptions: dict[str, int] = {}
         self._users: dict[str, list[str]] = {}
 
-    def subscriptions(self, channel: str) -> int:
-        """Sockets subscribed to `channel`, of either protocol."""
-        return self._hub.subscribers(stored_channel(channel))
+    async def count_subscriptions(self, channels: Iterable[str]) -> None:
+        """Count the subscriptions of all of `channels` in one query, for what follows."""
+        stored = {stored_channel(channel) for channel in channels} - self._subscriptions.keys()
+        if stored:
+            counts = await subscription_counts(self._pool, stored)
+            self._subscriptions.update({channel: counts.get(channel, 0) for channel in stored})
 
-    def channels(self) -> dict[str, int]:
-        return self._hub.channels()
+    async def subscriptions(self, channel: str) -> int:
+        """Sockets subscribed to `channel`, of either protocol, on every process."""
+        await self.count_subscriptions([channel])
+        return self._subscriptions[stored_channel(channel)]
+
+    async def channels(self, prefix: str) -> dict[str, int]:
+        return await occupied_channels(self._pool, prefix)
 
     async def read_users(self, channels: Iterable[str]) -> None:
         """Read the users of every presence channel among `channels` in one query."""
@@ -377,7 +390,7 @@ class _State:
         if "user_count" in info and channel.startswith(PRESENCE_PREFIX):
             attributes["user_count"] = len(await self.users(channel))
         if "subscription_count" in info:
-            attributes["subscription_count"] = self.subscriptions(channel)
+            attributes["subscription_count"] = await self.subscriptions(channel)
         return attributes
 
 
@@ -398,12 +411,11 @@ async def list_channels(request: web.Request) -> web.Response:
             "user_count is only for presence channels: add filter_by_prefix=presence-.",
         )
     state = _State(request.app)
+    occupied = await state.channels(prefix)
     if "user_count" in info:
-        await state.read_users(c for c in state.channels() if c.startswith(prefix))
+        await state.read_users(occupied)
     channels: JsonObject = {}
-    for channel, count in state.channels().items():
-        if not channel.startswith(prefix):
-            continue
+    for channel, count in occupied.items():
         attributes: JsonObject = {}
         if "user_count" in info:
             attributes["user_count"] = len(await state.users(channel))
@@ -420,7 +432,7 @@ async def channel_state(request: web.Request) -> web.Response:
     if "user_count" in info and not channel.startswith(PRESENCE_PREFIX):
         raise ApiError(400, "invalid_info", "user_count is only for presence channels.")
     state = _State(request.app)
-    body: JsonObject = {"occupied": state.subscriptions(channel) > 0}
+    body: JsonObject = {"occupied": await state.subscriptions(channel) > 0}
     body.update(await state.trigger_info(channel, info))
     return web.json_response(body)
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 from typing import Any
 
 import psycopg
@@ -36,10 +35,11 @@ from server.keys import (
     POLICY,
     POOL,
     PRESENCE,
-    SOCKET_LIMITER,
+    SOCKET_REGISTRY,
 )
 from server.pg.eventlog import current_position, resumable_position
 from server.pg.replay import replay
+from server.pg.sockets import PUSHER
 from server.protocol import JsonObject
 from server.transports.pusher import client_events
 from server.transports.pusher import codec as frames
@@ -154,13 +154,25 @@ async def pusher_socket(request: web.Request) -> web.StreamResponse:
         await _refuse(ws, *refusal)
         return ws
     socket_id = new_socket_id()
-    # An anonymous socket counts against its address only: a user key of its own.
-    limit_key = principal.user.id if principal is not None else -1 - secrets.randbits(62)
+    sockets = app[SOCKET_REGISTRY]
     try:
-        with app[SOCKET_LIMITER].hold(limit_key, request.remote or ""):
-            await PusherSession(request, ws, stream, principal, socket_id).serve()
+        # An anonymous socket counts against its address only.
+        await sockets.open(
+            socket_id,
+            PUSHER,
+            None if principal is None else principal.user.id,
+            request.remote or "",
+        )
     except ApiError as error:
         await _refuse(ws, frames.OVER_CAPACITY, error.message)
+        return ws
+    except (psycopg.OperationalError, PoolTimeout):
+        await _refuse(ws, frames.OVER_CAPACITY, "database unavailable; try again shortly")
+        return ws
+    try:
+        await PusherSession(request, ws, stream, principal, socket_id).serve()
+    finally:
+        await sockets.release(socket_id)
     return ws
 
 
@@ -190,6 +202,7 @@ class PusherSession:
         self.hub = self.app[HUB]
         self.timing = self.app[PUSHER_TIMING]
         self.presence = self.app[PRESENCE]
+        self.sockets = self.app[SOCKET_REGISTRY]
         self.settings = self.app[CONFIG].pusher
         self.main: Connection | None = None
         # Pusher channel -> the hub connection that carries it.
@@ -236,6 +249,10 @@ class PusherSession:
         connection.write_directly_with(self.wire.write_now)
         connection.when_close_requested(lambda: self._close_requested(connection))
         return connection
+
+    def _hub_channels(self) -> set[str]:
+        """The channels this socket is subscribed to, as the hub and pgcast_sockets name them."""
+        return {stored_channel(channel) for channel in self.routes}
 
     def _drop(self, connection: Connection) -> None:
         self.hub.unsubscribe(connection)
@@ -351,9 +368,12 @@ class PusherSession:
             await self._subscribe_to(channel, data)
         except Refused as refused:
             self.pending_resume.pop(channel, None)
+            # The row may already name the channel: it names what the socket holds again.
+            self.sockets.set_channels_later(self.socket_id, self._hub_channels())
             await self._send(frames.subscription_error(channel, refused.status, refused.message))
         except (psycopg.OperationalError, PoolTimeout):
             self.pending_resume.pop(channel, None)
+            self.sockets.set_channels_later(self.socket_id, self._hub_channels())
             await self._send(
                 frames.subscription_error(channel, 503, "database unavailable; try again")
             )
@@ -379,6 +399,8 @@ class PusherSession:
             forbidden = await self.app[POLICY].forbidden(self.user_id, [hub_channel])
             if forbidden:
                 raise Refused(403, f"not allowed to listen to {_shown(channel)}")
+        # Counted on every process before the client hears it is subscribed.
+        await self.sockets.set_channels(self.socket_id, {*self._hub_channels(), hub_channel})
         resume_after = self.pending_resume.pop(channel, None)
         if resume_after is not None:
             await self._resume(channel, kind, member, resume_after)
@@ -486,6 +508,9 @@ class PusherSession:
         self.pending_resume.pop(channel, None)
         joined = channel in self.members
         self._route_away(channel)
+        # A failed write is made again later (SocketRegistry); the client waits for nothing.
+        with contextlib.suppress(psycopg.Error):
+            await self.sockets.set_channels(self.socket_id, self._hub_channels())
         if joined:
             await self.presence.leave(channel, self.socket_id)
 

@@ -1,0 +1,550 @@
+"""The load generator's sockets: a minimal RFC 6455 client, the delivery check, a fleet of
+sockets kept at a count, and a child process of receivers at a lower CPU priority."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, cast
+
+from bench.lib.results import BenchError, Delivery
+
+HOST = "127.0.0.1"
+CONNECT_TIMEOUT = 10.0
+CONNECT_CONCURRENCY = 25
+SETTLE_TIMEOUT = 15.0
+# Frames still in flight after a saturated phase are waited for this long before the
+# sockets that are behind are replaced, so they cannot leak into the next phase.
+DRAIN_SECONDS = 90.0
+# No more than this many frames are expected of a phase whose count is only known at its end.
+OPEN_ENDED = 1 << 62
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
+MAX_HANDSHAKE_BYTES = 64 * 1024
+
+# A new-message frame starts with one of these; anything else takes the slow path. The native
+# codec writes `data` as PostgreSQL prints the event log's jsonb, with a space after each
+# colon and comma; servers before channels, the peers and socket_limit's frames write it
+# compact.
+NEW_MESSAGE_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message":{"id":'
+JSONB_NEW_MESSAGE_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message": {"id": '
+
+
+def message_id(payload: bytes) -> int | None:
+    """The message id of a new-message frame, None for any other frame."""
+    for prefix in (JSONB_NEW_MESSAGE_PREFIX, NEW_MESSAGE_PREFIX):
+        if payload.startswith(prefix):
+            with contextlib.suppress(ValueError):
+                return int(payload[len(prefix) : payload.find(b",", len(prefix))])
+    try:
+        frame = json.loads(payload)
+        if frame.get("event") == "new-message":
+            found = frame["data"]["message"]["id"]
+            return found if isinstance(found, int) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def handshake(port: int, path: str, cookie: str | None) -> tuple[bytes, str]:
+    """An RFC 6455 upgrade request and the Sec-WebSocket-Accept the server must answer."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        f"Origin: http://{HOST}:{port}",
+    ]
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), base64.b64encode(digest).decode()
+
+
+class Receiver(asyncio.Protocol):
+    """A minimal client WebSocket (handshake, unmasked server frames, ping/pong, close) that
+    parses all the frames of one read in one call; records (receive time, message id) for
+    the current phase."""
+
+    def __init__(self, index: int, request: bytes, accept: str, expect_connected: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.index = index
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.connection_made_at = math.nan
+        self.cursor: str | None = None
+        self.closed = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.done = asyncio.Event()
+        # The start of the frames the fast path reads an id from (bench/pusher.py's differ).
+        self.prefix = NEW_MESSAGE_PREFIX
+        self.start_phase(0)
+        self._request, self._accept = request, accept
+        self._expect_connected = expect_connected
+        self._transport: asyncio.Transport | None = None
+        self._rest = b""
+        self._upgraded = self._live = self._close_sent = False
+
+    def start_phase(self, expected: int, keep_text: bool = False) -> None:
+        self.times: list[float] = []
+        self.ids: list[int] = []
+        self.texts: list[str] = []
+        self.keep_text = keep_text
+        self.other_frames = 0
+        self.other_samples: list[str] = []
+        self.expect(expected)
+
+    def expect(self, expected: int) -> None:
+        """Wait for `expected` frames of this phase (known only once its writes are done)."""
+        self.expected = expected
+        if self.closed or len(self.ids) >= expected:
+            self.done.set()
+        else:
+            self.done.clear()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connection_made_at = time.time()
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None and not self.close_reason:
+            self.close_reason = repr(exc)
+        if not self.opened.done():
+            self.opened.set_exception(BenchError(f"socket {self.index} lost: {self.close_reason}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.done.set()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buffer = self._rest + data if self._rest else data
+        if not self._upgraded:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self._rest = buffer
+                if len(buffer) > MAX_HANDSHAKE_BYTES:
+                    self._fail("handshake response too long")
+                return
+            self._check_upgrade(buffer[:end].decode("latin-1"))
+            buffer = buffer[end + 4 :]
+            if self._transport is None or self._transport.is_closing():
+                return
+        self._rest = self._parse(buffer, now)
+
+    def _check_upgrade(self, head: str) -> None:
+        status, *header_lines = head.split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if " 101 " not in f"{status} ":
+            self._fail(f"upgrade refused: {status}")
+        elif headers.get("sec-websocket-accept") != self._accept:
+            self._fail("bad Sec-WebSocket-Accept")
+        else:
+            self._upgraded = True
+            if not self._expect_connected:
+                self._live = True
+                self.opened.set_result(None)
+
+    def _parse(self, buffer: bytes, now: float) -> bytes:
+        position, size = 0, len(buffer)
+        ids, times = self.ids, self.times
+        jsonb, jsonb_length = JSONB_NEW_MESSAGE_PREFIX, len(JSONB_NEW_MESSAGE_PREFIX)
+        prefix, prefix_length = self.prefix, len(self.prefix)
+        while size - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            length, header = second & 0x7F, 2
+            # The common case inline (a whole new-message text frame with a 16-bit length):
+            # at a few hundred thousand frames/s, function calls per frame would make the
+            # load generator the bottleneck.
+            if first == 0x81 and length == 126 and self._live and not self.keep_text:
+                end = position + 4 + int.from_bytes(buffer[position + 2 : position + 4])
+                if end > size:
+                    break
+                start = position + 4
+                if buffer.startswith(jsonb, start):
+                    start += jsonb_length
+                elif buffer.startswith(prefix, start):
+                    start += prefix_length
+                else:
+                    start = 0
+                if start:
+                    try:
+                        found = int(buffer[start : buffer.find(b",", start, end)])
+                    except ValueError:
+                        found = -1
+                    if found >= 0:
+                        ids.append(found)
+                        times.append(now)
+                        position = end
+                        if len(ids) >= self.expected:
+                            self.done.set()
+                        continue
+            if length == 126:
+                if size - position < 4:
+                    break
+                length, header = int.from_bytes(buffer[position + 2 : position + 4]), 4
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length, header = int.from_bytes(buffer[position + 2 : position + 10]), 10
+            if second & 0x80:
+                self._fail("the server masked a frame")
+                return b""
+            end = position + header + length
+            if end > size:
+                break
+            self._frame(first, buffer[position + header : end], now)
+            position = end
+        return buffer[position:]
+
+    def _frame(self, first: int, payload: bytes, now: float) -> None:
+        # Servers here send whole frames: a fragment, like any other opcode, is unexpected.
+        opcode = first & 0x0F
+        if first == 0x80 | OP_TEXT:
+            self._text(payload, now)
+        elif opcode == OP_PING:
+            self.send(OP_PONG, payload)
+        elif opcode == OP_CLOSE:
+            self.close_code = int.from_bytes(payload[:2]) if len(payload) >= 2 else None
+            self.close_reason = payload[2:].decode(errors="replace")
+            self.closed = True
+            if not self._close_sent:
+                self.send(OP_CLOSE, payload[:2])
+            if self._transport is not None:
+                self._transport.close()
+            self.done.set()
+        elif opcode != OP_PONG:
+            self.other(f"opcode {opcode} frame of {len(payload)} bytes")
+
+    def _text(self, payload: bytes, now: float) -> None:
+        if not self.opened.done():
+            self.opening_text(payload, now)
+            return
+        found = message_id(payload)
+        if found is None:
+            self.other_text(payload, now)
+            return
+        self.times.append(now)
+        self.ids.append(found)
+        if self.keep_text:
+            self.texts.append(payload.decode())
+        if len(self.ids) >= self.expected:
+            self.done.set()
+
+    def opening_text(self, payload: bytes, now: float) -> None:
+        """A text frame before the socket is live: pgcast's (and the peers') connected frame,
+        whose cursor is kept."""
+        if b'"event":"connected"' not in payload:
+            self._fail(f"expected a connected frame, got {payload[:200]!r}")
+            return
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            self.cursor = json.loads(payload)["data"]["cursor"]
+        self.go_live()
+
+    def go_live(self) -> None:
+        self._live = True
+        self.opened.set_result(None)
+
+    def other_text(self, payload: bytes, now: float) -> None:
+        """A text frame other than a new message, once the socket is live: counted and
+        sampled as unexpected. A subclass that expects other events reads them here."""
+        self.other(payload[:300].decode(errors="replace"))
+
+    def other(self, sample: str) -> None:
+        self.other_frames += 1
+        if len(self.other_samples) < 3:
+            self.other_samples.append(sample)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        """A masked client frame (payload under 126 bytes)."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        if opcode == OP_CLOSE:
+            self._close_sent = True
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        self._transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def _fail(self, reason: str) -> None:
+        self.close_reason = reason
+        if not self.opened.done():
+            self.opened.set_exception(BenchError(f"socket {self.index}: {reason}"))
+        self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or start again) reading from the socket."""
+        if self._transport is not None and not self._transport.is_closing():
+            (self._transport.pause_reading if paused else self._transport.resume_reading)()
+
+    async def close(self) -> None:
+        """Close handshake (1000), then wait for the server to hang up."""
+        if self._transport is None:
+            return
+        self.send(OP_CLOSE, (1000).to_bytes(2))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.lost), 5)
+        except TimeoutError:
+            self.abort()
+
+
+def check_delivery(
+    receivers: Sequence[Receiver], expected_ids: Sequence[int], ordered: bool = True
+) -> Delivery:
+    """Every socket must get every expected id exactly once and, when `ordered`, in id order
+    (one writer committing one transaction at a time: id order is commit order)."""
+    expected = set(expected_ids)
+    result = Delivery(sockets=len(receivers), expected_per_socket=len(expected))
+    times = [r.times for r in receivers if r.times]
+    if times:
+        result.first_at, result.last_at = min(t[0] for t in times), max(t[-1] for t in times)
+    for receiver in receivers:
+        seen: set[int] = set()
+        highest = -1
+        for found in receiver.ids:
+            result.frames += 1
+            if found not in expected:
+                result.unexpected += 1
+            elif found in seen:
+                result.duplicates += 1
+            else:
+                seen.add(found)
+                result.out_of_order += ordered and found < highest
+                highest = max(highest, found)
+        result.losses += len(expected - seen)
+        result.other_frames += receiver.other_frames
+        if receiver.closed:
+            result.closed_sockets += 1
+            result.samples.append(
+                f"socket {receiver.index} closed: code={receiver.close_code} "
+                f"{receiver.close_reason}".strip()
+            )
+        result.samples += [f"socket {receiver.index}: {s}" for s in receiver.other_samples]
+    del result.samples[5:]
+    return result
+
+
+ReceiverFactory = Callable[[int, bytes, str, bool], Receiver]
+"""Builds a socket's Receiver from (index, upgrade request, expected accept, expect connected)."""
+
+
+async def try_open_sockets(
+    port: int,
+    path: str,
+    cookie: str | None,
+    count: int,
+    *,
+    expect_connected: bool = True,
+    concurrency: int = CONNECT_CONCURRENCY,
+    first_index: int = 0,
+    factory: ReceiverFactory = Receiver,
+    expected: int = 0,
+    keep_text: bool = False,
+) -> tuple[list[Receiver], list[BaseException]]:
+    """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame
+    when `expect_connected`, its phase started before (frames in the same read count); the
+    sockets that opened, by index, and the errors of the others (closed)."""
+    loop = asyncio.get_running_loop()
+    limit = asyncio.Semaphore(concurrency)
+    receivers: list[Receiver] = []
+    failed: list[Receiver] = []
+
+    async def connect(index: int) -> None:
+        request, accept = handshake(port, path, cookie)
+        receiver = factory(index, request, accept, expect_connected)
+        receiver.start_phase(expected, keep_text)
+        async with limit, asyncio.timeout(CONNECT_TIMEOUT):
+            await loop.create_connection(lambda: receiver, HOST, port)
+            try:
+                await receiver.opened
+            except BaseException:
+                failed.append(receiver)
+                raise
+            receivers.append(receiver)
+
+    indexes = range(first_index, first_index + count)
+    results = await asyncio.gather(*(connect(i) for i in indexes), return_exceptions=True)
+    await close_sockets(failed)
+    receivers.sort(key=lambda r: r.index)
+    return receivers, [r for r in results if isinstance(r, BaseException)]
+
+
+async def open_sockets(
+    port: int, path: str, cookie: str | None, count: int, **options: Any
+) -> list[Receiver]:
+    """Like try_open_sockets, but any failure closes them all and raises BenchError."""
+    receivers, errors = await try_open_sockets(port, path, cookie, count, **options)
+    if errors:
+        await close_sockets(receivers)
+        raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
+    return receivers
+
+
+async def close_sockets(receivers: Sequence[Receiver]) -> None:
+    await asyncio.gather(*(r.close() for r in receivers), return_exceptions=True)
+
+
+async def wait_delivered(receivers: Sequence[Receiver], limit_seconds: float) -> bool:
+    """Until every socket has its expected frames (or closed); False on timeout."""
+    try:
+        async with asyncio.timeout(limit_seconds):
+            for receiver in receivers:
+                await receiver.done.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def settle_seconds(frames: int) -> float:
+    """How long `frames` frames in all may take to arrive."""
+    return SETTLE_TIMEOUT + frames / 5000
+
+
+class Fleet:
+    """The open sockets of one user, topped up to a count; dead ones are replaced.
+    `first_alone`: the first socket opens before the others (broadcaster's Postgres backend
+    fails when its first subscriptions to a channel run concurrently, encode/broadcaster#22)."""
+
+    def __init__(self, port: int, cookie: str | None, first_alone: bool = False) -> None:
+        self.receivers: list[Receiver] = []
+        self._port, self._cookie, self._first_alone = port, cookie, first_alone
+
+    async def ensure(self, count: int) -> None:
+        alive = [r for r in self.receivers if not r.closed]
+        await close_sockets([r for r in self.receivers if r.closed])
+        if not alive and self._first_alone and count > 1:
+            alive = await open_sockets(self._port, "/ws", self._cookie, 1)
+        if len(alive) < count:
+            alive += await open_sockets(
+                self._port, "/ws", self._cookie, count - len(alive), first_index=len(alive)
+            )
+        await close_sockets(alive[count:])
+        self.receivers = alive[:count]
+
+    async def settle(self) -> None:
+        """After a phase: wait for stragglers; replace the sockets closed or behind."""
+        await wait_delivered(self.receivers, DRAIN_SECONDS)
+        behind = [r for r in self.receivers if r.closed or not r.done.is_set()]
+        if behind:
+            await close_sockets(behind)
+            count = len(self.receivers)
+            self.receivers = [r for r in self.receivers if r not in behind]
+            await self.ensure(count)
+
+
+class ReceiverProcess:
+    """Sockets in a child process of their own, at a lower CPU priority, so that they take
+    the CPU the writers and PostgreSQL leave and catch up once the writers stop."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self._process, self._conn = process, conn
+        self.sockets = 0
+
+    @classmethod
+    async def start(cls, nice: int) -> ReceiverProcess:
+        # spawn: a fork would copy the parent's running event loop and threads.
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(target=_child_main, args=(child, nice), daemon=True)
+        process.start()
+        child.close()
+        return cls(process, parent)
+
+    @property
+    def pid(self) -> int:
+        assert self._process.pid is not None
+        return self._process.pid
+
+    async def _call(self, *command: Any) -> Any:
+        self._conn.send(command)
+        answer = await asyncio.to_thread(self._conn.recv)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def open(self, port: int, cookie: str, count: int) -> None:
+        """Open sockets, or close some, until `count` are open."""
+        self.sockets = await self._call("open", port, cookie, count)
+
+    async def start_phase(self, expected: int = OPEN_ENDED) -> None:
+        await self._call("start", expected)
+
+    async def finish(self, ids: Sequence[int], limit_seconds: float) -> Delivery:
+        """Every id exactly once on every socket, not in order (several writers); then the
+        sockets closed or behind are replaced."""
+        delivery: Delivery = await self._call("finish", list(ids), limit_seconds)
+        return delivery
+
+    async def close(self) -> None:
+        try:
+            await self._call("close")
+        finally:
+            self._conn.close()
+            await asyncio.to_thread(self._process.join, 10)
+            if self._process.is_alive():
+                self._process.kill()
+
+
+def _child_main(conn: Connection, nice: int) -> None:
+    from bench.lib.runner import run_load_generator
+
+    os.nice(nice)
+    run_load_generator(_serve(conn))
+
+
+async def _serve(conn: Connection) -> None:
+    fleet: Fleet | None = None
+    while True:
+        # A thread, not add_reader: uvloop makes a watched descriptor non-blocking, and
+        # Connection.recv then fails halfway through a message.
+        command, *params = await asyncio.to_thread(conn.recv)
+        try:
+            if command == "close":
+                await close_sockets(fleet.receivers if fleet else [])
+                conn.send(None)
+                return
+            if command == "open":
+                port, cookie, count = params
+                fleet = fleet or Fleet(port, cookie)
+                await fleet.ensure(count)
+                conn.send(len(fleet.receivers))
+                continue
+            assert fleet is not None, "open first"
+            if command == "start":
+                for receiver in fleet.receivers:
+                    receiver.start_phase(params[0])
+                conn.send(None)
+            elif command == "finish":
+                ids, limit = params
+                for receiver in fleet.receivers:
+                    receiver.expect(len(ids))
+                await wait_delivered(fleet.receivers, limit)
+                delivery = check_delivery(fleet.receivers, ids, ordered=False)
+                await fleet.settle()
+                conn.send(delivery)
+            else:
+                raise ValueError(f"unknown command {command!r}")
+        except Exception as error:
+            # The parent raises it.
+            conn.send(error)

@@ -1,0 +1,74 @@
+"""One Markdown table renderer and the formatters every report uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from bench.lib.results import Latency, Usage
+
+
+def table(header: str, rows: Iterable[str | Sequence[object]], align: str = "") -> list[str]:
+    """A Markdown table. `header` is the column names separated by ` | `; a row is its cells,
+    or one string of them separated the same way; `align` has one letter per column, `l` or
+    `r` (by default the first column left, the others right)."""
+    columns = header.count(" | ") + 1
+    align = align or "l" + "r" * (columns - 1)
+    lines = [
+        f"| {header} |",
+        "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
+    ]
+    for row in rows:
+        lines.append(f"| {row if isinstance(row, str) else ' | '.join(map(str, row))} |")
+    return lines
+
+
+def figures(rows: Iterable[str | Sequence[object]]) -> list[str]:
+    """A two-column table of named figures: (name, value), or `name | value`."""
+    return table("figure | value", rows, "ll")
+
+
+def missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    """A figure with thousands separators; a dash when there is none."""
+    return "–" if missing(value) else f"{value:,.{digits}f}"
+
+
+def x(numerator: float | None, denominator: float | None, digits: int = 2) -> str:
+    """A ratio: `numerator` / `denominator`, a dash when either is missing or zero."""
+    if missing(numerator) or missing(denominator) or not denominator:
+        return "–"
+    assert numerator is not None
+    assert denominator is not None
+    return f"{numerator / denominator:.{digits}f}"
+
+
+def us(value: float | None) -> str:
+    """CPU µs per item: two places below 10 µs, one below 1,000, then whole."""
+    if missing(value):
+        return "–"
+    assert value is not None
+    return f"{value:.2f}" if value < 10 else num(value, 1 if value < 1000 else 0)
+
+
+def rate(value: float | None) -> str:
+    """Frames, events or transactions per second."""
+    return num(value)
+
+
+def ms(latency: Latency, *keys: str) -> str:
+    """Some percentiles of a Latency, `p50 / p99` by default."""
+    return " / ".join(num(getattr(latency, k), 1) for k in keys or ("p50", "p99"))
+
+
+def cpu(usage: Usage, *names: str) -> str:
+    """`server 40%, postgres 30%, everything else 5%` (of one core)."""
+    parts = [f"{n} {usage.cpu_percent[n]:.0f}%" for n in names if n in usage.cpu_percent]
+    return ", ".join([*parts, f"everything else {usage.others_percent:.0f}%"])
+
+
+def ok(passed: bool) -> str:
+    return "ok" if passed else "FAILED"

@@ -1,0 +1,213 @@
+"""What every scenario shares around its own measurement: options (one comma-list parser,
+`--smoke`, `--out`, `--no-write`), the database, the load generator's loop, and `main()`,
+which writes `<name>.md` and `<name>.json` into the run directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import platform
+import resource
+import sys
+import tempfile
+import types
+import typing
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import psutil
+
+from bench.lib.database import bench_database
+from bench.lib.results import BenchError, Result
+from bench.lib.servers import BENCH_DIR
+
+T = TypeVar("T")
+# A writer thread takes the commit time once it has the GIL back: keep that wait short.
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+def option(default: Any, smoke: Any = None, help: str = "", minimum: float = 1) -> Any:
+    """A scenario option: its default, its --smoke value, what it is, and the least it may
+    be (numbers, and each number of a comma-separated list)."""
+    return field(default=default, metadata={"smoke": smoke, "help": help, "minimum": minimum})
+
+
+@dataclass
+class Options:
+    """Every scenario's options derive from this; `--smoke` picks each option's smoke value."""
+
+    smoke: bool = False
+    out: Path = field(default_factory=lambda: BENCH_DIR / "out" / f"run-{_stamp()}")
+    no_write: bool = False
+    argv: list[str] = field(default_factory=list)
+
+    def check(self) -> str | None:
+        """What is wrong with these options together, if anything."""
+        return None
+
+
+OptionsT = TypeVar("OptionsT", bound=Options)
+ResultT = TypeVar("ResultT", bound=Result)
+
+
+@dataclass
+class Run(Generic[OptionsT]):
+    """One run of a scenario: its options, database and temporary directory."""
+
+    options: OptionsT
+    conninfo: str
+    workdir: Path
+    postmaster: psutil.Process | None
+
+
+@dataclass(frozen=True)
+class Scenario(Generic[OptionsT, ResultT]):
+    name: str
+    title: str
+    doc: str
+    options: type[OptionsT]
+    measure: Callable[[Run[OptionsT]], Awaitable[ResultT]]
+    database: bool = True
+    errors: tuple[type[BaseException], ...] = (BenchError, OSError)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def numbers(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
+    """The comma-separated list parser: `1,4,16` or `1_000,5_000`."""
+
+    def parse(text: str) -> list[Any]:
+        try:
+            values = [kind(part.replace("_", "")) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+        if not values:
+            raise argparse.ArgumentTypeError("the list is empty")
+        return values
+
+    return parse
+
+
+def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = None) -> OptionsT:
+    """The scenario's options from a command line; a bad one exits with a one-line error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench.{scenario.name}", description=scenario.doc
+    )
+    hints = typing.get_type_hints(scenario.options)
+    specs = [f for f in dataclasses.fields(scenario.options) if f.metadata]
+    for spec in specs:
+        kind = hints[spec.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = "--" + spec.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=spec.metadata["help"])
+            continue
+        listed = typing.get_origin(kind) is tuple
+        convert = numbers(typing.get_args(kind)[0]) if listed else kind
+        text = f"{spec.metadata['help']} (default {spec.default}, --smoke {spec.metadata['smoke']})"
+        parser.add_argument(flag, type=convert, help=text)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
+    parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
+    parser.add_argument("--no-write", action="store_true", help="print the report only")
+    given = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {"smoke": given["smoke"], "no_write": given["no_write"], "argv": argv}
+    if given["out"] is not None:
+        values["out"] = given["out"]
+    for spec in specs:
+        value = given[spec.name]
+        if value is None or value is False:
+            smoke = spec.metadata["smoke"]
+            value = smoke if given["smoke"] and smoke is not None else spec.default
+        least = spec.metadata["minimum"]
+        listed = value if isinstance(value, tuple | list) else (value,)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in listed)
+        if numeric and listed and min(listed) < least:
+            parser.error(f"--{spec.name.replace('_', '-')} must be {least:g} or more")
+        values[spec.name] = tuple(value) if isinstance(value, list | tuple) else value
+    options = scenario.options(**values)
+    if problem := options.check():
+        parser.error(problem)
+    return options
+
+
+def run_load_generator(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on uvloop when it is installed: it costs the receivers less per read."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]) -> ResultT:
+    """Run a scenario once (options, or a command line) and write its report unless
+    --no-write."""
+    if not isinstance(options, Options):
+        options = parse(scenario, options)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    started = datetime.now(UTC)
+    load_average = os.getloadavg()[0]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"pgcast-{scenario.name}-") as tmp:
+            workdir = Path(tmp)
+            if scenario.database:
+                with bench_database(workdir) as (conninfo, postmaster):
+                    result = run_load_generator(
+                        scenario.measure(Run(options, conninfo, workdir, postmaster))
+                    )
+            else:
+                result = run_load_generator(scenario.measure(Run(options, "", workdir, None)))
+    finally:
+        sys.setswitchinterval(switch_interval)
+    result.title = scenario.title
+    result.timestamp = started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    result.command = " ".join([f".venv/bin/python -m bench.{scenario.name}", *options.argv])
+    result.cpus = os.cpu_count() or 1
+    result.cpu_model, result.platform = _cpu_model(), platform.platform()
+    result.database = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
+    result.load_average = load_average
+    if not options.no_write:
+        options.out.mkdir(parents=True, exist_ok=True)
+        (options.out / f"{scenario.name}.md").write_text(result.markdown())
+        result.save(options.out / f"{scenario.name}.json")
+    return result
+
+
+def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = None) -> int:
+    """Print the report; exit 1 if it could not run or a check failed."""
+    options = parse(scenario, argv)
+    try:
+        result = run(scenario, options)
+    except scenario.errors as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    print(result.markdown(), end="")
+    if not options.no_write:
+        print(f"\nwritten to {options.out / scenario.name}.md and .json")
+    if result.problems:
+        print("\nbench: CHECK FAILED", file=sys.stderr)
+        for problem in result.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    return 0
