@@ -48,9 +48,8 @@ class BareServer:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def go(self, per_write: int) -> int:
-        chunks = [
-            b"".join(self.frames[i : i + per_write]) for i in range(0, len(self.frames), per_write)
-        ]
+        frames = self.frames
+        chunks = [b"".join(frames[i : i + per_write]) for i in range(0, len(frames), per_write)]
         for connection in list(self.sockets):
             task = asyncio.create_task(connection.send_all(chunks))
             self.tasks.add(task)
@@ -113,14 +112,11 @@ class Connection(asyncio.Protocol):
         request_line, *lines = head.split("\r\n")
         method, target, *_ = [*request_line.split(" "), "", ""]
         url = urlsplit(target)
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)
-        }
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
         if (method, url.path) == ("GET", "/ws") and "sec-websocket-key" in headers:
-            digest = hashlib.sha1(
-                (headers["sec-websocket-key"] + WS_GUID).encode(), usedforsecurity=False
-            )
-            accept = base64.b64encode(digest.digest()).decode()
+            key = headers["sec-websocket-key"] + WS_GUID
+            digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
+            accept = base64.b64encode(digest).decode()
             self.transport.write(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
@@ -163,7 +159,7 @@ async def serve(port: int, frames: list[bytes]) -> None:
             connection.transport.abort()
 
 
-def main() -> int:
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--frames", type=Path, required=True)
@@ -171,8 +167,3 @@ def main() -> int:
     asyncio.run(
         serve(args.port, [text_frame(text) for text in json.loads(args.frames.read_text())])
     )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -45,7 +44,7 @@ async def go(request: web.Request) -> web.Response:
         task = asyncio.create_task(send_all(ws, request.app[FRAMES]))
         request.app[TASKS].add(task)
         task.add_done_callback(request.app[TASKS].discard)
-    return web.json_response({"sockets": len(request.app[SOCKETS])})
+    return await ready(request)
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -58,22 +57,15 @@ async def shutdown(app: web.Application) -> None:
     await asyncio.gather(*(ws.close() for ws in list(app[SOCKETS])), return_exceptions=True)
 
 
-def main() -> int:
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--frames", type=Path, required=True)
     args = parser.parse_args()
     app = web.Application()
     app[SOCKETS], app[TASKS], app[FRAMES] = set(), set(), json.loads(args.frames.read_text())
-    app.router.add_get("/ws", websocket)
-    app.router.add_post("/go", go)
-    app.router.add_get("/ready", ready)
+    app.add_routes([web.get("/ws", websocket), web.post("/go", go), web.get("/ready", ready)])
     app.on_shutdown.append(shutdown)
     web.run_app(
         app, host="127.0.0.1", port=args.port, access_log=None, print=None, shutdown_timeout=5
     )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
