@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -29,6 +28,7 @@ SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers", 
 UNTOUCHED_TRIGGERS = frozenset({"messages_touch_updated_at"})
 # Connections PostgreSQL needs beside the writers: this process, autovacuum, a spare.
 CONNECTION_HEADROOM = 3
+COUNTS = "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM broadcasts)"
 
 
 @dataclass
@@ -108,23 +108,23 @@ class DbLimitsResult(Result):
         ]
 
 
-def _show(conn: psycopg.Connection[Any], name: str) -> str:
-    row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
-    return str(row[0]) if row else "?"
-
-
 def _measure(run: runner.Run[Options]) -> DbLimitsResult:
-    o, names = run.options, ("server_version", *SETTINGS)
+    o = run.options
     with connect(run.conninfo, autocommit=True) as conn:
-        facts = {n: _show(conn, n) for n in names}
+        show = [
+            conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()
+            for n in ("server_version", *SETTINGS)
+        ]
+        version, *settings = [str(row[0]) if row else "?" for row in show]
+        facts = dict(zip(SETTINGS, settings, strict=True))
         if max(o.writers) + CONNECTION_HEADROOM > int(facts["max_connections"]):
             raise BenchError(f"{max(o.writers)} writers do not fit in max_connections")
         user_id = create_user(conn, "bench-writer@example.com", "Bench writer")
         set_variant(conn, "none")
         checkpoints = reset_tables(conn)
-        args = (o.content_bytes, run.workdir)
+        args = (user_id, o.content_bytes, run.workdir)
         # The first connections and pages of a fresh server are slower: not measured.
-        pgbench_inserts(run.conninfo, o.writers[0], 1, user_id, *args)
+        pgbench_inserts(run.conninfo, o.writers[0], 1, *args)
         measurements = []
         # Writer count outer, variant inner: the variants compared at one count run back to
         # back, so a change in the machine's other load moves their ratio least.
@@ -132,23 +132,15 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
             for variant in VARIANTS:
                 triggers = set_variant(conn, variant)
                 reset_tables(conn)
-                rate = pgbench_inserts(run.conninfo, writers, o.seconds, user_id, *args)
-                row = conn.execute(
-                    "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM broadcasts)"
-                ).fetchone()
+                rate = pgbench_inserts(run.conninfo, writers, o.seconds, *args)
+                row = conn.execute(COUNTS).fetchone()
                 assert row is not None
                 measurements.append(Measurement(variant, rate, triggers, *row))
     notes = [] if checkpoints else ["the role may not CHECKPOINT: measurements may start mid-one"]
+    pgbench = pgbench_version(find_pgbench(version))
+    figures = (o.writers, o.seconds, o.content_bytes, version, pgbench, facts, measurements)
     return DbLimitsResult(
-        o.writers,
-        o.seconds,
-        o.content_bytes,
-        facts["server_version"],
-        pgbench_version(find_pgbench(facts["server_version"])),
-        {name: facts[name] for name in SETTINGS},
-        measurements,
-        problems=[p for m in measurements for p in m.problems()],
-        notes=notes,
+        *figures, problems=[p for m in measurements for p in m.problems()], notes=notes
     )
 
 

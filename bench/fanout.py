@@ -15,11 +15,9 @@ import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import Meter
 from bench.lib.receivers import Fleet, close_sockets
 from bench.lib.results import Burst, Result, Steady
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import burst_phase, connect, steady_phase
+from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
 SATURATED_P99_MS = 1000.0
 SATURATED_RATE_SHARE = 0.9
@@ -43,8 +41,7 @@ class Step:
     sockets: int
     content_bytes: int
     steady: Steady
-    saturated: str | None
-    """Why this step is saturated (None when it kept up)."""
+    saturated: str | None  # why, when it did not keep up
 
 
 @dataclass
@@ -107,16 +104,12 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
     o = run.options
     steps: list[Step] = []
     bursts: list[SizedBurst] = []
-    writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        fleet = Fleet(server.port, cookie)
+    async with pgcast_session(run) as s:
+        fleet = Fleet(s.server.port, s.cookie)
 
         async def step(rate: float, size: int, seconds: float) -> Step:
-            messages = max(1, round(rate * seconds))
             steady = await steady_phase(
-                writer, user_id, fleet.receivers, meter, messages, rate, size
+                s, fleet.receivers, max(1, round(rate * seconds)), rate, size
             )
             await fleet.settle()
             return Step(len(fleet.receivers), size, steady, saturation(steady))
@@ -134,16 +127,13 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
                             break
                     wanted = o.burst_bytes // (count * (size + FRAME_OVERHEAD_BYTES))
                     messages = max(MIN_BURST, min(MAX_BURST, wanted))
-                    burst, _, _ = await burst_phase(
-                        writer, user_id, fleet.receivers, meter, messages, BURST_BATCH, size
-                    )
+                    burst, _, _ = await burst_phase(s, fleet.receivers, messages, BURST_BATCH, size)
                     await fleet.settle()
                     bursts.append(SizedBurst(count, size, messages, burst))
                     print(f"fanout: {count} sockets, {size} B done", file=sys.stderr)
         finally:
             await close_sockets(fleet.receivers)
-    writer.close()
-    problems = server.exit_problems()
+    problems = s.server.exit_problems()
     for b in bursts:
         problems += b.burst.delivery.problems(f"burst at {b.sockets} sockets, {b.content_bytes} B")
     return FanoutResult(steps, bursts, problems=problems)

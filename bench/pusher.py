@@ -11,11 +11,10 @@ import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import Meter, usage_notes
+from bench.lib.meters import usage_notes
 from bench.lib.receivers import Receiver, close_sockets, open_sockets
 from bench.lib.results import Burst, Result, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import burst_phase, connect
+from bench.lib.writers import burst_phase, pgcast_session
 
 AIM = 1.2
 PUSHER_PREFIX = b'{"event":"new-message","channel":"messages","data":"{\\"message\\": {\\"id\\": '
@@ -116,35 +115,26 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
     o = run.options
     kept: dict[str, Burst] = {}
     problems: list[str] = []
-    writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        key = json.loads((server.data_dir / "pusher.json").read_text())["key"]
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
+    async with pgcast_session(run) as s:
+        key = json.loads((s.server.data_dir / "pusher.json").read_text())["key"]
         paths = {"native": ("/ws", Receiver), "pusher": (PUSHER_PATH.format(key), PusherReceiver)}
         # Alternating rounds, the cheaper of each protocol's kept: a first phase pays for
         # warming up, and other load on the host comes and goes.
         for name in ["native", "pusher", "pusher", "native"][: 2 * o.rounds]:
             path, factory = paths[name]
-            receivers = await open_sockets(server.port, path, cookie, o.sockets, factory=factory)
+            receivers = await open_sockets(
+                s.server.port, path, s.cookie, o.sockets, factory=factory
+            )
             try:
-                burst, _, _ = await burst_phase(
-                    writer, user_id, receivers, meter, o.burst, o.batch, o.content_chars
-                )
+                burst, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
             finally:
                 await close_sockets(receivers)
             problems += burst.delivery.problems(name)
             if name not in kept or burst.server_us_per_frame < kept[name].server_us_per_frame:
                 kept[name] = burst
-    writer.close()
     return PusherResult(
-        o.sockets,
-        o.burst,
-        o.batch,
-        o.rounds,
-        kept.get("native"),
-        kept.get("pusher"),
-        problems=problems + server.exit_problems(),
+        *(o.sockets, o.burst, o.batch, o.rounds, kept.get("native"), kept.get("pusher")),
+        problems=problems + s.server.exit_problems(),
         notes=usage_notes((name, burst.usage) for name, burst in kept.items()),
     )
 

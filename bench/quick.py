@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from bench.lib import render, runner
 from bench.lib.database import prefill
-from bench.lib.meters import Meter, usage_notes
+from bench.lib.meters import usage_notes
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import Burst, Result, Steady, ratio
-from bench.lib.servers import PgcastProcess, frames_burst
-from bench.lib.writers import burst_phase, connect, steady_phase
+from bench.lib.servers import frames_burst
+from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
 FRAMES_DELIVERED = "pgcast_frames_delivered_total"
 
@@ -43,8 +43,7 @@ class QuickResult(Result):
     latency: Steady
     fanout: Burst
     baseline: Burst
-    frames_delivered: float
-    """The server's own count of frames delivered over both phases."""
+    frames_delivered: float  # the server's own count over both phases
 
     @property
     def ratio(self) -> float:
@@ -80,38 +79,24 @@ class QuickResult(Result):
 async def measure(run: runner.Run[Options]) -> QuickResult:
     o = run.options
     await asyncio.to_thread(prefill, run.conninfo, o.prefill_events)
-    writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+    async with pgcast_session(run) as s:
+        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            before = (await server.metrics()).get(FRAMES_DELIVERED, 0.0)
-            steady = (o.messages, o.rate, o.content_chars)
-            latency = await steady_phase(writer, user_id, receivers, meter, *steady)
+            before = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0)
+            latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
             burst = (o.burst, o.batch, o.content_chars)
-            fanout, ids, texts = await burst_phase(writer, user_id, receivers, meter, *burst)
-            delivered = (await server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
+            fanout, ids, texts = await burst_phase(s, receivers, *burst)
+            delivered = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
         finally:
             await close_sockets(receivers)
-    writer.close()
     baseline = await frames_burst("baseline_server.py", texts, ids, o.sockets, run.workdir)
     problems = latency.delivery.problems("latency phase") + fanout.delivery.problems("fan-out")
-    problems += baseline.delivery.problems("baseline") + server.exit_problems()
+    problems += baseline.delivery.problems("baseline") + s.server.exit_problems()
     if len(texts) != o.burst:
         problems.append(f"socket 0 got {len(texts)} of {o.burst} burst frames for the baseline")
     phases = [("latency", latency.usage), ("fan-out", fanout.usage), ("baseline", baseline.usage)]
-    return QuickResult(
-        o.sockets,
-        o.content_chars,
-        o.batch,
-        latency,
-        fanout,
-        baseline,
-        delivered,
-        problems=problems,
-        notes=usage_notes(phases),
-    )
+    figures = (o.sockets, o.content_chars, o.batch, latency, fanout, baseline, delivered)
+    return QuickResult(*figures, problems=problems, notes=usage_notes(phases))
 
 
 SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)

@@ -22,11 +22,11 @@ import psycopg
 
 from bench.lib import render, runner
 from bench.lib.database import create_user
-from bench.lib.meters import Meter, usage_notes, wait_quiet
+from bench.lib.meters import usage_notes, wait_quiet
 from bench.lib.receivers import check_delivery, close_sockets, open_sockets, wait_delivered
 from bench.lib.results import BenchError, Burst, Result, ratio
-from bench.lib.servers import PgcastProcess, frames_burst
-from bench.lib.writers import connect
+from bench.lib.servers import frames_burst
+from bench.lib.writers import Session, connect, pgcast_session
 from server.core.cursor import CursorError
 from server.pg.eventlog import database_identity, read_page, resumable_position
 from server.pg.feed import PAGE_SIZE as LISTENER_PAGE_SIZE
@@ -52,8 +52,7 @@ class Options(runner.Options):
 @dataclass
 class Replay:
     events: int
-    seconds: float
-    """Connection made -> last frame read."""
+    seconds: float  # connection made -> last frame read
     completed: bool
     burst: Burst
 
@@ -128,17 +127,17 @@ def write_backlog(conninfo: str, events: int, chars: int) -> list[int]:
     return sorted(ids)
 
 
-async def replay_phase(
-    server: PgcastProcess, cookie: str, cursor: str | None, ids: list[int], meter: Meter
-) -> tuple[Replay, list[str]]:
+async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[Replay, list[str]]:
     """One socket resuming from `cursor`; every id once, in order. Its phase starts before it
     connects: replayed frames may come in the same read as the connected frame."""
     path = "/ws?after=" + quote(cursor or "", safe="")
-    meter.start()
-    [receiver] = await open_sockets(server.port, path, cookie, 1, expected=len(ids), keep_text=True)
+    s.meter.start()
+    [receiver] = await open_sockets(
+        s.server.port, path, s.cookie, 1, expected=len(ids), keep_text=True
+    )
     try:
         completed = await wait_delivered([receiver], 15 + len(ids) / 5000)
-        usage = await meter.stop()
+        usage = await s.meter.stop()
         await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
         delivery = check_delivery([receiver], ids)
     finally:
@@ -167,36 +166,32 @@ async def read_database(conninfo: str, cursor: str | None, page_size: int) -> Db
 
 async def measure(run: runner.Run[Options]) -> ResumeResult:
     o = run.options
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        _, cookie = await server.sign_in()
-        [before] = await open_sockets(server.port, "/ws", cookie, 1)
+    async with pgcast_session(run) as s:
+        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
         await close_sockets([before])
         ids = await asyncio.to_thread(write_backlog, run.conninfo, o.events, o.content_bytes)
-        quiet = await wait_quiet(server.pid)
-        replay, texts = await replay_phase(server, cookie, before.cursor, ids, meter)
-    reads = [
-        await read_database(run.conninfo, before.cursor, size)
-        for size in dict.fromkeys((REPLAY_PAGE_SIZE, LISTENER_PAGE_SIZE))
-    ]
+        quiet = await wait_quiet(s.server.pid)
+        replay, texts = await replay_phase(s, before.cursor, ids)
+    sizes = dict.fromkeys((REPLAY_PAGE_SIZE, LISTENER_PAGE_SIZE))
+    reads = [await read_database(run.conninfo, before.cursor, size) for size in sizes]
     bare = await frames_burst("baseline_server.py", texts, ids, 1, run.workdir)
     problems = replay.burst.delivery.problems("replay") + bare.delivery.problems("bare socket")
     if not replay.completed:
         problems.append(f"replay incomplete: {replay.burst.frames} of {len(ids)} frames arrived")
-    problems += [
-        f"database read ({r.page_size}) found {r.events} events of {len(ids)}"
-        for r in reads
-        if r.events != len(ids)
-    ]
-    problems += server.exit_problems()
+    for r in reads:
+        problems += (
+            [f"database read ({r.page_size}) found {r.events} events of {len(ids)}"]
+            if r.events != len(ids)
+            else []
+        )
+    problems += s.server.exit_problems()
     notes = usage_notes([("replay", replay.burst.usage), ("bare socket", bare.usage)])
     if quiet is None:
         notes.append("the server did not go quiet after the backlog: its listener was busy")
     if not replay.events_per_second >= TARGET:
         notes.append(f"replay below the target of {TARGET:,.0f} events/s to one client")
-    return ResumeResult(
-        o.events, o.content_bytes, replay, reads, bare, problems=problems, notes=notes
-    )
+    figures = (o.events, o.content_bytes, replay, reads, bare)
+    return ResumeResult(*figures, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)

@@ -17,13 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
 
-import psycopg
-
 from bench.lib import render, runner
-from bench.lib.meters import Meter, usage_notes
+from bench.lib.meters import usage_notes
 from bench.lib.receivers import (
     CONNECT_TIMEOUT,
     HOST,
@@ -37,8 +34,7 @@ from bench.lib.receivers import (
     wait_delivered,
 )
 from bench.lib.results import BenchError, Delivery, Latency, Result, Usage, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import SteadyWrites, connect, write_steadily
+from bench.lib.writers import Commits, Session, latencies, pgcast_session, write_steadily
 
 POST_CLOSE_SECONDS, POLL_INTERVAL = 2.0, 0.05
 SLOW_CLOSES, CONNECTED = "pgcast_slow_sockets_closed_total", "pgcast_sockets_connected"
@@ -63,17 +59,15 @@ class StalledReceiver(Receiver):
 
     stalled_at = math.nan
 
-    def opening_text(self, payload: bytes, now: float) -> None:
-        super().opening_text(payload, now)
-        if self.opened.done():
-            self.pause(True)
-            self.stalled_at = time.time()
+    def go_live(self) -> None:
+        super().go_live()
+        self.pause(True)
+        self.stalled_at = time.time()
 
 
-async def open_stalled(server: PgcastProcess, cookie: str, o: Options) -> StalledReceiver:
-    request, accept = handshake(server.port, "/ws", cookie)
-    receiver = StalledReceiver(-1, request, accept, True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+async def open_stalled(s: Session, o: Options) -> StalledReceiver:
+    receiver = StalledReceiver(-1, *handshake(s.server.port, "/ws", s.cookie), True)
+    sock = socket.socket()
     # Before connecting, so the window scale the handshake agrees on is small too. Linux sizes
     # the server's send buffer from the MSS the peer announces: ~100 KiB with an Ethernet
     # MSS, up to tcp_wmem's maximum (4 MiB) with loopback's 64 KiB, read or not.
@@ -84,7 +78,7 @@ async def open_stalled(server: PgcastProcess, cookie: str, o: Options) -> Stalle
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.sock_connect(sock, (HOST, server.port))
+            await loop.sock_connect(sock, (HOST, s.server.port))
             await loop.create_connection(lambda: receiver, sock=sock)
             await receiver.opened
     except BaseException:
@@ -100,17 +94,17 @@ class Watch:
     """/metrics polled during a phase: when the slow close was seen, or when pgcast let go of
     the socket another way (pgcast_sockets_connected fell with no slow close)."""
 
-    baseline: float
+    baseline: float = 0.0
     closes: float = 0.0
     closed_at: float | None = None
     gone_at: float | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def poll(self, server: PgcastProcess, stop: asyncio.Event) -> None:
+    async def poll(self, s: Session) -> None:
         connected = None
-        while not stop.is_set():
+        while True:
             with contextlib.suppress(OSError, Exception):
-                metrics = await server.metrics()
+                metrics = await s.server.metrics()
                 self.closes = metrics.get(SLOW_CLOSES, 0.0) - self.baseline
                 connected = connected or metrics.get(CONNECTED)
                 if self.closed_at is None and self.closes > 0:
@@ -119,8 +113,7 @@ class Watch:
                 elif self.closed_at is None and metrics.get(CONNECTED, 0) < (connected or 0):
                     self.gone_at = self.gone_at or time.time()
                     self.ended.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+            await asyncio.sleep(POLL_INTERVAL)
 
 
 @dataclass
@@ -136,47 +129,33 @@ class Phase:
 
 async def steady(
     name: str,
-    server: PgcastProcess,
-    conn: psycopg.Connection[Any],
-    user_id: int,
+    s: Session,
     receivers: Sequence[Receiver],
     o: Options,
-    meter: Meter,
     more: Callable[[int, float], int],
     watch: Watch,
-) -> tuple[Phase, SteadyWrites]:
+) -> tuple[Phase, Commits]:
     """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
     /metrics polled; then until every reading socket has every message."""
     for receiver in receivers:
         receiver.start_phase(OPEN_ENDED)
-    stop, writes = asyncio.Event(), SteadyWrites()
-    meter.start()
-    poller = asyncio.create_task(watch.poll(server, stop))
+    committed: Commits = {}
+    s.meter.start()
+    poller = asyncio.create_task(watch.poll(s))
     began = time.monotonic()
     try:
-        while (count := more(len(writes.ids), time.monotonic() - began)) > 0:
-            writes.extend(
-                await asyncio.to_thread(
-                    write_steadily, conn, user_id, count, o.rate, o.content_chars
-                )
-            )
-        writes.seconds = time.monotonic() - began
+        while (count := more(len(committed), time.monotonic() - began)) > 0:
+            chunk = (s.writer, s.user_id, count, o.rate, o.content_chars)
+            committed.update((await asyncio.to_thread(write_steadily, *chunk))[0])
+        seconds = time.monotonic() - began
         for receiver in receivers:
-            receiver.expect(len(writes.ids))
+            receiver.expect(len(committed))
         await wait_delivered(receivers, SETTLE_TIMEOUT)
     finally:
-        stop.set()
-        await poller
-    phase = Phase(
-        name,
-        len(writes.ids),
-        writes.seconds,
-        Latency.of(writes.latencies(receivers)),
-        await meter.stop(),
-        check_delivery(receivers, writes.ids),
-        watch.closes,
-    )
-    return phase, writes
+        poller.cancel()
+    latency, usage = latencies(committed, receivers, None), await s.meter.stop()
+    delivery = check_delivery(receivers, [*committed])
+    return Phase(name, len(committed), seconds, latency, usage, delivery, watch.closes), committed
 
 
 @dataclass
@@ -195,11 +174,9 @@ class SlowResult(Result):
 
     def render(self) -> list[str]:
         o, a, b, r = self.options, self.a, self.b, self.resumed
-        closed = (
-            f"after {self.closed_after_s:.2f} s stalled, close code {self.close_code}"
-            if self.closed_after_s is not None
-            else "**NOT CLOSED as slow**"
-        )
+        closed = "**NOT CLOSED as slow**"
+        if self.closed_after_s is not None:
+            closed = f"after {self.closed_after_s:.2f} s stalled, close code {self.close_code}"
         cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
@@ -227,8 +204,7 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
     per_chunk = max(1, round(o.rate))
 
     def for_seconds(seconds: float) -> Callable[[int, float], int]:
-        target = max(1, round(seconds * o.rate))
-        return lambda written, _: min(per_chunk, target - written)
+        return lambda written, _: min(per_chunk, max(1, round(seconds * o.rate)) - written)
 
     def until_closed(written: int, elapsed: float) -> int:
         """At least o.seconds, then until the close was seen and POST_CLOSE_SECONDS more
@@ -240,35 +216,29 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             return min(per_chunk, math.ceil(left * o.rate)) if left > 0 else 0
         return 0 if watch.gone_at is not None or elapsed >= o.max_stall_seconds else per_chunk
 
-    env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
-    conn = connect(run.conninfo)
     resumed: list[Receiver] = []
-    async with await PgcastProcess.start(run.conninfo, run.workdir, env=env) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+    env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
+    async with pgcast_session(run, env=env) as s:
+        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            args = (server, conn, user_id, receivers, o, meter)
-            warmup, _ = await steady("warm-up", *args, for_seconds(1.0), Watch(0.0))
-            a, _ = await steady("A", *args, for_seconds(o.seconds), Watch(0.0))
-            stalled = await open_stalled(server, cookie, o)
-            watch = Watch((await server.metrics()).get(SLOW_CLOSES, 0.0))
+            warmup, _ = await steady("warm-up", s, receivers, o, for_seconds(1.0), Watch())
+            a, _ = await steady("A", s, receivers, o, for_seconds(o.seconds), Watch())
+            stalled = await open_stalled(s, o)
+            watch = Watch((await s.server.metrics()).get(SLOW_CLOSES, 0.0))
 
             async def resume() -> float:
                 """What a client does on 1013: reconnect at once with its last cursor."""
                 await watch.ended.wait()
                 stalled.pause(False)
-                began = time.time()
-                path = "/ws?after=" + quote(stalled.cursor or "", safe="")
+                began, path = time.time(), "/ws?after=" + quote(stalled.cursor or "", safe="")
                 resumed.extend(
-                    await open_sockets(server.port, path, cookie, 1, expected=OPEN_ENDED)
+                    await open_sockets(s.server.port, path, s.cookie, 1, expected=OPEN_ENDED)
                 )
                 return began
 
             follower = asyncio.create_task(resume())
-            b, writes = await steady("B", *args, until_closed, watch)
-            closed_at = watch.closed_at
-            if closed_at is None:
+            b, committed = await steady("B", s, receivers, o, until_closed, watch)
+            if (closed_at := watch.closed_at) is None:
                 # Never closed as slow: read what pgcast still sends if it let go another way,
                 # else drop it; either way the resume is still checked.
                 if watch.gone_at is None:
@@ -280,14 +250,13 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
             delivery = None
             if resumed:
-                resumed[0].expect(len(writes.ids))
-                await wait_delivered(resumed, SETTLE_TIMEOUT + len(writes.ids) / 1000)
-                delivery = check_delivery(resumed, writes.ids)
+                resumed[0].expect(len(committed))
+                await wait_delivered(resumed, SETTLE_TIMEOUT + len(committed) / 1000)
+                delivery = check_delivery(resumed, [*committed])
         finally:
             await close_sockets([*receivers, *resumed])
             stalled.abort()
-    conn.close()
-    problems = server.exit_problems()
+    problems = s.server.exit_problems()
     for phase in (warmup, a, b):
         problems += phase.delivery.problems(f"{phase.name}: the reading sockets'")
     if closed_at is None:
@@ -301,18 +270,14 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
     if closed_at is not None and stalled.close_code not in (1013, None):
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]
-    replayed = [i for i in writes.ids if resumed and writes.committed[i] < reconnected]
+    replayed = len([i for i, at in committed.items() if at < reconnected]) if resumed else None
+    shown = {
+        k: getattr(o, k)
+        for k in ("sockets", "content_chars", "backlog_bytes", "rcvbuf", "mss", "rate")
+    }
+    stalled_for = None if closed_at is None else closed_at - stalled.stalled_at
     return SlowResult(
-        {
-            k: getattr(o, k)
-            for k in ("sockets", "content_chars", "backlog_bytes", "rcvbuf", "mss", "rate")
-        },
-        a,
-        b,
-        None if closed_at is None else closed_at - stalled.stalled_at,
-        stalled.close_code,
-        len(replayed) if resumed else None,
-        delivery,
+        *(shown, a, b, stalled_for, stalled.close_code, replayed, delivery),
         problems=problems,
         notes=usage_notes([("phase A", a.usage), ("phase B", b.usage)]),
     )

@@ -13,6 +13,7 @@ aim, within 10%.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import statistics
 import subprocess
@@ -28,11 +29,11 @@ from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
-from bench.lib.meters import Meter, cpu_seconds, usage_notes, wait_quiet
+from bench.lib.meters import cpu_seconds, usage_notes, wait_quiet
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import BenchError, Result, Usage, ratio
-from bench.lib.servers import REPO_DIR, PgcastProcess, pgcast_env
-from bench.lib.writers import burst_phase, connect, write_burst
+from bench.lib.servers import REPO_DIR, pgcast_env
+from bench.lib.writers import burst_phase, pgcast_session, write_burst
 from bench.resume import replay_phase
 
 # (figure, what it is, higher is better, the aim as a bound on current / previous)
@@ -165,33 +166,29 @@ def analyze(writer: psycopg.Connection[Any]) -> None:
 async def measure_tree(
     name: str, path: Path, conninfo: str, number: int, run: runner.Run[Options]
 ) -> tuple[Run, list[tuple[str, Usage]], list[str]]:
-    o = run.options
-    writer = connect(conninfo)
-    label = f"{name} tree's pgcast serve"
-    async with await PgcastProcess.start(conninfo, run.workdir, tree=path, name=label) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+    o, label = run.options, f"{name} tree's pgcast serve"
+    tree = dataclasses.replace(run, conninfo=conninfo)
+    async with pgcast_session(tree, tree=path, name=label) as s:
+        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            burst = (meter, o.burst, o.batch, o.content_chars)
             # The first broadcasts after sockets connect cost more (idle_sockets says why).
-            await burst_phase(writer, user_id, receivers, meter, o.batch, o.batch, o.content_chars)
+            await burst_phase(s, receivers, o.batch, o.batch, o.content_chars)
             # Server CPU from schedstat (ns), not the meter's 10 ms ticks: a smoke run is short.
-            server_began = cpu_seconds(server.pid)
-            fanout, _, _ = await burst_phase(writer, user_id, receivers, *burst)
-            fanout_server = cpu_seconds(server.pid) - server_began
+            began = cpu_seconds(s.server.pid)
+            fanout, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
+            fanout_server = cpu_seconds(s.server.pid) - began
         finally:
             await close_sockets(receivers)
-        [before] = await open_sockets(server.port, "/ws", cookie, 1)
+        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
         await close_sockets([before])
-        backlog = (writer, user_id, o.events, 1000, o.content_chars)
-        ids = await asyncio.to_thread(write_burst, *backlog)
-        await asyncio.to_thread(analyze, writer)
-        await wait_quiet(server.pid)
-        server_began = cpu_seconds(server.pid)
-        replay, _ = await replay_phase(server, cookie, before.cursor, ids, meter)
-        replay_server = cpu_seconds(server.pid) - server_began
-    writer.close()
+        ids = await asyncio.to_thread(
+            write_burst, s.writer, s.user_id, o.events, 1000, o.content_chars
+        )
+        await asyncio.to_thread(analyze, s.writer)
+        await wait_quiet(s.server.pid)
+        began = cpu_seconds(s.server.pid)
+        replay, _ = await replay_phase(s, before.cursor, ids)
+        replay_server = cpu_seconds(s.server.pid) - began
     result = Run(
         number,
         name,
@@ -204,7 +201,7 @@ async def measure_tree(
     )
     label = f"{name} run {number}"
     usages = [(f"{label} fan-out", fanout.usage), (f"{label} replay", replay.burst.usage)]
-    return result, usages, [f"{label}: {p}" for p in server.exit_problems()]
+    return result, usages, [f"{label}: {p}" for p in s.server.exit_problems()]
 
 
 async def measure(run: runner.Run[Options]) -> VersusResult:

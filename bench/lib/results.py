@@ -69,6 +69,9 @@ class Usage:
         return 1e6 * seconds / count if count else math.nan
 
 
+FAULTS = ("losses", "duplicates", "out_of_order", "unexpected", "other_frames", "closed_sockets")
+
+
 @dataclass
 class Delivery:
     """What the sockets got of the expected ids; every id once, in id order when `ordered`."""
@@ -88,14 +91,7 @@ class Delivery:
 
     @property
     def ok(self) -> bool:
-        return not (
-            self.losses
-            or self.duplicates
-            or self.out_of_order
-            or self.unexpected
-            or self.other_frames
-            or self.closed_sockets
-        )
+        return not any(getattr(self, name) for name in FAULTS)
 
     @property
     def frames_per_second(self) -> float:
@@ -103,18 +99,11 @@ class Delivery:
         return ratio(self.frames, self.last_at - self.first_at)
 
     def describe(self) -> str:
-        return (
-            f"losses={self.losses} duplicates={self.duplicates} "
-            f"out_of_order={self.out_of_order} unexpected={self.unexpected} "
-            f"other_frames={self.other_frames} closed_sockets={self.closed_sockets}"
-        )
+        return " ".join(f"{name}={getattr(self, name)}" for name in FAULTS)
 
     def problems(self, label: str) -> list[str]:
-        if self.ok:
-            return []
-        return [f"{label} delivery FAILED: {self.describe()}"] + [
-            f"{label}: {sample}" for sample in self.samples
-        ]
+        failed = [f"{label} delivery FAILED: {self.describe()}"]
+        return [] if self.ok else failed + [f"{label}: {sample}" for sample in self.samples]
 
 
 @dataclass
@@ -156,7 +145,6 @@ class Burst:
 
     @property
     def server_us_per_frame(self) -> float:
-        """Server CPU time per frame received: what a saturated server core would allow."""
         return self.usage.us_per("server", self.frames)
 
     @property
@@ -173,8 +161,8 @@ class SteadyCost:
     target_rate: float
     seconds: float
     server_cpu_seconds: float
-    idle_share: float
     usage: Usage
+    idle_share: float
 
     @property
     def server_us(self) -> float:
