@@ -29,7 +29,7 @@ from bench import (
     socket_limit,
     versus_previous,
 )
-from bench.lib import receivers, runner
+from bench.lib import receivers, results, runner
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
 from server.transports.native.codec import CODEC, connected_frame
@@ -453,3 +453,9 @@ async def test_private_receiver_and_check_count_only_the_users_own_frames(
     carols.data_received(CODEC.encode(misrouted))
     check = private.check_notifications([carols], owners, [])
     assert (check.unexpected, check.duplicates, check.ok) == (1, 1, False)
+
+
+def test_results_read_back_a_tuple_of_any_length() -> None:
+    """A full run's option lists are longer than two: db_limits' writers are (1, 4, 16)."""
+    assert results.load(tuple[int, ...], [1, 4, 16]) == (1, 4, 16)
+    assert results.load(tuple[int, str], [1, "a"]) == (1, "a")

@@ -174,11 +174,9 @@ class SteadyCost:
 
     def cells(self) -> str:
         """items, rate target / achieved | less idle | as measured | idle CPU %"""
-        return (
-            f"{self.items:,}, {self.target_rate:g} / {self.items / self.seconds:.0f} "
-            f"| **{self.net_server_us:,.0f}** | {self.server_us:,.0f} "
-            f"| {100 * self.idle_share:.1f}"
-        )
+        rates = f"{self.target_rate:g} / {self.items / self.seconds:.0f}"
+        measured = f"**{self.net_server_us:,.0f}** | {self.server_us:,.0f}"
+        return f"{self.items:,}, {rates} | {measured} | {100 * self.idle_share:.1f}"
 
 
 @dataclass(kw_only=True)
@@ -226,27 +224,26 @@ def load(kind: Any, data: Any) -> Any:
     dicts (keys converted too: JSON's are strings), optionals and plain values."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
+        hints, fields = typing.get_type_hints(kind), dataclasses.fields(kind)
         return kind(
             **{
                 f.name: load(hints[f.name], data[f.name])
-                for f in dataclasses.fields(kind)
+                for f in fields
                 if f.init and f.name in data
             }
         )
     if origin in (typing.Union, types.UnionType):
-        if data is None:
-            return None
-        return load(next(a for a in args if a is not type(None)), data)
-    if origin is list:
-        return [load(args[0], item) for item in data]
+        return None if data is None else load(next(a for a in args if a is not type(None)), data)
     if origin is tuple:
-        return tuple(load(a, item) for a, item in zip(args, data, strict=True))
-    if origin is dict:
-        return {load(args[0], k): load(args[1], v) for k, v in data.items()}
-    if kind in (int, float, str):
-        return kind(data)
-    return data
+        kinds = [args[0]] * len(data) if args[-1:] == (Ellipsis,) else args
+        return tuple(load(a, item) for a, item in zip(kinds, data, strict=True))
+    if origin in (list, dict):
+        return (
+            [load(args[0], item) for item in data]
+            if origin is list
+            else {load(args[0], k): load(args[1], v) for k, v in data.items()}
+        )
+    return kind(data) if kind in (int, float, str) else data
 
 
 def read(kind: type[T], path: Path) -> T:
