@@ -115,7 +115,7 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
             return seq
 
         committed, *cost = await cost_phase(s, listening, deaf, count, rate, write)
-        latency = latencies(committed, subscribers, None)
+        latency = latencies(committed, subscribers)
         unrouted = sum(len(r.ids) + r.other_frames for r in deaf)
         sockets, delivery = len(subscribers) + len(others), check_delivery(listening, [*committed])
         return Phase(

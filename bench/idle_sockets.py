@@ -20,16 +20,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import psutil
 
+from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.meters import cpu_seconds
-from bench.lib.receivers import (
-    Receiver,
-    check_delivery,
-    close_sockets,
-    open_sockets,
-    try_open_sockets,
-    wait_delivered,
-)
 from bench.lib.results import BenchError, Delivery, Result
 from bench.lib.writers import Session, pgcast_session, write_steadily
 
@@ -158,18 +151,18 @@ class IdleResult(Result):
         ]
 
 
-async def broadcast_once(s: Session, receivers: list[Receiver]) -> Broadcast:
+async def broadcast_once(s: Session, receivers: list[rx.Receiver]) -> Broadcast:
     """One INSERT by SQL (one transaction); every socket must get it exactly once."""
     for receiver in receivers:
         receiver.start_phase(1)
     server_cpu = cpu_seconds(s.server.pid)
     committed, _ = await asyncio.to_thread(write_steadily, s.writer, s.user_id, 1, 1.0, 100)
-    completed = await wait_delivered(receivers, BROADCAST_TIMEOUT)
+    completed = await rx.wait_delivered(receivers, BROADCAST_TIMEOUT)
     server_used = cpu_seconds(s.server.pid) - server_cpu
     await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a duplicate would come right after
     [(found, at)] = committed.items()
     arrivals = [r.times[0] - at for r in receivers if r.times] or [math.nan]
-    delivery = check_delivery(receivers, [found])
+    delivery = rx.check_delivery(receivers, [found])
     return Broadcast(
         delivery, completed, 1000 * min(arrivals), 1000 * max(arrivals), 1000 * server_used
     )
@@ -179,18 +172,18 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
     """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then broadcasts."""
     async with pgcast_session(run) as s:
         process, c, batch = psutil.Process(s.server.pid), Count(target), run.options.batch
-        warm = await open_sockets(s.server.port, "/ws", s.cookie, 1)
+        warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
         warm_up = await broadcast_once(s, warm)
-        await close_sockets(warm)
+        await rx.close_sockets(warm)
         if not warm_up.ok:
             raise BenchError(f"warm-up message not delivered: {warm_up.delivery.describe()}")
         c.rss_before = await settled_rss(process)
-        receivers: list[Receiver] = []
+        receivers: list[rx.Receiver] = []
         try:
             for start in range(0, c.target, batch):
                 # A batch with any failure ends the opening.
                 size = min(batch, c.target - start)
-                opened, errors = await try_open_sockets(
+                opened, errors = await rx.try_open_sockets(
                     s.server.port, "/ws", s.cookie, size, concurrency=size, first_index=start
                 )
                 receivers += opened
@@ -205,7 +198,7 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
                 await broadcast_once(s, receivers) for _ in range(2 if receivers else 0)
             ]
         finally:
-            await close_sockets(receivers)
+            await rx.close_sockets(receivers)
     return c, c.problems() + s.server.exit_problems()
 
 

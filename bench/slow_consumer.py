@@ -15,28 +15,18 @@ import math
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.meters import usage_notes
-from bench.lib.receivers import (
-    CONNECT_TIMEOUT,
-    HOST,
-    OPEN_ENDED,
-    SETTLE_TIMEOUT,
-    Receiver,
-    check_delivery,
-    close_sockets,
-    handshake,
-    open_sockets,
-    wait_delivered,
-)
 from bench.lib.results import BenchError, Delivery, Latency, Result, Usage, ratio
 from bench.lib.writers import Commits, Session, latencies, pgcast_session, write_steadily
 
 POST_CLOSE_SECONDS, POLL_INTERVAL = 2.0, 0.05
+SHOWN = ("sockets", "content_chars", "backlog_bytes", "rcvbuf", "mss", "rate")
 SLOW_CLOSES, CONNECTED = "pgcast_slow_sockets_closed_total", "pgcast_sockets_connected"
 
 
@@ -53,7 +43,7 @@ class Options(runner.Options):
     max_stall_seconds: float = runner.option(40.0, None, "phase B at most this long")
 
 
-class StalledReceiver(Receiver):
+class StalledReceiver(rx.Receiver):
     """Stops reading right after its `connected` frame: the kernel's buffers fill, then
     pgcast's per-socket backlog."""
 
@@ -66,7 +56,7 @@ class StalledReceiver(Receiver):
 
 
 async def open_stalled(s: Session, o: Options) -> StalledReceiver:
-    receiver = StalledReceiver(-1, *handshake(s.server.port, "/ws", s.cookie), True)
+    receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie), True)
     sock = socket.socket()
     # Before connecting, so the window scale the handshake agrees on is small too. Linux sizes
     # the server's send buffer from the MSS the peer announces: ~100 KiB with an Ethernet
@@ -77,8 +67,8 @@ async def open_stalled(s: Session, o: Options) -> StalledReceiver:
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.sock_connect(sock, (HOST, s.server.port))
+        async with asyncio.timeout(rx.CONNECT_TIMEOUT):
+            await loop.sock_connect(sock, (rx.HOST, s.server.port))
             await loop.create_connection(lambda: receiver, sock=sock)
             await receiver.opened
     except BaseException:
@@ -125,37 +115,6 @@ class Phase:
     usage: Usage
     delivery: Delivery
     closes: float
-
-
-async def steady(
-    name: str,
-    s: Session,
-    receivers: Sequence[Receiver],
-    o: Options,
-    more: Callable[[int, float], int],
-    watch: Watch,
-) -> tuple[Phase, Commits]:
-    """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
-    /metrics polled; then until every reading socket has every message."""
-    for receiver in receivers:
-        receiver.start_phase(OPEN_ENDED)
-    committed: Commits = {}
-    s.meter.start()
-    poller = asyncio.create_task(watch.poll(s))
-    began = time.monotonic()
-    try:
-        while (count := more(len(committed), time.monotonic() - began)) > 0:
-            chunk = (s.writer, s.user_id, count, o.rate, o.content_chars)
-            committed.update((await asyncio.to_thread(write_steadily, *chunk))[0])
-        seconds = time.monotonic() - began
-        for receiver in receivers:
-            receiver.expect(len(committed))
-        await wait_delivered(receivers, SETTLE_TIMEOUT)
-    finally:
-        poller.cancel()
-    latency, usage = latencies(committed, receivers, None), await s.meter.stop()
-    delivery = check_delivery(receivers, [*committed])
-    return Phase(name, len(committed), seconds, latency, usage, delivery, watch.closes), committed
 
 
 @dataclass
@@ -216,13 +175,39 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             return min(per_chunk, math.ceil(left * o.rate)) if left > 0 else 0
         return 0 if watch.gone_at is not None or elapsed >= o.max_stall_seconds else per_chunk
 
-    resumed: list[Receiver] = []
+    async def steady(
+        name: str, more: Callable[[int, float], int], watch: Watch
+    ) -> tuple[Phase, Commits]:
+        """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
+        /metrics polled; then until every reading socket has every message."""
+        for receiver in receivers:
+            receiver.start_phase(rx.OPEN_ENDED)
+        committed: Commits = {}
+        s.meter.start()
+        poller, began = asyncio.create_task(watch.poll(s)), time.monotonic()
+        try:
+            while (count := more(len(committed), time.monotonic() - began)) > 0:
+                chunk = (s.writer, s.user_id, count, o.rate, o.content_chars)
+                committed.update((await asyncio.to_thread(write_steadily, *chunk))[0])
+            seconds = time.monotonic() - began
+            for receiver in receivers:
+                receiver.expect(len(committed))
+            await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
+        finally:
+            poller.cancel()
+        latency, usage = latencies(committed, receivers), await s.meter.stop()
+        delivery = rx.check_delivery(receivers, [*committed])
+        return Phase(
+            name, len(committed), seconds, latency, usage, delivery, watch.closes
+        ), committed
+
+    resumed: list[rx.Receiver] = []
     env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
     async with pgcast_session(run, env=env) as s:
-        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
+        receivers = await rx.open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            warmup, _ = await steady("warm-up", s, receivers, o, for_seconds(1.0), Watch())
-            a, _ = await steady("A", s, receivers, o, for_seconds(o.seconds), Watch())
+            warmup, _ = await steady("warm-up", for_seconds(1.0), Watch())
+            a, _ = await steady("A", for_seconds(o.seconds), Watch())
             stalled = await open_stalled(s, o)
             watch = Watch((await s.server.metrics()).get(SLOW_CLOSES, 0.0))
 
@@ -232,12 +217,12 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                 stalled.pause(False)
                 began, path = time.time(), "/ws?after=" + quote(stalled.cursor or "", safe="")
                 resumed.extend(
-                    await open_sockets(s.server.port, path, s.cookie, 1, expected=OPEN_ENDED)
+                    await rx.open_sockets(s.server.port, path, s.cookie, 1, expected=rx.OPEN_ENDED)
                 )
                 return began
 
             follower = asyncio.create_task(resume())
-            b, committed = await steady("B", s, receivers, o, until_closed, watch)
+            b, committed = await steady("B", until_closed, watch)
             if (closed_at := watch.closed_at) is None:
                 # Never closed as slow: read what pgcast still sends if it let go another way,
                 # else drop it; either way the resume is still checked.
@@ -251,30 +236,24 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             delivery = None
             if resumed:
                 resumed[0].expect(len(committed))
-                await wait_delivered(resumed, SETTLE_TIMEOUT + len(committed) / 1000)
-                delivery = check_delivery(resumed, [*committed])
+                await rx.wait_delivered(resumed, rx.SETTLE_TIMEOUT + len(committed) / 1000)
+                delivery = rx.check_delivery(resumed, [*committed])
         finally:
-            await close_sockets([*receivers, *resumed])
+            await rx.close_sockets([*receivers, *resumed])
             stalled.abort()
     problems = s.server.exit_problems()
     for phase in (warmup, a, b):
         problems += phase.delivery.problems(f"{phase.name}: the reading sockets'")
     if closed_at is None:
-        problems.append(
-            f"the stalled socket was not closed as slow within phase B ({b.seconds:.0f} s)"
-        )
+        problems.append(f"the stalled socket was not closed as slow in B ({b.seconds:.0f} s)")
     if b.closes > 1 or a.closes or warmup.closes:
-        problems.append(
-            f"{b.closes:.0f} sockets closed as slow in B, {a.closes + warmup.closes:.0f} before"
-        )
+        before = a.closes + warmup.closes
+        problems.append(f"{b.closes:.0f} sockets closed as slow in B, {before:.0f} before")
     if closed_at is not None and stalled.close_code not in (1013, None):
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]
     replayed = len([i for i, at in committed.items() if at < reconnected]) if resumed else None
-    shown = {
-        k: getattr(o, k)
-        for k in ("sockets", "content_chars", "backlog_bytes", "rcvbuf", "mss", "rate")
-    }
+    shown = {k: getattr(o, k) for k in SHOWN}
     stalled_for = None if closed_at is None else closed_at - stalled.stalled_at
     return SlowResult(
         *(shown, a, b, stalled_for, stalled.close_code, replayed, delivery),

@@ -18,17 +18,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from bench.lib import receivers as rx
 from bench.lib.meters import Meter
-from bench.lib.receivers import (
-    CONNECT_CONCURRENCY,
-    CONNECT_TIMEOUT,
-    HOST,
-    check_delivery,
-    close_sockets,
-    open_sockets,
-    settle_seconds,
-    wait_delivered,
-)
 from bench.lib.results import BenchError, Burst
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -38,7 +29,7 @@ STARTUP_TIMEOUT, STOP_TIMEOUT = 60.0, 20.0
 
 def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind((HOST, 0))
+        probe.bind((rx.HOST, 0))
         return int(probe.getsockname()[1])
 
 
@@ -54,7 +45,7 @@ class ServerProcess:
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, port: int) -> None:
         self.name, self.process, self.port = name, process, port
-        self.pid, self.url = process.pid, f"http://{HOST}:{port}"
+        self.pid, self.url = process.pid, f"http://{rx.HOST}:{port}"
         self.tail: deque[str] = deque(maxlen=40)
         self.warnings: list[str] = []
         self.warning_count = 0
@@ -130,7 +121,7 @@ def pgcast_env(conninfo: str, data_dir: Path, port: int) -> dict[str, str]:
     return clean_env(
         DATABASE_URL=conninfo,
         PGCAST_DATA_DIR=str(data_dir),
-        PGCAST_HOST=HOST,
+        PGCAST_HOST=rx.HOST,
         PGCAST_PORT=str(port),
         PGCAST_DEV_LOGIN="1",
         PGCAST_RATE_SOCKETS_PER_USER="0",
@@ -184,8 +175,8 @@ class PgcastProcess(ServerProcess):
     async def sign_in_many(self, people: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
         """Dev login as each (email, name), a few at a time, each in a cookie jar of its own;
         the user ids and Cookie headers, in the order of `people`."""
-        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
-        async with aiohttp.TCPConnector(limit=CONNECT_CONCURRENCY) as connector:
+        limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
+        async with aiohttp.TCPConnector(limit=rx.CONNECT_CONCURRENCY) as connector:
 
             async def one(email: str, name: str) -> tuple[int, str]:
                 jar = aiohttp.CookieJar(unsafe=True)
@@ -244,7 +235,7 @@ class Peer:
     async def start(self, database_url: str) -> PeerProcess:
         port = free_port()
         env = clean_env(
-            DATABASE_URL=database_url, HOST=HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
+            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
         )
         command = [part.replace("{port}", str(port)) for part in self.argv]
         server: PeerProcess = await PeerProcess.spawn(self.label, command, env, port)
@@ -265,20 +256,20 @@ async def frames_burst(
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
-        receivers = await open_sockets(
+        receivers = await rx.open_sockets(
             port, "/ws", None, sockets, expect_connected=False, expected=len(frames)
         )
         try:
             # The client sees 101 right after the server counts the socket: polled to be sure.
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout(rx.CONNECT_TIMEOUT):
                 while (await (await http.get(server.url + "/ready")).json())["sockets"] < sockets:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
             meter.start()
             (await http.post(server.url + "/go" + go)).raise_for_status()
-            completed = await wait_delivered(receivers, settle_seconds(len(frames) * sockets))
+            completed = await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
             usage = await meter.stop()
-            delivery = check_delivery(receivers, ids)
+            delivery = rx.check_delivery(receivers, ids)
         finally:
-            await close_sockets(receivers)
+            await rx.close_sockets(receivers)
     delivery.samples += server.warnings + server.exit_problems()
     return Burst(delivery, usage, completed)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
-import math
 import os
 import re
 import shutil
@@ -20,14 +19,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bench.lib import receivers as rx
 from bench.lib.meters import Meter, cpu_seconds
-from bench.lib.receivers import (
-    SETTLE_TIMEOUT,
-    Receiver,
-    check_delivery,
-    settle_seconds,
-    wait_delivered,
-)
 from bench.lib.results import BenchError, Burst, Latency, Steady, Usage
 from bench.lib.runner import Run
 from bench.lib.servers import PgcastProcess
@@ -77,15 +70,17 @@ def write_steadily(
 
 
 def latencies(
-    committed: Commits, receivers: Sequence[Receiver], keep: Callable[[Receiver, int], bool] | None
+    committed: Commits,
+    receivers: Sequence[rx.Receiver],
+    keep: Callable[[Any, int], bool] = lambda *_: True,
 ) -> Latency:
-    """receive - commit over every (socket, id) pair committed (and kept, when `keep`)."""
+    """receive - commit over every (socket, id) pair committed (and kept)."""
     return Latency.of(
         [
             received - committed[found]
             for r in receivers
             for received, found in zip(r.times, r.ids, strict=True)
-            if found in committed and (keep is None or keep(r, found))
+            if found in committed and keep(r, found)
         ]
     )
 
@@ -123,32 +118,28 @@ async def pgcast_session(
     with connect(run.conninfo, autocommit) as writer:
         async with await PgcastProcess.start(run.conninfo, run.workdir, **start) as server:
             user_id, cookie = await server.sign_in()
-            yield Session(
-                server, Meter.for_server(server.pid, run.postmaster), user_id, cookie, writer
-            )
+            meter = Meter.for_server(server.pid, run.postmaster)
+            yield Session(server, meter, user_id, cookie, writer)
 
 
 async def steady_phase(
-    s: Session, receivers: Sequence[Receiver], messages: int, rate: float, chars: int
+    s: Session, receivers: Sequence[rx.Receiver], messages: int, rate: float, chars: int
 ) -> Steady:
     """`messages` at `rate`/s while the sockets listen; every socket must get each once."""
     for receiver in receivers:
         receiver.start_phase(messages)
     s.meter.start()
-    committed, seconds = await asyncio.to_thread(
-        write_steadily, s.writer, s.user_id, messages, rate, chars
+    steadily = (s.writer, s.user_id, messages, rate, chars)
+    committed, seconds = await asyncio.to_thread(write_steadily, *steadily)
+    await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
+    achieved, delivery = messages / seconds, rx.check_delivery(receivers, [*committed])
+    return Steady(
+        messages, rate, achieved, latencies(committed, receivers), delivery, await s.meter.stop()
     )
-    await wait_delivered(receivers, SETTLE_TIMEOUT)
-    achieved = messages / seconds if seconds > 0 else math.nan
-    latency, delivery = (
-        latencies(committed, receivers, None),
-        check_delivery(receivers, [*committed]),
-    )
-    return Steady(messages, rate, achieved, latency, delivery, await s.meter.stop())
 
 
 async def burst_phase(
-    s: Session, receivers: Sequence[Receiver], messages: int, batch: int, chars: int
+    s: Session, receivers: Sequence[rx.Receiver], messages: int, batch: int, chars: int
 ) -> tuple[Burst, list[int], list[str]]:
     """A burst of `messages`, `batch` rows per INSERT; also the ids and the frames socket 0
     received (the baseline sends the same)."""
@@ -156,15 +147,15 @@ async def burst_phase(
         receiver.start_phase(messages, keep_text=receiver.index == 0)
     s.meter.start()
     ids = await asyncio.to_thread(write_burst, s.writer, s.user_id, messages, batch, chars)
-    completed = await wait_delivered(receivers, settle_seconds(messages * len(receivers)))
-    burst = Burst(check_delivery(receivers, ids), await s.meter.stop(), completed)
+    completed = await rx.wait_delivered(receivers, rx.settle_seconds(messages * len(receivers)))
+    burst = Burst(rx.check_delivery(receivers, ids), await s.meter.stop(), completed)
     return burst, ids, receivers[0].texts if receivers else []
 
 
 async def cost_phase(
     s: Session,
-    listening: Sequence[Receiver],
-    deaf: Sequence[Receiver],
+    listening: Sequence[rx.Receiver],
+    deaf: Sequence[rx.Receiver],
     count: int,
     rate: float,
     write: Callable[[int], int],
@@ -178,7 +169,7 @@ async def cost_phase(
     s.meter.start()
     began = cpu_seconds(s.server.pid)
     committed, seconds = await asyncio.to_thread(paced, count, rate, write)
-    await wait_delivered(listening, settle_seconds(count * len(listening)))
+    await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
     return committed, seconds, cpu_seconds(s.server.pid) - began, await s.meter.stop()
 
 
