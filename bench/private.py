@@ -19,19 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.meters import cpu_seconds, idle_cpu_share, usage_notes, wait_quiet
-from bench.lib.receivers import (
-    CONNECT_CONCURRENCY,
-    Receiver,
-    check_delivery,
-    close_sockets,
-    open_sockets,
-    wait_delivered,
-)
 from bench.lib.results import Delivery, Latency, Result, SteadyCost, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import cost_phase, latencies, pgcast_session
+from bench.lib.writers import Session, cost_phase, latencies, pgcast_session
 
 USER_CHANNEL = "private-user.{}"
 DIRECT_MESSAGE_EVENT = "new-direct-message"
@@ -59,7 +51,7 @@ class Options(runner.Options):
     idle_seconds: float = runner.option(3.0, 0.5, "idle CPU window per phase", minimum=0.01)
 
 
-class PrivateReceiver(Receiver):
+class PrivateReceiver(rx.Receiver):
     """A socket of one user on its own channel. Its direct messages are recorded as new
     messages are (so check_delivery applies), its notifications as (time, id); a frame on any
     other channel, or any other event, is unexpected."""
@@ -91,13 +83,13 @@ class PrivateReceiver(Receiver):
             super().other_text(payload, now)
 
 
-def frames_of(receiver: Receiver) -> int:
+def frames_of(receiver: rx.Receiver) -> int:
     """Every frame of the phase: direct messages, notifications and unexpected ones."""
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
 def check_notifications(
-    notified: Sequence[PrivateReceiver], owners: dict[str, int], others: Sequence[Receiver]
+    notified: Sequence[PrivateReceiver], owners: dict[str, int], others: Sequence[rx.Receiver]
 ) -> Delivery:
     """Each notified socket got exactly one notification, one of its own user's rows, and
     nothing else; no other socket got any frame (counted as other frames)."""
@@ -132,7 +124,7 @@ class NotificationRound:
     round: int
     notified: int
     sockets: int
-    latency: Latency  # commit -> each socket's notification
+    latency: Latency  # commit -> each socket's notification; its max is commit -> the last
     commit_to_first_ms: float
     server_cpu_ms: float  # from sending the INSERT to the last socket's notification
     delivery: Delivery
@@ -140,10 +132,6 @@ class NotificationRound:
     @property
     def commit_to_last_ms(self) -> float:
         return self.latency.max
-
-    @property
-    def server_us_per_notification(self) -> float:
-        return 1000 * self.server_cpu_ms / max(1, self.notified)
 
 
 @dataclass
@@ -163,15 +151,15 @@ class PrivateResult(Result):
         a, b = self.phases
         crowd, notified = b.sockets - a.sockets, self.rounds[0].notified if self.rounds else 0
         phases = [
-            f"({p.name}) | {p.sockets:,} | {p.cells()} "
-            f"| **{render.ms(p.recipient_latency)}** | {render.ms(p.sender_latency)} "
+            f"({p.name}) | {p.sockets:,} | {p.cells()} | **{render.ms(p.recipient_latency)}** "
+            f"| {render.ms(p.sender_latency)} "
             f"| {render.ok(p.delivery.ok and not p.unrouted_frames)}"
             for p in self.phases
         ]
         rounds = [
             f"{r.round}{' (first)' if r.round == 0 else ''} | {r.sockets:,} "
             f"| {r.commit_to_first_ms:.1f} | {render.ms(r.latency)} | **{r.latency.max:.1f}** "
-            f"| **{r.server_cpu_ms:.1f}** | {r.server_us_per_notification:.1f} "
+            f"| **{r.server_cpu_ms:.1f}** | {1000 * r.server_cpu_ms / max(1, r.notified):.1f} "
             f"| {render.ok(r.delivery.ok)}"
             for r in self.rounds
         ]
@@ -211,21 +199,18 @@ class PrivateResult(Result):
         ]
 
 
-async def open_private(
-    server: PgcastProcess, people: Sequence[tuple[int, str]], first: int
-) -> list[Any]:
+async def open_private(s: Session, people: Sequence[tuple[int, str]], first: int) -> list[Any]:
     """One PrivateReceiver per (user id, Cookie header), on that user's own channel."""
-    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
 
-    async def one(index: int, user_id: int, cookie: str) -> Receiver:
-        path, factory = (
-            f"/ws?channels={USER_CHANNEL.format(user_id)},messages",
-            functools.partial(PrivateReceiver, user_id=user_id),
-        )
+    async def one(index: int, user_id: int, cookie: str) -> rx.Receiver:
+        path = f"/ws?channels={USER_CHANNEL.format(user_id)},messages"
+        factory = functools.partial(PrivateReceiver, user_id=user_id)
         async with limit:
-            return (
-                await open_sockets(server.port, path, cookie, 1, first_index=index, factory=factory)
-            )[0]
+            opened = await rx.open_sockets(
+                s.server.port, path, cookie, 1, first_index=index, factory=factory
+            )
+        return opened[0]
 
     return await asyncio.gather(*(one(first + n, *person) for n, person in enumerate(people)))
 
@@ -233,7 +218,7 @@ async def open_private(
 async def measure(run: runner.Run[Options]) -> PrivateResult:
     o = run.options
     people: list[PrivateReceiver] = []
-    crowd: list[Receiver] = []
+    crowd: list[rx.Receiver] = []
     notified: list[PrivateReceiver] = []
     phases: list[DirectMessages] = []
     rounds: list[NotificationRound] = []
@@ -248,15 +233,16 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             recipients[row[0]] = recipient
             return int(row[0])
 
+        def to(recipient: bool) -> Latency:
+            def keep(receiver: rx.Receiver, found: int) -> bool:
+                return (recipients[found] == getattr(receiver, "user_id", 0)) is recipient
+
+            return latencies(committed, people, keep)
+
         committed, *cost = await cost_phase(s, people, crowd, count, rate, write)
-        to = [
-            latencies(committed, people, lambda r, n: recipients[n] == getattr(r, "user_id", 0)),
-            latencies(committed, people, lambda r, n: recipients[n] != getattr(r, "user_id", 0)),
-        ]
-        delivery, unrouted = check_delivery(people, sorted(committed)), sum(map(frames_of, crowd))
-        return DirectMessages(
-            count, rate, *cost, idle, name, len(people) + len(crowd), *to, delivery, unrouted
-        )
+        unrouted, sockets = sum(map(frames_of, crowd)), len(people) + len(crowd)
+        figures = (name, sockets, to(True), to(False), rx.check_delivery(people, sorted(committed)))
+        return DirectMessages(count, rate, *cost, idle, *figures, unrouted)
 
     async def phase(name: str) -> None:
         await direct_messages("warm-up", 6, 20.0, 0.0)
@@ -264,18 +250,19 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
         phases.append(await direct_messages(name, o.messages, o.rate, idle))
 
     async def notify(number: int) -> NotificationRound:
-        others = [*people, *crowd]
-        for receiver in [*notified, *others]:
-            receiver.start_phase(1 if receiver in notified else 0)
+        others, users = [*people, *crowd], [receiver.user_id for receiver in notified]
+        for receiver in others:
+            receiver.start_phase(0)
+        for receiver in notified:
+            receiver.start_phase(1)
         await wait_quiet(s.server.pid)
-        users = [receiver.user_id for receiver in notified]
         began = cpu_seconds(s.server.pid)
 
         def insert() -> tuple[dict[str, int], float]:
             return dict(s.writer.execute(NOTIFY_USERS, [users]).fetchall()), time.time()
 
         owners, committed = await asyncio.to_thread(insert)
-        await wait_delivered(notified, 15 + len(users) / 1000)
+        await rx.wait_delivered(notified, 15 + len(users) / 1000)
         server_cpu = cpu_seconds(s.server.pid) - began
         # Only once the server is quiet again has every duplicate or stray frame been sent.
         await wait_quiet(s.server.pid)
@@ -284,30 +271,25 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
         if len(owners) != len(users):
             delivery.samples.append(f"the INSERT wrote {len(owners)} for {len(users)} users")
         arrivals = [r.notifications[0][0] - committed for r in notified if r.notifications]
-        first = 1000 * min(arrivals, default=math.nan)
-        sockets = len(others) + len(notified)
+        first, sockets = 1000 * min(arrivals, default=math.nan), len(others) + len(notified)
+        latency = Latency.of(arrivals)
         return NotificationRound(
-            number, len(owners), sockets, Latency.of(arrivals), first, 1000 * server_cpu, delivery
+            number, len(owners), sockets, latency, first, 1000 * server_cpu, delivery
         )
 
     async with pgcast_session(run, autocommit=True) as s:
         try:
-            two = await s.server.sign_in_many(
-                [("alice@example.com", "Alice"), ("bob@example.com", "Bob")]
-            )
-            people += await open_private(s.server, two, 0)
+            pair = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")]
+            people += await open_private(s, await s.server.sign_in_many(pair), 0)
             await phase("a")
-            _, crowd_cookie = await s.server.sign_in("crowd@example.com", "Crowd")
-            crowd += await open_sockets(s.server.port, "/ws", crowd_cookie, o.crowd, first_index=2)
+            _, cookie = await s.server.sign_in("crowd@example.com", "Crowd")
+            crowd += await rx.open_sockets(s.server.port, "/ws", cookie, o.crowd, first_index=2)
             await phase("b")
-            many = await s.server.sign_in_many(
-                [(f"notified{n}@example.com", f"Notified {n}") for n in range(o.notified)]
-            )
-            notified += await open_private(s.server, many, 2 + o.crowd)
-            for number in range(o.rounds + 1):
-                rounds.append(await notify(number))
+            many = [(f"notified{n}@example.com", f"Notified {n}") for n in range(o.notified)]
+            notified += await open_private(s, await s.server.sign_in_many(many), 2 + o.crowd)
+            rounds += [await notify(number) for number in range(o.rounds + 1)]
         finally:
-            await close_sockets([*people, *crowd, *notified])
+            await rx.close_sockets([*people, *crowd, *notified])
     problems = s.server.exit_problems()
     for p in phases:
         problems += p.delivery.problems(f"phase {p.name}")
