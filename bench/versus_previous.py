@@ -106,13 +106,11 @@ class VersusResult(Result):
         ]
 
 
-def git(*arguments: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(REPO_DIR), *arguments], capture_output=True, check=False
-    )
+def git(*arguments: str, text: bool = True) -> Any:
+    done = subprocess.run(["git", "-C", str(REPO_DIR), *arguments], capture_output=True)
     if done.returncode != 0:
         raise BenchError(f"git {' '.join(arguments)}: {done.stderr.decode().strip()}")
-    return done.stdout.decode().strip()
+    return done.stdout.decode().strip() if text else done.stdout
 
 
 def default_baseline() -> str:
@@ -134,12 +132,9 @@ def unpack(rev: str, destination: Path) -> str:
         commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except BenchError:
         raise BenchError(f"--baseline {rev}: not a commit of this repository") from None
-    archive = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "archive", "--format=tar", commit],
-        capture_output=True,
-        check=True,
-    )
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+    with tarfile.open(
+        fileobj=io.BytesIO(git("archive", "--format=tar", commit, text=False))
+    ) as tar:
         tar.extractall(destination, filter="data")
     return git("log", "-1", "--format=%h %s", commit)
 
@@ -156,11 +151,6 @@ def migrate_tree(path: Path, conninfo: str, data_dir: Path) -> None:
         table = sql.Identifier("broadcasts" if row and row[0] else "message_events")
         # Both trees' replays are planned alike: on statistics ANALYZEd after the backlog.
         conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(table))
-
-
-def analyze(writer: psycopg.Connection[Any]) -> None:
-    writer.execute("ANALYZE")
-    writer.commit()
 
 
 async def measure_tree(
@@ -181,24 +171,17 @@ async def measure_tree(
             await close_sockets(receivers)
         [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
         await close_sockets([before])
-        ids = await asyncio.to_thread(
-            write_burst, s.writer, s.user_id, o.events, 1000, o.content_chars
-        )
-        await asyncio.to_thread(analyze, s.writer)
+        backlog = (s.writer, s.user_id, o.events, 1000, o.content_chars)
+        ids = await asyncio.to_thread(write_burst, *backlog)
+        await asyncio.to_thread(s.writer.execute, "ANALYZE")
+        s.writer.commit()
         await wait_quiet(s.server.pid)
         began = cpu_seconds(s.server.pid)
         replay, _ = await replay_phase(s, before.cursor, ids)
         replay_server = cpu_seconds(s.server.pid) - began
-    result = Run(
-        number,
-        name,
-        fanout.frames_per_second,
-        1e6 * ratio(fanout_server, fanout.frames),
-        replay.events_per_second,
-        1e6 * ratio(replay_server, replay.events),
-        fanout.ok,
-        replay.burst.ok,
-    )
+    fanout_figures = (fanout.frames_per_second, 1e6 * ratio(fanout_server, fanout.frames))
+    replay_figures = (replay.events_per_second, 1e6 * ratio(replay_server, replay.events))
+    result = Run(number, name, *fanout_figures, *replay_figures, fanout.ok, replay.burst.ok)
     label = f"{name} run {number}"
     usages = [(f"{label} fan-out", fanout.usage), (f"{label} replay", replay.burst.usage)]
     return result, usages, [f"{label}: {p}" for p in s.server.exit_problems()]
@@ -210,9 +193,7 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     previous.mkdir()
     commit = await asyncio.to_thread(unpack, o.baseline or default_baseline(), previous)
     current = f"{git('describe', '--always', '--dirty')} (this working tree)"
-    runs: list[Run] = []
-    usages: list[tuple[str, Usage]] = []
-    problems: list[str] = []
+    runs, usages, problems = [], [], []
     with create_database(run.conninfo, f"pgcast_previous_{uuid.uuid4().hex[:12]}") as other:
         trees = [("previous", previous, other), ("current", REPO_DIR, run.conninfo)]
         for name, path, conninfo in trees:
@@ -231,13 +212,9 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     return VersusResult(commit, current, shown, runs, problems=problems, notes=notes)
 
 
+ERRORS = (BenchError, OSError, subprocess.SubprocessError, psycopg.Error)
 SCENARIO = runner.Scenario(
-    "versus_previous",
-    "versus a previous commit",
-    __doc__,
-    Options,
-    measure,
-    errors=(BenchError, OSError, subprocess.SubprocessError, psycopg.Error),
+    "versus_previous", "versus a previous commit", __doc__, Options, measure, errors=ERRORS
 )
 
 if __name__ == "__main__":
