@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -89,15 +90,14 @@ class ServerRun:
     error: str | None = None
 
 
-# A figure of a steady row or the burst: its label, value (None when missing) and format.
-Figure = tuple[str, Callable[[ServerRun], float | None], Callable[[float], str]]
-ONE_PLACE: Callable[[float], str] = lambda v: render.num(v, 1)  # noqa: E731
-STEADY: list[tuple[str, Callable[[Steady], float], Callable[[float], str]]] = [
+# A figure of a steady row or the burst: its label, value and format.
+Figure = tuple[str, Callable[[Any], float], Callable[[float], str]]
+STEADY: list[Figure] = [
     ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
-    ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, ONE_PLACE),
-    ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, ONE_PLACE),
+    ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
+    ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
 ]
-BURST: list[tuple[str, Callable[[Burst], float], Callable[[float], str]]] = [
+BURST: list[Figure] = [
     ("**frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
     ("**server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
 ]
@@ -112,41 +112,35 @@ class CompareResult(Result):
     servers: list[ServerRun]
     versions: dict[str, str]
 
-    def _table(self, figures: list[Figure]) -> list[str]:
-        runs = self.servers
-        pgcast = next((r for r in runs if r.key == "pgcast"), None)
-        peers = [r for r in runs if r.key != "pgcast"] if pgcast else []
-        header = [
-            "figure",
-            *(LABELS[r.key] for r in runs),
-            *(f"pgcast / {LABELS[p.key]}" for p in peers),
-        ]
-        rows = []
-        for label, value, shown in figures:
-            cells = [render.num(None) if (v := value(r)) is None else shown(v) for r in runs]
-            ours = value(pgcast) if pgcast else None
-            rows.append([label, *cells, *(render.x(ours, value(p)) for p in peers)])
-        return render.table(" | ".join(header), rows)
+    def _table(self, rows: list[tuple[str, list[Any], Figure]]) -> list[str]:
+        """A row a figure: its value on each server, then pgcast's over each peer's."""
+        keys = [r.key for r in self.servers]
+        peers = [n for n, key in enumerate(keys) if key != "pgcast"] if "pgcast" in keys else []
+        ratios = [f"pgcast / {LABELS[keys[n]]}" for n in peers]
+        lines = []
+        for label, found, (_, value, shown) in rows:
+            values = [None if f is None else value(f) for f in found]
+            ours = values[keys.index("pgcast")] if peers else None
+            cells = [render.num(None) if v is None else shown(v) for v in values]
+            lines.append([label, *cells, *(render.x(ours, values[n]) for n in peers)])
+        return render.table(" | ".join(["figure", *(LABELS[k] for k in keys), *ratios]), lines)
 
     def steady_table(self) -> list[str]:
         done = max(self.servers, key=lambda r: len(r.rows)).rows
-        figures: list[Figure] = [
-            (
-                f"{row.sockets:,} × {row.steady.target_rate:g}/s: {label}",
-                lambda r, n=n, v=value: v(r.rows[n].steady) if n < len(r.rows) else None,
-                shown,
-            )
-            for n, row in enumerate(done)
-            for label, value, shown in STEADY
-        ]
-        return self._table(figures)
+        return self._table(
+            [
+                (f"{row.sockets:,} × {row.steady.target_rate:g}/s: {figure[0]}", steady, figure)
+                for n, row in enumerate(done)
+                for steady in [
+                    [r.rows[n].steady if n < len(r.rows) else None for r in self.servers]
+                ]
+                for figure in STEADY
+            ]
+        )
 
     def burst_table(self) -> list[str]:
         return self._table(
-            [
-                (label, lambda r, v=value: v(r.burst) if r.burst else None, shown)
-                for label, value, shown in BURST
-            ]
+            [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
         )
 
     def render(self) -> list[str]:
