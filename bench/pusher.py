@@ -5,6 +5,7 @@ most 1.2 times the native one's. Every socket must get every message once, in co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -44,22 +45,15 @@ class PusherReceiver(Receiver):
             self._fail(f"unexpected frame before subscribing: {payload[:200]!r}")
 
     def other_text(self, payload: bytes, now: float) -> None:
-        try:
+        found = None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             frame = json.loads(payload)
-            found = (
-                json.loads(frame["data"])["message"]["id"]
-                if frame["event"] == "new-message"
-                else None
-            )
-        except (ValueError, KeyError, TypeError):
-            found = None
-        if not isinstance(found, int):
+            if frame["event"] == "new-message":
+                found = json.loads(frame["data"])["message"]["id"]
+        if isinstance(found, int):
+            self.record(found, now)
+        else:
             super().other_text(payload, now)
-            return
-        self.times.append(now)
-        self.ids.append(found)
-        if len(self.ids) >= self.expected:
-            self.done.set()
 
 
 @dataclass
@@ -85,9 +79,10 @@ class PusherResult(Result):
 
     @property
     def cost_ratio(self) -> float:
-        if self.native is None or self.pusher is None:
-            return math.nan
-        return ratio(self.pusher.server_us_per_frame, self.native.server_us_per_frame)
+        per_frame = [
+            math.nan if b is None else b.server_us_per_frame for b in (self.pusher, self.native)
+        ]
+        return ratio(*per_frame)
 
     def render(self) -> list[str]:
         rows = [
