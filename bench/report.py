@@ -159,27 +159,6 @@ def summary(runs: dict[str, Any]) -> list[str]:
     return render.table("aim | measured | ratio | ", rows, "llll")
 
 
-def fanout_against_limit(runs: dict[str, Any]) -> list[str]:
-    """The fan-out's frames/s against the bare socket limit at its socket count and frame
-    size: 1 frame per write for the ladder, 1 and 10 per write for the bursts."""
-    fanout: FanoutResult | None = runs.get("fanout")
-    if not fanout or "socket_limit" not in runs:
-        return []
-    rows = []
-    for s in fanout.steps:
-        fps, bare = s.steady.delivery.frames_per_second, limit(runs, s.sockets, s.content_bytes, 1)
-        load = f"{s.sockets:,} | {s.content_bytes:,} | {s.steady.target_rate:g} msg/s"
-        rows.append(f"{load} | {render.rate(fps)} | {render.x(fps, bare)}")
-    for b in fanout.bursts:
-        fps = b.burst.frames_per_second
-        one, ten = (render.x(fps, limit(runs, b.sockets, b.content_bytes, k)) for k in (1, 10))
-        rows.append(
-            f"{b.sockets:,} | {b.content_bytes:,} | burst | {render.rate(fps)} | {one} / {ten}"
-        )
-    header = "sockets | message bytes | load | frames/s | × socket limit (1 / 10 per write)"
-    return ["Against the socket limit:", "", *render.table(header, rows), ""]
-
-
 def grouped(items: list[tuple[Any, float, float]]) -> dict[Any, list[tuple[float, float]]]:
     """(key, x, y) items as each key's points, keys in order."""
     found: dict[Any, list[tuple[float, float]]] = {}
@@ -222,7 +201,8 @@ def plot(
 
 def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
     steps, bursts = (getattr(runs.get("fanout"), name, []) for name in ("steps", "bursts"))
-    limits = runs["socket_limit"].measurements if "socket_limit" in runs else []
+    limits = getattr(runs.get("socket_limit"), "measurements", [])
+    db, ingest = runs.get("db_limits"), getattr(runs.get("ingest"), "ingest", [])
     latency = grouped(
         [((s.content_bytes, s.steady.target_rate), s.sockets, s.steady.latency.p99) for s in steps]
     )
@@ -230,36 +210,31 @@ def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
     bare = grouped(
         [((m.frame_bytes, m.frames_per_write), m.sockets, m.frames_per_second) for m in limits]
     )
-    writes: list[Line] = []
-    if db := runs.get("db_limits"):
-        variants = {
-            "none": "no trigger",
-            "notify": "bare NOTIFY trigger",
-            "pgcast": "pgcast triggers, no listener",
-        }
-        writes += [
-            (label, [(w, db.rate(v, w)) for w in db.writers], POINTS)
-            for v, label in variants.items()
-        ]
-    ingest = grouped(
-        [
-            (i.sockets, i.writers, i.pgcast.tx_per_second)
-            for i in getattr(runs.get("ingest"), "ingest", [])
-        ]
-    )
+    variants = {
+        "none": "no trigger",
+        "notify": "bare NOTIFY trigger",
+        "pgcast": "pgcast triggers, no listener",
+    }
+    writes = [
+        (label, [(w, db.rate(v, w)) for w in db.writers], POINTS)
+        for v, label in variants.items()
+        if db
+    ]
+    listening = grouped([(i.sockets, i.writers, i.pgcast.tx_per_second) for i in ingest]).items()
     writes += [
         (f"pgcast, {n:,} socket{'s' if n > 1 else ''} listening", p, {"marker": "s"})
-        for n, p in ingest.items()
+        for n, p in listening
     ]
-    figures: list[tuple[str, tuple[str, str, str], list[Line], dict[str, Any]]] = [
+    written = []
+    for name, labels, lines, style in [
         (
-            "latency-vs-sockets.png",
+            "latency-vs-sockets",
             ("pgcast fan-out latency", "sockets", "p99 commit→socket (ms)"),
             [(f"{size:,} B at {rate:g} msg/s", p, POINTS) for (size, rate), p in latency.items()],
             {"log_y": True},
         ),
         (
-            "fanout-vs-limit.png",
+            "fanout-vs-limit",
             ("Burst fan-out against the bare socket limit", "sockets", "frames/s delivered"),
             [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
             + [
@@ -269,7 +244,7 @@ def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
             {},
         ),
         (
-            "throughput-vs-writers.png",
+            "throughput-vs-writers",
             (
                 "Write throughput against writers",
                 "concurrent writers (pgbench clients)",
@@ -278,12 +253,10 @@ def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
             writes,
             {"xbase": 2},
         ),
-    ]
-    return [
-        directory / name
-        for name, labels, lines, style in figures
-        if plot(directory / name, labels, lines, **style)
-    ]
+    ]:
+        if plot(path := directory / f"{name}.png", labels, lines, **style):
+            written.append(path)
+    return written
 
 
 def document(runs: dict[str, Any], run_dir: Path) -> str:
@@ -322,7 +295,6 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         if name in runs:
             lines += [f"{heading} (`bench/{name}.py`)", "", *runs[name].render(), ""]
         if name == "fanout" and name in runs:
-            lines += fanout_against_limit(runs)
             lines += ["![p99 latency against sockets](plots/latency-vs-sockets.png)", ""]
             lines += ["![burst frames/s against sockets](plots/fanout-vs-limit.png)", ""]
         if name == "ingest" and name in runs:
