@@ -1,10 +1,5 @@
 """Channels: a broadcast costs the server work in proportion to its channel's subscribers.
-
-One `INSERT INTO broadcasts` per transaction at a steady rate on `bench.small`: (a) with only
-its subscribers connected; (b) beside `--others` sockets on `messages`, which should cost what
-(a) costs; (c) on `messages`, which every socket hears; (a') (a) again, for drift. Server CPU
-per broadcast, as measured and less the idle CPU measured before each phase.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

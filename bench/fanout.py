@@ -1,13 +1,5 @@
 """Fan-out: S sockets x R messages/s, small and large messages, up to saturation.
-
-One pgcast server, one signed-in user, its sockets opened in steps (100, then 900 more...). At
-each socket count and message size, a rate ladder: a writer inserts R messages/s (one
-transaction each) for `--seconds`, every socket must get every message once, in order;
-commit→socket latency over every (socket, message) pair, delivered frames/s and CPU. The
-ladder stops at its first saturated step (the writer fell behind, p99 passed a second, or a
-socket was closed as too slow). Then a burst, 100 rows per INSERT back to back: the most
-frames/s pgcast delivers there. bench/report.py sets both against socket_limit's bare limit.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

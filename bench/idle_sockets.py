@@ -1,12 +1,5 @@
 """Idle sockets: what an idle WebSocket costs pgcast, and one broadcast reaching all of them.
-
-For each socket count S, a fresh `pgcast serve`: one socket gets one message and closes (lazy
-imports and caches paid), the server's RSS is read; S sockets of one user connect, `--batch`
-handshakes at a time, each past its `connected` frame; RSS again: memory per idle socket is
-the difference / S. /readyz and /metrics must count S sockets. Then two INSERTs (the first
-after sockets connect costs more): every socket gets each exactly once, commit -> first and
-last socket, server CPU.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
 """Ingest and bulk: pgbench writers at full speed while sockets listen, and one huge INSERT.
-
-One pgcast server, one signed-in user, its sockets in a niced child process. For each socket
-count (1 shows pgcast's own cost, 1,000 adds what receiving costs on this machine) and writer
-count, pgbench inserts single-row transactions for `--seconds`: first with only a bare NOTIFY
-trigger on `messages` (the limit, measured with the same processes up), then with pgcast's
-triggers and every socket listening; the ratio says how much pgcast slows the writers. Then
-one `INSERT ... SELECT` of `--bulk-rows` rows to the largest count: COMMIT to the first
-frame, to the last frame on the last socket, frames/s.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
 """Quick: commit->socket latency at a steady rate and a burst, against a bare aiohttp server.
-
-One signed-in user opens N sockets; a writer thread inserts M messages at R/s, one
-transaction each (commit->socket p50/p99), then a burst of B messages, `--batch` rows per
-INSERT: frames/s to every socket, each message once, in commit order. Then
-bench/baseline_server.py, a bare aiohttp server, sends the very frames of the burst to N new
-sockets as fast as it can: pgcast's frames/s and CPU per frame are given against it.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

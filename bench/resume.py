@@ -1,13 +1,5 @@
 """Replay: one client resumes from a cursor taken before a backlog of N events.
-
-One socket keeps its `connected` frame's cursor; N messages are written, 1,000 rows per
-INSERT (autovacuum off for `broadcasts`, so the replay is planned on the empty table's
-statistics, as right after a first burst), and the server is left to go quiet. Then one socket
-opens `/ws?after=<cursor>`: events/s from the connection to the last frame, every id once, in
-id order. Set against the same pages read by `server.pg.eventlog.read_page` in this process
-(no socket), and against the bare aiohttp baseline sending the replay's very frames to one
-socket. The aim: 50,000 events/s.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

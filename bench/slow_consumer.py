@@ -1,11 +1,5 @@
 """Slow consumer: does one client that stops reading slow the others, and is it made whole?
-
-One pgcast server with a small PGCAST_SOCKET_BACKLOG_BYTES, N reading sockets; phase A: R
-messages/s, one transaction each; phase B: the same plus one stalled socket, until /metrics
-shows it closed as slow (1013) and 2 s more. The stalled client then reconnects with
-`?after=<its connected cursor>` and must get every message of B once, in order; the figure is
-the others' p99 with the stalled socket ÷ without.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

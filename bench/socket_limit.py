@@ -1,12 +1,5 @@
 """The socket limit: WebSocket frames/s this machine pushes through loopback with no framework.
-
-For every socket count S, frame size and frames per write K, a fresh
-bench/bare_socket_server.py (plain asyncio, stdlib only) sends every socket the same frames,
-encoded once, K per `transport.write`, honouring flow control, to the same receivers pgcast
-is measured with. Frames received on all sockets / (last frame - first frame), the server's
-and this process's CPU, and every socket got every frame once, in order. pgcast's delivered
-frames/s is read against it: K=1 is what one write per frame allows, K=10 batched writes.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

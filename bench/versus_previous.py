@@ -1,14 +1,5 @@
 """This tree against a previous commit: fan-out per frame and replay events/s, as ratios.
-
-The previous tree is `git archive REV` unpacked in a temporary directory (REV: the merge-base
-of HEAD and `main`, or HEAD^ on main itself); only its server runs, never its bench. Each tree
-gets a database of its own on the same PostgreSQL, migrated by its own `python -m server
-migrate`, and runs as `python -P -m server serve` with PYTHONPATH set to it. Runs alternate
-previous, current... (`--rounds` of each), each on a fresh server: a burst of B messages to N
-sockets (server CPU per frame, frames/s), then a backlog of E messages replayed to one socket
-(events/s, server CPU per event). The report gives the medians' current / previous and the
-aim, within 10%.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
