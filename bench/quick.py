@@ -83,7 +83,7 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
             delivered = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
         finally:
             await close_sockets(receivers)
-    baseline = await frames_burst("baseline_server.py", texts, ids, o.sockets, run.workdir)
+    baseline = await frames_burst(texts, ids, o.sockets, run.workdir)
     problems = latency.delivery.problems("latency phase") + fanout.delivery.problems("fan-out")
     problems += baseline.delivery.problems("baseline") + s.server.exit_problems()
     if len(texts) != o.burst:

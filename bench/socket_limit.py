@@ -97,23 +97,16 @@ class SocketLimitResult(Result):
         ]
 
 
-async def measure_one(
-    sockets: int, frames: int, per_write: int, size: int, run: runner.Run[Options]
-) -> SocketLimit:
-    texts = [frame_text(message, size) for message in range(1, frames + 1)]
-    ids, go = range(1, frames + 1), f"?per_write={per_write}"
-    burst = await frames_burst("bare_socket_server.py", texts, ids, sockets, run.workdir, go)
-    return SocketLimit(sockets, per_write, size, burst)
-
-
 async def measure(run: runner.Run[Options]) -> SocketLimitResult:
     o = run.options
-    found = [
-        await measure_one(sockets, o.frames(sockets, size), per_write, size, run)
-        for sockets in o.sockets
-        for size in o.frame_bytes
-        for per_write in o.frames_per_write
-    ]
+    found = []
+    for sockets in o.sockets:
+        for size in o.frame_bytes:
+            frames = o.frames(sockets, size)
+            texts = [frame_text(message, size) for message in range(1, frames + 1)]
+            for k in o.frames_per_write:
+                burst = await frames_burst(texts, range(1, frames + 1), sockets, run.workdir, k)
+                found.append(SocketLimit(sockets, k, size, burst))
     timed = [m for m in found if m.burst.seconds >= SHORTEST_CPU_SECONDS]
     notes = usage_notes((m.label, m.burst.usage) for m in timed)
     if len(timed) < len(found):

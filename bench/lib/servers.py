@@ -244,15 +244,17 @@ class Peer:
 
 
 async def frames_burst(
-    script: str, frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, go: str = ""
+    frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, per_write: int = 0
 ) -> Burst:
-    """bench/`script` (baseline_server.py, a bare aiohttp server, or bare_socket_server.py),
-    a server with no pgcast in it, sends `frames` on `POST /go{go}` to `sockets` new sockets
-    as fast as it can; the delivery is checked against `ids`, the server's exit with it."""
-    path, port = workdir / f"{script}-frames.json", free_port()
+    """bench/bare_socket_server.py, a server with no pgcast in it (aiohttp, or with `per_write`
+    K the stdlib one writing K frames at a time), sends `frames` to `sockets` new sockets as
+    fast as it can; the delivery is checked against `ids`, the server's exit with it."""
+    path, port = workdir / "baseline-frames.json", free_port()
     await asyncio.to_thread(path.write_text, json.dumps(frames))
-    command = [sys.executable, str(BENCH_DIR / script), "--port", str(port), "--frames", str(path)]
-    server = await ServerProcess.spawn(script, command, dict(os.environ), port)
+    command = [sys.executable, str(BENCH_DIR / "bare_socket_server.py"), "--frames", str(path)]
+    command += ["--port", str(port), *([] if per_write else ["--aiohttp"])]
+    name, go = "bare socket server" if per_write else "aiohttp baseline", f"?per_write={per_write}"
+    server = await ServerProcess.spawn(name, command, dict(os.environ), port)
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
