@@ -43,7 +43,9 @@ class Options:
     """Every scenario's options derive from this; `--smoke` picks each option's smoke value."""
 
     smoke: bool = False
-    out: Path = field(default_factory=lambda: BENCH_DIR / "out" / f"run-{_stamp()}")
+    out: Path = field(
+        default_factory=lambda: BENCH_DIR / "out" / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    )
     no_write: bool = False
     argv: list[str] = field(default_factory=list)
 
@@ -75,10 +77,6 @@ class Scenario(Generic[OptionsT, ResultT]):
     measure: Callable[[Run[OptionsT]], Awaitable[ResultT]]
     database: bool = True
     errors: tuple[type[BaseException], ...] = (BenchError, OSError)
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def numbers(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
@@ -160,17 +158,16 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
         options = parse(scenario, options)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    started = datetime.now(UTC)
-    load_average = os.getloadavg()[0]
-    switch_interval = sys.getswitchinterval()
+    started, load_average, switch_interval = (
+        datetime.now(UTC),
+        os.getloadavg()[0],
+        sys.getswitchinterval(),
+    )
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         with tempfile.TemporaryDirectory(prefix=f"pgcast-{scenario.name}-") as tmp:
-            workdir = Path(tmp)
-            database = (
-                bench_database(workdir) if scenario.database else contextlib.nullcontext(("", None))
-            )
-            with database as (conninfo, postmaster):
+            workdir, none = Path(tmp), contextlib.nullcontext(("", None))
+            with bench_database(workdir) if scenario.database else none as (conninfo, postmaster):
                 result = run_load_generator(
                     scenario.measure(Run(options, conninfo, workdir, postmaster))
                 )
@@ -178,13 +175,9 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
         sys.setswitchinterval(switch_interval)
     result.title, result.timestamp = scenario.title, started.strftime("%Y-%m-%d %H:%M:%S UTC")
     result.command = " ".join([f".venv/bin/python -m bench.{scenario.name}", *options.argv])
-    result.cpus, result.cpu_model, result.platform = (
-        os.cpu_count() or 1,
-        _cpu_model(),
-        platform.platform(),
-    )
+    result.cpus, result.cpu_model = os.cpu_count() or 1, _cpu_model()
+    result.platform, result.load_average = platform.platform(), load_average
     result.database = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
-    result.load_average = load_average
     if not options.no_write:
         options.out.mkdir(parents=True, exist_ok=True)
         (options.out / f"{scenario.name}.md").write_text(result.markdown())
@@ -204,8 +197,7 @@ def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = Non
     if not options.no_write:
         print(f"\nwritten to {options.out / scenario.name}.md and .json")
     if result.problems:
-        print("\nbench: CHECK FAILED", file=sys.stderr)
-        for problem in result.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    return 0
+        print(
+            "\nbench: CHECK FAILED", *(f"  {p}" for p in result.problems), sep="\n", file=sys.stderr
+        )
+    return 1 if result.problems else 0
