@@ -68,32 +68,25 @@ class DbLimitsResult(Result):
         found = [m for m in self.measurements if (m.variant, m.rate.writers) == (variant, writers)]
         return found[0].rate.tx_per_second if found else float("nan")
 
-    def ratio(self, top: str, bottom: str, writers: int) -> float:
-        return ratio(self.rate(top, writers), self.rate(bottom, writers))
-
-    def rates_table(self) -> list[str]:
-        rows = [
-            [w, *(render.rate(self.rate(v, w)) for v in VARIANTS)]
-            + [f"{self.ratio(t, b, w):.2f}" for t, b in RATIOS]
-            for w in self.writers
-        ]
-        return render.table(
-            "writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
-            "| NOTIFY / none | pgcast / NOTIFY | pgcast / none",
-            rows,
-        )
-
     def render(self) -> list[str]:
-        s = self.settings
+        rows = []
+        for w in self.writers:
+            rates = {v: self.rate(v, w) for v in VARIANTS}
+            ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
+            rows.append([w, *map(render.rate, rates.values()), *ratios])
         return [
             f"PostgreSQL {self.postgres}, {self.pgbench} `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
             f"{self.content_bytes} characters; {self.seconds} s per measurement, tables "
             f"truncated before each, nobody LISTENs. "
-            + ", ".join(f"{name}={s[name]}" for name in SETTINGS)
+            + ", ".join(f"{name}={self.settings[name]}" for name in SETTINGS)
             + ".",
             "",
-            *self.rates_table(),
+            *render.table(
+                "writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
+                "| NOTIFY / none | pgcast / NOTIFY | pgcast / none",
+                rows,
+            ),
             "",
             "none: pgcast's broadcast triggers disabled. notify: only a statement-level "
             f"`pg_notify('{BARE_CHANNEL}', '')` trigger. pgcast: pgcast's triggers (event-log "
