@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from bench.lib import render, runner
 from bench.lib.meters import idle_cpu_share, usage_notes
-from bench.lib.receivers import Receiver, check_delivery, close_sockets, open_sockets
+from bench.lib.receivers import Receiver, check_delivery, close_sockets, frames_of, open_sockets
 from bench.lib.results import Delivery, Latency, Result, SteadyCost, ratio
 from bench.lib.writers import cost_phase, latencies, pgcast_session
 
@@ -52,17 +52,10 @@ class Phase(SteadyCost):
 class ChannelsResult(Result):
     phases: list[Phase]
 
-    def alone(self, measured: bool) -> float:
-        a, *_, again = self.phases
-        return (
-            (a.server_us + again.server_us) / 2
-            if measured
-            else (a.net_server_us + again.net_server_us) / 2
-        )
-
     def ratio(self, phase: str, measured: bool = False) -> float:
-        p = next(p for p in self.phases if p.name == phase)
-        return ratio(p.server_us if measured else p.net_server_us, self.alone(measured))
+        """A phase's cost over alone's, the mean of (a) and (a')."""
+        cost = {p.name: p.server_us if measured else p.net_server_us for p in self.phases}
+        return ratio(cost[phase], (cost["a"] + cost["a'"]) / 2)
 
     def render(self) -> list[str]:
         a, b, *_ = self.phases
@@ -110,39 +103,24 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
             return seq
 
         committed, *cost = await cost_phase(s, listening, deaf, count, rate, write)
-        latency = latencies(committed, subscribers)
-        unrouted = sum(len(r.ids) + r.other_frames for r in deaf)
-        sockets, delivery = len(subscribers) + len(others), check_delivery(listening, [*committed])
-        return Phase(
-            count,
-            rate,
-            *cost,
-            idle,
-            name,
-            channel,
-            sockets,
-            len(listening),
-            latency,
-            delivery,
-            unrouted,
-        )
+        sockets = (len(subscribers) + len(others), len(listening))
+        delivery, unrouted = check_delivery(listening, [*committed]), sum(map(frames_of, deaf))
+        figures = (*sockets, latencies(committed, subscribers), delivery, unrouted)
+        return Phase(count, rate, *cost, idle, name, channel, *figures)
 
     async def phase(name: str, channel: str, count: int, rate: float) -> None:
         await stream("warm-up", channel, 5, 20.0, 0.0)
         idle = await idle_cpu_share(s.server.pid, o.idle_seconds)
         phases.append(await stream(name, channel, count, rate, idle))
-        print(
-            f"channels: ({name}) {phases[-1].net_server_us:,.0f} µs per broadcast", file=sys.stderr
-        )
+        print(f"channels: ({name}) {phases[-1].net_server_us:,.0f} µs/broadcast", file=sys.stderr)
 
     async with pgcast_session(run, autocommit=True) as s:
         try:
             path = f"/ws?channels={SMALL},{SHARED}"
             subscribers += await open_sockets(s.server.port, path, s.cookie, o.subscribers)
             await phase("a", SMALL, o.broadcasts, o.rate)
-            others += await open_sockets(
-                s.server.port, "/ws", s.cookie, o.others, first_index=o.subscribers
-            )
+            more = (s.server.port, "/ws", s.cookie, o.others)
+            others += await open_sockets(*more, first_index=o.subscribers)
             await phase("b", SMALL, o.broadcasts, o.rate)
             await phase("c", SHARED, o.contrast_broadcasts, o.contrast_rate)
             await close_sockets(others)
@@ -154,9 +132,7 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
     for p in phases:
         problems += p.delivery.problems(f"phase {p.name}")
         if p.unrouted_frames:
-            problems.append(
-                f"phase {p.name}: {p.unrouted_frames} frames to sockets not on {p.channel}"
-            )
+            problems.append(f"phase {p.name}: {p.unrouted_frames} frames off {p.channel}")
     notes = usage_notes((f"phase {p.name}", p.usage) for p in phases)
     return ChannelsResult(phases, problems=problems, notes=notes)
 

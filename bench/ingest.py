@@ -114,26 +114,26 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
         fleet = ReceiverProcess(nice=RECEIVERS_NICE)
         try:
             for sockets in sorted(o.sockets):
-                await fleet.open(s.server.port, s.cookie, sockets)
+                opened = await fleet.call("open", s.server.port, s.cookie, sockets)
                 for writers in o.writers:
                     limit = await asyncio.to_thread(pgbench, "notify", writers)
-                    await fleet.start_phase()
+                    await fleet.call("start")
                     rate = await asyncio.to_thread(pgbench, "pgcast", writers)
                     writers_done = time.time()
                     written, _ = await asyncio.to_thread(
                         ids, s.writer, "SELECT id FROM messages", {}
                     )
-                    got = await fleet.finish(written, DRAIN_SECONDS)
+                    got = await fleet.call("finish", written, DRAIN_SECONDS)
                     caught_up = 1000 * (got.last_at - writers_done)
-                    ingests.append(Ingest(writers, fleet.sockets, limit, rate, caught_up, got))
+                    ingests.append(Ingest(writers, opened, limit, rate, caught_up, got))
                     print(f"ingest: {writers} writers, {sockets} sockets", file=sys.stderr)
-            await fleet.start_phase(o.bulk_rows)
+            await fleet.call("start", o.bulk_rows)
             bulk = {"user_id": s.user_id, "rows": o.bulk_rows, "chars": o.content_bytes}
             written, committed = await asyncio.to_thread(ids, s.writer, BULK_INSERT, bulk)
-            got = await fleet.finish(written, DRAIN_SECONDS)
+            got = await fleet.call("finish", written, DRAIN_SECONDS)
             after = (1000 * (got.first_at - committed), 1000 * (got.last_at - committed))
             fps = ratio(got.frames, got.last_at - committed)
-            result = Bulk(o.bulk_rows, fleet.sockets, *after, fps, got)
+            result = Bulk(o.bulk_rows, opened, *after, fps, got)
         finally:
             await fleet.close()
     problems = s.server.exit_problems()

@@ -83,11 +83,6 @@ class PrivateReceiver(rx.Receiver):
             super().other_text(payload, now)
 
 
-def frames_of(receiver: rx.Receiver) -> int:
-    """Every frame of the phase: direct messages, notifications and unexpected ones."""
-    return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
-
-
 def check_notifications(
     notified: Sequence[PrivateReceiver], owners: dict[str, int], others: Sequence[rx.Receiver]
 ) -> Delivery:
@@ -104,7 +99,7 @@ def check_notifications(
         result.samples += [f"user {receiver.user_id} got notification {s}" for s in strangers]
         result.other_frames += len(receiver.ids) + receiver.other_frames
         result.closed_sockets += receiver.closed
-    result.other_frames += sum(frames_of(r) for r in others)
+    result.other_frames += sum(map(rx.frames_of, others))
     del result.samples[5:]
     return result
 
@@ -240,7 +235,7 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             return latencies(committed, people, keep)
 
         committed, *cost = await cost_phase(s, people, crowd, count, rate, write)
-        unrouted, sockets = sum(map(frames_of, crowd)), len(people) + len(crowd)
+        unrouted, sockets = sum(map(rx.frames_of, crowd)), len(people) + len(crowd)
         figures = (name, sockets, to(True), to(False), rx.check_delivery(people, sorted(committed)))
         return DirectMessages(count, rate, *cost, idle, *figures, unrouted)
 

@@ -295,6 +295,11 @@ def check_delivery(
     return result
 
 
+def frames_of(receiver: Receiver) -> int:
+    """Every frame of the phase: ids, a PrivateReceiver's notifications and unexpected ones."""
+    return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
+
+
 # Builds a socket's Receiver from (index, upgrade request, expected accept, expect connected).
 ReceiverFactory = Callable[[int, bytes, str, bool], Receiver]
 
@@ -405,11 +410,13 @@ class Fleet:
         self._port, self._cookie = port, cookie
         return await self.ensure(count)
 
-    async def start(self, expected: int) -> None:
+    async def start(self, expected: int = OPEN_ENDED) -> None:
         for receiver in self.receivers:
             receiver.start_phase(expected)
 
     async def finish(self, ids: Sequence[int], limit_seconds: float) -> Delivery:
+        """Every id exactly once on every socket, not in order (several writers); then the
+        sockets closed or behind are replaced."""
         for receiver in self.receivers:
             receiver.expect(len(ids))
         await wait_delivered(self.receivers, limit_seconds)
@@ -423,7 +430,8 @@ class Fleet:
 
 class ReceiverProcess:
     """A Fleet in a child process of its own, at a lower CPU priority, so that its sockets
-    take the CPU the writers and PostgreSQL leave and catch up once the writers stop."""
+    take the CPU the writers and PostgreSQL leave and catch up once the writers stop.
+    `await call("finish", ids, limit)` runs `Fleet.finish(ids, limit)` there."""
 
     def __init__(self, nice: int) -> None:
         # spawn: a fork would copy the parent's running event loop and threads.
@@ -432,29 +440,16 @@ class ReceiverProcess:
         self._process = context.Process(target=_child_main, args=(child, nice), daemon=True)
         self._process.start()
         child.close()
-        self.sockets = 0
 
-    async def _call(self, *command: Any) -> Any:
-        self._conn.send(command)
+    async def call(self, method: str, *args: Any) -> Any:
+        self._conn.send((method, *args))
         if isinstance(answer := await asyncio.to_thread(self._conn.recv), BaseException):
             raise answer
         return answer
 
-    async def open(self, port: int, cookie: str, count: int) -> None:
-        """Open sockets, or close some, until `count` are open."""
-        self.sockets = await self._call("open", port, cookie, count)
-
-    async def start_phase(self, expected: int = OPEN_ENDED) -> None:
-        await self._call("start", expected)
-
-    async def finish(self, ids: Sequence[int], limit_seconds: float) -> Delivery:
-        """Every id exactly once on every socket, not in order (several writers); then the
-        sockets closed or behind are replaced."""
-        return cast(Delivery, await self._call("finish", list(ids), limit_seconds))
-
     async def close(self) -> None:
         try:
-            await self._call("close")
+            await self.call("close")
         finally:
             self._conn.close()
             await asyncio.to_thread(self._process.join, 10)
