@@ -138,6 +138,4 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
 
 
 SCENARIO = runner.Scenario("channels", "channels", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

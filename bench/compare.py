@@ -289,6 +289,4 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

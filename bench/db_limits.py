@@ -4,7 +4,6 @@ bench/README.md says how it is measured."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 
 import psycopg
@@ -137,6 +136,4 @@ async def measure(run: runner.Run[Options]) -> DbLimitsResult:
 SCENARIO = runner.Scenario(
     "db_limits", "database limits", __doc__, Options, measure, errors=(BenchError, psycopg.Error)
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -132,6 +132,4 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
 
 
 SCENARIO = runner.Scenario("fanout", "fan-out", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -205,6 +204,4 @@ async def measure(run: runner.Run[Options]) -> IdleResult:
 
 
 SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -148,6 +148,4 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
 
 
 SCENARIO = runner.Scenario("ingest", "ingest and bulk", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

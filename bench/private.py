@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -297,6 +296,4 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
 
 
 SCENARIO = runner.Scenario("private", "private chat and notifications", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

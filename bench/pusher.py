@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
@@ -137,6 +136,4 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
 SCENARIO = runner.Scenario(
     "pusher", "Pusher protocol against the native one", __doc__, Options, measure
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

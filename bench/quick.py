@@ -4,7 +4,6 @@ bench/README.md says how it is measured."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
@@ -94,6 +93,4 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
 
 
 SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

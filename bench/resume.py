@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -163,6 +162,4 @@ async def measure(run: runner.Run[Options]) -> ResumeResult:
 
 
 SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import math
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -257,6 +256,4 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
 
 
 SCENARIO = runner.Scenario("slow_consumer", "slow-consumer bench", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -4,7 +4,6 @@ bench/README.md says how it is measured."""
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import aiohttp
@@ -128,6 +127,4 @@ SCENARIO = runner.Scenario(
     database=False,
     errors=(BenchError, OSError, aiohttp.ClientError, TimeoutError),
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -207,6 +207,4 @@ ERRORS = (BenchError, OSError, subprocess.SubprocessError, psycopg.Error)
 SCENARIO = runner.Scenario(
     "versus_previous", "versus a previous commit", __doc__, Options, measure, errors=ERRORS
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

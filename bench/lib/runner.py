@@ -201,3 +201,9 @@ def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = Non
             "\nbench: CHECK FAILED", *(f"  {p}" for p in result.problems), sep="\n", file=sys.stderr
         )
     return 1 if result.problems else 0
+
+
+def run_as_script(scenario: Scenario[OptionsT, ResultT], module: str) -> None:
+    """`python -m bench.<name>`: main() when `module` is `__main__`, its status the exit's."""
+    if module == "__main__":
+        sys.exit(main(scenario))
