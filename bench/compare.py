@@ -105,10 +105,6 @@ BURST: list[Figure] = [
 
 @dataclass
 class CompareResult(Result):
-    burst_messages: int
-    burst_sockets: int
-    batch: int
-    steady_seconds: float
     servers: list[ServerRun]
     versions: dict[str, str]
 
@@ -146,12 +142,12 @@ class CompareResult(Result):
     def render(self) -> list[str]:
         return [
             f"Each server alone, with only its own insert trigger enabled. Steady rows: "
-            f"{self.steady_seconds:g} s each, one transaction per message.",
+            f"{self.options['steady_seconds']:g} s each, one transaction per message.",
             "",
             *self.steady_table(),
             "",
-            f"Burst: {self.burst_messages} messages in INSERTs of {self.batch} rows to "
-            f"{self.burst_sockets} sockets.",
+            f"Burst: {self.options['burst']} messages in INSERTs of {self.options['batch']} rows "
+            f"to {self.options['sockets']} sockets.",
             "",
             *self.burst_table(),
             "",
@@ -279,13 +275,11 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
 
 
 async def measure(run: runner.Run[Options]) -> CompareResult:
-    o = run.options
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
     runs = [await run_server(key, run) for key in LABELS]
     problems, notes = judge(runs)
-    figures = (o.burst, o.sockets, o.batch, o.steady_seconds, runs, versions())
-    return CompareResult(*figures, problems=problems, notes=notes)
+    return CompareResult(runs, versions(), problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)

@@ -55,9 +55,6 @@ class Measurement:
 
 @dataclass
 class DbLimitsResult(Result):
-    writers: tuple[int, ...]
-    seconds: int
-    content_bytes: int
     postgres: str
     pgbench: str
     settings: dict[str, str]
@@ -69,14 +66,15 @@ class DbLimitsResult(Result):
 
     def render(self) -> list[str]:
         rows = []
-        for w in self.writers:
+        for w in self.options["writers"]:
             rates = {v: self.rate(v, w) for v in VARIANTS}
             ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
             rows.append([w, *map(render.rate, rates.values()), *ratios])
         return [
             f"PostgreSQL {self.postgres}, {self.pgbench} `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
-            f"{self.content_bytes} characters; {self.seconds} s per measurement, tables "
+            f"{self.options['content_bytes']} characters; {self.options['seconds']} s per "
+            "measurement, tables "
             f"truncated before each, nobody LISTENs. "
             + ", ".join(f"{name}={self.settings[name]}" for name in SETTINGS)
             + ".",
@@ -123,7 +121,7 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
                 measurements.append(Measurement(variant, rate, triggers, *row))
     notes = [] if checkpoints else ["the role may not CHECKPOINT: measurements may start mid-one"]
     pgbench = pgbench_version(find_pgbench(version))
-    figures = (o.writers, o.seconds, o.content_bytes, version, pgbench, facts, measurements)
+    figures = (version, pgbench, facts, measurements)
     return DbLimitsResult(
         *figures, problems=[p for m in measurements for p in m.problems()], notes=notes
     )

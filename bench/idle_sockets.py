@@ -130,14 +130,13 @@ ROWS = {
 
 @dataclass
 class IdleResult(Result):
-    batch: int
     counts: list[Count]
 
     def render(self) -> list[str]:
         header = "figure | " + " | ".join(f"{c.target:,} sockets" for c in self.counts)
         rows = [[name, *(row(c) for c in self.counts)] for name, row in ROWS.items()]
         return [
-            f"{self.batch} handshakes at a time.",
+            f"{self.options['batch']} handshakes at a time.",
             "",
             *render.table(header, rows, "l" * (len(self.counts) + 1)),
         ]
@@ -200,7 +199,7 @@ async def measure(run: runner.Run[Options]) -> IdleResult:
         count, found = await measure_count(run, target)
         counts.append(count)
         problems += found
-    return IdleResult(run.options.batch, counts, problems=problems)
+    return IdleResult(counts, problems=problems)
 
 
 SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)

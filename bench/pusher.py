@@ -69,10 +69,6 @@ class Options(runner.Options):
 
 @dataclass
 class PusherResult(Result):
-    sockets: int
-    burst: int
-    batch: int
-    rounds: int
     native: Burst | None
     pusher: Burst | None
 
@@ -93,10 +89,11 @@ class PusherResult(Result):
         verdict = "met" if self.cost_ratio <= AIM else "not met"
         if math.isnan(self.cost_ratio):
             verdict = "too short a run to measure"
+        o = self.options
         return [
-            f"A burst of {self.burst} messages ({self.batch} rows per INSERT) to {self.sockets} "
+            f"A burst of {o['burst']} messages ({o['batch']} rows per INSERT) to {o['sockets']} "
             f"sockets subscribed to `messages`, over each protocol in turn, on one server "
-            f"({self.rounds} alternating round(s) each, the cheaper kept).",
+            f"({o['rounds']} alternating round(s) each, the cheaper kept).",
             "",
             *render.table("protocol | frames | frames/s | server µs per frame", rows),
             "",
@@ -127,7 +124,8 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
             if name not in kept or burst.server_us_per_frame < kept[name].server_us_per_frame:
                 kept[name] = burst
     return PusherResult(
-        *(o.sockets, o.burst, o.batch, o.rounds, kept.get("native"), kept.get("pusher")),
+        kept.get("native"),
+        kept.get("pusher"),
         problems=problems + s.server.exit_problems(),
         notes=usage_notes((name, burst.usage) for name, burst in kept.items()),
     )

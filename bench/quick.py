@@ -30,9 +30,6 @@ class Options(runner.Options):
 
 @dataclass
 class QuickResult(Result):
-    sockets: int
-    content_chars: int
-    batch: int
     latency: Steady
     fanout: Burst
     baseline: Burst
@@ -43,17 +40,17 @@ class QuickResult(Result):
         return ratio(self.fanout.frames_per_second, self.baseline.frames_per_second)
 
     def render(self) -> list[str]:
-        t, f, b = self.latency, self.fanout, self.baseline
+        t, f, b, o = self.latency, self.fanout, self.baseline, self.options
         cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
-                f"setup | {self.sockets} sockets, 1 user, {self.content_chars}-char messages",
+                f"setup | {o['sockets']} sockets, 1 user, {o['content_chars']}-char messages",
                 "latency: messages, target / achieved rate | "
                 f"{t.messages}, {t.target_rate:.0f} / {t.achieved_rate:.0f} msg/s",
                 f"**commit→socket p50 / p99 (ms)** | **{render.ms(t.latency)}**",
                 f"latency phase CPU (% of one core) | {render.cpu(t.usage, *cpus)}",
                 f"fan-out burst | {f.delivery.expected_per_socket} messages in INSERTs of "
-                f"{self.batch} rows",
+                f"{o['batch']} rows",
                 f"**pgcast fan-out frames/s** | **{render.rate(f.frames_per_second)}**",
                 "**baseline frames/s** (bare aiohttp, same frames) | "
                 f"**{render.rate(b.frames_per_second)}**",
@@ -88,8 +85,8 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
     if len(texts) != o.burst:
         problems.append(f"socket 0 got {len(texts)} of {o.burst} burst frames for the baseline")
     phases = [("latency", latency.usage), ("fan-out", fanout.usage), ("baseline", baseline.usage)]
-    figures = (o.sockets, o.content_chars, o.batch, latency, fanout, baseline, delivered)
-    return QuickResult(*figures, problems=problems, notes=usage_notes(phases))
+    notes = usage_notes(phases)
+    return QuickResult(latency, fanout, baseline, delivered, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)

@@ -59,8 +59,6 @@ class DbRead:
 
 @dataclass
 class ResumeResult(Result):
-    events: int
-    content_bytes: int
     replay: Replay
     db_reads: list[DbRead]
     bare: Burst
@@ -76,7 +74,7 @@ class ResumeResult(Result):
     def render(self) -> list[str]:
         replay, bare = self.replay, self.bare
         rows = [
-            f"setup | {self.events:,} events of {self.content_bytes}-byte messages, "
+            f"setup | {replay.events:,} events of {self.options['content_bytes']}-byte messages, "
             f"{BACKLOG_BATCH:,} per INSERT, 1 socket",
             "**replay events/s** (connection made → last frame) | "
             f"**{render.rate(replay.events_per_second)}** (target {TARGET:,.0f})",
@@ -157,8 +155,7 @@ async def measure(run: runner.Run[Options]) -> ResumeResult:
         notes.append("the server did not go quiet after the backlog: its listener was busy")
     if not replay.events_per_second >= TARGET:
         notes.append(f"replay below the target of {TARGET:,.0f} events/s to one client")
-    figures = (o.events, o.content_bytes, replay, reads, bare)
-    return ResumeResult(*figures, problems=problems, notes=notes)
+    return ResumeResult(replay, reads, bare, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)

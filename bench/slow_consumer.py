@@ -19,7 +19,6 @@ from bench.lib.results import BenchError, Delivery, Latency, Result, Usage, rati
 from bench.lib.writers import Commits, Session, latencies, pgcast_session, write_steadily
 
 POST_CLOSE_SECONDS, POLL_INTERVAL = 2.0, 0.05
-SHOWN = ("sockets", "content_chars", "backlog_bytes", "rcvbuf", "mss", "rate")
 SLOW_CLOSES, CONNECTED = "pgcast_slow_sockets_closed_total", "pgcast_sockets_connected"
 
 
@@ -112,7 +111,6 @@ class Phase:
 
 @dataclass
 class SlowResult(Result):
-    options: dict[str, float]
     a: Phase
     b: Phase
     closed_after_s: float | None
@@ -246,10 +244,9 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]
     replayed = len([i for i, at in committed.items() if at < reconnected]) if resumed else None
-    shown = {k: getattr(o, k) for k in SHOWN}
     stalled_for = None if closed_at is None else closed_at - stalled.stalled_at
     return SlowResult(
-        *(shown, a, b, stalled_for, stalled.close_code, replayed, delivery),
+        *(a, b, stalled_for, stalled.close_code, replayed, delivery),
         problems=problems,
         notes=usage_notes([("phase A", a.usage), ("phase B", b.usage)]),
     )

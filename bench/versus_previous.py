@@ -63,7 +63,6 @@ class Run:
 class VersusResult(Result):
     baseline: str
     current: str
-    options: dict[str, int]
     runs: list[Run]
 
     def median(self, tree: str, name: str) -> float:
@@ -198,9 +197,7 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     for r in runs:
         if not (r.fanout_delivery_ok and r.replay_delivery_ok):
             problems.append(f"{r.tree} run {r.round}: fan-out or replay delivery failed")
-    shown = {k: getattr(o, k) for k in ("rounds", "sockets", "burst", "batch", "events")}
-    notes = usage_notes(usages)
-    return VersusResult(commit, current, shown, runs, problems=problems, notes=notes)
+    return VersusResult(commit, current, runs, problems=problems, notes=usage_notes(usages))
 
 
 ERRORS = (BenchError, OSError, subprocess.SubprocessError, psycopg.Error)

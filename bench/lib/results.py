@@ -191,6 +191,7 @@ class Result:
     platform: str = ""
     database: str = ""
     load_average: float = math.nan
+    options: dict[str, Any] = field(default_factory=dict)  # the run's, set by runner.run()
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

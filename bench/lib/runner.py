@@ -178,6 +178,9 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
     result.cpus, result.cpu_model = os.cpu_count() or 1, _cpu_model()
     result.platform, result.load_average = platform.platform(), load_average
     result.database = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
+    result.options = {
+        f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata
+    }
     if not options.no_write:
         options.out.mkdir(parents=True, exist_ok=True)
         (options.out / f"{scenario.name}.md").write_text(result.markdown())
