@@ -30,12 +30,12 @@ OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
 # The native codec writes `data` as PostgreSQL prints jsonb (a space after each colon and
 # comma); older servers, the peers and socket_limit's frames write it compact.
 NEW_MESSAGE_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message":{"id":'
-JSONB_NEW_MESSAGE_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message": {"id": '
+JSONB_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message": {"id": '
 
 
 def message_id(payload: bytes) -> int | None:
     """The message id of a new-message frame, None for any other frame."""
-    for prefix in (JSONB_NEW_MESSAGE_PREFIX, NEW_MESSAGE_PREFIX):
+    for prefix in (JSONB_PREFIX, NEW_MESSAGE_PREFIX):
         if payload.startswith(prefix):
             with contextlib.suppress(ValueError):
                 return int(payload[len(prefix) : payload.find(b",", len(prefix))])
@@ -129,67 +129,53 @@ class Receiver(asyncio.Protocol):
 
     def _parse(self, buffer: bytes, now: float) -> bytes:
         position, size, ids, times = 0, len(buffer), self.ids, self.times
-        jsonb, prefix = JSONB_NEW_MESSAGE_PREFIX, self.prefix
+        jsonb, prefix, fast = JSONB_PREFIX, self.prefix, self._live and not self.keep_text
         while size - position >= 2:
-            first, second = buffer[position], buffer[position + 1]
-            length, header = second & 0x7F, 2
-            # The common case inline (a whole new-message text frame with a 16-bit length):
-            # at a few hundred thousand frames/s, calls per frame would make the load
-            # generator the bottleneck.
-            if first == 0x81 and length == 126 and self._live and not self.keep_text:
-                end = position + 4 + int.from_bytes(buffer[position + 2 : position + 4])
-                if end > size:
-                    break
-                start = position + 4
-                if buffer.startswith(jsonb, start):
-                    start += len(jsonb)
-                elif buffer.startswith(prefix, start):
-                    start += len(prefix)
-                else:
-                    start = 0
+            first, length = buffer[position], buffer[position + 1]
+            start = position + (2 if length < 126 else 4 if length == 126 else 10)
+            if start > size:
+                break
+            if length > 125:
+                if length & 0x80:
+                    self._fail("the server masked a frame")
+                    return b""
+                length = int.from_bytes(buffer[position + 2 : start])
+            if (end := start + length) > size:
+                break
+            position = end
+            # A new message's id read inline: at a few hundred thousand frames/s, calls per
+            # frame would make the load generator the bottleneck.
+            if fast and first == 0x81:
+                at = start + len(jsonb) if buffer.startswith(jsonb, start) else -1
+                at = start + len(prefix) if at < 0 and buffer.startswith(prefix, start) else at
                 try:
-                    found = int(buffer[start : buffer.find(b",", start, end)]) if start else -1
+                    found = int(buffer[at : buffer.find(b",", at, end)]) if at > 0 else -1
                 except ValueError:
                     found = -1
                 if found >= 0:
                     ids.append(found)
                     times.append(now)
-                    position = end
                     if len(ids) >= self.expected:
                         self.done.set()
                     continue
-            if length >= 126:
-                header = 4 if length == 126 else 10
-                if size - position < header:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + header])
-            if second & 0x80:
-                self._fail("the server masked a frame")
-                return b""
-            end = position + header + length
-            if end > size:
-                break
-            self._frame(first, buffer[position + header : end], now)
-            position = end
+            # Servers here send whole frames: a fragment, like any other opcode, is unexpected.
+            payload, opcode = buffer[start:end], first & 0x0F
+            if first == 0x80 | OP_TEXT:
+                self._text(payload, now)
+            elif opcode == OP_PING:
+                self.send(OP_PONG, payload)
+            elif opcode == OP_CLOSE:
+                self.close_code = int.from_bytes(payload[:2]) if len(payload) >= 2 else None
+                self.close_reason, self.closed = payload[2:].decode(errors="replace"), True
+                if not self._close_sent:
+                    self.send(OP_CLOSE, payload[:2])
+                if self._transport is not None:
+                    self._transport.close()
+                self.done.set()
+            elif opcode != OP_PONG:
+                self.other_text(f"opcode {opcode} frame of {len(payload)} bytes".encode(), now)
+            fast = self._live and not self.keep_text
         return buffer[position:]
-
-    def _frame(self, first: int, payload: bytes, now: float) -> None:
-        # Servers here send whole frames: a fragment, like any other opcode, is unexpected.
-        opcode = first & 0x0F
-        if first == 0x80 | OP_TEXT:
-            self._text(payload, now)
-        elif opcode == OP_PING:
-            self.send(OP_PONG, payload)
-        elif opcode == OP_CLOSE:
-            self.close_code = int.from_bytes(payload[:2]) if len(payload) >= 2 else None
-            self.close_reason, self.closed = payload[2:].decode(errors="replace"), True
-            if not self._close_sent:
-                self.send(OP_CLOSE, payload[:2])
-            if self._transport is not None:
-                self._transport.close()
-            self.done.set()
-        elif opcode != OP_PONG:
-            self.other(f"opcode {opcode} frame of {len(payload)} bytes")
 
     def _text(self, payload: bytes, now: float) -> None:
         if not self.opened.done():
@@ -220,13 +206,11 @@ class Receiver(asyncio.Protocol):
         self.opened.set_result(None)
 
     def other_text(self, payload: bytes, now: float) -> None:
-        """A live text frame other than a new message: unexpected, unless a subclass reads it."""
-        self.other(payload[:300].decode(errors="replace"))
-
-    def other(self, sample: str) -> None:
+        """A live frame other than a new message: unexpected, unless a subclass reads it."""
         self.other_frames += 1
-        if len(self.other_samples) < 3:
-            self.other_samples.append(sample)
+        self.other_samples += [payload[:300].decode(errors="replace")][
+            : 3 - len(self.other_samples)
+        ]
 
     def send(self, opcode: int, payload: bytes) -> None:
         """A masked client frame (payload under 126 bytes)."""
