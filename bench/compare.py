@@ -57,12 +57,8 @@ TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: p.trigger for k, p in P
 
 @dataclass
 class Options(runner.Options):
-    steady_sockets: tuple[int, ...] = runner.option(
-        (200, 1000, 50), (5, 10, 3), "steady rows' sockets"
-    )
-    steady_rates: tuple[float, ...] = runner.option(
-        (100.0, 20.0, 1000.0), (50.0, 20.0, 100.0), "their msg/s"
-    )
+    steady_sockets: tuple[int, ...] = runner.option((200, 1000, 50), (5, 10, 3), "steady sockets")
+    steady_rates: tuple[float, ...] = runner.option((100.0, 20.0, 1e3), (50.0, 20.0, 1e2), "msg/s")
     steady_seconds: float = runner.option(10.0, 1.0, "seconds per steady row", minimum=0.1)
     sockets: int = runner.option(100, 5, "burst sockets")
     burst: int = runner.option(2000, 200, "burst messages")
