@@ -20,6 +20,7 @@ from bench import (
     fanout,
     idle_sockets,
     ingest,
+    presence,
     private,
     pusher,
     quick,
@@ -230,6 +231,31 @@ def test_private_bench_smoke_gives_each_person_their_own_messages_and_notificati
     assert not math.isnan(result.median("commit_to_last_ms"))
 
 
+def test_presence_bench_smoke_announces_every_join_and_leave_to_every_other_member(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](presence)
+    assert result.problems == []
+    assert (result.members, result.processes) == (30, 3)
+    joins, leaves = result.phases
+    assert [(p.event, p.count) for p in result.phases] == [
+        ("member_added", 5),
+        ("member_removed", 5),
+    ]
+    # The k-th join is due to the 30 members and the k joiners before it; the k-th leave to
+    # the 30 and the joiners still there. Each notification arrived once (else a problem).
+    assert joins.seen == joins.expected == 5 * 30 + (0 + 1 + 2 + 3 + 4)
+    assert leaves.seen == leaves.expected == 5 * 30 + (4 + 3 + 2 + 1 + 0)
+    for phase in result.phases:
+        assert phase.first.count == phase.last.count == 5
+        assert 0 <= phase.first.p50 <= phase.last.p50 <= phase.last.max
+        assert phase.database["xact_commit"] >= phase.count
+        assert phase.usage.cpu_percent["postgres"] > 0
+    # Each join writes its member's row and the member_added event; each leave deletes the row.
+    assert joins.database["tup_inserted"] >= 2 * joins.count
+    assert leaves.database["tup_deleted"] >= leaves.count
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="the Node peer needs Node.js")
 def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst(
     smoke: tuple[Smoke, Path],
@@ -294,6 +320,7 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         channels,
         versus_previous,
         private,
+        presence,
     ):
         run_smoke(module)
     results = run_dir / "RESULTS.md"
@@ -310,6 +337,7 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "## Channels: a broadcast beside other channels' sockets",
         "## Against a previous commit",
         "## Private chat and notifications",
+        "## Presence across three processes",
     ):
         assert heading in text
     assert "## Problems reported by the run" not in text
