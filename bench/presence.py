@@ -25,7 +25,7 @@ import psycopg
 from bench.lib import receivers, render, runner
 from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import Receiver
-from bench.lib.results import BenchError, Latency, Result, Usage
+from bench.lib.results import Latency, Result, Usage
 from bench.lib.servers import PgcastProcess
 
 CHANNEL, PROCESSES = "presence-bench", 3
@@ -39,7 +39,7 @@ SELECT xact_commit, tup_inserted, tup_updated, tup_deleted
 FROM pg_stat_database WHERE datname = current_database()
 """
 # An idle backend flushes its statistics within 10 s (PostgreSQL's PGSTAT_IDLE_INTERVAL).
-STATS_QUIET, STATS_DEADLINE = 11.0, 60.0
+STATS_FLUSH, STATS_DEADLINE = 10.5, 60.0
 
 
 @dataclass
@@ -136,22 +136,25 @@ class PresenceResult(Result):
         ]
 
 
-async def read_stats(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
-    """pg_stat_database once it has stayed still for STATS_QUIET s, every backend having flushed
-    its statistics (at most STATS_DEADLINE s). Rolled back, so that reading commits nothing."""
-    last, since, began = None, time.monotonic(), time.monotonic()
-    while time.monotonic() - since < STATS_QUIET and time.monotonic() - began < STATS_DEADLINE:
+async def read_stats(conn: psycopg.AsyncConnection[Any], notes: list[str]) -> tuple[int, ...]:
+    """pg_stat_database once every backend has flushed what it counted until now (it does
+    within STATS_FLUSH s when idle) and it has then kept still for a second. Each read is
+    rolled back, so that reading commits nothing."""
+    began = since = time.monotonic()
+    last = None
+    while time.monotonic() - began < STATS_FLUSH or time.monotonic() - since < 1:
+        if time.monotonic() - began > STATS_DEADLINE:
+            notes.append("pg_stat_database kept moving: its counts are rough (autovacuum?)")
+            break
         row = await (await conn.execute(READ_STATS)).fetchone()
         await conn.rollback()
         last, since = (last, since) if row == last else (row, time.monotonic())
-        await asyncio.sleep(0.5)  # a polling interval: nothing signals a flush
-    if time.monotonic() - since < STATS_QUIET:
-        raise BenchError(f"pg_stat_database did not keep still for {STATS_QUIET:g} s")
+        await asyncio.sleep(0.25)  # a polling interval: nothing signals a flush
     return tuple(last or ())
 
 
 async def measure(run: runner.Run[Options]) -> PresenceResult:
-    o, problems, sockets = run.options, list[str](), list[Member]()
+    o, problems, notes, sockets = run.options, list[str](), list[str](), list[Member]()
     limit = asyncio.Semaphore(receivers.CONNECT_CONCURRENCY)
 
     async def connect(index: int, user: tuple[int, str]) -> Member:
@@ -208,11 +211,11 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
                 s.until(lambda s: s.listed and s.view == everyone)
             if not await receivers.wait_delivered(sockets, 30 + o.members / 20):
                 problems.append("not every member had the whole list")
-            fill, marks = time.monotonic() - began, [await read_stats(db)]
+            fill, marks = time.monotonic() - began, [await read_stats(db, notes)]
             phases = []
             for event in ("member_added", "member_removed"):
                 phases.append(await change(event, users[o.members :]))
-                marks.append(await read_stats(db))
+                marks.append(await read_stats(db, notes))
                 phases[-1].database = {k: b - a for k, a, b in zip(STATS, *marks[-2:], strict=True)}
         finally:
             await receivers.close_sockets(sockets)
@@ -223,7 +226,7 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
         for s in sockets
         if s.wrong or s.other_frames or s.close_code != 1000
     ]
-    notes = usage_notes((p.event, p.usage) for p in phases)
+    notes += usage_notes((p.event, p.usage) for p in phases)
     return PresenceResult(len(everyone), PROCESSES, fill, phases, problems=problems, notes=notes)
 
 
