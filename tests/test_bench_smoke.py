@@ -250,7 +250,9 @@ def test_presence_bench_smoke_announces_every_join_and_leave_to_every_other_memb
         assert phase.first.count == phase.last.count == 5
         assert 0 <= phase.first.p50 <= phase.last.p50 <= phase.last.max
         assert phase.database["xact_commit"] >= phase.count
-        assert phase.usage.cpu_percent["postgres"] > 0
+        assert phase.pgcast_us() > 0
+        # PostgreSQL's CPU is known when it is the embedded one (its postmaster is local).
+        assert result.database != "embedded" or phase.usage.cpu_percent["postgres"] > 0
     # Each join writes its member's row and the member_added event; each leave deletes the row.
     assert joins.database["tup_inserted"] >= 2 * joins.count
     assert leaves.database["tup_deleted"] >= leaves.count
