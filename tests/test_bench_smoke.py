@@ -3,6 +3,7 @@ turns them into RESULTS.md with its plots (never judged on timing here)."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Callable
@@ -31,9 +32,10 @@ from bench import (
     versus_previous,
 )
 from bench.lib import receivers, runner
+from server.core import presence as core_presence
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
-from server.transports.native.codec import CODEC, connected_frame
+from server.transports.native.codec import CODEC, connected_frame, presence_frame
 from server.wire import text_frame
 from tests.conftest import create_user
 
@@ -483,3 +485,29 @@ async def test_private_receiver_and_check_count_only_the_users_own_frames(
     carols.data_received(CODEC.encode(misrouted))
     check = private.check_notifications([carols], owners, [])
     assert (check.unexpected, check.duplicates, check.ok) == (1, 1, False)
+
+
+async def test_presence_member_counts_the_changes_that_contradict_its_list() -> None:
+    """bench/presence.py's check can fail: the frames are the native codec's, and a change its
+    list already shows, or one repeated, is counted against the socket."""
+    request, accept = receivers.handshake(80, "/ws", None)
+    member = presence.Member(0, request, accept, True, user="1")
+    member.connection_made(_Wire())  # type: ignore[arg-type]
+    upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    connected = connected_frame("s", "c", (presence.CHANNEL,))
+    member.data_received(upgrade.encode() + text_frame(connected))
+    members = [core_presence.Member("1"), core_presence.Member("2")]
+    roster = core_presence.Roster(presence.CHANNEL, members, Snapshot.parse("1:1:"))
+    batch = BatchCursors("bench", 0, Snapshot.parse("1:1:"), Snapshot.parse("2:2:"))
+    changes = [("member_added", "3"), ("member_removed", "2"), ("member_added", "3")]
+    changes += [("member_removed", "4"), ("member_added", "1")]
+    frames = b"".join(
+        CODEC.encode(Event(n, n, presence.CHANNEL, name, json.dumps({"user_id": u}), None, batch))
+        for n, (name, u) in enumerate(changes, 1)
+    )
+    member.data_received(text_frame(presence_frame(roster)) + frames)
+    assert member.listed
+    assert member.view == {"1", "3"}
+    assert set(member.seen["member_added"]) == {"1", "3"}
+    # 3 again, 4 never listed, and its own user: three changes its list contradicts.
+    assert (member.wrong, member.other_frames) == (3, 0)
