@@ -26,6 +26,7 @@ from bench.idle_sockets import IdleResult
 from bench.ingest import IngestResult
 from bench.lib import render
 from bench.lib.results import Result, ratio, read
+from bench.presence import PresenceResult
 from bench.private import PrivateResult
 from bench.pusher import PusherResult
 from bench.quick import QuickResult
@@ -50,6 +51,7 @@ KINDS: dict[str, tuple[type[Result], str]] = {
     "versus_previous": (VersusResult, "## Against a previous commit"),
     "pusher": (PusherResult, "## Pusher protocol against the native one"),
     "private": (PrivateResult, "## Private chat and notifications"),
+    "presence": (PresenceResult, "## Presence across three processes"),
 }
 TARGET_SOCKETS, TARGET_RATE, TARGET_BYTES = 1000, 200.0, 200
 TARGET_P99_MS = 25.0
