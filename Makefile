@@ -108,7 +108,7 @@ bench-install: $(TEST_STAMP)
 bench-quick: bench-install
 	$(eval QUICK_DIR := $(RUN_DIR)-smoke)
 	for script in db_limits socket_limit fanout ingest resume idle_sockets quick slow_consumer \
-			compare channels versus_previous pusher private; do \
+			compare channels versus_previous pusher private presence; do \
 		$(BIN)/python -m bench.$$script --smoke --out $(QUICK_DIR) > /dev/null || exit 1; done
 	$(BIN)/python -m bench.report $(QUICK_DIR) --results $(QUICK_DIR)/RESULTS.md
 
@@ -127,6 +127,7 @@ bench: bench-install
 	$(BIN)/python -m bench.versus_previous --out $(FULL_DIR)
 	$(BIN)/python -m bench.pusher --out $(FULL_DIR)
 	$(BIN)/python -m bench.private --out $(FULL_DIR)
+	$(BIN)/python -m bench.presence --out $(FULL_DIR)
 	$(BIN)/python -m bench.report $(FULL_DIR)
 
 clean:

@@ -25,6 +25,7 @@ from bench.idle_sockets import IdleResult
 from bench.ingest import IngestResult
 from bench.lib import render
 from bench.lib.results import Result, ratio, read
+from bench.presence import PresenceResult
 from bench.private import PrivateResult
 from bench.pusher import PusherResult
 from bench.quick import QuickResult
@@ -49,6 +50,7 @@ KINDS: dict[str, tuple[type[Result], str]] = {
     "versus_previous": (VersusResult, "## Against a previous commit"),
     "pusher": (PusherResult, "## Pusher protocol against the native one"),
     "private": (PrivateResult, "## Private chat and notifications"),
+    "presence": (PresenceResult, "## Presence across three processes"),
 }
 # A plotted line: its label, its (x, y) points, its matplotlib style.
 Line = tuple[str, list[tuple[float, float]], dict[str, Any]]

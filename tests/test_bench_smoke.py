@@ -3,6 +3,7 @@ turns them into RESULTS.md with its plots (never judged on timing here)."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from bench import (
     fanout,
     idle_sockets,
     ingest,
+    presence,
     private,
     pusher,
     quick,
@@ -30,9 +32,10 @@ from bench import (
     versus_previous,
 )
 from bench.lib import receivers, results, runner
+from server.core import presence as core_presence
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
-from server.transports.native.codec import CODEC, connected_frame
+from server.transports.native.codec import CODEC, connected_frame, presence_frame
 from server.wire import text_frame
 from tests.conftest import create_user
 
@@ -230,6 +233,33 @@ def test_private_bench_smoke_gives_each_person_their_own_messages_and_notificati
     assert not math.isnan(result.median("commit_to_last_ms"))
 
 
+def test_presence_bench_smoke_announces_every_join_and_leave_to_every_other_member(
+    smoke: tuple[Smoke, Path],
+) -> None:
+    result = smoke[0](presence)
+    assert result.problems == []
+    assert (result.members, result.processes) == (30, 3)
+    joins, leaves = result.phases
+    assert [(p.event, p.count) for p in result.phases] == [
+        ("member_added", 5),
+        ("member_removed", 5),
+    ]
+    # The k-th join is due to the 30 members and the k joiners before it; the k-th leave to
+    # the 30 and the joiners still there. Each notification arrived once (else a problem).
+    assert joins.seen == joins.expected == 5 * 30 + (0 + 1 + 2 + 3 + 4)
+    assert leaves.seen == leaves.expected == 5 * 30 + (4 + 3 + 2 + 1 + 0)
+    for phase in result.phases:
+        assert phase.first.count == phase.last.count == 5
+        assert 0 <= phase.first.p50 <= phase.last.p50 <= phase.last.max
+        assert phase.database["xact_commit"] >= phase.count
+        assert phase.pgcast_us() > 0
+        # PostgreSQL's CPU is known when it is the embedded one (its postmaster is local).
+        assert result.database != "embedded" or phase.usage.cpu_percent["postgres"] > 0
+    # Each join writes its member's row and the member_added event; each leave deletes the row.
+    assert joins.database["tup_inserted"] >= 2 * joins.count
+    assert leaves.database["tup_deleted"] >= leaves.count
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="the Node peer needs Node.js")
 def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst(
     smoke: tuple[Smoke, Path],
@@ -294,6 +324,7 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         channels,
         versus_previous,
         private,
+        presence,
     ):
         run_smoke(module)
     results = run_dir / "RESULTS.md"
@@ -310,6 +341,7 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
         "## Channels: a broadcast beside other channels' sockets",
         "## Against a previous commit",
         "## Private chat and notifications",
+        "## Presence across three processes",
     ):
         assert heading in text
     assert "## Problems reported by the run" not in text
@@ -453,6 +485,32 @@ async def test_private_receiver_and_check_count_only_the_users_own_frames(
     carols.data_received(CODEC.encode(misrouted))
     check = private.check_notifications([carols], owners, [])
     assert (check.unexpected, check.duplicates, check.ok) == (1, 1, False)
+
+
+async def test_presence_member_counts_the_changes_that_contradict_its_list() -> None:
+    """bench/presence.py's check can fail: the frames are the native codec's, and a change its
+    list already shows, or one repeated, is counted against the socket."""
+    request, accept = receivers.handshake(80, "/ws", None)
+    member = presence.Member(0, request, accept, True, user="1")
+    member.connection_made(_Wire())  # type: ignore[arg-type]
+    upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    connected = connected_frame("s", "c", (presence.CHANNEL,))
+    member.data_received(upgrade.encode() + text_frame(connected))
+    members = [core_presence.Member("1"), core_presence.Member("2")]
+    roster = core_presence.Roster(presence.CHANNEL, members, Snapshot.parse("1:1:"))
+    batch = BatchCursors("bench", 0, Snapshot.parse("1:1:"), Snapshot.parse("2:2:"))
+    changes = [("member_added", "3"), ("member_removed", "2"), ("member_added", "3")]
+    changes += [("member_removed", "4"), ("member_added", "1")]
+    frames = b"".join(
+        CODEC.encode(Event(n, n, presence.CHANNEL, name, json.dumps({"user_id": u}), None, batch))
+        for n, (name, u) in enumerate(changes, 1)
+    )
+    member.data_received(text_frame(presence_frame(roster)) + frames)
+    assert member.listed
+    assert member.view == {"1", "3"}
+    assert set(member.seen["member_added"]) == {"1", "3"}
+    # 3 again, 4 never listed, and its own user: three changes its list contradicts.
+    assert (member.wrong, member.other_frames) == (3, 0)
 
 
 def test_results_read_back_a_tuple_of_any_length() -> None:

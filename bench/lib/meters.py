@@ -21,13 +21,14 @@ QUIET_PERCENT, QUIET_SAMPLES, QUIET_INTERVAL, QUIET_TIMEOUT = 5.0, 3, 0.2, 30.0
 
 def _cpu_by_pid(root: psutil.Process, children: bool) -> dict[int, float]:
     """CPU seconds of a process, and of its descendants when `children`, by pid."""
+    # schedstat's ns, not psutil's 10 ms ticks: a PostgreSQL backend's share of one presence
+    # join is a few ms, spread over several backends.
     processes, seconds = [root], {}
     with contextlib.suppress(psutil.Error):
         processes += root.children(recursive=True) if children else []
     for process in processes:
         with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            seconds[process.pid] = times.user + times.system
+            seconds[process.pid] = cpu_seconds(process.pid)
     return seconds
 
 

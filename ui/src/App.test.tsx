@@ -1,24 +1,16 @@
 import { act, render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { App } from "./App";
 import { ALICE, BOB, makeMessage, newMessageFrame } from "./test/factories";
 import { error, FakeServer } from "./test/fakeServer";
 import { FakeWebSocket } from "./test/fakeWebSocket";
+import { fakeBackend } from "./test/liveApp";
 
 let server: FakeServer;
 
-beforeEach(() => {
-  server = new FakeServer();
-  server.install();
-  FakeWebSocket.reset();
-  vi.stubGlobal("WebSocket", FakeWebSocket);
-  // No backoff wait, so reconnects happen on the next tick instead of after a sleep.
-  vi.spyOn(Math, "random").mockReturnValue(0);
-});
-
-afterEach(() => {
-  vi.unstubAllGlobals();
+fakeBackend((fresh) => {
+  server = fresh;
 });
 
 function feed() {

@@ -189,16 +189,7 @@ function SignedIn({
             />
           ) : (
             <>
-              <Feed
-                messages={feed.messages}
-                loaded={feed.loaded}
-                loadError={feed.loadError}
-                hasOlder={feed.hasOlder}
-                loadingOlder={feed.loadingOlder}
-                olderError={feed.olderError}
-                onLoadOlder={feed.loadOlder}
-                onRetry={feed.reload}
-              />
+              <Feed history={feed} />
               <Composer maxChars={config.max_message_chars} onSend={feed.send} />
             </>
           )}
@@ -269,15 +260,8 @@ function Conversation({
     <ConversationView
       me={me}
       user={partner}
-      messages={thread.messages}
-      loaded={thread.loaded}
-      loadError={thread.loadError}
-      hasOlder={thread.hasOlder}
-      loadingOlder={thread.loadingOlder}
-      olderError={thread.olderError}
+      thread={thread}
       maxChars={maxChars}
-      onLoadOlder={thread.loadOlder}
-      onRetry={thread.reload}
       onSend={thread.send}
       onBack={onBack}
     />

@@ -1,7 +1,5 @@
-import { act, render, screen, waitFor, within } from "@testing-library/react";
-import userEvent from "@testing-library/user-event";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { App } from "./App";
+import { act, screen, waitFor, within } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
 import {
   ALICE,
   BOB,
@@ -10,35 +8,13 @@ import {
   memberRemovedFrame,
   presenceFrame,
 } from "./test/factories";
-import { FakeServer } from "./test/fakeServer";
 import { FakeWebSocket } from "./test/fakeWebSocket";
+import { fakeBackend, renderLive } from "./test/liveApp";
 
-let server: FakeServer;
-
-beforeEach(() => {
-  server = new FakeServer();
-  server.install();
-  server.user = ALICE;
-  server.people = [ALICE, BOB, CAROL];
-  FakeWebSocket.reset();
-  vi.stubGlobal("WebSocket", FakeWebSocket);
-  // No backoff wait, so a reconnect happens on the next tick.
-  vi.spyOn(Math, "random").mockReturnValue(0);
+fakeBackend((fresh) => {
+  fresh.user = ALICE;
+  fresh.people = [ALICE, BOB, CAROL];
 });
-
-afterEach(() => {
-  vi.unstubAllGlobals();
-});
-
-async function renderLive() {
-  const user = userEvent.setup();
-  render(<App />);
-  await waitFor(() => expect(FakeWebSocket.instances).not.toHaveLength(0));
-  const socket = FakeWebSocket.latest();
-  act(() => socket.connect("sock-1", "c-1"));
-  await screen.findByText("Live");
-  return { user, socket };
-}
 
 function online() {
   return within(screen.getByRole("region", { name: "Online" }));

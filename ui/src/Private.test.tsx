@@ -1,7 +1,5 @@
-import { act, render, screen, waitFor, within } from "@testing-library/react";
-import userEvent from "@testing-library/user-event";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { App } from "./App";
+import { act, screen, waitFor, within } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
 import {
   ALICE,
   BOB,
@@ -14,22 +12,15 @@ import {
 } from "./test/factories";
 import { FakeServer } from "./test/fakeServer";
 import { FakeWebSocket } from "./test/fakeWebSocket";
+import { fakeBackend, renderLive as renderLiveApp } from "./test/liveApp";
 import type { DirectMessage } from "./lib/types";
 
 let server: FakeServer;
 
-beforeEach(() => {
-  server = new FakeServer();
-  server.install();
-  server.user = ALICE;
-  server.people = [ALICE, BOB, CAROL];
-  FakeWebSocket.reset();
-  vi.stubGlobal("WebSocket", FakeWebSocket);
-  vi.spyOn(Math, "random").mockReturnValue(0);
-});
-
-afterEach(() => {
-  vi.unstubAllGlobals();
+fakeBackend((fresh) => {
+  server = fresh;
+  fresh.user = ALICE;
+  fresh.people = [ALICE, BOB, CAROL];
 });
 
 const READ_AT = "2025-01-01T13:00:00.000Z";
@@ -40,15 +31,10 @@ const toBob = (id: number, overrides: Partial<DirectMessage> = {}) =>
 const fromCarol = (id: number) => makeDirectMessage(id, { sender: CAROL, recipient: ALICE });
 
 async function renderLive(socketId = "sock-1", cursor = "c-1") {
-  const user = userEvent.setup();
-  render(<App />);
-  await waitFor(() => expect(FakeWebSocket.instances).not.toHaveLength(0));
-  const socket = FakeWebSocket.latest();
-  act(() => socket.connect(socketId, cursor));
-  await screen.findByText("Live");
+  const live = await renderLiveApp(socketId, cursor);
   await screen.findByRole("heading", { name: "Conversations" });
   await waitFor(() => expect(screen.queryByText("Loading conversations…")).toBeNull());
-  return { user, socket };
+  return live;
 }
 
 /** Drops the socket and lets the client resume; returns the new one, connected. */

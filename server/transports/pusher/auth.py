@@ -8,8 +8,6 @@ of them, and compared in constant time."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ from server.errors import ApiError
 from server.keys import CONFIG, POLICY
 from server.protocol import JsonObject, to_json
 from server.transports.pusher.channels import Kind, kind_of
+from server.transports.pusher.signature import sign, signatures_match
 
 _SOCKET_ID = re.compile(r"[0-9]{1,20}\.[0-9]{1,20}")
 
@@ -36,10 +35,6 @@ def is_socket_id(text: str) -> bool:
     return _SOCKET_ID.fullmatch(text) is not None
 
 
-def _signature(secret: str, text: str) -> str:
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
 def channel_auth(
     key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None
 ) -> str:
@@ -48,15 +43,15 @@ def channel_auth(
         if channel_data is None
         else f"{socket_id}:{channel}:{channel_data}"
     )
-    return f"{key}:{_signature(secret, text)}"
+    return f"{key}:{sign(secret, text)}"
 
 
 def user_auth(key: str, secret: str, socket_id: str, user_data: str) -> str:
-    return f"{key}:{_signature(secret, f'{socket_id}::user::{user_data}')}"
+    return f"{key}:{sign(secret, f'{socket_id}::user::{user_data}')}"
 
 
 def _matches(expected: str, given: object) -> bool:
-    return isinstance(given, str) and hmac.compare_digest(expected.encode(), given.encode())
+    return isinstance(given, str) and signatures_match(expected, given)
 
 
 def valid_channel_auth(

@@ -1,23 +1,17 @@
-import { useFeedScroll } from "../hooks/useFeedScroll";
 import { useFocusOnMount } from "../hooks/useFocusOnMount";
+import type { HistoryControls } from "../hooks/useLiveHistory";
 import { useNow } from "../hooks/useNow";
 import type { DirectMessage, User } from "../lib/types";
 import { Avatar } from "./Avatar";
 import { Composer } from "./Composer";
 import { DirectMessageItem } from "./DirectMessageItem";
+import { HistoryLog } from "./HistoryLog";
 
 export interface ConversationViewProps {
   me: number;
   user: User;
-  messages: DirectMessage[];
-  loaded: boolean;
-  loadError: string | null;
-  hasOlder: boolean;
-  loadingOlder: boolean;
-  olderError: string | null;
+  thread: HistoryControls<DirectMessage>;
   maxChars: number;
-  onLoadOlder(): void;
-  onRetry(): void;
   onSend(content: string): Promise<void>;
   /** Back to the list of conversations (the phone layout shows one view at a time). */
   onBack(): void;
@@ -36,23 +30,15 @@ function newestSeenOfMine(messages: DirectMessage[], me: number): number | null 
 export function ConversationView({
   me,
   user,
-  messages,
-  loaded,
-  loadError,
-  hasOlder,
-  loadingOlder,
-  olderError,
+  thread,
   maxChars,
-  onLoadOlder,
-  onRetry,
   onSend,
   onBack,
 }: ConversationViewProps) {
   const now = useNow();
-  const { containerRef, onScroll, atBottom, scrollToBottom } = useFeedScroll(messages, onLoadOlder);
   // Opening a conversation moves focus to it, so a screen reader says whose it is.
   const heading = useFocusOnMount<HTMLHeadingElement>(user.id);
-  const seen = newestSeenOfMine(messages, me);
+  const seen = newestSeenOfMine(thread.messages, me);
 
   return (
     <section className="conversation-view" aria-labelledby="conversation-heading">
@@ -66,59 +52,23 @@ export function ConversationView({
         </h2>
       </div>
       <div className="feed">
-        <div
-          ref={containerRef}
-          className="feed-scroll"
-          role="log"
-          aria-live="polite"
-          aria-label={`Conversation with ${user.name}`}
-          aria-busy={!loaded || loadingOlder}
-          tabIndex={0}
-          onScroll={onScroll}
+        <HistoryLog
+          history={thread}
+          label={`Conversation with ${user.name}`}
+          what="the conversation"
+          empty={`No messages yet. Only you and ${user.name} will see them.`}
+          listClassName="dm-list"
         >
-          {hasOlder && (
-            <div className="feed-older">
-              <button type="button" onClick={onLoadOlder} disabled={loadingOlder}>
-                {loadingOlder ? "Loading older messages…" : "Load older messages"}
-              </button>
-              {olderError && (
-                <p className="error" role="alert">
-                  {olderError}
-                </p>
-              )}
-            </div>
-          )}
-          {loadError && (
-            <div className="feed-notice">
-              <p className="error" role="alert">
-                Could not load the conversation: {loadError}
-              </p>
-              <button type="button" onClick={onRetry}>
-                Try again
-              </button>
-            </div>
-          )}
-          {!loaded && !loadError && <p className="feed-notice">Loading the conversation…</p>}
-          {loaded && messages.length === 0 && (
-            <p className="feed-notice">No messages yet. Only you and {user.name} will see them.</p>
-          )}
-          <ol className="dm-list">
-            {messages.map((message) => (
-              <DirectMessageItem
-                key={message.id}
-                message={message}
-                mine={message.sender_id === me}
-                seen={message.id === seen}
-                now={now}
-              />
-            ))}
-          </ol>
-        </div>
-        {!atBottom && (
-          <button type="button" className="jump-to-latest" onClick={scrollToBottom}>
-            Jump to latest ↓
-          </button>
-        )}
+          {thread.messages.map((message) => (
+            <DirectMessageItem
+              key={message.id}
+              message={message}
+              mine={message.sender_id === me}
+              seen={message.id === seen}
+              now={now}
+            />
+          ))}
+        </HistoryLog>
       </div>
       <Composer
         maxChars={maxChars}

@@ -1,58 +1,42 @@
-import { useCallback, useEffect, useReducer, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { listDirectMessages, markConversationRead, sendDirectMessage } from "../lib/api";
 import {
   applyThreadEvent,
-  EMPTY_THREAD,
   newestUnreadFrom,
   prependOlderThreadPage,
   replaceThread,
-  type ThreadState,
 } from "../lib/thread";
 import type { DirectMessage, DirectMessageEvent, DirectMessagePage } from "../lib/types";
-import { describeError, isSignedOut } from "./errors";
+import { isSignedOut } from "./errors";
 import { useLatest } from "./useLatest";
-import { useRealtimeEvents, type RealtimeControls } from "./useRealtime";
-import { useSnapshot } from "./useSnapshot";
+import { useLiveHistory, type HistoryControls, type HistoryRules } from "./useLiveHistory";
+import type { RealtimeControls } from "./useRealtime";
 
 export const THREAD_PAGE_SIZE = 50;
 
-type ThreadAction =
-  | { type: "event"; event: DirectMessageEvent }
-  | { type: "replaced"; page: DirectMessagePage; eventsDuringFetch: DirectMessageEvent[] }
-  | { type: "older"; page: DirectMessagePage; before: number };
-
-function threadReducer(me: number, other: number) {
-  return (state: ThreadState, action: ThreadAction): ThreadState => {
-    switch (action.type) {
-      case "event": {
-        const messages = applyThreadEvent(state.messages, action.event, me, other);
-        return messages === state.messages ? state : { ...state, messages };
-      }
-      case "replaced":
-        return replaceThread(action.page, action.eventsDuringFetch, me, other);
-      case "older":
-        return prependOlderThreadPage(state, action.page, action.before);
-    }
+function threadRules(
+  me: number,
+  other: number,
+): HistoryRules<DirectMessage, DirectMessageEvent, DirectMessagePage> {
+  return {
+    fetchPage: (before, signal) =>
+      listDirectMessages({ withUser: other, before, limit: THREAD_PAGE_SIZE, signal }),
+    eventOf: (event) => (event.kind === "direct-message" ? event.event : null),
+    applyEvent: (messages, event) => applyThreadEvent(messages, event, me, other),
+    replace: (page, eventsDuringFetch) => replaceThread(page, eventsDuringFetch, me, other),
+    prependOlder: prependOlderThreadPage,
   };
 }
 
-export interface DirectMessagesControls {
-  messages: DirectMessage[];
-  loaded: boolean;
-  loadError: string | null;
-  hasOlder: boolean;
-  loadingOlder: boolean;
-  olderError: string | null;
-  reload(): void;
-  loadOlder(): void;
+export interface DirectMessagesControls extends HistoryControls<DirectMessage> {
   /** Sends and shows the message at once; rejects with ApiError so the composer can say why. */
   send(content: string): Promise<void>;
 }
 
 /**
- * One conversation, live: its history over HTTP, its direct messages from the user's
- * channel, merged by id. While it is `viewed` (on screen, in a visible tab), whatever the
- * other person wrote is marked read, once per new message.
+ * One conversation, live (useLiveHistory over the user's channel's direct messages). While
+ * it is `viewed` (on screen, in a visible tab), whatever the other person wrote is marked
+ * read, once per new message.
  */
 export function useDirectMessages({
   realtime,
@@ -70,61 +54,11 @@ export function useDirectMessages({
   /** The conversation was marked read on the server (its broadcasts are on their way). */
   onMarkedRead(other: number): void;
 }): DirectMessagesControls {
-  // The reducer is made for one pair of people; the component is keyed on `other`.
-  const [reducer] = useState(() => threadReducer(me, other));
-  const [thread, dispatch] = useReducer(reducer, EMPTY_THREAD);
-  const [loadError, setLoadError] = useState<string | null>(null);
-  const [loadingOlder, setLoadingOlder] = useState(false);
-  const [olderError, setOlderError] = useState<string | null>(null);
-  const threadRef = useLatest(thread);
+  // The rules are made for one pair of people; the component is keyed on `other`.
+  const [rules] = useState(() => threadRules(me, other));
+  const [history] = useLiveHistory({ realtime, rules, onSignedOut });
   const onSignedOutRef = useLatest(onSignedOut);
   const onMarkedReadRef = useLatest(onMarkedRead);
-  const loadingOlderRef = useRef(false);
-
-  const handleFailure = useCallback(
-    (error: unknown, show: (message: string) => void) => {
-      if (isSignedOut(error)) onSignedOutRef.current();
-      else show(describeError(error));
-    },
-    [onSignedOutRef],
-  );
-
-  const snapshot = useSnapshot<DirectMessagePage, DirectMessageEvent>({
-    fetch: (signal) => listDirectMessages({ withUser: other, limit: THREAD_PAGE_SIZE, signal }),
-    loaded: (page, eventsDuringFetch) => {
-      dispatch({ type: "replaced", page, eventsDuringFetch });
-      setLoadError(null);
-      setOlderError(null);
-    },
-    failed: (error) => handleFailure(error, setLoadError),
-  });
-
-  useRealtimeEvents(realtime, {
-    onEvent: (event) => {
-      if (event.kind !== "direct-message") return;
-      snapshot.record(event.event);
-      dispatch({ type: "event", event: event.event });
-    },
-    onFresh: () => void snapshot.load(),
-  });
-
-  const loadOlder = useCallback(async () => {
-    const before = threadRef.current.nextBefore;
-    if (loadingOlderRef.current || before === null) return;
-    const generation = snapshot.generation();
-    loadingOlderRef.current = true;
-    setLoadingOlder(true);
-    setOlderError(null);
-    try {
-      const page = await listDirectMessages({ withUser: other, before, limit: THREAD_PAGE_SIZE });
-      if (generation === snapshot.generation()) dispatch({ type: "older", page, before });
-    } catch (error) {
-      if (generation === snapshot.generation()) handleFailure(error, setOlderError);
-    } finally {
-      loadingOlderRef.current = false;
-      setLoadingOlder(false);
-    }
-  }, [handleFailure, other, snapshot, threadRef]);
 
   const { getSocketId, publishLocal } = realtime;
   const send = useCallback(
@@ -143,7 +77,7 @@ export function useDirectMessages({
 
   // Mark read what is on screen, once per newest unread message: the broadcasts that set
   // read_at take a moment, and must not cause a second request meanwhile.
-  const newestUnread = newestUnreadFrom(thread.messages, me);
+  const newestUnread = newestUnreadFrom(history.messages, me);
   const markedThrough = useRef(0);
   const marking = useRef(false);
   const [markAgain, setMarkAgain] = useState(0);
@@ -168,15 +102,5 @@ export function useDirectMessages({
     );
   }, [viewed, newestUnread, other, markAgain, onMarkedReadRef, onSignedOutRef]);
 
-  return {
-    messages: thread.messages,
-    loaded: thread.loaded,
-    loadError,
-    hasOlder: thread.nextBefore !== null,
-    loadingOlder,
-    olderError,
-    reload: () => void snapshot.load(),
-    loadOlder: () => void loadOlder(),
-    send,
-  };
+  return { ...history, send };
 }

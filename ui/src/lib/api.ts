@@ -94,7 +94,7 @@ export async function devLogin(email: string, name: string): Promise<void> {
 
 /** `signal` cancels a request whose answer is no longer wanted (a newer reload started). */
 export function listMessages(
-  options: { before?: number | null; limit?: number; signal?: AbortSignal } = {},
+  options: { before?: number | null; limit?: number; signal?: AbortSignal | undefined } = {},
 ): Promise<MessagePage> {
   const params = new URLSearchParams();
   if (options.before != null) params.set("before", String(options.before));
@@ -135,7 +135,7 @@ export function listDirectMessages(options: {
   withUser: number;
   before?: number | null;
   limit?: number;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }): Promise<DirectMessagePage> {
   const params = new URLSearchParams({ with: String(options.withUser) });
   if (options.before != null) params.set("before", String(options.before));
