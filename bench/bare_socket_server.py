@@ -1,12 +1,16 @@
-"""The socket limit for bench/socket_limit.py: WebSocket frames pushed with no framework.
+"""The baselines: WebSocket frames pushed by a server with no pgcast in it.
 
-A plain asyncio server (stdlib only). `GET /ws` upgrades to a WebSocket; of the client's
-frames only close matters (answered, then the connection ends). `GET /ready` answers
-`{"sockets": N}`. `POST /go?per_write=K` makes every socket send the frames of `--frames`
-(a JSON list of strings), encoded once, K frames per `transport.write`, each socket from its
-own task, honouring flow control (above 64 KiB buffered it waits for `resume_writing`).
+`GET /ws` opens a socket (no auth, no database). `GET /ready` answers `{"sockets": N}`.
+`POST /go?per_write=K` makes every socket send the frames of `--frames` (a JSON list of
+strings) as fast as it can, each socket from its own task:
 
-    python bench/bare_socket_server.py --port P --frames FILE
+- by default (bench/socket_limit.py's limit) a plain asyncio server, stdlib only: the frames
+  encoded once, K per `transport.write`, honouring flow control (above 64 KiB buffered it waits
+  for `resume_writing`); of the client's frames only close matters;
+- with `--aiohttp` (bench/quick.py's and bench/resume.py's baseline) an aiohttp server,
+  `WebSocketResponse(compress=False)`, one `send_str` per frame like pgcast's writer.
+
+    python bench/bare_socket_server.py --port P --frames FILE [--aiohttp]
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import hashlib
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 HOST = "127.0.0.1"
@@ -39,30 +45,26 @@ def text_frame(text: str) -> bytes:
     return bytes([0x81, 127]) + size.to_bytes(8) + payload
 
 
-class BareServer:
-    """What every connection shares: the encoded frames, the open WebSockets, their tasks."""
+class Sockets:
+    """The open WebSockets and the tasks sending to them."""
 
-    def __init__(self, frames: list[bytes]) -> None:
-        self.frames = frames
-        self.sockets: set[Connection] = set()
+    def __init__(self) -> None:
+        self.open: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def go(self, per_write: int) -> int:
-        chunks = [
-            b"".join(self.frames[i : i + per_write]) for i in range(0, len(self.frames), per_write)
-        ]
-        for connection in list(self.sockets):
-            task = asyncio.create_task(connection.send_all(chunks))
+    def go(self, send: Callable[[Any], Awaitable[None]]) -> int:
+        for socket in list(self.open):
+            task = asyncio.create_task(send(socket))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return len(self.sockets)
+        return len(self.open)
 
 
 class Connection(asyncio.Protocol):
     """One TCP connection: a plain HTTP request (control) or a WebSocket after `GET /ws`."""
 
-    def __init__(self, server: BareServer) -> None:
-        self.server = server
+    def __init__(self, sockets: Sockets, frames: list[bytes]) -> None:
+        self.sockets, self.frames = sockets, frames
         self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._upgraded = False
@@ -74,7 +76,7 @@ class Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=64 * 1024)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.sockets.discard(self)
+        self.sockets.open.discard(self)
         self.resume_writing()
 
     def pause_writing(self) -> None:
@@ -113,28 +115,25 @@ class Connection(asyncio.Protocol):
         request_line, *lines = head.split("\r\n")
         method, target, *_ = [*request_line.split(" "), "", ""]
         url = urlsplit(target)
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)
-        }
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
         if (method, url.path) == ("GET", "/ws") and "sec-websocket-key" in headers:
-            digest = hashlib.sha1(
-                (headers["sec-websocket-key"] + WS_GUID).encode(), usedforsecurity=False
-            )
-            accept = base64.b64encode(digest.digest()).decode()
+            key = headers["sec-websocket-key"] + WS_GUID
+            digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
+            accept = base64.b64encode(digest).decode()
             self.transport.write(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
             )
             self._upgraded, self._buffer = True, b""
-            self.server.sockets.add(self)
+            self.sockets.open.add(self)
             return
-        if (method, url.path) == ("GET", "/ready"):
-            status, body = "200 OK", {"sockets": len(self.server.sockets)}
-        elif (method, url.path) == ("POST", "/go"):
-            per_write = int(parse_qs(url.query).get("per_write", ["1"])[-1])
-            status, body = "200 OK", {"sockets": self.server.go(max(1, per_write))}
-        else:
-            status, body = "404 Not Found", {"error": f"no {method} {url.path}"}
+        status, body = "200 OK", {"sockets": len(self.sockets.open)}
+        if (method, url.path) == ("POST", "/go"):
+            k = max(1, int(parse_qs(url.query).get("per_write", ["1"])[-1]))
+            chunks = [b"".join(self.frames[i : i + k]) for i in range(0, len(self.frames), k)]
+            body["sockets"] = self.sockets.go(lambda connection: connection.send_all(chunks))
+        elif (method, url.path) != ("GET", "/ready"):
+            status, body = "404 Not Found", {"no such route": 0}
         content = json.dumps(body).encode()
         self.transport.write(
             f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
@@ -144,35 +143,71 @@ class Connection(asyncio.Protocol):
         self.transport.close()
 
 
-async def serve(port: int, frames: list[bytes]) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+async def serve(port: int, frames: list[str]) -> None:
+    loop, stop, sockets = asyncio.get_running_loop(), asyncio.Event(), Sockets()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    state = BareServer(frames)
-    listener = await loop.create_server(lambda: Connection(state), HOST, port, backlog=1024)
+    encoded = [text_frame(text) for text in frames]
+    listener = await loop.create_server(
+        lambda: Connection(sockets, encoded), HOST, port, backlog=1024
+    )
     print(f"bare serving {HOST}:{port} ({len(frames)} frames)", file=sys.stderr, flush=True)
     await stop.wait()
     # Not `async with`/wait_closed: from Python 3.12 that also waits for every connection.
     listener.close()
-    for task in list(state.tasks):
+    for task in list(sockets.tasks):
         task.cancel()
     # A peer that stopped reading would hold a graceful close open forever.
-    for connection in list(state.sockets):
+    for connection in list(sockets.open):
         if connection.transport is not None:
             connection.transport.abort()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--frames", type=Path, required=True)
-    args = parser.parse_args()
-    asyncio.run(
-        serve(args.port, [text_frame(text) for text in json.loads(args.frames.read_text())])
-    )
-    return 0
+def serve_aiohttp(port: int, frames: list[str]) -> None:
+    from aiohttp import web
+
+    sockets = Sockets()
+
+    async def websocket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        sockets.open.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            sockets.open.discard(ws)
+        return ws
+
+    async def send_all(ws: web.WebSocketResponse) -> None:
+        for text in frames:
+            await ws.send_str(text)
+
+    async def go(request: web.Request) -> web.Response:
+        return web.json_response({"sockets": sockets.go(send_all)})
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"sockets": len(sockets.open)})
+
+    async def shutdown(app: web.Application) -> None:
+        for task in list(sockets.tasks):
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in list(sockets.open)), return_exceptions=True)
+
+    app = web.Application()
+    app.add_routes([web.get("/ws", websocket), web.post("/go", go), web.get("/ready", ready)])
+    app.on_shutdown.append(shutdown)
+    web.run_app(app, host=HOST, port=port, access_log=None, print=None, shutdown_timeout=5)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--frames", type=Path, required=True)
+    parser.add_argument("--aiohttp", action="store_true", help="the aiohttp baseline")
+    args = parser.parse_args()
+    frames = json.loads(args.frames.read_text())
+    if args.aiohttp:
+        serve_aiohttp(args.port, frames)
+    else:
+        asyncio.run(serve(args.port, frames))

@@ -18,61 +18,47 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.lib import render, runner
-from bench.lib.database import create_user
+from bench.lib.database import create_user, set_triggers
 from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import HOST, Fleet, close_sockets
 from bench.lib.results import BenchError, Burst, Result, Steady
-from bench.lib.servers import BENCH_DIR, Peer, PgcastProcess, ServerProcess
-from bench.lib.writers import burst_phase, connect, steady_phase
+from bench.lib.servers import BENCH_DIR, Peer, PgcastProcess
+from bench.lib.writers import Session, burst_phase, connect, steady_phase
 
 NODE_DIR = BENCH_DIR / "peers" / "node"
-PGCAST_TRIGGER = "messages_broadcast_insert"
 PYTHON_PEER = ("broadcaster", "asyncpg", "starlette", "uvicorn")
+UVICORN = (sys.executable, "-m", "uvicorn", "bench.peers.broadcaster_app:app", "--host", HOST)
 PEERS = {
     "broadcaster": Peer(
         "broadcaster",
         "broadcaster + uvicorn",
         "broadcaster_notify_insert",
         "broadcaster_messages",
-        (
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.peers.broadcaster_app:app",
-            "--host",
-            HOST,
-            "--port",
-            "{port}",
-            "--log-level",
-            "warning",
-        ),
+        (*UVICORN, "--port", "{port}", "--log-level", "warning"),
     ),
     "node": Peer(
         "node",
         "Node pg + ws",
         "node_notify_insert",
         "node_messages",
-        ("node", str(NODE_DIR / "server.mjs")),
+        ("node", f"{NODE_DIR}/server.mjs"),
     ),
 }
 LABELS = {"pgcast": "pgcast", **{key: peer.label for key, peer in PEERS.items()}}
+TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: p.trigger for k, p in PEERS.items()}}
 
 
 @dataclass
 class Options(runner.Options):
-    steady_sockets: tuple[int, ...] = runner.option(
-        (200, 1000, 50), (5, 10, 3), "steady rows' sockets"
-    )
-    steady_rates: tuple[float, ...] = runner.option(
-        (100.0, 20.0, 1000.0), (50.0, 20.0, 100.0), "their msg/s"
-    )
+    steady_sockets: tuple[int, ...] = runner.option((200, 1000, 50), (5, 10, 3), "steady sockets")
+    steady_rates: tuple[float, ...] = runner.option((100.0, 20.0, 1e3), (50.0, 20.0, 1e2), "msg/s")
     steady_seconds: float = runner.option(10.0, 1.0, "seconds per steady row", minimum=0.1)
     sockets: int = runner.option(100, 5, "burst sockets")
     burst: int = runner.option(2000, 200, "burst messages")
@@ -101,13 +87,13 @@ class ServerRun:
 
 
 # A figure of a steady row or the burst: its label, value and format.
-Figure = tuple[str, Callable[[ServerRun], float | None], Callable[[float], str]]
-STEADY: list[tuple[str, Callable[[Steady], float], Callable[[float], str]]] = [
+Figure = tuple[str, Callable[[Any], float], Callable[[float], str]]
+STEADY: list[Figure] = [
     ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
     ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
     ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
 ]
-BURST: list[tuple[str, Callable[[Burst], float], Callable[[float], str]]] = [
+BURST: list[Figure] = [
     ("**frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
     ("**server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
 ]
@@ -115,88 +101,71 @@ BURST: list[tuple[str, Callable[[Burst], float], Callable[[float], str]]] = [
 
 @dataclass
 class CompareResult(Result):
-    burst_messages: int
-    burst_sockets: int
-    batch: int
-    steady_seconds: float
     servers: list[ServerRun]
     versions: dict[str, str]
 
-    def _table(self, figures: list[Figure]) -> list[str]:
-        runs = self.servers
-        pgcast = next((r for r in runs if r.key == "pgcast"), None)
-        peers = [r for r in runs if r.key != "pgcast"] if pgcast else []
-        header = " | ".join(
-            [
-                "figure",
-                *(LABELS[r.key] for r in runs),
-                *(f"pgcast / {LABELS[p.key]}" for p in peers),
-            ]
-        )
-        rows = []
-        for label, value, shown in figures:
-            cells = [
-                label,
-                *(render.num(None) if (v := value(r)) is None else shown(v) for r in runs),
-            ]
-            ours = value(pgcast) if pgcast else None
-            rows.append(cells + [render.x(ours, value(p)) for p in peers])
-        return render.table(header, rows)
+    def _table(self, rows: list[tuple[str, list[Any], Figure]]) -> list[str]:
+        """A row a figure: its value on each server, then pgcast's over each peer's."""
+        keys = [r.key for r in self.servers]
+        peers = [n for n, key in enumerate(keys) if key != "pgcast"] if "pgcast" in keys else []
+        ratios = [f"pgcast / {LABELS[keys[n]]}" for n in peers]
+        lines = []
+        for label, found, (_, value, shown) in rows:
+            values = [None if f is None else value(f) for f in found]
+            ours = values[keys.index("pgcast")] if peers else None
+            cells = [render.num(None) if v is None else shown(v) for v in values]
+            lines.append([label, *cells, *(render.x(ours, values[n]) for n in peers)])
+        return render.table(" | ".join(["figure", *(LABELS[k] for k in keys), *ratios]), lines)
 
     def steady_table(self) -> list[str]:
-        figures: list[Figure] = []
-        for n, (sockets, rate) in enumerate(self.rows()):
-            for label, value, shown in STEADY:
-
-                def get(
-                    r: ServerRun, n: int = n, value: Callable[[Steady], float] = value
-                ) -> float | None:
-                    return value(r.rows[n].steady) if n < len(r.rows) else None
-
-                figures.append((f"{sockets:,} × {rate:g}/s: {label}", get, shown))
-        return self._table(figures)
+        done = max(self.servers, key=lambda r: len(r.rows)).rows
+        return self._table(
+            [
+                (f"{row.sockets:,} × {row.steady.target_rate:g}/s: {figure[0]}", steady, figure)
+                for n, row in enumerate(done)
+                for steady in [
+                    [r.rows[n].steady if n < len(r.rows) else None for r in self.servers]
+                ]
+                for figure in STEADY
+            ]
+        )
 
     def burst_table(self) -> list[str]:
         return self._table(
-            [
-                (label, lambda r, v=value: v(r.burst) if r.burst else None, shown)
-                for label, value, shown in BURST
-            ]
+            [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
         )
-
-    def rows(self) -> list[tuple[int, float]]:
-        done = max(self.servers, key=lambda r: len(r.rows))
-        return [(row.sockets, row.steady.target_rate) for row in done.rows]
 
     def render(self) -> list[str]:
         return [
             f"Each server alone, with only its own insert trigger enabled. Steady rows: "
-            f"{self.steady_seconds:g} s each, one transaction per message.",
+            f"{self.options['steady_seconds']:g} s each, one transaction per message.",
             "",
             *self.steady_table(),
             "",
-            f"Burst: {self.burst_messages} messages in INSERTs of {self.batch} rows to "
-            f"{self.burst_sockets} sockets.",
+            f"Burst: {self.options['burst']} messages in INSERTs of {self.options['batch']} rows "
+            f"to {self.options['sockets']} sockets.",
             "",
             *self.burst_table(),
             "",
             "Ratios are pgcast ÷ peer. Versions: "
-            + ", ".join(f"{name} {version}" for name, version in self.versions.items()),
+            + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
         ]
+
+
+def run_text(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def set_up_peer(key: str) -> None:
     if key == "broadcaster":
-        missing = [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]
-        if missing:
+        if missing := [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]:
             raise BenchError(f"the broadcaster peer needs {', '.join(missing)}: make bench-install")
         return
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         raise BenchError("the Node peer needs Node.js 20+ and npm on PATH")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
-    if int(version.strip().lstrip("v").split(".")[0]) < 20:
-        raise BenchError(f"the Node peer needs Node.js 20+, found {version.strip()}")
+    if int((version := run_text(node, "--version")).lstrip("v").split(".")[0] or 0) < 20:
+        raise BenchError(f"the Node peer needs Node.js 20+, found {version}")
     stamp, lock = NODE_DIR / "node_modules" / ".package-lock.json", NODE_DIR / "package-lock.json"
     if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
         npm_ci = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
@@ -207,29 +176,18 @@ def set_up_peer(key: str) -> None:
 
 def database_url(conninfo: str) -> str:
     """A postgresql:// URL for asyncpg and node-postgres from a libpq conninfo string."""
-    p = conninfo_to_dict(conninfo)
-    auth = quote(str(p.get("user") or ""), safe="")
-    if p.get("password"):
-        auth += ":" + quote(str(p["password"]), safe="")
-    host, query = str(p.get("host") or ""), {k: str(p[k]) for k in ("sslmode",) if p.get(k)}
+    p = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v}
+    auth = quote(p.get("user", ""), safe="") + (
+        ":" + quote(p["password"], safe="") if "password" in p else ""
+    )
+    host, query = p.get("host", ""), {k: p[k] for k in ("sslmode",) if k in p}
     if host.startswith("/"):
         query["host"], host = host, ""
     elif ":" in host:
         host = f"[{host}]"
-    host += f":{p['port']}" if p.get("port") else ""
-    url = f"postgresql://{auth}@{host}/{quote(str(p.get('dbname') or ''), safe='')}"
+    host += f":{p['port']}" if "port" in p else ""
+    url = f"postgresql://{auth}@{host}/{quote(p.get('dbname', ''), safe='')}"
     return f"{url}?{urlencode(query)}" if query else url
-
-
-def use_trigger(conninfo: str, key: str) -> None:
-    """Enable the insert trigger of `key` on messages, disable the others'."""
-    wanted = PGCAST_TRIGGER if key == "pgcast" else PEERS[key].trigger
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        for name in (PGCAST_TRIGGER, *(peer.trigger for peer in PEERS.values())):
-            action = sql.SQL("ENABLE" if name == wanted else "DISABLE")
-            conn.execute(
-                sql.SQL("ALTER TABLE messages {} TRIGGER {}").format(action, sql.Identifier(name))
-            )
 
 
 def versions() -> dict[str, str]:
@@ -240,9 +198,7 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = "missing"
     if node := shutil.which("node"):
-        found["node"] = subprocess.run(
-            [node, "--version"], capture_output=True, text=True
-        ).stdout.strip()
+        found["node"] = run_text(node, "--version")
     for name in ("pg", "ws"):
         if (manifest := NODE_DIR / "node_modules" / name / "package.json").exists():
             found[f"npm {name}"] = json.loads(manifest.read_text())["version"]
@@ -251,32 +207,31 @@ def versions() -> dict[str, str]:
 
 async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
     o, result = run.options, ServerRun(key)
-    await asyncio.to_thread(use_trigger, run.conninfo, key)
-    writer = connect(run.conninfo)
-    server: ServerProcess | None = None
+    with psycopg.connect(run.conninfo, autocommit=True) as conn:
+        set_triggers(conn, (TRIGGERS[key],), tuple(TRIGGERS.values()))
+    writer, server = connect(run.conninfo), None
     try:
         if key == "pgcast":
-            pgcast = await PgcastProcess.start(run.conninfo, run.workdir)
-            server, (user_id, cookie) = pgcast, await pgcast.sign_in()
+            server = pgcast = await PgcastProcess.start(run.conninfo, run.workdir)
+            user_id, cookie = await pgcast.sign_in()
         else:
             await asyncio.to_thread(set_up_peer, key)
             server = await PEERS[key].start(database_url(run.conninfo))
             user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
-        meter = Meter.for_server(server.pid, run.postmaster)
+        s = Session(server, Meter.for_server(server.pid, run.postmaster), user_id, cookie, writer)
         fleet = Fleet(server.port, cookie, first_alone=key == "broadcaster")
         try:
             for sockets, rate in zip(o.steady_sockets, o.steady_rates, strict=True):
                 await fleet.ensure(sockets)
                 messages = max(1, round(rate * o.steady_seconds))
-                steady = await steady_phase(
-                    writer, user_id, fleet.receivers, meter, messages, rate, o.content_chars
-                )
+                steady = await steady_phase(s, fleet.receivers, messages, rate, o.content_chars)
                 result.rows.append(Row(sockets, steady))
                 await fleet.settle()
                 print(f"compare: {key} {sockets} x {rate:g}/s done", file=sys.stderr)
             await fleet.ensure(o.sockets)
-            burst = (o.burst, o.batch, o.content_chars)
-            result.burst, _, _ = await burst_phase(writer, user_id, fleet.receivers, meter, *burst)
+            result.burst, _, _ = await burst_phase(
+                s, fleet.receivers, o.burst, o.batch, o.content_chars
+            )
         finally:
             await close_sockets(fleet.receivers)
     except BenchError as error:
@@ -292,29 +247,21 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     for r in runs:
         label = LABELS[r.key]
-        if r.error is not None:
-            problems.append(f"{label} could not run: {r.error}")
-        phases = [
-            (f"{row.sockets} x {row.steady.target_rate:g}/s", row.steady.delivery, row.steady.usage)
-            for row in r.rows
-        ]
-        phases += [("burst", r.burst.delivery, r.burst.usage)] if r.burst else []
-        for phase, delivery, usage in phases:
+        problems += [] if r.error is None else [f"{label} could not run: {r.error}"]
+        phases = [(f"{row.sockets} x {row.steady.target_rate:g}/s", row.steady) for row in r.rows]
+        for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
-                problems += delivery.problems(f"{label} {phase}")
-            elif not delivery.ok:
+                problems += figures.delivery.problems(f"{label} {phase}")
+            elif not figures.delivery.ok:
                 # A peer that falls behind is a finding about the peer, not a failed bench:
                 # its figures cover what arrived.
-                notes.append(
-                    f"{label} {phase}: not everything arrived in time ({delivery.describe()})"
-                )
-            notes += usage_notes([(f"{label} {phase}", usage)])
-        for row in r.rows:
-            if row.steady.achieved_rate < 0.9 * row.steady.target_rate:
-                notes.append(
-                    f"{label} {row.sockets} x {row.steady.target_rate:g}/s: the writer reached "
-                    f"{row.steady.achieved_rate:.0f} msg/s, one transaction at a time"
-                )
+                late = figures.delivery.describe()
+                notes.append(f"{label} {phase}: not everything arrived in time ({late})")
+            notes += usage_notes([(f"{label} {phase}", figures.usage)])
+        for phase, steady in phases:
+            if steady.achieved_rate < 0.9 * steady.target_rate:
+                reached = f"{steady.achieved_rate:.0f} msg/s, one transaction at a time"
+                notes.append(f"{label} {phase}: the writer reached {reached}")
         if r.burst is not None and not r.burst.completed and r.burst.delivery.ok:
             problems.append(f"{label} burst did not complete in time")
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
@@ -324,24 +271,12 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
 
 
 async def measure(run: runner.Run[Options]) -> CompareResult:
-    o = run.options
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
     runs = [await run_server(key, run) for key in LABELS]
     problems, notes = judge(runs)
-    return CompareResult(
-        o.burst,
-        o.sockets,
-        o.batch,
-        o.steady_seconds,
-        runs,
-        versions(),
-        problems=problems,
-        notes=notes,
-    )
+    return CompareResult(runs, versions(), problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

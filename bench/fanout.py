@@ -1,13 +1,5 @@
 """Fan-out: S sockets x R messages/s, small and large messages, up to saturation.
-
-One pgcast server, one signed-in user, its sockets opened in steps (100, then 900 more...). At
-each socket count and message size, a rate ladder: a writer inserts R messages/s (one
-transaction each) for `--seconds`, every socket must get every message once, in order;
-commit→socket latency over every (socket, message) pair, delivered frames/s and CPU. The
-ladder stops at its first saturated step (the writer fell behind, p99 passed a second, or a
-socket was closed as too slow). Then a burst, 100 rows per INSERT back to back: the most
-frames/s pgcast delivers there. bench/report.py sets both against socket_limit's bare limit.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -15,11 +7,9 @@ import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import Meter
 from bench.lib.receivers import Fleet, close_sockets
 from bench.lib.results import Burst, Result, Steady
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import burst_phase, connect, steady_phase
+from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
 SATURATED_P99_MS = 1000.0
 SATURATED_RATE_SHARE = 0.9
@@ -43,8 +33,7 @@ class Step:
     sockets: int
     content_bytes: int
     steady: Steady
-    saturated: str | None
-    """Why this step is saturated (None when it kept up)."""
+    saturated: str | None  # why, when it did not keep up
 
 
 @dataclass
@@ -107,16 +96,12 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
     o = run.options
     steps: list[Step] = []
     bursts: list[SizedBurst] = []
-    writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        fleet = Fleet(server.port, cookie)
+    async with pgcast_session(run) as s:
+        fleet = Fleet(s.server.port, s.cookie)
 
         async def step(rate: float, size: int, seconds: float) -> Step:
-            messages = max(1, round(rate * seconds))
             steady = await steady_phase(
-                writer, user_id, fleet.receivers, meter, messages, rate, size
+                s, fleet.receivers, max(1, round(rate * seconds)), rate, size
             )
             await fleet.settle()
             return Step(len(fleet.receivers), size, steady, saturation(steady))
@@ -134,22 +119,17 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
                             break
                     wanted = o.burst_bytes // (count * (size + FRAME_OVERHEAD_BYTES))
                     messages = max(MIN_BURST, min(MAX_BURST, wanted))
-                    burst, _, _ = await burst_phase(
-                        writer, user_id, fleet.receivers, meter, messages, BURST_BATCH, size
-                    )
+                    burst, _, _ = await burst_phase(s, fleet.receivers, messages, BURST_BATCH, size)
                     await fleet.settle()
                     bursts.append(SizedBurst(count, size, messages, burst))
                     print(f"fanout: {count} sockets, {size} B done", file=sys.stderr)
         finally:
             await close_sockets(fleet.receivers)
-    writer.close()
-    problems = server.exit_problems()
+    problems = s.server.exit_problems()
     for b in bursts:
         problems += b.burst.delivery.problems(f"burst at {b.sockets} sockets, {b.content_bytes} B")
     return FanoutResult(steps, bursts, problems=problems)
 
 
 SCENARIO = runner.Scenario("fanout", "fan-out", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -1,39 +1,22 @@
 """Idle sockets: what an idle WebSocket costs pgcast, and one broadcast reaching all of them.
-
-For each socket count S, a fresh `pgcast serve`: one socket gets one message and closes (lazy
-imports and caches paid), the server's RSS is read; S sockets of one user connect, `--batch`
-handshakes at a time, each past its `connected` frame; RSS again: memory per idle socket is
-the difference / S. /readyz and /metrics must count S sockets. Then two INSERTs (the first
-after sockets connect costs more): every socket gets each exactly once, commit -> first and
-last socket, server CPU.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import psutil
 
+from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.meters import cpu_seconds
-from bench.lib.receivers import (
-    Receiver,
-    check_delivery,
-    close_sockets,
-    open_sockets,
-    try_open_sockets,
-    wait_delivered,
-)
 from bench.lib.results import BenchError, Delivery, Result
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import connect, write_steadily
+from bench.lib.writers import Session, pgcast_session, write_steadily
 
 BROADCAST_TIMEOUT = 30.0
 # After every socket has its frame, wait this long for a duplicate before judging.
@@ -70,12 +53,10 @@ class Readiness:
 
 async def check_ready(http: aiohttp.ClientSession, url: str) -> Readiness:
     """GET /readyz: its status, the socket count it reports, and how long it took."""
-    began = time.monotonic()
-    status, sockets = 0, None
+    began, status, sockets = time.monotonic(), 0, None
     with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError):
         async with asyncio.timeout(10), http.get(url + "/readyz") as response:
-            status = response.status
-            sockets = json.loads(await response.text())["checks"]["sockets"]
+            status, sockets = response.status, (await response.json())["checks"]["sockets"]
     return Readiness(status, sockets, 1000 * (time.monotonic() - began))
 
 
@@ -149,86 +130,67 @@ ROWS = {
 
 @dataclass
 class IdleResult(Result):
-    batch: int
     counts: list[Count]
 
     def render(self) -> list[str]:
         header = "figure | " + " | ".join(f"{c.target:,} sockets" for c in self.counts)
         rows = [[name, *(row(c) for c in self.counts)] for name, row in ROWS.items()]
         return [
-            f"{self.batch} handshakes at a time.",
+            f"{self.options['batch']} handshakes at a time.",
             "",
             *render.table(header, rows, "l" * (len(self.counts) + 1)),
         ]
 
 
-async def broadcast_once(
-    conninfo: str, user_id: int, receivers: list[Receiver], pid: int
-) -> Broadcast:
+async def broadcast_once(s: Session, receivers: list[rx.Receiver]) -> Broadcast:
     """One INSERT by SQL (one transaction); every socket must get it exactly once."""
     for receiver in receivers:
         receiver.start_phase(1)
-    with connect(conninfo) as writer:
-        server_cpu = cpu_seconds(pid)
-        writes = await asyncio.to_thread(write_steadily, writer, user_id, 1, 1.0, 100)
-        completed = await wait_delivered(receivers, BROADCAST_TIMEOUT)
-        server_used = cpu_seconds(pid) - server_cpu
+    server_cpu = cpu_seconds(s.server.pid)
+    committed, _ = await asyncio.to_thread(write_steadily, s.writer, s.user_id, 1, 1.0, 100)
+    completed = await rx.wait_delivered(receivers, BROADCAST_TIMEOUT)
+    server_used = cpu_seconds(s.server.pid) - server_cpu
     await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a duplicate would come right after
-    committed = writes.committed[writes.ids[0]]
-    arrivals = [r.times[0] - committed for r in receivers if r.times] or [math.nan]
+    [(found, at)] = committed.items()
+    arrivals = [r.times[0] - at for r in receivers if r.times] or [math.nan]
+    delivery = rx.check_delivery(receivers, [found])
     return Broadcast(
-        check_delivery(receivers, writes.ids),
-        completed,
-        1000 * min(arrivals),
-        1000 * max(arrivals),
-        1000 * server_used,
+        delivery, completed, 1000 * min(arrivals), 1000 * max(arrivals), 1000 * server_used
     )
-
-
-async def open_in_batches(
-    server: PgcastProcess, cookie: str, o: Options, c: Count
-) -> list[Receiver]:
-    """`c.target` sockets, `o.batch` handshakes at a time; stops after the first batch with a
-    failure and records why."""
-    receivers: list[Receiver] = []
-    for start in range(0, c.target, o.batch):
-        size = min(o.batch, c.target - start)
-        opened, errors = await try_open_sockets(
-            server.port, "/ws", cookie, size, concurrency=size, first_index=start
-        )
-        receivers += opened
-        if errors:
-            c.stop_reason = f"{len(errors)} of {size} failed in one batch: {errors[0]!r}"
-            break
-    c.opened = len(receivers)
-    return receivers
 
 
 async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, list[str]]:
     """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then broadcasts."""
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        process = psutil.Process(server.pid)
-        c = Count(target)
-        user_id, cookie = await server.sign_in()
-        warm = await open_sockets(server.port, "/ws", cookie, 1)
-        warm_up = await broadcast_once(run.conninfo, user_id, warm, server.pid)
-        await close_sockets(warm)
+    async with pgcast_session(run) as s:
+        process, c, batch = psutil.Process(s.server.pid), Count(target), run.options.batch
+        warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
+        warm_up = await broadcast_once(s, warm)
+        await rx.close_sockets(warm)
         if not warm_up.ok:
             raise BenchError(f"warm-up message not delivered: {warm_up.delivery.describe()}")
         c.rss_before = await settled_rss(process)
-        receivers: list[Receiver] = []
+        receivers: list[rx.Receiver] = []
         try:
-            receivers = await open_in_batches(server, cookie, run.options, c)
-            c.rss_after = await settled_rss(process)
-            c.ready = await check_ready(server.http, server.url)
-            c.sockets_metric = (await server.metrics()).get("pgcast_sockets_connected", math.nan)
-            for _ in range(2 if receivers else 0):
-                c.broadcasts.append(
-                    await broadcast_once(run.conninfo, user_id, receivers, server.pid)
+            for start in range(0, c.target, batch):
+                # A batch with any failure ends the opening.
+                size = min(batch, c.target - start)
+                opened, errors = await rx.try_open_sockets(
+                    s.server.port, "/ws", s.cookie, size, concurrency=size, first_index=start
                 )
+                receivers += opened
+                if errors:
+                    c.stop_reason = f"{len(errors)} of {size} failed in one batch: {errors[0]!r}"
+                    break
+            c.opened = len(receivers)
+            c.rss_after = await settled_rss(process)
+            c.ready = await check_ready(s.server.http, s.server.url)
+            c.sockets_metric = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
+            c.broadcasts += [
+                await broadcast_once(s, receivers) for _ in range(2 if receivers else 0)
+            ]
         finally:
-            await close_sockets(receivers)
-    return c, c.problems() + server.exit_problems()
+            await rx.close_sockets(receivers)
+    return c, c.problems() + s.server.exit_problems()
 
 
 async def measure(run: runner.Run[Options]) -> IdleResult:
@@ -237,10 +199,8 @@ async def measure(run: runner.Run[Options]) -> IdleResult:
         count, found = await measure_count(run, target)
         counts.append(count)
         problems += found
-    return IdleResult(run.options.batch, counts, problems=problems)
+    return IdleResult(counts, problems=problems)
 
 
 SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -1,13 +1,5 @@
 """Ingest and bulk: pgbench writers at full speed while sockets listen, and one huge INSERT.
-
-One pgcast server, one signed-in user, its sockets in a niced child process. For each socket
-count (1 shows pgcast's own cost, 1,000 adds what receiving costs on this machine) and writer
-count, pgbench inserts single-row transactions for `--seconds`: first with only a bare NOTIFY
-trigger on `messages` (the limit, measured with the same processes up), then with pgcast's
-triggers and every socket listening; the ratio says how much pgcast slows the writers. Then
-one `INSERT ... SELECT` of `--bulk-rows` rows to the largest count: COMMIT to the first
-frame, to the last frame on the last socket, frames/s.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -15,13 +7,15 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 from bench.lib import render, runner
 from bench.lib.database import create_user, reset_tables, set_variant
 from bench.lib.receivers import DRAIN_SECONDS, ReceiverProcess
 from bench.lib.results import Delivery, Result, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import InsertRate, connect, pgbench_inserts
+from bench.lib.writers import InsertRate, connect, pgbench_inserts, pgcast_session
 
 # The receivers take the CPU the writers, PostgreSQL and pgcast leave.
 RECEIVERS_NICE = 10
@@ -54,8 +48,7 @@ class Bulk:
 class Ingest:
     writers: int
     sockets: int
-    limit: InsertRate
-    """pgbench with the bare NOTIFY trigger instead of pgcast's."""
+    limit: InsertRate  # pgbench with the bare NOTIFY trigger instead of pgcast's
     pgcast: InsertRate
     caught_up_after_writers_ms: float
     delivery: Delivery
@@ -94,26 +87,6 @@ class IngestResult(Result):
         ]
 
 
-def _bulk_insert(conninfo: str, user_id: int, rows: int, chars: int) -> tuple[list[int], float]:
-    """One statement, one transaction; the ids and when COMMIT returned."""
-    with connect(conninfo) as conn:
-        found = conn.execute(BULK_INSERT, {"user_id": user_id, "rows": rows, "chars": chars})
-        ids = [row[0] for row in found.fetchall()]
-        conn.commit()
-        return ids, time.time()
-
-
-def _ids(conninfo: str) -> list[int]:
-    with connect(conninfo, autocommit=True) as conn:
-        return [row[0] for row in conn.execute("SELECT id FROM messages").fetchall()]
-
-
-def _variant(conninfo: str, variant: str) -> None:
-    with connect(conninfo, autocommit=True) as conn:
-        set_variant(conn, variant)
-        reset_tables(conn)
-
-
 async def measure(run: runner.Run[Options]) -> IngestResult:
     o = run.options
     with connect(run.conninfo, autocommit=True) as conn:
@@ -121,55 +94,58 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
         set_variant(conn, "pgcast")
     ingests: list[Ingest] = []
 
-    def pgbench(writers: int) -> InsertRate:
-        args = (writers, o.seconds, writer_id, o.content_bytes, run.workdir)
-        return pgbench_inserts(run.conninfo, *args)
+    def pgbench(variant: str, writers: int) -> InsertRate:
+        with connect(run.conninfo, autocommit=True) as conn:
+            set_variant(conn, variant)
+            reset_tables(conn)
+        return pgbench_inserts(
+            run.conninfo, writers, o.seconds, writer_id, o.content_bytes, run.workdir
+        )
 
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        fleet = await ReceiverProcess.start(nice=RECEIVERS_NICE)
-        user_id, cookie = await server.sign_in()
+    def ids(
+        conn: psycopg.Connection[Any], query: str, params: dict[str, int]
+    ) -> tuple[list[int], float]:
+        """The ids the query returns (its one transaction) and when COMMIT returned."""
+        found = [row[0] for row in conn.execute(query, params).fetchall()]
+        conn.commit()
+        return found, time.time()
+
+    async with pgcast_session(run) as s:
+        fleet = ReceiverProcess(nice=RECEIVERS_NICE)
         try:
             for sockets in sorted(o.sockets):
-                await fleet.open(server.port, cookie, sockets)
+                opened = await fleet.call("open", s.server.port, s.cookie, sockets)
                 for writers in o.writers:
-                    await asyncio.to_thread(_variant, run.conninfo, "notify")
-                    limit = await asyncio.to_thread(pgbench, writers)
-                    await asyncio.to_thread(_variant, run.conninfo, "pgcast")
-                    await fleet.start_phase()
-                    rate = await asyncio.to_thread(pgbench, writers)
+                    limit = await asyncio.to_thread(pgbench, "notify", writers)
+                    await fleet.call("start")
+                    rate = await asyncio.to_thread(pgbench, "pgcast", writers)
                     writers_done = time.time()
-                    ids = await asyncio.to_thread(_ids, run.conninfo)
-                    got = await fleet.finish(ids, DRAIN_SECONDS)
+                    written, _ = await asyncio.to_thread(
+                        ids, s.writer, "SELECT id FROM messages", {}
+                    )
+                    got = await fleet.call("finish", written, DRAIN_SECONDS)
                     caught_up = 1000 * (got.last_at - writers_done)
-                    ingests.append(Ingest(writers, fleet.sockets, limit, rate, caught_up, got))
+                    ingests.append(Ingest(writers, opened, limit, rate, caught_up, got))
                     print(f"ingest: {writers} writers, {sockets} sockets", file=sys.stderr)
-            await fleet.start_phase(o.bulk_rows)
-            ids, committed = await asyncio.to_thread(
-                _bulk_insert, run.conninfo, user_id, o.bulk_rows, o.content_bytes
-            )
-            got = await fleet.finish(ids, DRAIN_SECONDS)
-            bulk = Bulk(
-                o.bulk_rows,
-                fleet.sockets,
-                1000 * (got.first_at - committed),
-                1000 * (got.last_at - committed),
-                ratio(got.frames, got.last_at - committed),
-                got,
-            )
+            await fleet.call("start", o.bulk_rows)
+            bulk = {"user_id": s.user_id, "rows": o.bulk_rows, "chars": o.content_bytes}
+            written, committed = await asyncio.to_thread(ids, s.writer, BULK_INSERT, bulk)
+            got = await fleet.call("finish", written, DRAIN_SECONDS)
+            after = (1000 * (got.first_at - committed), 1000 * (got.last_at - committed))
+            fps = ratio(got.frames, got.last_at - committed)
+            result = Bulk(o.bulk_rows, opened, *after, fps, got)
         finally:
             await fleet.close()
-    problems = server.exit_problems()
-    for label, got in [("bulk", bulk.delivery)] + [
+    problems = s.server.exit_problems()
+    for label, got in [("bulk", result.delivery)] + [
         (f"ingest with {i.writers} writers", i.delivery) for i in ingests
     ]:
         if got.duplicates:
             problems.append(f"{label}: {got.duplicates} duplicate frames")
         if got.losses and not got.closed_sockets:
             problems.append(f"{label}: {got.losses} frames lost on sockets that stayed open")
-    return IngestResult(ingests, bulk, problems=problems)
+    return IngestResult(ingests, result, problems=problems)
 
 
 SCENARIO = runner.Scenario("ingest", "ingest and bulk", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

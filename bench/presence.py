@@ -1,10 +1,5 @@
-"""Presence: `--members` users with one socket each on `presence-bench`, spread round-robin
-over three `pgcast serve` processes on one database; then `--changes` more users join one at a
-time and leave one at a time. Join latency: from the new socket's upgrade request until the
-first / last other member's socket had `member_added`; leave latency: from its close frame
-until the first / last had `member_removed` (PGCAST_PRESENCE_GRACE=0). The cost of each join
-and leave: the three processes' CPU, PostgreSQL's, and its commits and rows written.
-"""
+"""Presence: joins and leaves among `--members` users on three `pgcast serve` processes, their
+latency to the other members and their cost. bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -231,6 +226,4 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
 
 
 SCENARIO = runner.Scenario("presence", "presence", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

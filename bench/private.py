@@ -8,31 +8,21 @@ fan-out's server CPU. Every delivery is checked exact, no other socket gets a fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
+from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import Meter, cpu_seconds, idle_cpu_share, usage_notes, wait_quiet
-from bench.lib.receivers import (
-    CONNECT_CONCURRENCY,
-    Receiver,
-    check_delivery,
-    close_sockets,
-    open_sockets,
-    wait_delivered,
-)
-from bench.lib.results import BenchError, Delivery, Latency, Result, SteadyCost, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import connect
+from bench.lib.meters import cpu_seconds, idle_cpu_share, usage_notes, wait_quiet
+from bench.lib.results import Delivery, Latency, Result, SteadyCost, ratio
+from bench.lib.writers import Session, cost_phase, latencies, pgcast_session
 
 USER_CHANNEL = "private-user.{}"
 DIRECT_MESSAGE_EVENT = "new-direct-message"
@@ -42,11 +32,11 @@ NOTIFICATION_EVENT = "Illuminate\\Notifications\\Events\\BroadcastNotificationCr
 LATE_FRAMES_SECONDS = 0.5
 INSERT_DIRECT_MESSAGE = """
 INSERT INTO direct_messages (sender_id, recipient_id, content)
-VALUES (%(sender)s, %(recipient)s, repeat('x', 100)) RETURNING id
+VALUES (%s, %s, repeat('x', 100)) RETURNING id
 """
 NOTIFY_USERS = """
 INSERT INTO notifications (user_id, type, data)
-SELECT id, 'hello', '{}' FROM users WHERE id = ANY(%(users)s::bigint[]) RETURNING id::text, user_id
+SELECT id, 'hello', '{}' FROM users WHERE id = ANY(%s::bigint[]) RETURNING id::text, user_id
 """
 
 
@@ -60,7 +50,7 @@ class Options(runner.Options):
     idle_seconds: float = runner.option(3.0, 0.5, "idle CPU window per phase", minimum=0.01)
 
 
-class PrivateReceiver(Receiver):
+class PrivateReceiver(rx.Receiver):
     """A socket of one user on its own channel. Its direct messages are recorded as new
     messages are (so check_delivery applies), its notifications as (time, id); a frame on any
     other channel, or any other event, is unexpected."""
@@ -75,34 +65,25 @@ class PrivateReceiver(Receiver):
         super().start_phase(expected, keep_text)
 
     def other_text(self, payload: bytes, now: float) -> None:
-        with_id: Any = None
-        try:
+        found: Any = None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             frame = json.loads(payload)
             if frame["channel"] == self.channel and frame["event"] == DIRECT_MESSAGE_EVENT:
-                with_id = frame["data"]["direct_message"]["id"]
+                found = frame["data"]["direct_message"]["id"]
             elif frame["channel"] == self.channel and frame["event"] == NOTIFICATION_EVENT:
-                with_id = str(frame["data"]["id"]) if frame["data"]["type"] == "hello" else None
-        except (ValueError, KeyError, TypeError):
-            pass
-        if isinstance(with_id, int):
-            self.times.append(now)
-            self.ids.append(with_id)
-        elif isinstance(with_id, str):
-            self.notifications.append((now, with_id))
+                found = str(frame["data"]["id"]) if frame["data"]["type"] == "hello" else None
+        if isinstance(found, int):
+            self.record(found, now)
+        elif isinstance(found, str):
+            self.notifications.append((now, found))
+            if len(self.ids) + len(self.notifications) >= self.expected:
+                self.done.set()
         else:
             super().other_text(payload, now)
-            return
-        if len(self.ids) + len(self.notifications) >= self.expected:
-            self.done.set()
-
-
-def frames_of(receiver: Receiver) -> int:
-    """Every frame of the phase: direct messages, notifications and unexpected ones."""
-    return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
 def check_notifications(
-    notified: Sequence[PrivateReceiver], owners: dict[str, int], others: Sequence[Receiver]
+    notified: Sequence[PrivateReceiver], owners: dict[str, int], others: Sequence[rx.Receiver]
 ) -> Delivery:
     """Each notified socket got exactly one notification, one of its own user's rows, and
     nothing else; no other socket got any frame (counted as other frames)."""
@@ -117,7 +98,7 @@ def check_notifications(
         result.samples += [f"user {receiver.user_id} got notification {s}" for s in strangers]
         result.other_frames += len(receiver.ids) + receiver.other_frames
         result.closed_sockets += receiver.closed
-    result.other_frames += sum(frames_of(r) for r in others)
+    result.other_frames += sum(map(rx.frames_of, others))
     del result.samples[5:]
     return result
 
@@ -129,8 +110,7 @@ class DirectMessages(SteadyCost):
     recipient_latency: Latency
     sender_latency: Latency
     delivery: Delivery
-    unrouted_frames: int
-    """Frames that reached any socket but the two people's (must be 0)."""
+    unrouted_frames: int  # frames to any socket but the two people's (must be 0)
 
 
 @dataclass
@@ -138,20 +118,14 @@ class NotificationRound:
     round: int
     notified: int
     sockets: int
-    latency: Latency
-    """Commit -> each socket's notification; its max is commit -> the last socket."""
+    latency: Latency  # commit -> each socket's notification; its max is commit -> the last
     commit_to_first_ms: float
-    server_cpu_ms: float
-    """From sending the INSERT to the last socket's notification."""
+    server_cpu_ms: float  # from sending the INSERT to the last socket's notification
     delivery: Delivery
 
     @property
     def commit_to_last_ms(self) -> float:
         return self.latency.max
-
-    @property
-    def server_us_per_notification(self) -> float:
-        return 1000 * self.server_cpu_ms / max(1, self.notified)
 
 
 @dataclass
@@ -160,10 +134,8 @@ class PrivateResult(Result):
     rounds: list[NotificationRound]
 
     def ratio(self, measured: bool = False) -> float:
-        a, b = self.phases
-        return (
-            ratio(b.server_us, a.server_us) if measured else ratio(b.net_server_us, a.net_server_us)
-        )
+        a, b = (p.server_us if measured else p.net_server_us for p in self.phases)
+        return ratio(b, a)
 
     def median(self, name: str) -> float:
         later = [getattr(r, name) for r in self.rounds[1:]]
@@ -173,15 +145,15 @@ class PrivateResult(Result):
         a, b = self.phases
         crowd, notified = b.sockets - a.sockets, self.rounds[0].notified if self.rounds else 0
         phases = [
-            f"({p.name}) | {p.sockets:,} | {p.cells()} "
-            f"| **{render.ms(p.recipient_latency)}** | {render.ms(p.sender_latency)} "
+            f"({p.name}) | {p.sockets:,} | {p.cells()} | **{render.ms(p.recipient_latency)}** "
+            f"| {render.ms(p.sender_latency)} "
             f"| {render.ok(p.delivery.ok and not p.unrouted_frames)}"
             for p in self.phases
         ]
         rounds = [
             f"{r.round}{' (first)' if r.round == 0 else ''} | {r.sockets:,} "
             f"| {r.commit_to_first_ms:.1f} | {render.ms(r.latency)} | **{r.latency.max:.1f}** "
-            f"| **{r.server_cpu_ms:.1f}** | {r.server_us_per_notification:.1f} "
+            f"| **{r.server_cpu_ms:.1f}** | {1000 * r.server_cpu_ms / max(1, r.notified):.1f} "
             f"| {render.ok(r.delivery.ok)}"
             for r in self.rounds
         ]
@@ -221,144 +193,98 @@ class PrivateResult(Result):
         ]
 
 
-def write_direct_messages(
-    conn: psycopg.Connection[Any], people: tuple[int, int], count: int, rate: float
-) -> tuple[dict[int, float], dict[int, int], float]:
-    """`count` direct messages at `rate`/s, the two writing in turn, in a thread on the
-    receivers' clock; each id's commit time (when its INSERT returned) and recipient."""
-    committed: dict[int, float] = {}
-    recipients: dict[int, int] = {}
-    began = time.monotonic()
-    for n in range(count):
-        time.sleep(max(0.0, began + n / rate - time.monotonic()))
-        sender, recipient = people if n % 2 == 0 else people[::-1]
-        row = conn.execute(
-            INSERT_DIRECT_MESSAGE, {"sender": sender, "recipient": recipient}
-        ).fetchone()
-        assert row is not None
-        committed[row[0]], recipients[row[0]] = time.time(), recipient
-    return committed, recipients, time.monotonic() - began
+async def open_private(s: Session, people: Sequence[tuple[int, str]], first: int) -> list[Any]:
+    """One PrivateReceiver per (user id, Cookie header), on that user's own channel."""
+    limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
 
-
-def notify_users(conn: psycopg.Connection[Any], users: list[int]) -> tuple[dict[str, int], float]:
-    """One notification to each of `users` in one INSERT: each one's user, and when it
-    committed."""
-    rows = conn.execute(NOTIFY_USERS, {"users": users}).fetchall()
-    return dict(rows), time.time()
-
-
-async def open_private(
-    server: PgcastProcess, people: Sequence[tuple[int, str]], first: int
-) -> list[PrivateReceiver]:
-    """One socket per (user id, Cookie header) on that user's own channel."""
-    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def one(index: int, user_id: int, cookie: str) -> list[Receiver]:
+    async def one(index: int, user_id: int, cookie: str) -> rx.Receiver:
         path = f"/ws?channels={USER_CHANNEL.format(user_id)},messages"
         factory = functools.partial(PrivateReceiver, user_id=user_id)
         async with limit:
-            return await open_sockets(
-                server.port, path, cookie, 1, first_index=index, factory=factory
+            opened = await rx.open_sockets(
+                s.server.port, path, cookie, 1, first_index=index, factory=factory
             )
+        return opened[0]
 
-    found = await asyncio.gather(
-        *(one(first + n, *p) for n, p in enumerate(people)), return_exceptions=True
-    )
-    opened = [r for result in found if isinstance(result, list) for r in result]
-    errors = [result for result in found if isinstance(result, BaseException)]
-    if errors:
-        await close_sockets(opened)
-        raise BenchError(f"{len(errors)} of {len(people)} sockets failed to open: {errors[0]!r}")
-    return [r for r in opened if isinstance(r, PrivateReceiver)]
+    return await asyncio.gather(*(one(first + n, *person) for n, person in enumerate(people)))
 
 
 async def measure(run: runner.Run[Options]) -> PrivateResult:
     o = run.options
-    writer = connect(run.conninfo, autocommit=True)
     people: list[PrivateReceiver] = []
-    crowd: list[Receiver] = []
+    crowd: list[rx.Receiver] = []
     notified: list[PrivateReceiver] = []
     phases: list[DirectMessages] = []
     rounds: list[NotificationRound] = []
 
     async def direct_messages(name: str, count: int, rate: float, idle: float) -> DirectMessages:
-        for receiver in [*people, *crowd]:
-            receiver.start_phase(count if receiver in people else 0)
-        meter.start()
-        began = cpu_seconds(server.pid)
-        pair = (people[0].user_id, people[1].user_id)
-        committed, recipients, seconds = await asyncio.to_thread(
-            write_direct_messages, writer, pair, count, rate
-        )
-        await wait_delivered(people, 15)
-        server_cpu = cpu_seconds(server.pid) - began
-        latency: dict[bool, list[float]] = {True: [], False: []}
-        for receiver in people:
-            for received, found in zip(receiver.times, receiver.ids, strict=True):
-                if found in committed:
-                    latency[recipients[found] == receiver.user_id].append(
-                        received - committed[found]
-                    )
-        cost = (count, rate, seconds, server_cpu, idle, await meter.stop())
-        latencies = Latency.of(latency[True]), Latency.of(latency[False])
-        delivery, unrouted = check_delivery(people, sorted(committed)), sum(map(frames_of, crowd))
-        return DirectMessages(*cost, name, len(people) + len(crowd), *latencies, delivery, unrouted)
+        pair, recipients = (people[0].user_id, people[1].user_id), {}
+
+        def write(n: int) -> int:
+            sender, recipient = pair if n % 2 == 0 else pair[::-1]
+            row = s.writer.execute(INSERT_DIRECT_MESSAGE, [sender, recipient]).fetchone()
+            assert row is not None
+            recipients[row[0]] = recipient
+            return int(row[0])
+
+        def to(recipient: bool) -> Latency:
+            def keep(receiver: rx.Receiver, found: int) -> bool:
+                return (recipients[found] == getattr(receiver, "user_id", 0)) is recipient
+
+            return latencies(committed, people, keep)
+
+        committed, *cost = await cost_phase(s, people, crowd, count, rate, write)
+        unrouted, sockets = sum(map(rx.frames_of, crowd)), len(people) + len(crowd)
+        figures = (name, sockets, to(True), to(False), rx.check_delivery(people, sorted(committed)))
+        return DirectMessages(count, rate, *cost, idle, *figures, unrouted)
 
     async def phase(name: str) -> None:
         await direct_messages("warm-up", 6, 20.0, 0.0)
-        idle = await idle_cpu_share(server.pid, o.idle_seconds)
+        idle = await idle_cpu_share(s.server.pid, o.idle_seconds)
         phases.append(await direct_messages(name, o.messages, o.rate, idle))
 
     async def notify(number: int) -> NotificationRound:
-        others = [*people, *crowd]
-        for receiver in [*notified, *others]:
-            receiver.start_phase(1 if receiver in notified else 0)
-        await wait_quiet(server.pid)
-        users = [receiver.user_id for receiver in notified]
-        server_began = cpu_seconds(server.pid)
-        owners, committed = await asyncio.to_thread(notify_users, writer, users)
-        await wait_delivered(notified, 15 + len(users) / 1000)
-        server_cpu = cpu_seconds(server.pid) - server_began
+        others, users = [*people, *crowd], [receiver.user_id for receiver in notified]
+        for receiver in others:
+            receiver.start_phase(0)
+        for receiver in notified:
+            receiver.start_phase(1)
+        await wait_quiet(s.server.pid)
+        began = cpu_seconds(s.server.pid)
+
+        def insert() -> tuple[dict[str, int], float]:
+            return dict(s.writer.execute(NOTIFY_USERS, [users]).fetchall()), time.time()
+
+        owners, committed = await asyncio.to_thread(insert)
+        await rx.wait_delivered(notified, 15 + len(users) / 1000)
+        server_cpu = cpu_seconds(s.server.pid) - began
         # Only once the server is quiet again has every duplicate or stray frame been sent.
-        await wait_quiet(server.pid)
+        await wait_quiet(s.server.pid)
         await asyncio.sleep(LATE_FRAMES_SECONDS)  # a window for late frames to show
         delivery = check_notifications(notified, owners, others)
         if len(owners) != len(users):
-            delivery.samples.append(
-                f"the INSERT wrote {len(owners)} notifications for {len(users)} users"
-            )
+            delivery.samples.append(f"the INSERT wrote {len(owners)} for {len(users)} users")
         arrivals = [r.notifications[0][0] - committed for r in notified if r.notifications]
+        first, sockets = 1000 * min(arrivals, default=math.nan), len(others) + len(notified)
+        latency = Latency.of(arrivals)
         return NotificationRound(
-            number,
-            len(owners),
-            len(others) + len(notified),
-            Latency.of(arrivals),
-            1000 * min(arrivals, default=math.nan),
-            1000 * server_cpu,
-            delivery,
+            number, len(owners), sockets, latency, first, 1000 * server_cpu, delivery
         )
 
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
+    async with pgcast_session(run, autocommit=True) as s:
         try:
-            two = await server.sign_in_many(
-                [("alice@example.com", "Alice"), ("bob@example.com", "Bob")]
-            )
-            people += await open_private(server, two, 0)
+            pair = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")]
+            people += await open_private(s, await s.server.sign_in_many(pair), 0)
             await phase("a")
-            _, crowd_cookie = await server.sign_in("crowd@example.com", "Crowd")
-            crowd += await open_sockets(server.port, "/ws", crowd_cookie, o.crowd, first_index=2)
+            _, cookie = await s.server.sign_in("crowd@example.com", "Crowd")
+            crowd += await rx.open_sockets(s.server.port, "/ws", cookie, o.crowd, first_index=2)
             await phase("b")
-            many = await server.sign_in_many(
-                [(f"notified{n}@example.com", f"Notified {n}") for n in range(o.notified)]
-            )
-            notified += await open_private(server, many, 2 + o.crowd)
-            for number in range(o.rounds + 1):
-                rounds.append(await notify(number))
+            many = [(f"notified{n}@example.com", f"Notified {n}") for n in range(o.notified)]
+            notified += await open_private(s, await s.server.sign_in_many(many), 2 + o.crowd)
+            rounds += [await notify(number) for number in range(o.rounds + 1)]
         finally:
-            await close_sockets([*people, *crowd, *notified])
-    writer.close()
-    problems = server.exit_problems()
+            await rx.close_sockets([*people, *crowd, *notified])
+    problems = s.server.exit_problems()
     for p in phases:
         problems += p.delivery.problems(f"phase {p.name}")
         if p.unrouted_frames:
@@ -370,6 +296,4 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
 
 
 SCENARIO = runner.Scenario("private", "private chat and notifications", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

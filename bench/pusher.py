@@ -5,17 +5,16 @@ most 1.2 times the native one's. Every socket must get every message once, in co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import Meter, usage_notes
+from bench.lib.meters import usage_notes
 from bench.lib.receivers import Receiver, close_sockets, open_sockets
 from bench.lib.results import Burst, Result, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import burst_phase, connect
+from bench.lib.writers import burst_phase, pgcast_session
 
 AIM = 1.2
 PUSHER_PREFIX = b'{"event":"new-message","channel":"messages","data":"{\\"message\\": {\\"id\\": '
@@ -45,22 +44,15 @@ class PusherReceiver(Receiver):
             self._fail(f"unexpected frame before subscribing: {payload[:200]!r}")
 
     def other_text(self, payload: bytes, now: float) -> None:
-        try:
+        found = None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             frame = json.loads(payload)
-            found = (
-                json.loads(frame["data"])["message"]["id"]
-                if frame["event"] == "new-message"
-                else None
-            )
-        except (ValueError, KeyError, TypeError):
-            found = None
-        if not isinstance(found, int):
+            if frame["event"] == "new-message":
+                found = json.loads(frame["data"])["message"]["id"]
+        if isinstance(found, int):
+            self.record(found, now)
+        else:
             super().other_text(payload, now)
-            return
-        self.times.append(now)
-        self.ids.append(found)
-        if len(self.ids) >= self.expected:
-            self.done.set()
 
 
 @dataclass
@@ -77,18 +69,15 @@ class Options(runner.Options):
 
 @dataclass
 class PusherResult(Result):
-    sockets: int
-    burst: int
-    batch: int
-    rounds: int
     native: Burst | None
     pusher: Burst | None
 
     @property
     def cost_ratio(self) -> float:
-        if self.native is None or self.pusher is None:
-            return math.nan
-        return ratio(self.pusher.server_us_per_frame, self.native.server_us_per_frame)
+        per_frame = [
+            math.nan if b is None else b.server_us_per_frame for b in (self.pusher, self.native)
+        ]
+        return ratio(*per_frame)
 
     def render(self) -> list[str]:
         rows = [
@@ -100,10 +89,11 @@ class PusherResult(Result):
         verdict = "met" if self.cost_ratio <= AIM else "not met"
         if math.isnan(self.cost_ratio):
             verdict = "too short a run to measure"
+        o = self.options
         return [
-            f"A burst of {self.burst} messages ({self.batch} rows per INSERT) to {self.sockets} "
+            f"A burst of {o['burst']} messages ({o['batch']} rows per INSERT) to {o['sockets']} "
             f"sockets subscribed to `messages`, over each protocol in turn, on one server "
-            f"({self.rounds} alternating round(s) each, the cheaper kept).",
+            f"({o['rounds']} alternating round(s) each, the cheaper kept).",
             "",
             *render.table("protocol | frames | frames/s | server µs per frame", rows),
             "",
@@ -116,35 +106,27 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
     o = run.options
     kept: dict[str, Burst] = {}
     problems: list[str] = []
-    writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        key = json.loads((server.data_dir / "pusher.json").read_text())["key"]
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
+    async with pgcast_session(run) as s:
+        key = json.loads((s.server.data_dir / "pusher.json").read_text())["key"]
         paths = {"native": ("/ws", Receiver), "pusher": (PUSHER_PATH.format(key), PusherReceiver)}
         # Alternating rounds, the cheaper of each protocol's kept: a first phase pays for
         # warming up, and other load on the host comes and goes.
         for name in ["native", "pusher", "pusher", "native"][: 2 * o.rounds]:
             path, factory = paths[name]
-            receivers = await open_sockets(server.port, path, cookie, o.sockets, factory=factory)
+            receivers = await open_sockets(
+                s.server.port, path, s.cookie, o.sockets, factory=factory
+            )
             try:
-                burst, _, _ = await burst_phase(
-                    writer, user_id, receivers, meter, o.burst, o.batch, o.content_chars
-                )
+                burst, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
             finally:
                 await close_sockets(receivers)
             problems += burst.delivery.problems(name)
             if name not in kept or burst.server_us_per_frame < kept[name].server_us_per_frame:
                 kept[name] = burst
-    writer.close()
     return PusherResult(
-        o.sockets,
-        o.burst,
-        o.batch,
-        o.rounds,
         kept.get("native"),
         kept.get("pusher"),
-        problems=problems + server.exit_problems(),
+        problems=problems + s.server.exit_problems(),
         notes=usage_notes((name, burst.usage) for name, burst in kept.items()),
     )
 
@@ -152,6 +134,4 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
 SCENARIO = runner.Scenario(
     "pusher", "Pusher protocol against the native one", __doc__, Options, measure
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

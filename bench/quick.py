@@ -1,25 +1,18 @@
 """Quick: commit->socket latency at a steady rate and a burst, against a bare aiohttp server.
-
-One signed-in user opens N sockets; a writer thread inserts M messages at R/s, one
-transaction each (commit->socket p50/p99), then a burst of B messages, `--batch` rows per
-INSERT: frames/s to every socket, each message once, in commit order. Then
-bench/baseline_server.py, a bare aiohttp server, sends the very frames of the burst to N new
-sockets as fast as it can: pgcast's frames/s and CPU per frame are given against it.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
 from bench.lib.database import prefill
-from bench.lib.meters import Meter, usage_notes
+from bench.lib.meters import usage_notes
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import Burst, Result, Steady, ratio
-from bench.lib.servers import PgcastProcess, frames_burst
-from bench.lib.writers import burst_phase, connect, steady_phase
+from bench.lib.servers import frames_burst
+from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
 FRAMES_DELIVERED = "pgcast_frames_delivered_total"
 
@@ -37,31 +30,27 @@ class Options(runner.Options):
 
 @dataclass
 class QuickResult(Result):
-    sockets: int
-    content_chars: int
-    batch: int
     latency: Steady
     fanout: Burst
     baseline: Burst
-    frames_delivered: float
-    """The server's own count of frames delivered over both phases."""
+    frames_delivered: float  # the server's own count over both phases
 
     @property
     def ratio(self) -> float:
         return ratio(self.fanout.frames_per_second, self.baseline.frames_per_second)
 
     def render(self) -> list[str]:
-        t, f, b = self.latency, self.fanout, self.baseline
+        t, f, b, o = self.latency, self.fanout, self.baseline, self.options
         cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
-                f"setup | {self.sockets} sockets, 1 user, {self.content_chars}-char messages",
+                f"setup | {o['sockets']} sockets, 1 user, {o['content_chars']}-char messages",
                 "latency: messages, target / achieved rate | "
                 f"{t.messages}, {t.target_rate:.0f} / {t.achieved_rate:.0f} msg/s",
                 f"**commit→socket p50 / p99 (ms)** | **{render.ms(t.latency)}**",
                 f"latency phase CPU (% of one core) | {render.cpu(t.usage, *cpus)}",
                 f"fan-out burst | {f.delivery.expected_per_socket} messages in INSERTs of "
-                f"{self.batch} rows",
+                f"{o['batch']} rows",
                 f"**pgcast fan-out frames/s** | **{render.rate(f.frames_per_second)}**",
                 "**baseline frames/s** (bare aiohttp, same frames) | "
                 f"**{render.rate(b.frames_per_second)}**",
@@ -80,41 +69,25 @@ class QuickResult(Result):
 async def measure(run: runner.Run[Options]) -> QuickResult:
     o = run.options
     await asyncio.to_thread(prefill, run.conninfo, o.prefill_events)
-    writer = connect(run.conninfo)
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+    async with pgcast_session(run) as s:
+        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            before = (await server.metrics()).get(FRAMES_DELIVERED, 0.0)
-            steady = (o.messages, o.rate, o.content_chars)
-            latency = await steady_phase(writer, user_id, receivers, meter, *steady)
+            before = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0)
+            latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
             burst = (o.burst, o.batch, o.content_chars)
-            fanout, ids, texts = await burst_phase(writer, user_id, receivers, meter, *burst)
-            delivered = (await server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
+            fanout, ids, texts = await burst_phase(s, receivers, *burst)
+            delivered = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
         finally:
             await close_sockets(receivers)
-    writer.close()
-    baseline = await frames_burst("baseline_server.py", texts, ids, o.sockets, run.workdir)
+    baseline = await frames_burst(texts, ids, o.sockets, run.workdir)
     problems = latency.delivery.problems("latency phase") + fanout.delivery.problems("fan-out")
-    problems += baseline.delivery.problems("baseline") + server.exit_problems()
+    problems += baseline.delivery.problems("baseline") + s.server.exit_problems()
     if len(texts) != o.burst:
         problems.append(f"socket 0 got {len(texts)} of {o.burst} burst frames for the baseline")
     phases = [("latency", latency.usage), ("fan-out", fanout.usage), ("baseline", baseline.usage)]
-    return QuickResult(
-        o.sockets,
-        o.content_chars,
-        o.batch,
-        latency,
-        fanout,
-        baseline,
-        delivered,
-        problems=problems,
-        notes=usage_notes(phases),
-    )
+    notes = usage_notes(phases)
+    return QuickResult(latency, fanout, baseline, delivered, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

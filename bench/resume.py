@@ -1,19 +1,10 @@
 """Replay: one client resumes from a cursor taken before a backlog of N events.
-
-One socket keeps its `connected` frame's cursor; N messages are written, 1,000 rows per
-INSERT (autovacuum off for `broadcasts`, so the replay is planned on the empty table's
-statistics, as right after a first burst), and the server is left to go quiet. Then one socket
-opens `/ws?after=<cursor>`: events/s from the connection to the last frame, every id once, in
-id order. Set against the same pages read by `server.pg.eventlog.read_page` in this process
-(no socket), and against the bare aiohttp baseline sending the replay's very frames to one
-socket. The aim: 50,000 events/s.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -21,12 +12,11 @@ from urllib.parse import quote
 import psycopg
 
 from bench.lib import render, runner
-from bench.lib.database import create_user
-from bench.lib.meters import Meter, usage_notes, wait_quiet
+from bench.lib.meters import usage_notes, wait_quiet
 from bench.lib.receivers import check_delivery, close_sockets, open_sockets, wait_delivered
 from bench.lib.results import BenchError, Burst, Result, ratio
-from bench.lib.servers import PgcastProcess, frames_burst
-from bench.lib.writers import connect
+from bench.lib.servers import frames_burst
+from bench.lib.writers import Session, pgcast_session, write_burst
 from server.core.cursor import CursorError
 from server.pg.eventlog import database_identity, read_page, resumable_position
 from server.pg.feed import PAGE_SIZE as LISTENER_PAGE_SIZE
@@ -36,11 +26,6 @@ TARGET = 50_000.0
 BACKLOG_BATCH = 1000
 # A duplicate sent after the last expected frame would otherwise go unseen.
 DUPLICATE_GRACE_SECONDS = 0.3
-INSERT_BACKLOG = """
-INSERT INTO messages (user_id, content)
-SELECT %(user_id)s, rpad('backlog ' || n, %(chars)s::int, 'x')
-FROM generate_series(%(first)s::int, %(last)s::int) AS n ORDER BY n RETURNING id
-"""
 
 
 @dataclass
@@ -52,8 +37,7 @@ class Options(runner.Options):
 @dataclass
 class Replay:
     events: int
-    seconds: float
-    """Connection made -> last frame read."""
+    seconds: float  # connection made -> last frame read
     completed: bool
     burst: Burst
 
@@ -75,8 +59,6 @@ class DbRead:
 
 @dataclass
 class ResumeResult(Result):
-    events: int
-    content_bytes: int
     replay: Replay
     db_reads: list[DbRead]
     bare: Burst
@@ -92,7 +74,7 @@ class ResumeResult(Result):
     def render(self) -> list[str]:
         replay, bare = self.replay, self.bare
         rows = [
-            f"setup | {self.events:,} events of {self.content_bytes}-byte messages, "
+            f"setup | {replay.events:,} events of {self.options['content_bytes']}-byte messages, "
             f"{BACKLOG_BATCH:,} per INSERT, 1 socket",
             "**replay events/s** (connection made → last frame) | "
             f"**{render.rate(replay.events_per_second)}** (target {TARGET:,.0f})",
@@ -113,32 +95,16 @@ class ResumeResult(Result):
         return render.figures(rows)
 
 
-def write_backlog(conninfo: str, events: int, chars: int) -> list[int]:
-    """`events` messages by their own user, BACKLOG_BATCH rows per transaction."""
-    ids: list[int] = []
-    with connect(conninfo, autocommit=True) as conn:
-        # The replay's plan depends on these statistics; autoanalyze would change them at a
-        # moment of its choosing, so the replay and the reads could run different plans.
-        conn.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
-        user_id = create_user(conn, "backlog@example.com", "Backlog")
-        for first in range(1, events + 1, BACKLOG_BATCH):
-            last = min(first + BACKLOG_BATCH - 1, events)
-            params = {"user_id": user_id, "chars": chars, "first": first, "last": last}
-            ids += [found for (found,) in conn.execute(INSERT_BACKLOG, params).fetchall()]
-    return sorted(ids)
-
-
-async def replay_phase(
-    server: PgcastProcess, cookie: str, cursor: str | None, ids: list[int], meter: Meter
-) -> tuple[Replay, list[str]]:
+async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[Replay, list[str]]:
     """One socket resuming from `cursor`; every id once, in order. Its phase starts before it
     connects: replayed frames may come in the same read as the connected frame."""
     path = "/ws?after=" + quote(cursor or "", safe="")
-    meter.start()
-    [receiver] = await open_sockets(server.port, path, cookie, 1, expected=len(ids), keep_text=True)
+    s.meter.start()
+    opened = await open_sockets(s.server.port, path, s.cookie, 1, expected=len(ids), keep_text=True)
+    receiver = opened[0]
     try:
         completed = await wait_delivered([receiver], 15 + len(ids) / 5000)
-        usage = await meter.stop()
+        usage = await s.meter.stop()
         await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
         delivery = check_delivery([receiver], ids)
     finally:
@@ -155,51 +121,42 @@ async def read_database(conninfo: str, cursor: str | None, page_size: int) -> Db
             position = await resumable_position(conn, cursor or "", await database_identity(conn))
         except CursorError as error:
             raise BenchError(f"the database refused the cursor: {error}") from None
-        events = 0
-        began = time.perf_counter()
-        while True:
+        events, began, complete = 0, time.perf_counter(), False
+        while not complete:
             page = await read_page(conn, position, page_size)
-            events, position = events + len(page), page.end
-            if page.complete:
-                break
+            events, position, complete = events + len(page), page.end, page.complete
         return DbRead(page_size, events, time.perf_counter() - began)
 
 
 async def measure(run: runner.Run[Options]) -> ResumeResult:
     o = run.options
-    async with await PgcastProcess.start(run.conninfo, run.workdir) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        _, cookie = await server.sign_in()
-        [before] = await open_sockets(server.port, "/ws", cookie, 1)
+    async with pgcast_session(run) as s:
+        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
         await close_sockets([before])
-        ids = await asyncio.to_thread(write_backlog, run.conninfo, o.events, o.content_bytes)
-        quiet = await wait_quiet(server.pid)
-        replay, texts = await replay_phase(server, cookie, before.cursor, ids, meter)
-    reads = [
-        await read_database(run.conninfo, before.cursor, size)
-        for size in dict.fromkeys((REPLAY_PAGE_SIZE, LISTENER_PAGE_SIZE))
-    ]
-    bare = await frames_burst("baseline_server.py", texts, ids, 1, run.workdir)
+        # The replay's plan depends on these statistics; autoanalyze would change them at a
+        # moment of its choosing, so the replay and the reads could run different plans.
+        s.writer.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
+        s.writer.commit()
+        backlog = (s.writer, s.user_id, o.events, BACKLOG_BATCH, o.content_bytes)
+        ids = await asyncio.to_thread(write_burst, *backlog)
+        quiet = await wait_quiet(s.server.pid)
+        replay, texts = await replay_phase(s, before.cursor, ids)
+    sizes = dict.fromkeys((REPLAY_PAGE_SIZE, LISTENER_PAGE_SIZE))
+    reads = [await read_database(run.conninfo, before.cursor, size) for size in sizes]
+    bare = await frames_burst(texts, ids, 1, run.workdir)
     problems = replay.burst.delivery.problems("replay") + bare.delivery.problems("bare socket")
     if not replay.completed:
         problems.append(f"replay incomplete: {replay.burst.frames} of {len(ids)} frames arrived")
-    problems += [
-        f"database read ({r.page_size}) found {r.events} events of {len(ids)}"
-        for r in reads
-        if r.events != len(ids)
-    ]
-    problems += server.exit_problems()
+    for r in [r for r in reads if r.events != len(ids)]:
+        problems.append(f"database read ({r.page_size}) found {r.events} events of {len(ids)}")
+    problems += s.server.exit_problems()
     notes = usage_notes([("replay", replay.burst.usage), ("bare socket", bare.usage)])
     if quiet is None:
         notes.append("the server did not go quiet after the backlog: its listener was busy")
     if not replay.events_per_second >= TARGET:
         notes.append(f"replay below the target of {TARGET:,.0f} events/s to one client")
-    return ResumeResult(
-        o.events, o.content_bytes, replay, reads, bare, problems=problems, notes=notes
-    )
+    return ResumeResult(replay, reads, bare, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

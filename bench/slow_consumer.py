@@ -1,11 +1,5 @@
 """Slow consumer: does one client that stops reading slow the others, and is it made whole?
-
-One pgcast server with a small PGCAST_SOCKET_BACKLOG_BYTES, N reading sockets; phase A: R
-messages/s, one transaction each; phase B: the same plus one stalled socket, until /metrics
-shows it closed as slow (1013) and 2 s more. The stalled client then reconnects with
-`?after=<its connected cursor>` and must get every message of B once, in order; the figure is
-the others' p99 with the stalled socket ÷ without.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -13,32 +7,16 @@ import asyncio
 import contextlib
 import math
 import socket
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
 
-import psycopg
-
+from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import Meter, usage_notes
-from bench.lib.receivers import (
-    CONNECT_TIMEOUT,
-    HOST,
-    OPEN_ENDED,
-    SETTLE_TIMEOUT,
-    Receiver,
-    check_delivery,
-    close_sockets,
-    handshake,
-    open_sockets,
-    wait_delivered,
-)
+from bench.lib.meters import usage_notes
 from bench.lib.results import BenchError, Delivery, Latency, Result, Usage, ratio
-from bench.lib.servers import PgcastProcess
-from bench.lib.writers import SteadyWrites, connect, write_steadily
+from bench.lib.writers import Commits, Session, latencies, pgcast_session, write_steadily
 
 POST_CLOSE_SECONDS, POLL_INTERVAL = 2.0, 0.05
 SLOW_CLOSES, CONNECTED = "pgcast_slow_sockets_closed_total", "pgcast_sockets_connected"
@@ -57,23 +35,21 @@ class Options(runner.Options):
     max_stall_seconds: float = runner.option(40.0, None, "phase B at most this long")
 
 
-class StalledReceiver(Receiver):
+class StalledReceiver(rx.Receiver):
     """Stops reading right after its `connected` frame: the kernel's buffers fill, then
     pgcast's per-socket backlog."""
 
     stalled_at = math.nan
 
-    def opening_text(self, payload: bytes, now: float) -> None:
-        super().opening_text(payload, now)
-        if self.opened.done():
-            self.pause(True)
-            self.stalled_at = time.time()
+    def go_live(self) -> None:
+        super().go_live()
+        self.pause(True)
+        self.stalled_at = time.time()
 
 
-async def open_stalled(server: PgcastProcess, cookie: str, o: Options) -> StalledReceiver:
-    request, accept = handshake(server.port, "/ws", cookie)
-    receiver = StalledReceiver(-1, request, accept, True)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+async def open_stalled(s: Session, o: Options) -> StalledReceiver:
+    receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie), True)
+    sock = socket.socket()
     # Before connecting, so the window scale the handshake agrees on is small too. Linux sizes
     # the server's send buffer from the MSS the peer announces: ~100 KiB with an Ethernet
     # MSS, up to tcp_wmem's maximum (4 MiB) with loopback's 64 KiB, read or not.
@@ -83,8 +59,8 @@ async def open_stalled(server: PgcastProcess, cookie: str, o: Options) -> Stalle
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.sock_connect(sock, (HOST, server.port))
+        async with asyncio.timeout(rx.CONNECT_TIMEOUT):
+            await loop.sock_connect(sock, (rx.HOST, s.server.port))
             await loop.create_connection(lambda: receiver, sock=sock)
             await receiver.opened
     except BaseException:
@@ -100,17 +76,17 @@ class Watch:
     """/metrics polled during a phase: when the slow close was seen, or when pgcast let go of
     the socket another way (pgcast_sockets_connected fell with no slow close)."""
 
-    baseline: float
+    baseline: float = 0.0
     closes: float = 0.0
     closed_at: float | None = None
     gone_at: float | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def poll(self, server: PgcastProcess, stop: asyncio.Event) -> None:
+    async def poll(self, s: Session) -> None:
         connected = None
-        while not stop.is_set():
+        while True:
             with contextlib.suppress(OSError, Exception):
-                metrics = await server.metrics()
+                metrics = await s.server.metrics()
                 self.closes = metrics.get(SLOW_CLOSES, 0.0) - self.baseline
                 connected = connected or metrics.get(CONNECTED)
                 if self.closed_at is None and self.closes > 0:
@@ -119,8 +95,7 @@ class Watch:
                 elif self.closed_at is None and metrics.get(CONNECTED, 0) < (connected or 0):
                     self.gone_at = self.gone_at or time.time()
                     self.ended.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+            await asyncio.sleep(POLL_INTERVAL)
 
 
 @dataclass
@@ -134,54 +109,8 @@ class Phase:
     closes: float
 
 
-async def steady(
-    name: str,
-    server: PgcastProcess,
-    conn: psycopg.Connection[Any],
-    user_id: int,
-    receivers: Sequence[Receiver],
-    o: Options,
-    meter: Meter,
-    more: Callable[[int, float], int],
-    watch: Watch,
-) -> tuple[Phase, SteadyWrites]:
-    """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
-    /metrics polled; then until every reading socket has every message."""
-    for receiver in receivers:
-        receiver.start_phase(OPEN_ENDED)
-    stop, writes = asyncio.Event(), SteadyWrites()
-    meter.start()
-    poller = asyncio.create_task(watch.poll(server, stop))
-    began = time.monotonic()
-    try:
-        while (count := more(len(writes.ids), time.monotonic() - began)) > 0:
-            writes.extend(
-                await asyncio.to_thread(
-                    write_steadily, conn, user_id, count, o.rate, o.content_chars
-                )
-            )
-        writes.seconds = time.monotonic() - began
-        for receiver in receivers:
-            receiver.expect(len(writes.ids))
-        await wait_delivered(receivers, SETTLE_TIMEOUT)
-    finally:
-        stop.set()
-        await poller
-    phase = Phase(
-        name,
-        len(writes.ids),
-        writes.seconds,
-        Latency.of(writes.latencies(receivers)),
-        await meter.stop(),
-        check_delivery(receivers, writes.ids),
-        watch.closes,
-    )
-    return phase, writes
-
-
 @dataclass
 class SlowResult(Result):
-    options: dict[str, float]
     a: Phase
     b: Phase
     closed_after_s: float | None
@@ -195,11 +124,9 @@ class SlowResult(Result):
 
     def render(self) -> list[str]:
         o, a, b, r = self.options, self.a, self.b, self.resumed
-        closed = (
-            f"after {self.closed_after_s:.2f} s stalled, close code {self.close_code}"
-            if self.closed_after_s is not None
-            else "**NOT CLOSED as slow**"
-        )
+        closed = "**NOT CLOSED as slow**"
+        if self.closed_after_s is not None:
+            closed = f"after {self.closed_after_s:.2f} s stalled, close code {self.close_code}"
         cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
@@ -227,8 +154,7 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
     per_chunk = max(1, round(o.rate))
 
     def for_seconds(seconds: float) -> Callable[[int, float], int]:
-        target = max(1, round(seconds * o.rate))
-        return lambda written, _: min(per_chunk, target - written)
+        return lambda written, _: min(per_chunk, max(1, round(seconds * o.rate)) - written)
 
     def until_closed(written: int, elapsed: float) -> int:
         """At least o.seconds, then until the close was seen and POST_CLOSE_SECONDS more
@@ -240,35 +166,55 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             return min(per_chunk, math.ceil(left * o.rate)) if left > 0 else 0
         return 0 if watch.gone_at is not None or elapsed >= o.max_stall_seconds else per_chunk
 
-    env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
-    conn = connect(run.conninfo)
-    resumed: list[Receiver] = []
-    async with await PgcastProcess.start(run.conninfo, run.workdir, env=env) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+    async def steady(
+        name: str, more: Callable[[int, float], int], watch: Watch
+    ) -> tuple[Phase, Commits]:
+        """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
+        /metrics polled; then until every reading socket has every message."""
+        for receiver in receivers:
+            receiver.start_phase(rx.OPEN_ENDED)
+        committed: Commits = {}
+        s.meter.start()
+        poller, began = asyncio.create_task(watch.poll(s)), time.monotonic()
         try:
-            args = (server, conn, user_id, receivers, o, meter)
-            warmup, _ = await steady("warm-up", *args, for_seconds(1.0), Watch(0.0))
-            a, _ = await steady("A", *args, for_seconds(o.seconds), Watch(0.0))
-            stalled = await open_stalled(server, cookie, o)
-            watch = Watch((await server.metrics()).get(SLOW_CLOSES, 0.0))
+            while (count := more(len(committed), time.monotonic() - began)) > 0:
+                chunk = (s.writer, s.user_id, count, o.rate, o.content_chars)
+                committed.update((await asyncio.to_thread(write_steadily, *chunk))[0])
+            seconds = time.monotonic() - began
+            for receiver in receivers:
+                receiver.expect(len(committed))
+            await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
+        finally:
+            poller.cancel()
+        latency, usage = latencies(committed, receivers), await s.meter.stop()
+        delivery = rx.check_delivery(receivers, [*committed])
+        return Phase(
+            name, len(committed), seconds, latency, usage, delivery, watch.closes
+        ), committed
+
+    resumed: list[rx.Receiver] = []
+    env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
+    async with pgcast_session(run, env=env) as s:
+        receivers = await rx.open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
+        try:
+            warmup, _ = await steady("warm-up", for_seconds(1.0), Watch())
+            a, _ = await steady("A", for_seconds(o.seconds), Watch())
+            stalled = await open_stalled(s, o)
+            watch = Watch((await s.server.metrics()).get(SLOW_CLOSES, 0.0))
 
             async def resume() -> float:
                 """What a client does on 1013: reconnect at once with its last cursor."""
                 await watch.ended.wait()
                 stalled.pause(False)
-                began = time.time()
-                path = "/ws?after=" + quote(stalled.cursor or "", safe="")
+                began, path = time.time(), "/ws?after=" + quote(stalled.cursor or "", safe="")
                 resumed.extend(
-                    await open_sockets(server.port, path, cookie, 1, expected=OPEN_ENDED)
+                    await rx.open_sockets(s.server.port, path, s.cookie, 1, expected=rx.OPEN_ENDED)
                 )
                 return began
 
             follower = asyncio.create_task(resume())
-            b, writes = await steady("B", *args, until_closed, watch)
-            closed_at = watch.closed_at
-            if closed_at is None:
+            b, committed = await steady("B", until_closed, watch)
+            if (closed_at := watch.closed_at) is None:
                 # Never closed as slow: read what pgcast still sends if it let go another way,
                 # else drop it; either way the resume is still checked.
                 if watch.gone_at is None:
@@ -280,45 +226,31 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
             delivery = None
             if resumed:
-                resumed[0].expect(len(writes.ids))
-                await wait_delivered(resumed, SETTLE_TIMEOUT + len(writes.ids) / 1000)
-                delivery = check_delivery(resumed, writes.ids)
+                resumed[0].expect(len(committed))
+                await rx.wait_delivered(resumed, rx.SETTLE_TIMEOUT + len(committed) / 1000)
+                delivery = rx.check_delivery(resumed, [*committed])
         finally:
-            await close_sockets([*receivers, *resumed])
+            await rx.close_sockets([*receivers, *resumed])
             stalled.abort()
-    conn.close()
-    problems = server.exit_problems()
+    problems = s.server.exit_problems()
     for phase in (warmup, a, b):
         problems += phase.delivery.problems(f"{phase.name}: the reading sockets'")
     if closed_at is None:
-        problems.append(
-            f"the stalled socket was not closed as slow within phase B ({b.seconds:.0f} s)"
-        )
+        problems.append(f"the stalled socket was not closed as slow in B ({b.seconds:.0f} s)")
     if b.closes > 1 or a.closes or warmup.closes:
-        problems.append(
-            f"{b.closes:.0f} sockets closed as slow in B, {a.closes + warmup.closes:.0f} before"
-        )
+        before = a.closes + warmup.closes
+        problems.append(f"{b.closes:.0f} sockets closed as slow in B, {before:.0f} before")
     if closed_at is not None and stalled.close_code not in (1013, None):
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]
-    replayed = [i for i in writes.ids if resumed and writes.committed[i] < reconnected]
+    replayed = len([i for i, at in committed.items() if at < reconnected]) if resumed else None
+    stalled_for = None if closed_at is None else closed_at - stalled.stalled_at
     return SlowResult(
-        {
-            k: getattr(o, k)
-            for k in ("sockets", "content_chars", "backlog_bytes", "rcvbuf", "mss", "rate")
-        },
-        a,
-        b,
-        None if closed_at is None else closed_at - stalled.stalled_at,
-        stalled.close_code,
-        len(replayed) if resumed else None,
-        delivery,
+        *(a, b, stalled_for, stalled.close_code, replayed, delivery),
         problems=problems,
         notes=usage_notes([("phase A", a.usage), ("phase B", b.usage)]),
     )
 
 
 SCENARIO = runner.Scenario("slow_consumer", "slow-consumer bench", __doc__, Options, measure)
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -1,17 +1,9 @@
 """The socket limit: WebSocket frames/s this machine pushes through loopback with no framework.
-
-For every socket count S, frame size and frames per write K, a fresh
-bench/bare_socket_server.py (plain asyncio, stdlib only) sends every socket the same frames,
-encoded once, K per `transport.write`, honouring flow control, to the same receivers pgcast
-is measured with. Frames received on all sockets / (last frame - first frame), the server's
-and this process's CPU, and every socket got every frame once, in order. pgcast's delivered
-frames/s is read against it: K=1 is what one write per frame allows, K=10 batched writes.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import aiohttp
@@ -104,23 +96,16 @@ class SocketLimitResult(Result):
         ]
 
 
-async def measure_one(
-    sockets: int, frames: int, per_write: int, size: int, run: runner.Run[Options]
-) -> SocketLimit:
-    texts = [frame_text(message, size) for message in range(1, frames + 1)]
-    ids, go = range(1, frames + 1), f"?per_write={per_write}"
-    burst = await frames_burst("bare_socket_server.py", texts, ids, sockets, run.workdir, go)
-    return SocketLimit(sockets, per_write, size, burst)
-
-
 async def measure(run: runner.Run[Options]) -> SocketLimitResult:
     o = run.options
-    found = [
-        await measure_one(sockets, o.frames(sockets, size), per_write, size, run)
-        for sockets in o.sockets
-        for size in o.frame_bytes
-        for per_write in o.frames_per_write
-    ]
+    found = []
+    for sockets in o.sockets:
+        for size in o.frame_bytes:
+            frames = o.frames(sockets, size)
+            texts = [frame_text(message, size) for message in range(1, frames + 1)]
+            for k in o.frames_per_write:
+                burst = await frames_burst(texts, range(1, frames + 1), sockets, run.workdir, k)
+                found.append(SocketLimit(sockets, k, size, burst))
     timed = [m for m in found if m.burst.seconds >= SHORTEST_CPU_SECONDS]
     notes = usage_notes((m.label, m.burst.usage) for m in timed)
     if len(timed) < len(found):
@@ -142,6 +127,4 @@ SCENARIO = runner.Scenario(
     database=False,
     errors=(BenchError, OSError, aiohttp.ClientError, TimeoutError),
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

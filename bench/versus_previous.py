@@ -1,18 +1,10 @@
 """This tree against a previous commit: fan-out per frame and replay events/s, as ratios.
-
-The previous tree is `git archive REV` unpacked in a temporary directory (REV: the merge-base
-of HEAD and `main`, or HEAD^ on main itself); only its server runs, never its bench. Each tree
-gets a database of its own on the same PostgreSQL, migrated by its own `python -m server
-migrate`, and runs as `python -P -m server serve` with PYTHONPATH set to it. Runs alternate
-previous, current... (`--rounds` of each), each on a fresh server: a burst of B messages to N
-sockets (server CPU per frame, frames/s), then a backlog of E messages replayed to one socket
-(events/s, server CPU per event). The report gives the medians' current / previous and the
-aim, within 10%.
-"""
+bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import statistics
 import subprocess
@@ -28,11 +20,11 @@ from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
-from bench.lib.meters import Meter, cpu_seconds, usage_notes, wait_quiet
+from bench.lib.meters import cpu_seconds, usage_notes, wait_quiet
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import BenchError, Result, Usage, ratio
-from bench.lib.servers import REPO_DIR, PgcastProcess, pgcast_env
-from bench.lib.writers import burst_phase, connect, write_burst
+from bench.lib.servers import REPO_DIR, pgcast_env
+from bench.lib.writers import burst_phase, pgcast_session, write_burst
 from bench.resume import replay_phase
 
 # (figure, what it is, higher is better, the aim as a bound on current / previous)
@@ -71,7 +63,6 @@ class Run:
 class VersusResult(Result):
     baseline: str
     current: str
-    options: dict[str, int]
     runs: list[Run]
 
     def median(self, tree: str, name: str) -> float:
@@ -105,13 +96,11 @@ class VersusResult(Result):
         ]
 
 
-def git(*arguments: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(REPO_DIR), *arguments], capture_output=True, check=False
-    )
+def git(*arguments: str, text: bool = True) -> Any:
+    done = subprocess.run(["git", "-C", str(REPO_DIR), *arguments], capture_output=True)
     if done.returncode != 0:
         raise BenchError(f"git {' '.join(arguments)}: {done.stderr.decode().strip()}")
-    return done.stdout.decode().strip()
+    return done.stdout.decode().strip() if text else done.stdout
 
 
 def default_baseline() -> str:
@@ -133,12 +122,9 @@ def unpack(rev: str, destination: Path) -> str:
         commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except BenchError:
         raise BenchError(f"--baseline {rev}: not a commit of this repository") from None
-    archive = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "archive", "--format=tar", commit],
-        capture_output=True,
-        check=True,
-    )
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+    with tarfile.open(
+        fileobj=io.BytesIO(git("archive", "--format=tar", commit, text=False))
+    ) as tar:
         tar.extractall(destination, filter="data")
     return git("log", "-1", "--format=%h %s", commit)
 
@@ -157,54 +143,38 @@ def migrate_tree(path: Path, conninfo: str, data_dir: Path) -> None:
         conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(table))
 
 
-def analyze(writer: psycopg.Connection[Any]) -> None:
-    writer.execute("ANALYZE")
-    writer.commit()
-
-
 async def measure_tree(
     name: str, path: Path, conninfo: str, number: int, run: runner.Run[Options]
 ) -> tuple[Run, list[tuple[str, Usage]], list[str]]:
-    o = run.options
-    writer = connect(conninfo)
-    label = f"{name} tree's pgcast serve"
-    async with await PgcastProcess.start(conninfo, run.workdir, tree=path, name=label) as server:
-        meter = Meter.for_server(server.pid, run.postmaster)
-        user_id, cookie = await server.sign_in()
-        receivers = await open_sockets(server.port, "/ws", cookie, o.sockets)
+    o, label = run.options, f"{name} tree's pgcast serve"
+    tree = dataclasses.replace(run, conninfo=conninfo)
+    async with pgcast_session(tree, tree=path, name=label) as s:
+        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            burst = (meter, o.burst, o.batch, o.content_chars)
             # The first broadcasts after sockets connect cost more (idle_sockets says why).
-            await burst_phase(writer, user_id, receivers, meter, o.batch, o.batch, o.content_chars)
+            await burst_phase(s, receivers, o.batch, o.batch, o.content_chars)
             # Server CPU from schedstat (ns), not the meter's 10 ms ticks: a smoke run is short.
-            server_began = cpu_seconds(server.pid)
-            fanout, _, _ = await burst_phase(writer, user_id, receivers, *burst)
-            fanout_server = cpu_seconds(server.pid) - server_began
+            began = cpu_seconds(s.server.pid)
+            fanout, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
+            fanout_server = cpu_seconds(s.server.pid) - began
         finally:
             await close_sockets(receivers)
-        [before] = await open_sockets(server.port, "/ws", cookie, 1)
+        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
         await close_sockets([before])
-        backlog = (writer, user_id, o.events, 1000, o.content_chars)
+        backlog = (s.writer, s.user_id, o.events, 1000, o.content_chars)
         ids = await asyncio.to_thread(write_burst, *backlog)
-        await asyncio.to_thread(analyze, writer)
-        await wait_quiet(server.pid)
-        server_began = cpu_seconds(server.pid)
-        replay, _ = await replay_phase(server, cookie, before.cursor, ids, meter)
-        replay_server = cpu_seconds(server.pid) - server_began
-    writer.close()
-    result = Run(
-        number,
-        name,
-        fanout.frames_per_second,
-        1e6 * ratio(fanout_server, fanout.frames),
-        replay.events_per_second,
-        1e6 * ratio(replay_server, replay.events),
-        fanout.ok,
-        replay.burst.ok,
-    )
+        await asyncio.to_thread(s.writer.execute, "ANALYZE")
+        s.writer.commit()
+        await wait_quiet(s.server.pid)
+        began = cpu_seconds(s.server.pid)
+        replay, _ = await replay_phase(s, before.cursor, ids)
+        replay_server = cpu_seconds(s.server.pid) - began
+    fanout_figures = (fanout.frames_per_second, 1e6 * ratio(fanout_server, fanout.frames))
+    replay_figures = (replay.events_per_second, 1e6 * ratio(replay_server, replay.events))
+    result = Run(number, name, *fanout_figures, *replay_figures, fanout.ok, replay.burst.ok)
     label = f"{name} run {number}"
     usages = [(f"{label} fan-out", fanout.usage), (f"{label} replay", replay.burst.usage)]
-    return result, usages, [f"{label}: {p}" for p in server.exit_problems()]
+    return result, usages, [f"{label}: {p}" for p in s.server.exit_problems()]
 
 
 async def measure(run: runner.Run[Options]) -> VersusResult:
@@ -213,9 +183,7 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     previous.mkdir()
     commit = await asyncio.to_thread(unpack, o.baseline or default_baseline(), previous)
     current = f"{git('describe', '--always', '--dirty')} (this working tree)"
-    runs: list[Run] = []
-    usages: list[tuple[str, Usage]] = []
-    problems: list[str] = []
+    runs, usages, problems = [], [], []
     with create_database(run.conninfo, f"pgcast_previous_{uuid.uuid4().hex[:12]}") as other:
         trees = [("previous", previous, other), ("current", REPO_DIR, run.conninfo)]
         for name, path, conninfo in trees:
@@ -229,19 +197,11 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     for r in runs:
         if not (r.fanout_delivery_ok and r.replay_delivery_ok):
             problems.append(f"{r.tree} run {r.round}: fan-out or replay delivery failed")
-    shown = {k: getattr(o, k) for k in ("rounds", "sockets", "burst", "batch", "events")}
-    notes = usage_notes(usages)
-    return VersusResult(commit, current, shown, runs, problems=problems, notes=notes)
+    return VersusResult(commit, current, runs, problems=problems, notes=usage_notes(usages))
 
 
+ERRORS = (BenchError, OSError, subprocess.SubprocessError, psycopg.Error)
 SCENARIO = runner.Scenario(
-    "versus_previous",
-    "versus a previous commit",
-    __doc__,
-    Options,
-    measure,
-    errors=(BenchError, OSError, subprocess.SubprocessError, psycopg.Error),
+    "versus_previous", "versus a previous commit", __doc__, Options, measure, errors=ERRORS
 )
-
-if __name__ == "__main__":
-    sys.exit(runner.main(SCENARIO))
+runner.run_as_script(SCENARIO, __name__)

@@ -31,7 +31,7 @@ from bench import (
     socket_limit,
     versus_previous,
 )
-from bench.lib import receivers, runner
+from bench.lib import receivers, results, runner
 from server.core import presence as core_presence
 from server.core.cursor import BatchCursors, Snapshot
 from server.core.events import Event
@@ -129,7 +129,7 @@ def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke
     assert result.problems == []
     assert result.ok
     delivery = result.replay.burst.delivery
-    assert delivery.frames == delivery.expected_per_socket == result.events == 2000
+    assert delivery.frames == delivery.expected_per_socket == result.replay.events == 2000
     assert result.replay.events_per_second > 0
     assert result.bare.ok
     assert [read.events for read in result.db_reads] == [2000] * len(result.db_reads)
@@ -511,3 +511,9 @@ async def test_presence_member_counts_the_changes_that_contradict_its_list() -> 
     assert set(member.seen["member_added"]) == {"1", "3"}
     # 3 again, 4 never listed, and its own user: three changes its list contradicts.
     assert (member.wrong, member.other_frames) == (3, 0)
+
+
+def test_results_read_back_a_tuple_of_any_length() -> None:
+    """A full run's option lists are longer than two: db_limits' writers are (1, 4, 16)."""
+    assert results.load(tuple[int, ...], [1, 4, 16]) == (1, 4, 16)
+    assert results.load(tuple[int, str], [1, "a"]) == (1, "a")

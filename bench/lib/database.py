@@ -17,19 +17,10 @@ from server.db import with_database
 from server.embedded import embedded_database
 from server.migrate import migrate
 
-PGCAST_TRIGGERS = (
-    "messages_broadcast_insert",
-    "messages_broadcast_update",
-    "messages_broadcast_delete",
-)
-BARE_TRIGGER = "pgcast_bench_bare_notify"
-BARE_CHANNEL = "pgcast_bench_bare"
+PGCAST_TRIGGERS = tuple(f"messages_broadcast_{op}" for op in ("insert", "update", "delete"))
+BARE_TRIGGER, BARE_CHANNEL = "pgcast_bench_bare_notify", "pgcast_bench_bare"
 # What each set-up enables on `messages` among pgcast's triggers and the bare one.
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "notify": (BARE_TRIGGER,),
-    "pgcast": PGCAST_TRIGGERS,
-}
+VARIANTS = {"none": (), "notify": (BARE_TRIGGER,), "pgcast": PGCAST_TRIGGERS}
 BARE_TRIGGER_SQL = f"""
 CREATE OR REPLACE FUNCTION {BARE_TRIGGER}() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -50,43 +41,41 @@ def bench_database(workdir: Path) -> Iterator[tuple[str, psutil.Process | None]]
     """A migrated, empty database: a fresh one on DATABASE_URL's server (its role needs
     CREATEDB; dropped at the end), or the embedded one. Also yields the local postmaster
     (for CPU figures) when it is known."""
-    configured = os.environ.get("DATABASE_URL")
-    if not configured:
-        with embedded_database(workdir / "embedded") as conninfo:
+    if configured := os.environ.get("DATABASE_URL"):
+        with create_database(configured, f"pgcast_bench_{uuid.uuid4().hex[:12]}") as conninfo:
             migrate(conninfo)
-            postmaster: psutil.Process | None = None
-            with contextlib.suppress(OSError, ValueError, psutil.Error):
-                pid = (workdir / "embedded" / "pgdata" / "postmaster.pid").read_text()
-                postmaster = psutil.Process(int(pid.splitlines()[0]))
-            yield conninfo, postmaster
+            yield conninfo, None
         return
-    name = f"pgcast_bench_{uuid.uuid4().hex[:12]}"
-    with create_database(configured, name) as conninfo:
+    with embedded_database(workdir / "embedded") as conninfo:
         migrate(conninfo)
-        yield conninfo, None
+        postmaster: psutil.Process | None = None
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            pid = (workdir / "embedded" / "pgdata" / "postmaster.pid").read_text()
+            postmaster = psutil.Process(int(pid.splitlines()[0]))
+        yield conninfo, postmaster
 
 
 @contextlib.contextmanager
 def create_database(conninfo: str, name: str) -> Iterator[str]:
     """A new, empty database `name` on `conninfo`'s server, dropped at the end."""
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def admin(statement: str) -> None:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
+
+    admin("CREATE DATABASE {}")
     try:
         yield with_database(conninfo, name)
     finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin("DROP DATABASE {} WITH (FORCE)")
 
 
 def create_user(conn: psycopg.Connection[Any], email: str, name: str) -> int:
     """The id of the user with `email` (no WorkOS id), created when there is none."""
-    row = conn.execute(
-        "SELECT id FROM users WHERE lower(email) = lower(%s) AND workos_id IS NULL", [email]
-    ).fetchone()
-    if row is None:
-        row = conn.execute(
-            "INSERT INTO users (email, name) VALUES (%s, %s) RETURNING id", [email, name]
-        ).fetchone()
+    query = "SELECT id FROM users WHERE lower(email) = lower(%s) AND workos_id IS NULL"
+    row = conn.execute(query, [email]).fetchone()
+    insert = "INSERT INTO users (email, name) VALUES (%s, %s) RETURNING id"
+    row = row or conn.execute(insert, [email, name]).fetchone()
     assert row is not None
     if not conn.autocommit:
         conn.commit()

@@ -14,27 +14,18 @@ import psutil
 
 from bench.lib.results import Usage
 
-NOISY_OTHERS_PERCENT = 25.0
-SATURATED_PERCENT = 90.0
-# The server is quiet once its CPU stays under this share of a core for a few samples.
-QUIET_PERCENT = 5.0
-QUIET_SAMPLES = 3
-QUIET_INTERVAL = 0.2
-QUIET_TIMEOUT = 30.0
+NOISY_OTHERS_PERCENT, SATURATED_PERCENT = 25.0, 90.0
+# The server is quiet once its CPU stays under 5% of a core for 3 samples 0.2 s apart.
+QUIET_PERCENT, QUIET_SAMPLES, QUIET_INTERVAL, QUIET_TIMEOUT = 5.0, 3, 0.2, 30.0
 
 
-def tree(root: psutil.Process, children: bool) -> list[psutil.Process]:
-    processes = [root]
-    if children:
-        with contextlib.suppress(psutil.Error):
-            processes.extend(root.children(recursive=True))
-    return processes
-
-
-def _cpu_by_pid(processes: Iterable[psutil.Process]) -> dict[int, float]:
+def _cpu_by_pid(root: psutil.Process, children: bool) -> dict[int, float]:
+    """CPU seconds of a process, and of its descendants when `children`, by pid."""
     # schedstat's ns, not psutil's 10 ms ticks: a PostgreSQL backend's share of one presence
     # join is a few ms, spread over several backends.
-    seconds: dict[int, float] = {}
+    processes, seconds = [root], {}
+    with contextlib.suppress(psutil.Error):
+        processes += root.children(recursive=True) if children else []
     for process in processes:
         with contextlib.suppress(psutil.Error):
             seconds[process.pid] = cpu_seconds(process.pid)
@@ -74,7 +65,7 @@ class Meter:
         return cls({**watched, **more})
 
     def start(self) -> None:
-        self._start = {n: _cpu_by_pid(tree(*w)) for n, w in self._watched.items()}
+        self._start = {n: _cpu_by_pid(*w) for n, w in self._watched.items()}
         self._host = psutil.cpu_times()
         self._started = time.monotonic()
 
@@ -84,16 +75,12 @@ class Meter:
         cpu: dict[str, float] = {}
         for name, watched in self._watched.items():
             start = self._start[name]
-            used = sum(v - start.get(pid, 0.0) for pid, v in _cpu_by_pid(tree(*watched)).items())
+            used = sum(v - start.get(pid, 0.0) for pid, v in _cpu_by_pid(*watched).items())
             cpu[name] = 100 * used / elapsed if elapsed > 0 else math.nan
         busy = [sum(t) - t.idle - getattr(t, "iowait", 0.0) for t in (self._host, host)]
         total = sum(host) - sum(self._host)
-        return Usage(
-            seconds=elapsed,
-            cpu_percent=cpu,
-            host_cpu_percent=100 * (busy[1] - busy[0]) / total if total > 0 else math.nan,
-            cpus=psutil.cpu_count() or 1,
-        )
+        host_percent = 100 * (busy[1] - busy[0]) / total if total > 0 else math.nan
+        return Usage(elapsed, cpu, host_percent, psutil.cpu_count() or 1)
 
 
 async def wait_quiet(pid: int) -> float | None:

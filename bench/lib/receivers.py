@@ -19,56 +19,39 @@ from typing import Any, cast
 from bench.lib.results import BenchError, Delivery
 
 HOST = "127.0.0.1"
-CONNECT_TIMEOUT = 10.0
-CONNECT_CONCURRENCY = 25
-SETTLE_TIMEOUT = 15.0
+CONNECT_TIMEOUT, CONNECT_CONCURRENCY, SETTLE_TIMEOUT = 10.0, 25, 15.0
 # Frames still in flight after a saturated phase are waited for this long before the
 # sockets that are behind are replaced, so they cannot leak into the next phase.
 DRAIN_SECONDS = 90.0
-# No more than this many frames are expected of a phase whose count is only known at its end.
+# The count of a phase whose frames are only known at its end.
 OPEN_ENDED = 1 << 62
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
-MAX_HANDSHAKE_BYTES = 64 * 1024
-
-# A new-message frame starts with one of these; anything else takes the slow path. The native
-# codec writes `data` as PostgreSQL prints the event log's jsonb, with a space after each
-# colon and comma; servers before channels, the peers and socket_limit's frames write it
-# compact.
+# The native codec writes `data` as PostgreSQL prints jsonb (a space after each colon and
+# comma); older servers, the peers and socket_limit's frames write it compact.
 NEW_MESSAGE_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message":{"id":'
-JSONB_NEW_MESSAGE_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message": {"id": '
+JSONB_PREFIX = b'{"event":"new-message","channel":"messages","data":{"message": {"id": '
 
 
 def message_id(payload: bytes) -> int | None:
     """The message id of a new-message frame, None for any other frame."""
-    for prefix in (JSONB_NEW_MESSAGE_PREFIX, NEW_MESSAGE_PREFIX):
+    for prefix in (JSONB_PREFIX, NEW_MESSAGE_PREFIX):
         if payload.startswith(prefix):
             with contextlib.suppress(ValueError):
                 return int(payload[len(prefix) : payload.find(b",", len(prefix))])
-    try:
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         frame = json.loads(payload)
-        if frame.get("event") == "new-message":
-            found = frame["data"]["message"]["id"]
-            return found if isinstance(found, int) else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
+        found = frame["data"]["message"]["id"] if frame.get("event") == "new-message" else None
+        return found if isinstance(found, int) else None
     return None
 
 
 def handshake(port: int, path: str, cookie: str | None) -> tuple[bytes, str]:
     """An RFC 6455 upgrade request and the Sec-WebSocket-Accept the server must answer."""
     key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {HOST}:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-        f"Origin: http://{HOST}:{port}",
-    ]
-    if cookie:
-        lines.append(f"Cookie: {cookie}")
+    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Upgrade: websocket"]
+    lines += ["Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"Origin: http://{HOST}:{port}", *([f"Cookie: {cookie}"] if cookie else [])]
     digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
     return ("\r\n".join(lines) + "\r\n\r\n").encode(), base64.b64encode(digest).decode()
 
@@ -80,19 +63,16 @@ class Receiver(asyncio.Protocol):
 
     def __init__(self, index: int, request: bytes, accept: str, expect_connected: bool) -> None:
         loop = asyncio.get_running_loop()
-        self.index = index
+        self.index, self._request, self._accept = index, request, accept
         self.opened: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.connection_made_at = math.nan
         self.cursor: str | None = None
-        self.closed = False
-        self.close_code: int | None = None
-        self.close_reason = ""
+        self.closed, self.close_code, self.close_reason = False, cast(int | None, None), ""
         self.done = asyncio.Event()
         # The start of the frames the fast path reads an id from (bench/pusher.py's differ).
         self.prefix = NEW_MESSAGE_PREFIX
         self.start_phase(0)
-        self._request, self._accept = request, accept
         self._expect_connected = expect_connected
         self._transport: asyncio.Transport | None = None
         self._rest = b""
@@ -102,18 +82,14 @@ class Receiver(asyncio.Protocol):
         self.times: list[float] = []
         self.ids: list[int] = []
         self.texts: list[str] = []
-        self.keep_text = keep_text
-        self.other_frames = 0
+        self.keep_text, self.other_frames = keep_text, 0
         self.other_samples: list[str] = []
         self.expect(expected)
 
     def expect(self, expected: int) -> None:
         """Wait for `expected` frames of this phase (known only once its writes are done)."""
         self.expected = expected
-        if self.closed or len(self.ids) >= expected:
-            self.done.set()
-        else:
-            self.done.clear()
+        (self.done.set if self.closed or len(self.ids) >= expected else self.done.clear)()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connection_made_at = time.time()
@@ -123,8 +99,7 @@ class Receiver(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if exc is not None and not self.close_reason:
-            self.close_reason = repr(exc)
+        self.close_reason = self.close_reason or ("" if exc is None else repr(exc))
         if not self.opened.done():
             self.opened.set_exception(BenchError(f"socket {self.index} lost: {self.close_reason}"))
         if not self.lost.done():
@@ -132,126 +107,93 @@ class Receiver(asyncio.Protocol):
         self.done.set()
 
     def data_received(self, data: bytes) -> None:
-        now = time.time()
-        buffer = self._rest + data if self._rest else data
+        now, buffer = time.time(), self._rest + data if self._rest else data
         if not self._upgraded:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
                 self._rest = buffer
-                if len(buffer) > MAX_HANDSHAKE_BYTES:
+                if len(buffer) > 65536:
                     self._fail("handshake response too long")
                 return
-            self._check_upgrade(buffer[:end].decode("latin-1"))
-            buffer = buffer[end + 4 :]
-            if self._transport is None or self._transport.is_closing():
+            status, *lines = buffer[:end].decode("latin-1").split("\r\n")
+            headers = {
+                k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)
+            }
+            if " 101 " not in f"{status} " or headers.get("sec-websocket-accept") != self._accept:
+                self._fail(f"upgrade refused: {status}, Sec-WebSocket-Accept {headers}")
                 return
+            self._upgraded, buffer = True, buffer[end + 4 :]
+            if not self._expect_connected:
+                self.go_live()
         self._rest = self._parse(buffer, now)
 
-    def _check_upgrade(self, head: str) -> None:
-        status, *header_lines = head.split("\r\n")
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if " 101 " not in f"{status} ":
-            self._fail(f"upgrade refused: {status}")
-        elif headers.get("sec-websocket-accept") != self._accept:
-            self._fail("bad Sec-WebSocket-Accept")
-        else:
-            self._upgraded = True
-            if not self._expect_connected:
-                self._live = True
-                self.opened.set_result(None)
-
     def _parse(self, buffer: bytes, now: float) -> bytes:
-        position, size = 0, len(buffer)
-        ids, times = self.ids, self.times
-        jsonb, jsonb_length = JSONB_NEW_MESSAGE_PREFIX, len(JSONB_NEW_MESSAGE_PREFIX)
-        prefix, prefix_length = self.prefix, len(self.prefix)
+        position, size, ids, times = 0, len(buffer), self.ids, self.times
+        jsonb, prefix, fast = JSONB_PREFIX, self.prefix, self._live and not self.keep_text
         while size - position >= 2:
-            first, second = buffer[position], buffer[position + 1]
-            length, header = second & 0x7F, 2
-            # The common case inline (a whole new-message text frame with a 16-bit length):
-            # at a few hundred thousand frames/s, function calls per frame would make the
-            # load generator the bottleneck.
-            if first == 0x81 and length == 126 and self._live and not self.keep_text:
-                end = position + 4 + int.from_bytes(buffer[position + 2 : position + 4])
-                if end > size:
-                    break
-                start = position + 4
-                if buffer.startswith(jsonb, start):
-                    start += jsonb_length
-                elif buffer.startswith(prefix, start):
-                    start += prefix_length
-                else:
-                    start = 0
-                if start:
-                    try:
-                        found = int(buffer[start : buffer.find(b",", start, end)])
-                    except ValueError:
-                        found = -1
-                    if found >= 0:
-                        ids.append(found)
-                        times.append(now)
-                        position = end
-                        if len(ids) >= self.expected:
-                            self.done.set()
-                        continue
-            if length == 126:
-                if size - position < 4:
-                    break
-                length, header = int.from_bytes(buffer[position + 2 : position + 4]), 4
-            elif length == 127:
-                if size - position < 10:
-                    break
-                length, header = int.from_bytes(buffer[position + 2 : position + 10]), 10
-            if second & 0x80:
-                self._fail("the server masked a frame")
-                return b""
-            end = position + header + length
-            if end > size:
+            first, length = buffer[position], buffer[position + 1]
+            start = position + (2 if length < 126 else 4 if length == 126 else 10)
+            if start > size:
                 break
-            self._frame(first, buffer[position + header : end], now)
+            if length > 125:
+                if length & 0x80:
+                    self._fail("the server masked a frame")
+                    return b""
+                length = int.from_bytes(buffer[position + 2 : start])
+            if (end := start + length) > size:
+                break
             position = end
+            # A new message's id read inline: at a few hundred thousand frames/s, calls per
+            # frame would make the load generator the bottleneck.
+            if fast and first == 0x81:
+                at = start + len(jsonb) if buffer.startswith(jsonb, start) else -1
+                at = start + len(prefix) if at < 0 and buffer.startswith(prefix, start) else at
+                try:
+                    found = int(buffer[at : buffer.find(b",", at, end)]) if at > 0 else -1
+                except ValueError:
+                    found = -1
+                if found >= 0:
+                    ids.append(found)
+                    times.append(now)
+                    if len(ids) >= self.expected:
+                        self.done.set()
+                    continue
+            # Servers here send whole frames: a fragment, like any other opcode, is unexpected.
+            payload, opcode = buffer[start:end], first & 0x0F
+            if first == 0x80 | OP_TEXT:
+                self._text(payload, now)
+            elif opcode == OP_PING:
+                self.send(OP_PONG, payload)
+            elif opcode == OP_CLOSE:
+                self.close_code = int.from_bytes(payload[:2]) if len(payload) >= 2 else None
+                self.close_reason, self.closed = payload[2:].decode(errors="replace"), True
+                if not self._close_sent:
+                    self.send(OP_CLOSE, payload[:2])
+                if self._transport is not None:
+                    self._transport.close()
+                self.done.set()
+            elif opcode != OP_PONG:
+                self.other_text(f"opcode {opcode} frame of {len(payload)} bytes".encode(), now)
+            fast = self._live and not self.keep_text
         return buffer[position:]
-
-    def _frame(self, first: int, payload: bytes, now: float) -> None:
-        # Servers here send whole frames: a fragment, like any other opcode, is unexpected.
-        opcode = first & 0x0F
-        if first == 0x80 | OP_TEXT:
-            self._text(payload, now)
-        elif opcode == OP_PING:
-            self.send(OP_PONG, payload)
-        elif opcode == OP_CLOSE:
-            self.close_code = int.from_bytes(payload[:2]) if len(payload) >= 2 else None
-            self.close_reason = payload[2:].decode(errors="replace")
-            self.closed = True
-            if not self._close_sent:
-                self.send(OP_CLOSE, payload[:2])
-            if self._transport is not None:
-                self._transport.close()
-            self.done.set()
-        elif opcode != OP_PONG:
-            self.other(f"opcode {opcode} frame of {len(payload)} bytes")
 
     def _text(self, payload: bytes, now: float) -> None:
         if not self.opened.done():
             self.opening_text(payload, now)
-            return
-        found = message_id(payload)
-        if found is None:
+        elif (found := message_id(payload)) is None:
             self.other_text(payload, now)
-            return
+        else:
+            self.record(found, now)
+            self.texts += [payload.decode()] if self.keep_text else []
+
+    def record(self, found: int, now: float) -> None:
         self.times.append(now)
         self.ids.append(found)
-        if self.keep_text:
-            self.texts.append(payload.decode())
         if len(self.ids) >= self.expected:
             self.done.set()
 
     def opening_text(self, payload: bytes, now: float) -> None:
-        """A text frame before the socket is live: pgcast's (and the peers') connected frame,
-        whose cursor is kept."""
+        """A text frame before the socket is live: the connected frame, its cursor kept."""
         if b'"event":"connected"' not in payload:
             self._fail(f"expected a connected frame, got {payload[:200]!r}")
             return
@@ -264,21 +206,17 @@ class Receiver(asyncio.Protocol):
         self.opened.set_result(None)
 
     def other_text(self, payload: bytes, now: float) -> None:
-        """A text frame other than a new message, once the socket is live: counted and
-        sampled as unexpected. A subclass that expects other events reads them here."""
-        self.other(payload[:300].decode(errors="replace"))
-
-    def other(self, sample: str) -> None:
+        """A live frame other than a new message: unexpected, unless a subclass reads it."""
         self.other_frames += 1
-        if len(self.other_samples) < 3:
-            self.other_samples.append(sample)
+        self.other_samples += [payload[:300].decode(errors="replace")][
+            : 3 - len(self.other_samples)
+        ]
 
     def send(self, opcode: int, payload: bytes) -> None:
         """A masked client frame (payload under 126 bytes)."""
         if self._transport is None or self._transport.is_closing():
             return
-        if opcode == OP_CLOSE:
-            self._close_sent = True
+        self._close_sent |= opcode == OP_CLOSE
         mask = os.urandom(4)
         masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
         self._transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
@@ -300,13 +238,12 @@ class Receiver(asyncio.Protocol):
 
     async def close(self) -> None:
         """Close handshake (1000), then wait for the server to hang up."""
-        if self._transport is None:
-            return
-        self.send(OP_CLOSE, (1000).to_bytes(2))
-        try:
-            await asyncio.wait_for(asyncio.shield(self.lost), 5)
-        except TimeoutError:
-            self.abort()
+        if self._transport is not None:
+            self.send(OP_CLOSE, (1000).to_bytes(2))
+            try:
+                await asyncio.wait_for(asyncio.shield(self.lost), 5)
+            except TimeoutError:
+                self.abort()
 
 
 def check_delivery(
@@ -316,8 +253,7 @@ def check_delivery(
     (one writer committing one transaction at a time: id order is commit order)."""
     expected = set(expected_ids)
     result = Delivery(sockets=len(receivers), expected_per_socket=len(expected))
-    times = [r.times for r in receivers if r.times]
-    if times:
+    if times := [r.times for r in receivers if r.times]:
         result.first_at, result.last_at = min(t[0] for t in times), max(t[-1] for t in times)
     for receiver in receivers:
         seen: set[int] = set()
@@ -336,17 +272,20 @@ def check_delivery(
         result.other_frames += receiver.other_frames
         if receiver.closed:
             result.closed_sockets += 1
-            result.samples.append(
-                f"socket {receiver.index} closed: code={receiver.close_code} "
-                f"{receiver.close_reason}".strip()
-            )
+            closed = f"code={receiver.close_code} {receiver.close_reason}".strip()
+            result.samples.append(f"socket {receiver.index} closed: {closed}")
         result.samples += [f"socket {receiver.index}: {s}" for s in receiver.other_samples]
     del result.samples[5:]
     return result
 
 
+def frames_of(receiver: Receiver) -> int:
+    """Every frame of the phase: ids, a PrivateReceiver's notifications and unexpected ones."""
+    return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
+
+
+# Builds a socket's Receiver from (index, upgrade request, expected accept, expect connected).
 ReceiverFactory = Callable[[int, bytes, str, bool], Receiver]
-"""Builds a socket's Receiver from (index, upgrade request, expected accept, expect connected)."""
 
 
 async def try_open_sockets(
@@ -363,16 +302,14 @@ async def try_open_sockets(
     keep_text: bool = False,
 ) -> tuple[list[Receiver], list[BaseException]]:
     """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame
-    when `expect_connected`, its phase started before (frames in the same read count); the
-    sockets that opened, by index, and the errors of the others (closed)."""
-    loop = asyncio.get_running_loop()
-    limit = asyncio.Semaphore(concurrency)
+    when `expect_connected`, its phase started first (frames in the same read count); those
+    that opened, by index, and the errors of the others (closed)."""
+    loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
     failed: list[Receiver] = []
 
     async def connect(index: int) -> None:
-        request, accept = handshake(port, path, cookie)
-        receiver = factory(index, request, accept, expect_connected)
+        receiver = factory(index, *handshake(port, path, cookie), expect_connected)
         receiver.start_phase(expected, keep_text)
         async with limit, asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: receiver, HOST, port)
@@ -426,79 +363,77 @@ class Fleet:
     `first_alone`: the first socket opens before the others (broadcaster's Postgres backend
     fails when its first subscriptions to a channel run concurrently, encode/broadcaster#22)."""
 
-    def __init__(self, port: int, cookie: str | None, first_alone: bool = False) -> None:
+    def __init__(self, port: int = 0, cookie: str | None = None, first_alone: bool = False) -> None:
         self.receivers: list[Receiver] = []
         self._port, self._cookie, self._first_alone = port, cookie, first_alone
 
-    async def ensure(self, count: int) -> None:
+    async def ensure(self, count: int) -> int:
         alive = [r for r in self.receivers if not r.closed]
         await close_sockets([r for r in self.receivers if r.closed])
         if not alive and self._first_alone and count > 1:
             alive = await open_sockets(self._port, "/ws", self._cookie, 1)
-        if len(alive) < count:
+        if (more := count - len(alive)) > 0:
             alive += await open_sockets(
-                self._port, "/ws", self._cookie, count - len(alive), first_index=len(alive)
+                self._port, "/ws", self._cookie, more, first_index=len(alive)
             )
         await close_sockets(alive[count:])
         self.receivers = alive[:count]
+        return count
 
     async def settle(self) -> None:
         """After a phase: wait for stragglers; replace the sockets closed or behind."""
         await wait_delivered(self.receivers, DRAIN_SECONDS)
-        behind = [r for r in self.receivers if r.closed or not r.done.is_set()]
-        if behind:
+        if behind := [r for r in self.receivers if r.closed or not r.done.is_set()]:
             await close_sockets(behind)
             count = len(self.receivers)
             self.receivers = [r for r in self.receivers if r not in behind]
             await self.ensure(count)
 
+    # What ReceiverProcess asks of the fleet in its child process.
+    async def open(self, port: int, cookie: str, count: int) -> int:
+        self._port, self._cookie = port, cookie
+        return await self.ensure(count)
 
-class ReceiverProcess:
-    """Sockets in a child process of their own, at a lower CPU priority, so that they take
-    the CPU the writers and PostgreSQL leave and catch up once the writers stop."""
-
-    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
-        self._process, self._conn = process, conn
-        self.sockets = 0
-
-    @classmethod
-    async def start(cls, nice: int) -> ReceiverProcess:
-        # spawn: a fork would copy the parent's running event loop and threads.
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        process = context.Process(target=_child_main, args=(child, nice), daemon=True)
-        process.start()
-        child.close()
-        return cls(process, parent)
-
-    @property
-    def pid(self) -> int:
-        assert self._process.pid is not None
-        return self._process.pid
-
-    async def _call(self, *command: Any) -> Any:
-        self._conn.send(command)
-        answer = await asyncio.to_thread(self._conn.recv)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    async def open(self, port: int, cookie: str, count: int) -> None:
-        """Open sockets, or close some, until `count` are open."""
-        self.sockets = await self._call("open", port, cookie, count)
-
-    async def start_phase(self, expected: int = OPEN_ENDED) -> None:
-        await self._call("start", expected)
+    async def start(self, expected: int = OPEN_ENDED) -> None:
+        for receiver in self.receivers:
+            receiver.start_phase(expected)
 
     async def finish(self, ids: Sequence[int], limit_seconds: float) -> Delivery:
         """Every id exactly once on every socket, not in order (several writers); then the
         sockets closed or behind are replaced."""
-        delivery: Delivery = await self._call("finish", list(ids), limit_seconds)
+        for receiver in self.receivers:
+            receiver.expect(len(ids))
+        await wait_delivered(self.receivers, limit_seconds)
+        delivery = check_delivery(self.receivers, ids, ordered=False)
+        await self.settle()
         return delivery
 
     async def close(self) -> None:
+        await close_sockets(self.receivers)
+
+
+class ReceiverProcess:
+    """A Fleet in a child process of its own, at a lower CPU priority, so that its sockets
+    take the CPU the writers and PostgreSQL leave and catch up once the writers stop.
+    `await call("finish", ids, limit)` runs `Fleet.finish(ids, limit)` there."""
+
+    def __init__(self, nice: int) -> None:
+        # spawn: a fork would copy the parent's running event loop and threads.
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_child_main, args=(child, nice), daemon=True)
+        self._process.start()
+        child.close()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        self._conn.send((method, *args))
+        if isinstance(answer := await asyncio.to_thread(self._conn.recv), BaseException):
+            raise answer
+        return answer
+
+    async def close(self) -> None:
         try:
-            await self._call("close")
+            await self.call("close")
         finally:
             self._conn.close()
             await asyncio.to_thread(self._process.join, 10)
@@ -514,37 +449,12 @@ def _child_main(conn: Connection, nice: int) -> None:
 
 
 async def _serve(conn: Connection) -> None:
-    fleet: Fleet | None = None
-    while True:
+    fleet, command = Fleet(), ""
+    while command != "close":
         # A thread, not add_reader: uvloop makes a watched descriptor non-blocking, and
         # Connection.recv then fails halfway through a message.
         command, *params = await asyncio.to_thread(conn.recv)
         try:
-            if command == "close":
-                await close_sockets(fleet.receivers if fleet else [])
-                conn.send(None)
-                return
-            if command == "open":
-                port, cookie, count = params
-                fleet = fleet or Fleet(port, cookie)
-                await fleet.ensure(count)
-                conn.send(len(fleet.receivers))
-                continue
-            assert fleet is not None, "open first"
-            if command == "start":
-                for receiver in fleet.receivers:
-                    receiver.start_phase(params[0])
-                conn.send(None)
-            elif command == "finish":
-                ids, limit = params
-                for receiver in fleet.receivers:
-                    receiver.expect(len(ids))
-                await wait_delivered(fleet.receivers, limit)
-                delivery = check_delivery(fleet.receivers, ids, ordered=False)
-                await fleet.settle()
-                conn.send(delivery)
-            else:
-                raise ValueError(f"unknown command {command!r}")
+            conn.send(await getattr(fleet, command)(*params))
         except Exception as error:
-            # The parent raises it.
-            conn.send(error)
+            conn.send(error)  # the parent raises it

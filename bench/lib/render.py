@@ -12,15 +12,12 @@ def table(header: str, rows: Iterable[str | Sequence[object]], align: str = "") 
     """A Markdown table. `header` is the column names separated by ` | `; a row is its cells,
     or one string of them separated the same way; `align` has one letter per column, `l` or
     `r` (by default the first column left, the others right)."""
-    columns = header.count(" | ") + 1
-    align = align or "l" + "r" * (columns - 1)
+    align = align or "l" + "r" * header.count(" | ")
     lines = [
         f"| {header} |",
         "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
     ]
-    for row in rows:
-        lines.append(f"| {row if isinstance(row, str) else ' | '.join(map(str, row))} |")
-    return lines
+    return lines + [f"| {r if isinstance(r, str) else ' | '.join(map(str, r))} |" for r in rows]
 
 
 def figures(rows: Iterable[str | Sequence[object]]) -> list[str]:
@@ -34,29 +31,24 @@ def missing(value: float | None) -> bool:
 
 def num(value: float | None, digits: int = 0) -> str:
     """A figure with thousands separators; a dash when there is none."""
-    return "–" if missing(value) else f"{value:,.{digits}f}"
+    return "–" if value is None or missing(value) else f"{value:,.{digits}f}"
 
 
 def x(numerator: float | None, denominator: float | None, digits: int = 2) -> str:
     """A ratio: `numerator` / `denominator`, a dash when either is missing or zero."""
-    if missing(numerator) or missing(denominator) or not denominator:
+    if numerator is None or denominator is None or missing(numerator) or not denominator:
         return "–"
-    assert numerator is not None
-    assert denominator is not None
-    return f"{numerator / denominator:.{digits}f}"
+    return "–" if missing(denominator) else f"{numerator / denominator:.{digits}f}"
 
 
 def us(value: float | None) -> str:
     """CPU µs per item: two places below 10 µs, one below 1,000, then whole."""
-    if missing(value):
+    if value is None or missing(value):
         return "–"
-    assert value is not None
     return f"{value:.2f}" if value < 10 else num(value, 1 if value < 1000 else 0)
 
 
-def rate(value: float | None) -> str:
-    """Frames, events or transactions per second."""
-    return num(value)
+rate = num  # frames, events or transactions per second
 
 
 def ms(latency: Latency, *keys: str) -> str:

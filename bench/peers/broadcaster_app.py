@@ -1,15 +1,9 @@
 """Comparison peer for bench/compare.py: encode/broadcaster behind Starlette, served by uvicorn.
 
-The usual Python way to push database rows to WebSockets: broadcaster's Postgres backend
-(asyncpg, LISTEN/NOTIFY) with the endpoint of broadcaster's README. Its row trigger
-(bench/peers/triggers.sql) puts the new message, as JSON, in the NOTIFY payload; the endpoint
-wraps each payload in a frame shaped like pgcast's and sends it to its socket.
-
-    DATABASE_URL=postgresql://... .venv/bin/python -m uvicorn bench.peers.broadcaster_app:app \
-        --host 127.0.0.1 --port 8091
-
-`GET /ready` answers `{"sockets": N}` (sockets subscribed). A socket on `GET /ws` gets
-`{"event":"connected",...}` once it is subscribed, then every notification.
+broadcaster's Postgres backend (asyncpg, LISTEN/NOTIFY) with the endpoint of broadcaster's
+README; its row trigger (bench/peers/triggers.sql) puts the new message in the NOTIFY payload,
+which the endpoint wraps in a frame shaped like pgcast's. bench/peers/README.md says how to run
+it and what `GET /ws` and `GET /ready` answer.
 """
 
 from __future__ import annotations
