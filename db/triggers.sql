@@ -4,7 +4,8 @@
 -- commits or rolls back with the rows it is about. A tool broadcasts on any channel by
 -- inserting there; a broadcasting table (messages, ...) has one statement trigger per
 -- operation, all running pgcast_broadcast_rows(), which turns the rows written into
--- broadcasts through a function of that table's own (pgcast_broadcasts_of_messages, ...).
+-- broadcasts through a function of that table's own: pgcast_broadcasts_of(row, operation),
+-- one per row type (messages, direct_messages, notifications, a DBA's orders, ...).
 -- Each statement that adds broadcasts sends one empty NOTIFY. PostgreSQL folds identical
 -- notifications within a transaction, so a transaction costs one notification however many
 -- statements it runs; the payload carries nothing because the listener reads `broadcasts`,
@@ -33,7 +34,7 @@ $$;
 COMMENT ON FUNCTION pgcast_iso_time(timestamptz) IS
     'A timestamp as broadcasts carry it: 2026-12-01T09:30:00.123456Z.';
 
-CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_messages(m messages, operation text)
+CREATE OR REPLACE FUNCTION pgcast_broadcasts_of(m messages, operation text)
 RETURNS TABLE (channel text, event text, data jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT 'messages',
@@ -55,7 +56,7 @@ LANGUAGE sql STABLE AS $$
            END
 $$;
 
-COMMENT ON FUNCTION pgcast_broadcasts_of_messages(messages, text) IS
+COMMENT ON FUNCTION pgcast_broadcasts_of(messages, text) IS
     'What one written messages row broadcasts: channel messages, new-message / message-updated with {"message": Message}, message-deleted with {"id": id}.';
 
 -- A user as other users see them in broadcasts: never the e-mail.
@@ -99,7 +100,7 @@ $$;
 COMMENT ON FUNCTION pgcast_notification_json(notifications) IS
     'A notification as its user sees it in lists and notification-updated events.';
 
-CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_direct_messages(d direct_messages, operation text)
+CREATE OR REPLACE FUNCTION pgcast_broadcasts_of(d direct_messages, operation text)
 RETURNS TABLE (channel text, event text, data jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT 'private-user.' || person,
@@ -114,10 +115,10 @@ LANGUAGE sql STABLE AS $$
     FROM (VALUES (d.sender_id), (d.recipient_id)) AS people (person)
 $$;
 
-COMMENT ON FUNCTION pgcast_broadcasts_of_direct_messages(direct_messages, text) IS
+COMMENT ON FUNCTION pgcast_broadcasts_of(direct_messages, text) IS
     'What one written direct_messages row broadcasts: to the sender''s and the recipient''s private-user.{id} only, as new-direct-message / direct-message-updated with {"direct_message": ...}, or direct-message-deleted with {"id": id}.';
 
-CREATE OR REPLACE FUNCTION pgcast_broadcasts_of_notifications(n notifications, operation text)
+CREATE OR REPLACE FUNCTION pgcast_broadcasts_of(n notifications, operation text)
 RETURNS TABLE (channel text, event text, data jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT 'private-user.' || n.user_id,
@@ -134,13 +135,34 @@ LANGUAGE sql STABLE AS $$
            END
 $$;
 
-COMMENT ON FUNCTION pgcast_broadcasts_of_notifications(notifications, text) IS
+COMMENT ON FUNCTION pgcast_broadcasts_of(notifications, text) IS
     'What one written notifications row broadcasts, to its user''s private-user.{id} only: Illuminate\Notifications\Events\BroadcastNotificationCreated with the data plus id and type; notification-updated with {"notification": ...}; notification-deleted with {"id": id}.';
 
--- The one trigger function of every broadcasting table. Its argument names the table's
--- function (row, operation) -> (channel, event, data). Rows are matched by `id`: an UPDATE
--- that changes a row's id is the deletion of the old id and the insertion of the new one,
--- so no client keeps a row that no longer exists.
+-- A record as a row of the type of `type_of`, field by field in order (PL/pgSQL's
+-- assignment, no text round trip).
+CREATE OR REPLACE FUNCTION pgcast_row_of(type_of anyelement, fields record) RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    typed type_of%TYPE;
+BEGIN
+    typed := fields;
+    RETURN typed;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_row_of(anyelement, record) IS
+    'fields (a record, e.g. a transition table''s row) as a value of type_of''s row type.';
+
+-- The one trigger function of every broadcasting table, with the table's mapping
+-- (row, operation) -> (channel, event, data). Rows are matched by `id`: an UPDATE that
+-- changes a row's id is the deletion of the old id and the insertion of the new one, so no
+-- client keeps a row that no longer exists.
+--
+-- Without an argument the mapping is pgcast_broadcasts_of(row, operation), found by the row's
+-- type: the statements are static, so PL/pgSQL plans them once per session and trigger and
+-- runs the cached plan after. An argument names a mapping function of any other name; the
+-- statements are then built with it and planned again on every call (EXECUTE caches no
+-- plan), which costs several times the rest of the trigger (bench/profile.md).
 CREATE OR REPLACE FUNCTION pgcast_broadcast_rows() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -154,7 +176,43 @@ BEGIN
     ELSIF NOT EXISTS (SELECT FROM new_rows) THEN
         RETURN NULL;
     END IF;
-    IF TG_OP = 'INSERT' THEN
+    -- Both halves run the same statements; only the way the mapping is named differs. A
+    -- transition table's rows are of type record, which matches every overload of
+    -- pgcast_broadcasts_of alike: pgcast_row_of gives each the type of NEW (or OLD), which is
+    -- the table's row type even in a statement trigger. In a subquery kept apart by OFFSET 0,
+    -- or the inlined mapping would convert the row again for every column it reads.
+    IF TG_NARGS = 0 THEN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM (SELECT r.id, pgcast_row_of(NEW, r) AS typed FROM new_rows r OFFSET 0) r,
+                 LATERAL pgcast_broadcasts_of(r.typed, 'INSERT') b
+            ORDER BY r.id;
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM (SELECT r.id, pgcast_row_of(OLD, r) AS typed FROM old_rows r
+                  WHERE NOT EXISTS (SELECT FROM new_rows n WHERE n.id = r.id)
+                  OFFSET 0) r,
+                 LATERAL pgcast_broadcasts_of(r.typed, 'DELETE') b
+            ORDER BY r.id;
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM (SELECT r.id, pgcast_row_of(NEW, r) AS typed,
+                         -- IN, not EXISTS: a hashed subplan, not a scan of old_rows per row.
+                         CASE WHEN r.id IN (SELECT o.id FROM old_rows o)
+                              THEN 'UPDATE' ELSE 'INSERT' END AS operation
+                  FROM new_rows r OFFSET 0) r,
+                 LATERAL pgcast_broadcasts_of(r.typed, r.operation) b
+            ORDER BY r.id;
+        ELSE
+            INSERT INTO broadcasts (channel, event, data)
+            SELECT b.channel, b.event, b.data
+            FROM (SELECT r.id, pgcast_row_of(OLD, r) AS typed FROM old_rows r OFFSET 0) r,
+                 LATERAL pgcast_broadcasts_of(r.typed, 'DELETE') b
+            ORDER BY r.id;
+        END IF;
+    ELSIF TG_OP = 'INSERT' THEN
         EXECUTE format($q$
             INSERT INTO broadcasts (channel, event, data)
             SELECT b.channel, b.event, b.data
@@ -173,7 +231,6 @@ BEGIN
             INSERT INTO broadcasts (channel, event, data)
             SELECT b.channel, b.event, b.data
             FROM new_rows r,
-                 -- IN, not EXISTS: a hashed subplan, not a scan of old_rows per row.
                  LATERAL %s(r, CASE WHEN r.id IN (SELECT o.id FROM old_rows o)
                                     THEN 'UPDATE' ELSE 'INSERT' END) b
             ORDER BY r.id
@@ -191,7 +248,7 @@ END
 $$;
 
 COMMENT ON FUNCTION pgcast_broadcast_rows() IS
-    'Statement trigger of every broadcasting table: records what the written rows broadcast (per the function named by its argument) in broadcasts.';
+    'Statement trigger of every broadcasting table: records what the written rows broadcast in broadcasts, per pgcast_broadcasts_of(row, operation) (no argument; planned once per session) or per the function its argument names (planned on every call).';
 
 CREATE OR REPLACE FUNCTION pgcast_wake_listeners() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -216,41 +273,69 @@ CREATE OR REPLACE TRIGGER messages_touch_updated_at
     BEFORE UPDATE ON messages
     FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
 
--- Makes a table broadcast: its three statement triggers, each running pgcast_broadcast_rows
--- with the table's mapping function. Idempotent, like the rest of this file; DBAs call it for
--- tables of their own.
+-- Makes a table broadcast: its three statement triggers, each running pgcast_broadcast_rows,
+-- with the name of the table's mapping function as their argument, or with none when the
+-- mapping is the table's pgcast_broadcasts_of (broadcasts_of NULL). Idempotent, like the
+-- rest of this file; DBAs call it for tables of their own.
 CREATE OR REPLACE FUNCTION pgcast_broadcast_table(target regclass, broadcasts_of regproc)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     name text := (SELECT relname FROM pg_class WHERE oid = target);
+    argument text := coalesce(quote_literal(broadcasts_of::text), '');
 BEGIN
     EXECUTE format(
         'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%L)',
-        name || '_broadcast_insert', target, broadcasts_of);
+        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%s)',
+        name || '_broadcast_insert', target, argument);
     EXECUTE format(
         'CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s '
         'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%L)',
-        name || '_broadcast_update', target, broadcasts_of);
+        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%s)',
+        name || '_broadcast_update', target, argument);
     EXECUTE format(
         'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%L)',
-        name || '_broadcast_delete', target, broadcasts_of);
+        'FOR EACH STATEMENT EXECUTE FUNCTION pgcast_broadcast_rows(%s)',
+        name || '_broadcast_delete', target, argument);
 END
 $$;
 
 COMMENT ON FUNCTION pgcast_broadcast_table(regclass, regproc) IS
-    'Makes a table broadcast what its rows become through broadcasts_of(row, operation) -> (channel, event, data): creates its INSERT, UPDATE and DELETE statement triggers. The table needs an id column.';
+    'Makes a table broadcast what its rows become through broadcasts_of(row, operation) -> (channel, event, data): creates its INSERT, UPDATE and DELETE statement triggers. The table needs an id column. pgcast_broadcast_table(table) uses the table''s pgcast_broadcasts_of instead, planned once per session rather than on every statement.';
+
+CREATE OR REPLACE FUNCTION pgcast_broadcast_table(target regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- The row type has the table's name, as search_path shows it.
+    mapping text := format('pgcast_broadcasts_of(%s, text)', target);
+BEGIN
+    IF to_regprocedure(mapping) IS NULL THEN
+        RAISE EXCEPTION 'pgcast_broadcast_table(%): there is no function %', target, mapping
+            USING ERRCODE = 'undefined_function',
+                  HINT = format('CREATE FUNCTION pgcast_broadcasts_of(r %s, operation text) '
+                                'RETURNS TABLE (channel text, event text, data jsonb) ..., '
+                                'or name your function: pgcast_broadcast_table(%L, ''its_name'')',
+                                target, target::text);
+    END IF;
+    PERFORM pgcast_broadcast_table(target, NULL);
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_broadcast_table(regclass) IS
+    'Makes a table broadcast what its rows become through pgcast_broadcasts_of(row, operation) -> (channel, event, data), the overload for its row type: creates its INSERT, UPDATE and DELETE statement triggers, whose statements are planned once per session. The table needs an id column.';
 
 CREATE OR REPLACE TRIGGER direct_messages_touch_updated_at
     BEFORE UPDATE ON direct_messages
     FOR EACH ROW EXECUTE FUNCTION pgcast_touch_updated_at();
 
-SELECT pgcast_broadcast_table('messages', 'pgcast_broadcasts_of_messages');
-SELECT pgcast_broadcast_table('direct_messages', 'pgcast_broadcasts_of_direct_messages');
-SELECT pgcast_broadcast_table('notifications', 'pgcast_broadcasts_of_notifications');
+SELECT pgcast_broadcast_table('messages');
+SELECT pgcast_broadcast_table('direct_messages');
+SELECT pgcast_broadcast_table('notifications');
+
+-- Their names until each table's mapping became an overload of pgcast_broadcasts_of.
+DROP FUNCTION IF EXISTS pgcast_broadcasts_of_messages(messages, text);
+DROP FUNCTION IF EXISTS pgcast_broadcasts_of_direct_messages(direct_messages, text);
+DROP FUNCTION IF EXISTS pgcast_broadcasts_of_notifications(notifications, text);
 
 -- The audit trail, for DBAs: who broadcast what, when, and from where.
 CREATE OR REPLACE VIEW broadcast_audit AS
