@@ -340,6 +340,43 @@ async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_b
     assert [f["data"]["message"]["content"] for f in frames] == [f"r{n}" for n in range(1, 3001)]
 
 
+def _round_trips(trace: str) -> int:
+    """How many times, in a libpq trace, the client sent and then waited for the server."""
+    senders = "".join(line[:1] for line in trace.splitlines() if line[:2] in ("F\t", "B\t"))
+    return len(re.findall("F+B", senders))
+
+
+@pytest.mark.parametrize("channels", [None, ["messages", "orders.1"]])
+async def test_a_page_is_read_in_one_round_trip(
+    db: psycopg.AsyncConnection[Any], tmp_path: Any, channels: list[str] | None
+) -> None:
+    # A replay reads page after page: each page waits on the database once, with its
+    # planner settings sent along with the query (pipeline), not in round trips of their own.
+    user_id = await create_user(db)
+    position = await current_position(db, "db")
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'x' || n "
+        "FROM generate_series(1, 30) AS n",
+        [user_id],
+    )
+    trace_path = tmp_path / "libpq.trace"
+    with trace_path.open("w") as trace:
+        db.pgconn.trace(trace.fileno())
+        db.pgconn.set_trace_flags(
+            psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+        )
+        try:
+            first = await read_page(db, position, 20, channels)
+            second = await read_page(db, first.end, 20, channels)
+        finally:
+            db.pgconn.untrace()
+    contents = [json.loads(event.data)["message"]["content"] for event in first.events]
+    contents += [json.loads(event.data)["message"]["content"] for event in second.events]
+    assert contents == [f"x{n}" for n in range(1, 31)]
+    assert second.complete
+    assert _round_trips(trace_path.read_text()) == 2, trace_path.read_text()
+
+
 def test_owed_events_start_just_past_the_position() -> None:
     prev, next_ = Snapshot.parse("100:110:103,105"), Snapshot.parse("108:120:")
     min_id, max_id = -(1 << 63), (1 << 63) - 1
@@ -412,12 +449,15 @@ async def test_every_page_is_an_index_seek_wherever_it_starts_in_a_batch(
     parameters = page_parameters(page.end, 200)
     if channels is not None:
         parameters["channels"] = channels
-        await db.execute(queries.ORDERED_INDEX_SCANS_ONLY.replace("SET LOCAL", "SET"))
     await db.execute(f"SET plan_cache_mode = {plan}")
     await db.execute(f"PREPARE events_page AS {query}")
     arguments = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
     explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE events_page")
-    cursor = await db.execute(explain + sql.SQL("(") + arguments + sql.SQL(")"))
+    # Planned as read_page runs it: a page of some channels after its settings, pipelined.
+    async with db.pipeline():
+        if channels is not None:
+            await db.execute(queries.ORDERED_INDEX_SCANS_ONLY)
+        cursor = await db.execute(explain + sql.SQL("(") + arguments + sql.SQL(")"))
     plan_text = "\n".join(row[0] for row in await cursor.fetchall())
 
     assert "Seq Scan on broadcasts" not in plan_text, plan_text
