@@ -258,6 +258,7 @@ async def test_a_replay_paged_through_the_middle_of_batches_sends_each_event_onc
     # batch's two parts: a transaction that was in progress at the batch's start (xip) and
     # those that began after it.
     monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 2)
     monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 1)
     alice = client_factory()
     await alice.sign_in("alice@example.com", "Alice")
@@ -302,6 +303,59 @@ async def test_a_replay_paged_through_the_middle_of_batches_sends_each_event_onc
         await resumed.close()
 
 
+async def test_a_long_replay_reads_growing_pages_and_sends_each_event_once_in_commit_order(
+    client_factory: Any,
+    db: psycopg.AsyncConnection[Any],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pages double from REPLAY_PAGE_SIZE up to REPLAY_MAX_PAGE_SIZE. The replay is one batch
+    # holding a transaction committed out of order (in progress at the cursor, committed
+    # after two later ones: the batch's xip part) and three that began after the cursor (its
+    # range part); pages of every size end inside transactions and between the parts, and
+    # nothing is skipped or sent twice. Within a batch, events go in transaction order.
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 8)
+    monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 3)
+    limits: list[int] = []
+
+    async def recorded(conn: Any, position: Cursor, limit: int, channels: Any = None) -> Any:
+        limits.append(limit)
+        return await read_page(conn, position, limit, channels)
+
+    monkeypatch.setattr(replay_module, "read_page", recorded)
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    user_id = await create_user(db)
+    insert = (
+        "INSERT INTO messages (user_id, content) "
+        "SELECT %s, %s || n FROM generate_series(1, %s) AS n"
+    )
+    async with await psycopg.AsyncConnection.connect(database_url) as early:
+        await early.execute(insert, [user_id, "E", 9])
+        socket = await alice.connect()
+        await socket.close()
+        await db.execute(insert, [user_id, "a", 5])
+        await db.execute(insert, [user_id, "b", 7])
+        await early.commit()
+    await db.execute(insert, [user_id, "c", 11])
+    expected = [f"E{n}" for n in range(1, 10)] + [f"a{n}" for n in range(1, 6)]
+    expected += [f"b{n}" for n in range(1, 8)] + [f"c{n}" for n in range(1, 12)]
+
+    resumed = await alice.connect(after=socket.cursor)
+    frames = await resumed.frames(len(expected))
+    assert [f["data"]["message"]["content"] for f in frames] == expected
+    assert limits == [2, 4, 8, 8, 8, 8], limits
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'live')", [user_id])
+    assert (await resumed.next_frame())["data"]["message"]["content"] == "live"
+    # Resumed from any frame, with pages growing from there, the rest follows exactly once.
+    for index in (1, 5, 12, 20):
+        again = await alice.connect(after=frames[index]["cursor"])
+        rest = await again.frames(len(expected) - index - 1)
+        assert [f["data"]["message"]["content"] for f in rest] == expected[index + 1 :]
+        await again.close()
+
+
 async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_back(
     client_factory: Any,
     db: psycopg.AsyncConnection[Any],
@@ -311,6 +365,7 @@ async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_b
     # The replay reads a page ahead while it writes: closing the socket must stop that read
     # and return its connection to the pool.
     monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 50)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 50)
     monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 10)
     alice = client_factory()
     await alice.sign_in("alice@example.com", "Alice")
