@@ -30,7 +30,7 @@ from bench.lib.writers import connect
 from server.core.cursor import CursorError
 from server.pg.eventlog import database_identity, read_page, resumable_position
 from server.pg.feed import PAGE_SIZE as LISTENER_PAGE_SIZE
-from server.pg.replay import REPLAY_MAX_PAGE_SIZE, REPLAY_PAGE_SIZE
+from server.pg.replay import REPLAY_PAGE_SIZE
 
 TARGET = 50_000.0
 BACKLOG_BATCH = 1000
@@ -177,7 +177,7 @@ async def measure(run: runner.Run[Options]) -> ResumeResult:
         replay, texts = await replay_phase(server, cookie, before.cursor, ids, meter)
     reads = [
         await read_database(run.conninfo, before.cursor, size)
-        for size in dict.fromkeys((REPLAY_PAGE_SIZE, REPLAY_MAX_PAGE_SIZE, LISTENER_PAGE_SIZE))
+        for size in dict.fromkeys((REPLAY_PAGE_SIZE, LISTENER_PAGE_SIZE))
     ]
     bare = await frames_burst("baseline_server.py", texts, ids, 1, run.workdir)
     problems = replay.burst.delivery.problems("replay") + bare.delivery.problems("bare socket")

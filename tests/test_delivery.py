@@ -356,6 +356,49 @@ async def test_a_long_replay_reads_growing_pages_and_sends_each_event_once_in_co
         await again.close()
 
 
+@pytest.mark.parametrize(
+    ("channels", "limits"),
+    [
+        (["messages"], [2, 4, 8, 8]),
+        # Two channels: a page's sort sees up to a page of each.
+        (["messages", "orders.1"], [2, 4, 4, 4, 4, 4]),
+        # Every channel (`pgcast tail`): the query without planner settings keeps to its size.
+        (None, [2] * 11),
+    ],
+)
+async def test_replay_pages_grow_only_as_far_as_their_channels_allow(
+    db: psycopg.AsyncConnection[Any],
+    server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    channels: list[str] | None,
+    limits: list[int],
+) -> None:
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 8)
+    asked: list[int] = []
+
+    async def recorded(conn: Any, position: Cursor, limit: int, channels: Any = None) -> Any:
+        asked.append(limit)
+        return await read_page(conn, position, limit, channels)
+
+    monkeypatch.setattr(replay_module, "read_page", recorded)
+    user_id = await create_user(db)
+    position = await current_position(db, "db")
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'r' || n "
+        "FROM generate_series(1, 20) AS n",
+        [user_id],
+    )
+    sent: list[str] = []
+
+    async def send(events: list[Any]) -> None:
+        sent.extend(json.loads(event.data)["message"]["content"] for event in events)
+
+    await replay_module.replay(server.app[POOL], position, channels, send)
+    assert sent == [f"r{n}" for n in range(1, 21)]
+    assert asked == limits
+
+
 async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_back(
     client_factory: Any,
     db: psycopg.AsyncConnection[Any],

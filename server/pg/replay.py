@@ -18,9 +18,14 @@ from server.pg.eventlog import Page, current_position, read_page, resumable_posi
 # both sides, about a tenth of the CPU per event from 1,000 to 4,000; a short replay still
 # starts after a short read), and reads the next while it sends this one. So a replaying
 # socket holds at most two pages, 2 x REPLAY_MAX_PAGE_SIZE events, besides what its socket's
-# flow control lets through. Encoding holds the event loop, so it hands
-# REPLAY_EVENTS_PER_SEND events at a time to the transport, with a yield in between: a long
-# replay never delays every other socket for long.
+# flow control lets through. Each channel's branches return up to a page each before the
+# page is sorted, so with k channels pages grow only to REPLAY_MAX_PAGE_SIZE / k (at 4,000
+# per channel for two, the sort went to disk). A replay of every channel (`pgcast tail`)
+# keeps to REPLAY_PAGE_SIZE: its query runs without the planner settings, and on a table
+# never analyzed a LIMIT of 4,000 turned its seek into a bitmap scan and sort of the whole
+# log. Encoding holds the event loop, so it hands REPLAY_EVENTS_PER_SEND events at a time to
+# the transport, with a yield in between: a long replay never delays every other socket for
+# long.
 REPLAY_PAGE_SIZE = 1000
 REPLAY_MAX_PAGE_SIZE = 4000
 REPLAY_EVENTS_PER_SEND = 100
@@ -43,12 +48,13 @@ async def replay(
     # PostgreSQL reads the next page while this one is sent, instead of the two taking
     # turns; one page ahead at most.
     size = REPLAY_PAGE_SIZE
+    largest = size if channels is None else max(size, REPLAY_MAX_PAGE_SIZE // max(len(channels), 1))
     reading = asyncio.create_task(read_from(position, size))
     try:
         while True:
             page = await reading
             if not page.complete:
-                size = min(2 * size, REPLAY_MAX_PAGE_SIZE)
+                size = min(2 * size, largest)
                 reading = asyncio.create_task(read_from(page.end, size))
             events = page.events
             for start in range(0, len(events), REPLAY_EVENTS_PER_SEND):
