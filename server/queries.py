@@ -130,9 +130,10 @@ page AS (
 # Per channel the planner estimates rows by the channel alone, and for a small table or one
 # big channel it may prefer a bitmap or sequential scan of the rest of the batch and a sort:
 # the whole rest of a batch read for every page. CHANNEL_EVENTS_PAGE runs in a transaction
-# with these set, so each branch is an ordered index seek that stops at its LIMIT.
+# with these set, so each branch is an ordered index seek that stops at its LIMIT. One
+# statement, as SET LOCAL of both would be two: a pipeline sends each on its own.
 ORDERED_INDEX_SCANS_ONLY: Final[LiteralString] = (
-    "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+    "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
 )
 
 CHANNEL_EVENTS_PAGE: Final[LiteralString] = (

@@ -258,6 +258,7 @@ async def test_a_replay_paged_through_the_middle_of_batches_sends_each_event_onc
     # batch's two parts: a transaction that was in progress at the batch's start (xip) and
     # those that began after it.
     monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 2)
     monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 1)
     alice = client_factory()
     await alice.sign_in("alice@example.com", "Alice")
@@ -302,6 +303,102 @@ async def test_a_replay_paged_through_the_middle_of_batches_sends_each_event_onc
         await resumed.close()
 
 
+async def test_a_long_replay_reads_growing_pages_and_sends_each_event_once_in_commit_order(
+    client_factory: Any,
+    db: psycopg.AsyncConnection[Any],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pages double from REPLAY_PAGE_SIZE up to REPLAY_MAX_PAGE_SIZE. The replay is one batch
+    # holding a transaction committed out of order (in progress at the cursor, committed
+    # after two later ones: the batch's xip part) and three that began after the cursor (its
+    # range part); pages of every size end inside transactions and between the parts, and
+    # nothing is skipped or sent twice. Within a batch, events go in transaction order.
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 8)
+    monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 3)
+    limits: list[int] = []
+
+    async def recorded(conn: Any, position: Cursor, limit: int, channels: Any = None) -> Any:
+        limits.append(limit)
+        return await read_page(conn, position, limit, channels)
+
+    monkeypatch.setattr(replay_module, "read_page", recorded)
+    alice = client_factory()
+    await alice.sign_in("alice@example.com", "Alice")
+    user_id = await create_user(db)
+    insert = (
+        "INSERT INTO messages (user_id, content) "
+        "SELECT %s, %s || n FROM generate_series(1, %s) AS n"
+    )
+    async with await psycopg.AsyncConnection.connect(database_url) as early:
+        await early.execute(insert, [user_id, "E", 9])
+        socket = await alice.connect()
+        await socket.close()
+        await db.execute(insert, [user_id, "a", 5])
+        await db.execute(insert, [user_id, "b", 7])
+        await early.commit()
+    await db.execute(insert, [user_id, "c", 11])
+    expected = [f"E{n}" for n in range(1, 10)] + [f"a{n}" for n in range(1, 6)]
+    expected += [f"b{n}" for n in range(1, 8)] + [f"c{n}" for n in range(1, 12)]
+
+    resumed = await alice.connect(after=socket.cursor)
+    frames = await resumed.frames(len(expected))
+    assert [f["data"]["message"]["content"] for f in frames] == expected
+    assert limits == [2, 4, 8, 8, 8, 8], limits
+    await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, 'live')", [user_id])
+    assert (await resumed.next_frame())["data"]["message"]["content"] == "live"
+    # Resumed from any frame, with pages growing from there, the rest follows exactly once.
+    for index in (1, 5, 12, 20):
+        again = await alice.connect(after=frames[index]["cursor"])
+        rest = await again.frames(len(expected) - index - 1)
+        assert [f["data"]["message"]["content"] for f in rest] == expected[index + 1 :]
+        await again.close()
+
+
+@pytest.mark.parametrize(
+    ("channels", "limits"),
+    [
+        (["messages"], [2, 4, 8, 8]),
+        # Two channels: a page's sort sees up to a page of each.
+        (["messages", "orders.1"], [2, 4, 4, 4, 4, 4]),
+        # Every channel (`pgcast tail`): the query without planner settings keeps to its size.
+        (None, [2] * 11),
+    ],
+)
+async def test_replay_pages_grow_only_as_far_as_their_channels_allow(
+    db: psycopg.AsyncConnection[Any],
+    server: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
+    channels: list[str] | None,
+    limits: list[int],
+) -> None:
+    monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 2)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 8)
+    asked: list[int] = []
+
+    async def recorded(conn: Any, position: Cursor, limit: int, channels: Any = None) -> Any:
+        asked.append(limit)
+        return await read_page(conn, position, limit, channels)
+
+    monkeypatch.setattr(replay_module, "read_page", recorded)
+    user_id = await create_user(db)
+    position = await current_position(db, "db")
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'r' || n "
+        "FROM generate_series(1, 20) AS n",
+        [user_id],
+    )
+    sent: list[str] = []
+
+    async def send(events: list[Any]) -> None:
+        sent.extend(json.loads(event.data)["message"]["content"] for event in events)
+
+    await replay_module.replay(server.app[POOL], position, channels, send)
+    assert sent == [f"r{n}" for n in range(1, 21)]
+    assert asked == limits
+
+
 async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_back(
     client_factory: Any,
     db: psycopg.AsyncConnection[Any],
@@ -311,6 +408,7 @@ async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_b
     # The replay reads a page ahead while it writes: closing the socket must stop that read
     # and return its connection to the pool.
     monkeypatch.setattr(replay_module, "REPLAY_PAGE_SIZE", 50)
+    monkeypatch.setattr(replay_module, "REPLAY_MAX_PAGE_SIZE", 50)
     monkeypatch.setattr(replay_module, "REPLAY_EVENTS_PER_SEND", 10)
     alice = client_factory()
     await alice.sign_in("alice@example.com", "Alice")
@@ -338,6 +436,43 @@ async def test_a_socket_closed_in_the_middle_of_a_replay_gives_its_connections_b
     resumed = await alice.connect(after=socket.cursor)
     frames = await resumed.frames(3000)
     assert [f["data"]["message"]["content"] for f in frames] == [f"r{n}" for n in range(1, 3001)]
+
+
+def _round_trips(trace: str) -> int:
+    """How many times, in a libpq trace, the client sent and then waited for the server."""
+    senders = "".join(line[:1] for line in trace.splitlines() if line[:2] in ("F\t", "B\t"))
+    return len(re.findall("F+B", senders))
+
+
+@pytest.mark.parametrize("channels", [None, ["messages", "orders.1"]])
+async def test_a_page_is_read_in_one_round_trip(
+    db: psycopg.AsyncConnection[Any], tmp_path: Any, channels: list[str] | None
+) -> None:
+    # A replay reads page after page: each page waits on the database once, with its
+    # planner settings sent along with the query (pipeline), not in round trips of their own.
+    user_id = await create_user(db)
+    position = await current_position(db, "db")
+    await db.execute(
+        "INSERT INTO messages (user_id, content) SELECT %s, 'x' || n "
+        "FROM generate_series(1, 30) AS n",
+        [user_id],
+    )
+    trace_path = tmp_path / "libpq.trace"
+    with trace_path.open("w") as trace:
+        db.pgconn.trace(trace.fileno())
+        db.pgconn.set_trace_flags(
+            psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+        )
+        try:
+            first = await read_page(db, position, 20, channels)
+            second = await read_page(db, first.end, 20, channels)
+        finally:
+            db.pgconn.untrace()
+    contents = [json.loads(event.data)["message"]["content"] for event in first.events]
+    contents += [json.loads(event.data)["message"]["content"] for event in second.events]
+    assert contents == [f"x{n}" for n in range(1, 31)]
+    assert second.complete
+    assert _round_trips(trace_path.read_text()) == 2, trace_path.read_text()
 
 
 def test_owed_events_start_just_past_the_position() -> None:
@@ -412,12 +547,15 @@ async def test_every_page_is_an_index_seek_wherever_it_starts_in_a_batch(
     parameters = page_parameters(page.end, 200)
     if channels is not None:
         parameters["channels"] = channels
-        await db.execute(queries.ORDERED_INDEX_SCANS_ONLY.replace("SET LOCAL", "SET"))
     await db.execute(f"SET plan_cache_mode = {plan}")
     await db.execute(f"PREPARE events_page AS {query}")
     arguments = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
     explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE events_page")
-    cursor = await db.execute(explain + sql.SQL("(") + arguments + sql.SQL(")"))
+    # Planned as read_page runs it: a page of some channels after its settings, pipelined.
+    async with db.pipeline():
+        if channels is not None:
+            await db.execute(queries.ORDERED_INDEX_SCANS_ONLY)
+        cursor = await db.execute(explain + sql.SQL("(") + arguments + sql.SQL(")"))
     plan_text = "\n".join(row[0] for row in await cursor.fetchall())
 
     assert "Seq Scan on broadcasts" not in plan_text, plan_text

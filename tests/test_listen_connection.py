@@ -58,6 +58,7 @@ async def test_with_database_url_through_a_transaction_mode_pgbouncer_rows_reach
     try:
         me = await alice.sign_in("alice@example.com", "Alice")
         socket = await alice.connect()
+        connected_at = socket.cursor
         # Many requests at once, several times over: the pool's connections share a few
         # server connections, and each statement may land on any of them.
         for round_number in range(4):
@@ -83,6 +84,11 @@ async def test_with_database_url_through_a_transaction_mode_pgbouncer_rows_reach
         assert sorted(contents[:40]) == sorted(f"post {r}.{n}" for r in range(4) for n in range(10))
         assert contents[40] == "from cron"
         await socket.close()
+        # A replay's pages, planner settings and query pipelined, go through the pooler too.
+        resumed = await alice.connect(after=connected_at)
+        replayed = [frame["data"]["message"]["content"] for frame in await resumed.frames(41)]
+        assert sorted(replayed) == sorted(contents)
+        await resumed.close()
     finally:
         await alice.close()
         await server.runner.cleanup()

@@ -155,8 +155,13 @@ async def read_page(
         rows = await result.fetchall()
     else:
         parameters["channels"] = list(channels)
-        async with conn.transaction():
+        # The planner settings must hold for the page query and nothing else. Pipelined, the
+        # two statements go out together and end at one Sync, so PostgreSQL runs them in one
+        # implicit transaction (the extended protocol's rule, whatever its version) and the
+        # settings lapse with it, error or not: one round trip per page, as for a single
+        # statement, where BEGIN, the settings, the query and COMMIT took four.
+        async with conn.pipeline():
             await conn.execute(queries.ORDERED_INDEX_SCANS_ONLY)
             result = await conn.execute(queries.CHANNEL_EVENTS_PAGE, parameters)
-            rows = await result.fetchall()
+        rows = await result.fetchall()
     return Page(position, rows, limit)
