@@ -14,8 +14,6 @@ from bench.lib.results import Burst, Result, Steady, ratio
 from bench.lib.servers import frames_burst
 from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
-FRAMES_DELIVERED = "pgcast_frames_delivered_total"
-
 
 @dataclass
 class Options(runner.Options):
@@ -33,7 +31,6 @@ class QuickResult(Result):
     latency: Steady
     fanout: Burst
     baseline: Burst
-    frames_delivered: float  # the server's own count over both phases
 
     @property
     def ratio(self) -> float:
@@ -60,8 +57,6 @@ class QuickResult(Result):
                 f"fan-out CPU (% of one core) | {render.cpu(f.usage, *cpus)}",
                 "delivery check latency / fan-out / baseline | "
                 + " / ".join(render.ok(ok) for ok in (t.delivery.ok, f.ok, b.ok)),
-                "server frames_delivered metric vs frames received | "
-                f"{self.frames_delivered:.0f} vs {t.delivery.frames + f.frames}",
             ]
         )
 
@@ -72,11 +67,8 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
     async with pgcast_session(run) as s:
         receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            before = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0)
             latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
-            burst = (o.burst, o.batch, o.content_chars)
-            fanout, ids, texts = await burst_phase(s, receivers, *burst)
-            delivered = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
+            fanout, ids, texts = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
         finally:
             await close_sockets(receivers)
     baseline = await frames_burst(texts, ids, o.sockets, run.workdir)
@@ -86,7 +78,7 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
         problems.append(f"socket 0 got {len(texts)} of {o.burst} burst frames for the baseline")
     phases = [("latency", latency.usage), ("fan-out", fanout.usage), ("baseline", baseline.usage)]
     notes = usage_notes(phases)
-    return QuickResult(latency, fanout, baseline, delivered, problems=problems, notes=notes)
+    return QuickResult(latency, fanout, baseline, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)

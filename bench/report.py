@@ -148,42 +148,29 @@ def grouped(items: list[tuple[Any, float, float]]) -> dict[Any, list[tuple[float
     return found
 
 
-def plot(
-    path: Path,
-    labels: tuple[str, str, str],
-    lines: list[Line],
-    xbase: int = 10,
-    log_y: bool = False,
-) -> bool:
+def plot(path: Path, labels: tuple[str, str, str], lines: list[Line], log_y: bool) -> None:
     """A plot of `lines` against a log x axis; `labels` are the title and the axes'."""
-    if not lines:
-        return False
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for label, points, style in lines:
-        axes.plot(
-            *(zip(*sorted(points), strict=True) if points else ((), ())), label=label, **style
-        )
+        axes.plot(*zip(*sorted(points), strict=True), label=label, **style)
     if log_y:
         axes.axhline(25.0, color="grey", linestyle="--", linewidth=1, label="25 ms aim")
-    axes.set_xscale("log", base=xbase)
-    # Plain numbers (1, 4, 16; 100, 1000) rather than powers.
+    axes.set_xscale("log")
+    # Plain numbers (100, 1000) rather than powers.
     axes.xaxis.set_major_formatter(ticker.ScalarFormatter())
     axes.set_xticks(sorted({x for _, points, _ in lines for x, _ in points}))
-    axes.set(
-        yscale="log" if log_y else "linear", title=labels[0], xlabel=labels[1], ylabel=labels[2]
-    )
+    axes.set(yscale="log" if log_y else "linear", title=labels[0], xlabel=labels[1])
+    axes.set(ylabel=labels[2])
     axes.legend(fontsize=7)
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    return True
 
 
 def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
     steps, bursts = (getattr(runs.get("fanout"), name, []) for name in ("steps", "bursts"))
     limits = getattr(runs.get("socket_limit"), "measurements", [])
-    db, ingest = runs.get("db_limits"), getattr(runs.get("ingest"), "ingest", [])
     latency = grouped(
         [((s.content_bytes, s.steady.target_rate), s.sockets, s.steady.latency.p99) for s in steps]
     )
@@ -191,51 +178,19 @@ def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
     bare = grouped(
         [((m.frame_bytes, m.frames_per_write), m.sockets, m.frames_per_second) for m in limits]
     )
-    variants = {
-        "none": "no trigger",
-        "notify": "bare NOTIFY trigger",
-        "pgcast": "pgcast triggers, no listener",
+    latency_lines = [(f"{b:,} B at {r:g} msg/s", p, POINTS) for (b, r), p in latency.items()]
+    limit_lines = [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
+    limit_lines += [
+        (f"bare socket, {b:,} B frames, {k} per write", p, LIMIT) for (b, k), p in bare.items()
+    ]
+    titles = {
+        "latency-vs-sockets": ("pgcast fan-out latency", "sockets", "p99 commit→socket (ms)"),
+        "fanout-vs-limit": ("Burst fan-out against the socket limit", "sockets", "frames/s"),
     }
-    writes = [
-        (label, [(w, db.rate(v, w)) for w in db.options["writers"]], POINTS)
-        for v, label in variants.items()
-        if db
-    ]
-    listening = grouped([(i.sockets, i.writers, i.pgcast.tx_per_second) for i in ingest]).items()
-    writes += [
-        (f"pgcast, {n:,} socket{'s' if n > 1 else ''} listening", p, {"marker": "s"})
-        for n, p in listening
-    ]
     written = []
-    for name, labels, lines, style in [
-        (
-            "latency-vs-sockets",
-            ("pgcast fan-out latency", "sockets", "p99 commit→socket (ms)"),
-            [(f"{size:,} B at {rate:g} msg/s", p, POINTS) for (size, rate), p in latency.items()],
-            {"log_y": True},
-        ),
-        (
-            "fanout-vs-limit",
-            ("Burst fan-out against the bare socket limit", "sockets", "frames/s delivered"),
-            [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
-            + [
-                (f"bare socket, {size:,} B frames, {k} per write", p, LIMIT)
-                for (size, k), p in bare.items()
-            ],
-            {},
-        ),
-        (
-            "throughput-vs-writers",
-            (
-                "Write throughput against writers",
-                "concurrent writers (pgbench clients)",
-                "INSERT transactions/s",
-            ),
-            writes,
-            {"xbase": 2},
-        ),
-    ]:
-        if plot(path := directory / f"{name}.png", labels, lines, **style):
+    for (name, labels), lines in zip(titles.items(), (latency_lines, limit_lines), strict=True):
+        if lines:
+            plot(path := directory / f"{name}.png", labels, lines, name == "latency-vs-sockets")
             written.append(path)
     return written
 
@@ -278,8 +233,6 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         if name == "fanout" and name in runs:
             lines += ["![p99 latency against sockets](plots/latency-vs-sockets.png)", ""]
             lines += ["![burst frames/s against sockets](plots/fanout-vs-limit.png)", ""]
-        if name == "ingest" and name in runs:
-            lines += ["![tx/s against writers](plots/throughput-vs-writers.png)", ""]
     if (profile := BENCH_DIR / "profile.md").exists():
         lines += [profile.read_text().rstrip(), ""]
     if problems := [f"- {kind}: {p}" for kind, r in runs.items() for p in r.problems]:

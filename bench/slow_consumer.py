@@ -115,7 +115,6 @@ class SlowResult(Result):
     b: Phase
     closed_after_s: float | None
     close_code: int | None
-    replayed_messages: int | None
     resumed: Delivery | None
 
     @property
@@ -142,7 +141,6 @@ class SlowResult(Result):
                 f"CPU (% of one core) A / B | {render.cpu(a.usage, *cpus)} / "
                 f"{render.cpu(b.usage, *cpus)}",
                 f"**stalled socket closed as slow** | {closed}",
-                f"messages replayed on reconnect with `?after=<cursor>` | {self.replayed_messages}",
                 "**resumed socket: every message of B, exactly once, in order** | "
                 + ("FAIL" if r is None else f"{render.ok(r.ok)} ({r.frames} of {b.messages})"),
             ]
@@ -202,15 +200,14 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             stalled = await open_stalled(s, o)
             watch = Watch((await s.server.metrics()).get(SLOW_CLOSES, 0.0))
 
-            async def resume() -> float:
+            async def resume() -> None:
                 """What a client does on 1013: reconnect at once with its last cursor."""
                 await watch.ended.wait()
                 stalled.pause(False)
-                began, path = time.time(), "/ws?after=" + quote(stalled.cursor or "", safe="")
+                path = "/ws?after=" + quote(stalled.cursor or "", safe="")
                 resumed.extend(
                     await rx.open_sockets(s.server.port, path, s.cookie, 1, expected=rx.OPEN_ENDED)
                 )
-                return began
 
             follower = asyncio.create_task(resume())
             b, committed = await steady("B", until_closed, watch)
@@ -221,7 +218,7 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                     stalled.abort()
                 watch.ended.set()
             with contextlib.suppress(BenchError):
-                reconnected = await follower
+                await follower
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
             delivery = None
@@ -243,10 +240,9 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
     if closed_at is not None and stalled.close_code not in (1013, None):
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]
-    replayed = len([i for i, at in committed.items() if at < reconnected]) if resumed else None
     stalled_for = None if closed_at is None else closed_at - stalled.stalled_at
     return SlowResult(
-        *(a, b, stalled_for, stalled.close_code, replayed, delivery),
+        *(a, b, stalled_for, stalled.close_code, delivery),
         problems=problems,
         notes=usage_notes([("phase A", a.usage), ("phase B", b.usage)]),
     )

@@ -70,8 +70,6 @@ def test_quick_bench_smoke_produces_figures_and_delivers_everything(
     assert result.fanout.frames_per_second > 0
     assert result.baseline.frames_per_second > 0
     assert result.latency.latency.p50 >= 0
-    frames = result.latency.delivery.frames + result.fanout.frames
-    assert result.frames_delivered == frames
 
 
 def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
@@ -83,8 +81,7 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
     assert count.opened == 50
     assert [b.ok for b in count.broadcasts] == [True, True]
     assert all(b.delivery.frames == 50 for b in count.broadcasts)
-    assert count.ready is not None
-    assert (count.ready.status, count.ready.sockets) == (200, 50)
+    assert count.ready == (200, 50)
 
 
 def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes(
@@ -93,7 +90,6 @@ def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes(
     result = smoke[0](slow_consumer)
     assert result.problems == []
     assert result.close_code == 1013
-    assert result.replayed_messages
     assert result.resumed is not None
     assert result.resumed.ok
     assert result.resumed.frames == result.b.messages
@@ -195,7 +191,7 @@ def test_channels_bench_smoke_sends_each_broadcast_to_its_channels_sockets_only(
         assert phase.unrouted_frames == 0
         assert phase.delivery.frames == phase.items * phase.listening > 0
         assert phase.server_us > 0
-        assert phase.latency.count == phase.items * 3
+        assert phase.latencies[0].count == phase.items * 3
     assert result.ratio("b", measured=True) > 0
     assert result.ratio("c", measured=True) > 0
 
@@ -212,7 +208,7 @@ def test_private_bench_smoke_gives_each_person_their_own_messages_and_notificati
         # Each direct message reaches its sender and its recipient, nobody else.
         assert phase.delivery.frames == 2 * phase.items
         assert phase.server_us > 0
-        for latency in (phase.recipient_latency, phase.sender_latency):
+        for latency in phase.latencies:
             assert latency.count == phase.items
             assert not math.isnan(latency.p50)
     assert result.ratio(measured=True) > 0
@@ -291,12 +287,9 @@ def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
     assert result.problems == []
     assert [(run.round, run.tree) for run in result.runs] == [(1, "previous"), (1, "current")]
     for run in result.runs:
-        assert run.fanout_delivery_ok
-        assert run.replay_delivery_ok
-        assert run.fanout_frames_per_second > 0
-        assert run.fanout_server_us_per_frame > 0
-        assert run.replay_events_per_second > 0
-        assert run.replay_server_us_per_event > 0
+        assert run.ok
+        assert sorted(run.figures) == sorted(name for name, *_ in versus_previous.FIGURES)
+        assert all(value > 0 for value in run.figures.values())
     assert all(result.ratio(name) > 0 for name, *_ in versus_previous.FIGURES)
 
 
@@ -349,7 +342,6 @@ def test_report_turns_a_run_into_results_with_plots(smoke: tuple[Smoke, Path]) -
     assert [path.name for path in plots] == [
         "latency-vs-sockets.png",
         "fanout-vs-limit.png",
-        "throughput-vs-writers.png",
     ]
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in plots)
 

@@ -46,14 +46,19 @@ def message_id(payload: bytes) -> int | None:
     return None
 
 
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept that answers Sec-WebSocket-Key `key`."""
+    digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
+
+
 def handshake(port: int, path: str, cookie: str | None) -> tuple[bytes, str]:
     """An RFC 6455 upgrade request and the Sec-WebSocket-Accept the server must answer."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Upgrade: websocket"]
     lines += ["Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     lines += [f"Origin: http://{HOST}:{port}", *([f"Cookie: {cookie}"] if cookie else [])]
-    digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
-    return ("\r\n".join(lines) + "\r\n\r\n").encode(), base64.b64encode(digest).decode()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), accept_key(key)
 
 
 class Receiver(asyncio.Protocol):

@@ -251,7 +251,7 @@ async def frames_burst(
     fast as it can; the delivery is checked against `ids`, the server's exit with it."""
     path, port = workdir / "baseline-frames.json", free_port()
     await asyncio.to_thread(path.write_text, json.dumps(frames))
-    command = [sys.executable, str(BENCH_DIR / "bare_socket_server.py"), "--frames", str(path)]
+    command = [sys.executable, "-m", "bench.bare_socket_server", "--frames", str(path)]
     command += ["--port", str(port), *([] if per_write else ["--aiohttp"])]
     name, go = "bare socket server" if per_write else "aiohttp baseline", f"?per_write={per_write}"
     server = await ServerProcess.spawn(name, command, dict(os.environ), port)

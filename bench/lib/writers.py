@@ -20,8 +20,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.lib import receivers as rx
-from bench.lib.meters import Meter, cpu_seconds
-from bench.lib.results import BenchError, Burst, Latency, Steady, Usage
+from bench.lib.meters import Meter, cpu_seconds, idle_cpu_share
+from bench.lib.results import BenchError, Burst, CostPhase, Latency, Steady
 from bench.lib.runner import Run
 from bench.lib.servers import PgcastProcess
 
@@ -108,18 +108,19 @@ class Session:
     user_id: int
     cookie: str | None
     writer: psycopg.Connection[Any]
+    idle_seconds: float = 0.0  # the idle CPU window before each cost_phase()
 
 
 @contextlib.asynccontextmanager
 async def pgcast_session(
-    run: Run[Any], autocommit: bool = False, **start: Any
+    run: Run[Any], autocommit: bool = False, idle_seconds: float = 0.0, **start: Any
 ) -> AsyncIterator[Session]:
     """A pgcast server (`start`: PgcastProcess.start's options), stopped at the end."""
     with connect(run.conninfo, autocommit) as writer:
         async with await PgcastProcess.start(run.conninfo, run.workdir, **start) as server:
             user_id, cookie = await server.sign_in()
             meter = Meter.for_server(server.pid, run.postmaster)
-            yield Session(server, meter, user_id, cookie, writer)
+            yield Session(server, meter, user_id, cookie, writer, idle_seconds)
 
 
 async def steady_phase(
@@ -154,23 +155,34 @@ async def burst_phase(
 
 async def cost_phase(
     s: Session,
+    name: str,
+    channel: str,
     listening: Sequence[rx.Receiver],
     deaf: Sequence[rx.Receiver],
     count: int,
     rate: float,
     write: Callable[[int], int],
-) -> tuple[Commits, float, float, Usage]:
-    """`write` paced at `rate`/s while `listening` each expect every item and `deaf` none:
-    the commits, the seconds, the server's CPU seconds (schedstat) and the phase's usage."""
-    for receiver in listening:
-        receiver.start_phase(count)
-    for receiver in deaf:
-        receiver.start_phase(0)
+    latency: Callable[[Commits], list[Latency]],
+) -> CostPhase:
+    """`write` (one transaction, returning its id) paced at `rate`/s while `listening` each
+    expect every item and `deaf` none; first a few unreported items warm the path up, then
+    the server goes quiet and its idle CPU is measured for `s.idle_seconds`."""
+    idle = 0.0
+    if name != "warm-up":
+        await cost_phase(s, "warm-up", channel, listening, deaf, 6, 20.0, write, latency)
+        idle = await idle_cpu_share(s.server.pid, s.idle_seconds)
+    for receivers, expected in ((listening, count), (deaf, 0)):
+        for receiver in receivers:
+            receiver.start_phase(expected)
     s.meter.start()
     began = cpu_seconds(s.server.pid)
     committed, seconds = await asyncio.to_thread(paced, count, rate, write)
     await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
-    return committed, seconds, cpu_seconds(s.server.pid) - began, await s.meter.stop()
+    server, usage = cpu_seconds(s.server.pid) - began, await s.meter.stop()
+    sockets, delivery = (len(listening) + len(deaf), len(listening)), rx.check_delivery
+    figures = (count, rate, seconds, server, usage, idle, latency(committed))
+    unrouted = sum(map(rx.frames_of, deaf))
+    return CostPhase(name, channel, *sockets, *figures, delivery(listening, [*committed]), unrouted)
 
 
 # One statement per transaction. Under -M prepared the variables become bind parameters.
