@@ -60,8 +60,8 @@ class Count:
     stop_reason: str = ""
     rss_before: int = 0
     rss_after: int = 0
-    ready: tuple[int, int | None] = (0, None)  # /readyz's status and its socket count
-    sockets_metric: float = math.nan
+    # /readyz's status and socket count, and /metrics' pgcast_sockets_connected
+    ready: tuple[int, int | None, float] = (0, None, math.nan)
     broadcasts: list[Broadcast] = field(default_factory=list)
 
     @property
@@ -77,10 +77,8 @@ class Count:
             found += b.delivery.problems(f"{label}: broadcast {number}")
             if not b.completed:
                 found.append(f"{label}: broadcast {number} not delivered within 30 s")
-        if self.ready != (200, self.opened):
-            found.append(f"{label}: /readyz answered {self.ready}")
-        if self.sockets_metric != self.opened:
-            found.append(f"{label}: pgcast_sockets_connected = {self.sockets_metric:.0f}")
+        if self.ready != (200, self.opened, self.opened):
+            found.append(f"{label}: /readyz and /metrics answered {self.ready}")
         return found
 
 
@@ -100,7 +98,7 @@ ROWS = {
         f"{c.rss_before / 2**20:.1f} / {c.rss_after / 2**20:.1f}"
     ),
     "**memory per idle socket (KiB)**": lambda c: f"**{c.kib_per_socket:.1f}**",
-    "/readyz with the sockets open: status, sockets": lambda c: "{}, {}".format(*c.ready),
+    "/readyz, its sockets; sockets metric": lambda c: "{}, {}; {:.0f}".format(*c.ready),
     "**broadcast: commit → first / last socket (ms); server CPU (ms); delivery**": lambda c: (
         _broadcast(c, 1)
     ),
@@ -163,10 +161,10 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
                     break
             c.opened = len(receivers)
             c.rss_after = await settled_rss(process)
+            connected = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, KeyError):
                 async with asyncio.timeout(10), s.server.http.get(s.server.url + "/readyz") as r:
-                    c.ready = r.status, (await r.json())["checks"]["sockets"]
-            c.sockets_metric = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
+                    c.ready = r.status, (await r.json())["checks"]["sockets"], connected
             c.broadcasts += [
                 await broadcast_once(s, receivers) for _ in range(2 if receivers else 0)
             ]
@@ -176,12 +174,9 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
 
 
 async def measure(run: runner.Run[Options]) -> IdleResult:
-    counts, problems = [], []
-    for target in run.options.sockets:
-        count, found = await measure_count(run, target)
-        counts.append(count)
-        problems += found
-    return IdleResult(counts, problems=problems)
+    measured = [await measure_count(run, target) for target in run.options.sockets]
+    problems = [problem for _, found in measured for problem in found]
+    return IdleResult([count for count, _ in measured], problems=problems)
 
 
 SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)

@@ -121,11 +121,8 @@ class PresenceResult(Result):
             "| **PostgreSQL µs CPU** | commits | rows inserted / updated / deleted"
         )
         return [
-            f"{self.members:,} members of `{CHANNEL}`, one user and socket each, round-robin over "
-            f"{self.processes} processes on one database, all connected and listed in "
-            f"{self.fill_seconds:.1f} s. Then users join one at a time (from the upgrade "
-            "request) and leave one at a time (from the close frame; PGCAST_PRESENCE_GRACE=0, "
-            "so add the grace for a real leave). Costs are per change, over the phase.",
+            f"{self.members:,} members of `{CHANNEL}` over {self.processes} processes, connected "
+            f"and listed in {self.fill_seconds:.1f} s; costs per change, over the phase.",
             "",
             *render.table(header, [p.row() for p in self.phases], "lrrllrrrr"),
         ]

@@ -1,9 +1,5 @@
-"""Private chat and notifications: Alice and Bob exchange direct messages on their own
-`private-user.{id}` channels, (a) alone and (b) beside `--crowd` sockets on `messages`: server
-CPU per message and commit->recipient/sender latency, (b) / (a) near 1; then one INSERT
-notifies `--notified` users, each on a channel of their own: commit->first/last socket and the
-fan-out's server CPU. Every delivery is checked exact, no other socket gets a frame.
-"""
+"""Private chat and notifications: direct messages between two users, beside a crowd or not,
+and one INSERT notifying many users. bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

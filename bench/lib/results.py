@@ -136,10 +136,6 @@ class Burst:
         return self.delivery.frames
 
     @property
-    def seconds(self) -> float:
-        return self.delivery.last_at - self.delivery.first_at
-
-    @property
     def frames_per_second(self) -> float:
         return self.delivery.frames_per_second
 

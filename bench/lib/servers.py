@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from bench.lib import receivers as rx
@@ -40,15 +41,14 @@ def clean_env(**more: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """A server started as a child process on `port`; its stderr is drained and its warnings
-    counted. `async with` stops it (SIGTERM) at the end."""
+    """A server started as a child process on `port`; its stderr is drained, its log's tail
+    and first warnings kept. `async with` stops it (SIGTERM) at the end."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, port: int) -> None:
         self.name, self.process, self.port = name, process, port
         self.pid, self.url = process.pid, f"http://{rx.HOST}:{port}"
         self.tail: deque[str] = deque(maxlen=40)
         self.warnings: list[str] = []
-        self.warning_count = 0
         self.exit_code: int | None = None
         self._drain = asyncio.create_task(self._drain_stderr())
 
@@ -63,15 +63,11 @@ class ServerProcess:
         )
         return cls(name, process, port, **more)
 
-    def is_warning(self, line: str) -> bool:
-        return " WARNING " in line or " ERROR " in line or "Traceback" in line
-
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
         while line_bytes := await self.process.stderr.readline():
             self.tail.append(line := line_bytes.decode(errors="replace").rstrip())
-            if self.is_warning(line):
-                self.warning_count += 1
+            if " WARNING " in line or " ERROR " in line or "Traceback" in line:
                 self.warnings += [line[:300]] if len(self.warnings) < 10 else []
 
     async def wait_ready(self, path: str) -> None:
@@ -194,13 +190,10 @@ class PgcastProcess(ServerProcess):
         return [r for r in results if not isinstance(r, BaseException)]
 
     async def metrics(self) -> dict[str, float]:
-        values: dict[str, float] = {}
+        """The unlabelled samples of /metrics by name."""
         async with self.http.get(self.url + "/metrics") as response:
-            for line in (await response.text()).splitlines():
-                name, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    values.update({name: float(value)} if line[:1] not in ("", "#") else {})
-        return values
+            families = text_string_to_metric_families(await response.text())
+        return {s.name: s.value for family in families for s in family.samples if not s.labels}
 
     async def stop(self) -> int:
         await self.http.close()
@@ -217,13 +210,6 @@ async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) 
     return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
 
 
-class PeerProcess(ServerProcess):
-    """A peer server: uvicorn and Node log differently from pgcast."""
-
-    def is_warning(self, line: str) -> bool:
-        return any(word in line.lower() for word in ("warning", "error", "traceback"))
-
-
 @dataclass(frozen=True)
 class Peer:
     key: str
@@ -232,13 +218,13 @@ class Peer:
     channel: str
     argv: tuple[str, ...]  # "{port}" is replaced by the port
 
-    async def start(self, database_url: str) -> PeerProcess:
+    async def start(self, database_url: str) -> ServerProcess:
         port = free_port()
         env = clean_env(
             DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
         )
         command = [part.replace("{port}", str(port)) for part in self.argv]
-        server: PeerProcess = await PeerProcess.spawn(self.label, command, env, port)
+        server: ServerProcess = await ServerProcess.spawn(self.label, command, env, port)
         await server.wait_ready("/ready")
         return server
 
