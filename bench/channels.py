@@ -8,9 +8,9 @@ import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes
 from bench.lib.receivers import Receiver, close_sockets, open_sockets
 from bench.lib.results import CostPhase, Latency, Result, ratio
+from bench.lib.servers import usage_notes
 from bench.lib.writers import Commits, cost_phase, latencies, pgcast_session
 
 SMALL, SHARED = "bench.small", "messages"

@@ -21,10 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench.lib import render, runner
 from bench.lib.database import create_user, set_triggers
-from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import HOST, Fleet, close_sockets
 from bench.lib.results import BenchError, Burst, Result, Steady
-from bench.lib.servers import BENCH_DIR, Peer, PgcastProcess
+from bench.lib.servers import BENCH_DIR, Meter, Peer, PgcastProcess, usage_notes
 from bench.lib.writers import Session, burst_phase, connect, steady_phase
 
 NODE_DIR = BENCH_DIR / "peers" / "node"
@@ -67,15 +66,9 @@ class Options(runner.Options):
 
 
 @dataclass
-class Row:
-    sockets: int
-    steady: Steady
-
-
-@dataclass
 class ServerRun:
     key: str
-    rows: list[Row] = field(default_factory=list)
+    rows: list[Steady] = field(default_factory=list)  # one per steady row
     burst: Burst | None = None
     exit_code: int | None = None
     error: str | None = None
@@ -106,9 +99,9 @@ class CompareResult(Result):
         peers = [n for n, key in enumerate(keys) if key != "pgcast"] if "pgcast" in keys else []
         done = max(self.servers, key=lambda r: len(r.rows)).rows
         rows = [
-            (f"{row.sockets:,} × {row.steady.target_rate:g}/s: {figure[0]}", steady, figure)
+            (f"{row.delivery.sockets:,} × {row.target_rate:g}/s: {figure[0]}", steady, figure)
             for n, row in enumerate(done)
-            for steady in [[r.rows[n].steady if n < len(r.rows) else None for r in self.servers]]
+            for steady in [[r.rows[n] if n < len(r.rows) else None for r in self.servers]]
             for figure in STEADY
         ] + [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
         lines = []
@@ -207,7 +200,7 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
                 await fleet.ensure(sockets)
                 messages = max(1, round(rate * o.steady_seconds))
                 steady = await steady_phase(s, fleet.receivers, messages, rate, o.content_chars)
-                result.rows.append(Row(sockets, steady))
+                result.rows.append(steady)
                 await fleet.settle()
                 print(f"compare: {key} {sockets} x {rate:g}/s done", file=sys.stderr)
             await fleet.ensure(o.sockets)
@@ -230,7 +223,7 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
     for r in runs:
         label = LABELS[r.key]
         problems += [] if r.error is None else [f"{label} could not run: {r.error}"]
-        phases = [(f"{row.sockets} x {row.steady.target_rate:g}/s", row.steady) for row in r.rows]
+        phases = [(f"{row.delivery.sockets} x {row.target_rate:g}/s", row) for row in r.rows]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
                 problems += figures.delivery.problems(f"{label} {phase}")

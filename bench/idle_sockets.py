@@ -13,8 +13,8 @@ import psutil
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import cpu_seconds
 from bench.lib.results import BenchError, Delivery, Result
+from bench.lib.servers import cpu_seconds
 from bench.lib.writers import Session, pgcast_session, write_steadily
 
 BROADCAST_TIMEOUT = 30.0

@@ -18,10 +18,9 @@ import psutil
 import psycopg
 
 from bench.lib import receivers, render, runner
-from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import Receiver
 from bench.lib.results import Latency, Result, Usage
-from bench.lib.servers import PgcastProcess
+from bench.lib.servers import Meter, PgcastProcess, usage_notes
 
 CHANNEL, PROCESSES = "presence-bench", 3
 PATH = f"/ws?channels={CHANNEL}"

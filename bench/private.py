@@ -16,8 +16,8 @@ from typing import Any
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import cpu_seconds, usage_notes, wait_quiet
 from bench.lib.results import CostPhase, Delivery, Latency, Result, ratio
+from bench.lib.servers import cpu_seconds, usage_notes, wait_quiet
 from bench.lib.writers import Commits, Session, cost_phase, latencies, pgcast_session
 
 USER_CHANNEL = "private-user.{}"

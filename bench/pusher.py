@@ -9,9 +9,9 @@ import math
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes
 from bench.lib.receivers import Receiver, close_sockets, open_sockets
 from bench.lib.results import Burst, Result, ratio
+from bench.lib.servers import usage_notes
 from bench.lib.writers import burst_phase, pgcast_session
 
 AIM = 1.2

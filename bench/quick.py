@@ -3,15 +3,12 @@ bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.database import prefill
-from bench.lib.meters import usage_notes
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import Burst, Result, Steady, ratio
-from bench.lib.servers import frames_burst
+from bench.lib.servers import frames_burst, usage_notes
 from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
 
@@ -23,7 +20,6 @@ class Options(runner.Options):
     burst: int = runner.option(2000, 200, "fan-out messages")
     batch: int = runner.option(100, 20, "rows per INSERT in the burst")
     content_chars: int = runner.option(100, None, "message length")
-    prefill_events: int = runner.option(0, None, "older messages written first", minimum=0)
 
 
 @dataclass
@@ -63,7 +59,6 @@ class QuickResult(Result):
 
 async def measure(run: runner.Run[Options]) -> QuickResult:
     o = run.options
-    await asyncio.to_thread(prefill, run.conninfo, o.prefill_events)
     async with pgcast_session(run) as s:
         receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:

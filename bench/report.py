@@ -1,4 +1,4 @@
-"""bench/RESULTS.md and its plots from the JSON reports of one `make bench` run (RUN_DIR, the
+"""bench/RESULTS.md from the JSON reports of one `make bench` run (RUN_DIR, the
 newest bench/out/run-* by default): the aims against the limits and peers of the same run,
 then each scenario's own tables, then bench/profile.md, kept by hand.
 """
@@ -10,12 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; there is no display
-import matplotlib.pyplot as plt
-from matplotlib import ticker
 
 from bench.channels import ChannelsResult
 from bench.compare import LABELS, CompareResult
@@ -52,9 +46,6 @@ KINDS: dict[str, tuple[type[Result], str]] = {
     "private": (PrivateResult, "## Private chat and notifications"),
     "presence": (PresenceResult, "## Presence across three processes"),
 }
-# A plotted line: its label, its (x, y) points, its matplotlib style.
-Line = tuple[str, list[tuple[float, float]], dict[str, Any]]
-POINTS, LIMIT = {"marker": "o"}, {"linestyle": "--", "marker": "x"}
 
 
 class ReportError(RuntimeError):
@@ -106,7 +97,7 @@ def summary(runs: dict[str, Any]) -> list[str]:
         if ours and ours.burst and other and other.burst:
             fps = ours.burst.frames_per_second, other.burst.frames_per_second
             rows_p99 = zip(ours.rows, other.rows, strict=False)
-            p99s = [(a.steady.latency.p99, b.steady.latency.p99) for a, b in rows_p99]
+            p99s = [(a.latency.p99, b.latency.p99) for a, b in rows_p99]
             text = f"burst frames/s ≥ {wanted:g}× {LABELS[peer]}, at equal or better p99"
             p99 = ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in p99s)
             measured = f"{num(fps[0])} vs {num(fps[1])} frames/s; p99 {p99}"
@@ -134,61 +125,6 @@ def summary(runs: dict[str, Any]) -> list[str]:
         text, ratios = "idle socket ≤ 20 KB of server memory", f"{worst / 2e4:.2f}× the target"
         aim(text, kib, ratios, worst <= 2e4)
     return render.table("aim | measured | ratio | ", rows, "llll")
-
-
-def grouped(items: list[tuple[Any, float, float]]) -> dict[Any, list[tuple[float, float]]]:
-    """(key, x, y) items as each key's points, keys in order."""
-    found: dict[Any, list[tuple[float, float]]] = {}
-    for key, x, y in sorted(items, key=lambda item: item[0]):
-        found.setdefault(key, []).append((x, y))
-    return found
-
-
-def plot(path: Path, labels: tuple[str, str, str], lines: list[Line], log_y: bool) -> None:
-    """A plot of `lines` against a log x axis; `labels` are the title and the axes'."""
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, points, style in lines:
-        axes.plot(*zip(*sorted(points), strict=True), label=label, **style)
-    if log_y:
-        axes.axhline(25.0, color="grey", linestyle="--", linewidth=1, label="25 ms aim")
-    axes.set_xscale("log")
-    # Plain numbers (100, 1000) rather than powers.
-    axes.xaxis.set_major_formatter(ticker.ScalarFormatter())
-    axes.set_xticks(sorted({x for _, points, _ in lines for x, _ in points}))
-    axes.set(yscale="log" if log_y else "linear", title=labels[0], xlabel=labels[1])
-    axes.set(ylabel=labels[2])
-    axes.legend(fontsize=7)
-    axes.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
-    steps, bursts = (getattr(runs.get("fanout"), name, []) for name in ("steps", "bursts"))
-    limits = getattr(runs.get("socket_limit"), "measurements", [])
-    latency = grouped(
-        [((s.content_bytes, s.steady.target_rate), s.sockets, s.steady.latency.p99) for s in steps]
-    )
-    ours = grouped([(b.content_bytes, b.sockets, b.burst.frames_per_second) for b in bursts])
-    bare = grouped(
-        [((m.frame_bytes, m.frames_per_write), m.sockets, m.frames_per_second) for m in limits]
-    )
-    latency_lines = [(f"{b:,} B at {r:g} msg/s", p, POINTS) for (b, r), p in latency.items()]
-    limit_lines = [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
-    limit_lines += [
-        (f"bare socket, {b:,} B frames, {k} per write", p, LIMIT) for (b, k), p in bare.items()
-    ]
-    titles = {
-        "latency-vs-sockets": ("pgcast fan-out latency", "sockets", "p99 commit→socket (ms)"),
-        "fanout-vs-limit": ("Burst fan-out against the socket limit", "sockets", "frames/s"),
-    }
-    written = []
-    for (name, labels), lines in zip(titles.items(), (latency_lines, limit_lines), strict=True):
-        if lines:
-            plot(path := directory / f"{name}.png", labels, lines, name == "latency-vs-sockets")
-            written.append(path)
-    return written
 
 
 def document(runs: dict[str, Any], run_dir: Path) -> str:
@@ -223,9 +159,6 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
     for name, (_, heading) in KINDS.items():
         if name in runs:
             lines += [f"{heading} (`bench/{name}.py`)", "", *runs[name].render(), ""]
-        if name == "fanout" and name in runs:
-            lines += ["![p99 latency against sockets](plots/latency-vs-sockets.png)", ""]
-            lines += ["![burst frames/s against sockets](plots/fanout-vs-limit.png)", ""]
     if (profile := BENCH_DIR / "profile.md").exists():
         lines += [profile.read_text().rstrip(), ""]
     if problems := [f"- {kind}: {p}" for kind, r in runs.items() for p in r.problems]:
@@ -233,12 +166,8 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_results(run_dir: Path, results: Path) -> list[Path]:
-    runs = load_run(run_dir)
-    (results.parent / "plots").mkdir(parents=True, exist_ok=True)
-    written = plots(runs, results.parent / "plots")
-    results.write_text(document(runs, run_dir))
-    return [results, *written]
+def write_results(run_dir: Path, results: Path) -> None:
+    results.write_text(document(load_run(run_dir), run_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,11 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first"
                 )
             run_dir = found[-1]
-        written = write_results(run_dir, args.results)
+        write_results(run_dir, args.results)
     except (ReportError, OSError, KeyError, ValueError) as error:
         print(f"report: {error!r}", file=sys.stderr)
         return 1
-    print("\n".join(f"wrote {path}" for path in written))
+    print(f"wrote {args.results}")
     return 0
 
 

@@ -10,9 +10,8 @@ import aiohttp
 
 from bench.lib import receivers as r
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes
 from bench.lib.results import BenchError, Burst, Result
-from bench.lib.servers import frames_burst
+from bench.lib.servers import frames_burst, usage_notes
 
 # About 300k frames per measurement, or 2 GB of payload for large frames: enough to dwarf the
 # start and the tail, a few seconds at one write per frame.

@@ -20,10 +20,9 @@ from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
-from bench.lib.meters import cpu_seconds, usage_notes, wait_quiet
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import BenchError, Result, Usage, ratio
-from bench.lib.servers import REPO_DIR, pgcast_env
+from bench.lib.servers import REPO_DIR, cpu_seconds, pgcast_env, usage_notes, wait_quiet
 from bench.lib.writers import burst_phase, pgcast_session, write_burst
 from bench.resume import replay_phase
 

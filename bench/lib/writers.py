@@ -19,10 +19,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.lib import receivers as rx
-from bench.lib.meters import Meter, cpu_seconds, idle_cpu_share
 from bench.lib.results import BenchError, Burst, CostPhase, Latency, Steady
 from bench.lib.runner import Run
-from bench.lib.servers import PgcastProcess
+from bench.lib.servers import Meter, PgcastProcess, cpu_seconds, idle_cpu_share
 
 INSERT_ONE = "INSERT INTO messages (user_id, content) VALUES (%s, %s) RETURNING id"
 INSERT_MANY = """
