@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 from bench.lib.receivers import HOST, accept_key
 from server.wire import text_frame
 
+# What the load generator's Receiver waits for before its socket is live.
+CONNECTED = '{"event":"connected","channel":"","data":{}}'
 # Without a yield a socket whose kernel buffer has room would send everything before the next
 # socket starts; every 16 writes keeps sockets interleaved for a small per-write cost.
 YIELD_EVERY = 16
@@ -101,6 +103,7 @@ class Connection(asyncio.Protocol):
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
             )
+            self.transport.write(text_frame(CONNECTED))
             self._upgraded, self._buffer = True, b""
             self.sockets.open.add(self)
             return
@@ -148,6 +151,7 @@ def serve_aiohttp(port: int, frames: list[str]) -> None:
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
+        await ws.send_str(CONNECTED)
         sockets.open.add(ws)
         try:
             async for _ in ws:

@@ -47,8 +47,8 @@ class Member(Receiver):
     """A user's socket on CHANNEL: the member list it was sent and the changes after it,
     each change's receive time, and how many contradicted its list."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect: bool, user: str) -> None:
-        super().__init__(index, request, accept, expect)
+    def __init__(self, index: int, request: bytes, accept: str, user: str) -> None:
+        super().__init__(index, request, accept)
         self.user, self.view, self.listed, self.wrong = user, set[str](), False, 0
         self.seen: dict[str, dict[str, float]] = {"member_added": {}, "member_removed": {}}
         self.until(lambda _: True)

@@ -51,8 +51,8 @@ class PrivateReceiver(rx.Receiver):
     messages are (so check_delivery applies), its notifications as (time, id); a frame on any
     other channel, or any other event, is unexpected."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect: bool, user_id: int) -> None:
-        super().__init__(index, request, accept, expect)
+    def __init__(self, index: int, request: bytes, accept: str, user_id: int) -> None:
+        super().__init__(index, request, accept)
         self.user_id, self.channel = user_id, USER_CHANNEL.format(user_id)
         self.notifications: list[tuple[float, str]] = []
 

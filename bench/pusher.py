@@ -25,9 +25,7 @@ class PusherReceiver(Receiver):
     """Subscribes once connected and answers pings, as pusher-js does; ids are read from
     the frames' JSON-string data."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect_connected: bool) -> None:
-        super().__init__(index, request, accept, expect_connected)
-        self.prefix = PUSHER_PREFIX
+    prefix = PUSHER_PREFIX
 
     def _text(self, payload: bytes, now: float) -> None:
         if b'"pusher:ping"' in payload[:40]:

@@ -48,7 +48,7 @@ class StalledReceiver(rx.Receiver):
 
 
 async def open_stalled(s: Session, o: Options) -> StalledReceiver:
-    receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie), True)
+    receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie))
     sock = socket.socket()
     # Before connecting, so the window scale the handshake agrees on is small too. Linux sizes
     # the server's send buffer from the MSS the peer announces: ~100 KiB with an Ethernet

@@ -117,9 +117,8 @@ def unpack(rev: str, destination: Path) -> str:
         commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except BenchError:
         raise BenchError(f"--baseline {rev}: not a commit of this repository") from None
-    with tarfile.open(
-        fileobj=io.BytesIO(git("archive", "--format=tar", commit, text=False))
-    ) as tar:
+    archive = io.BytesIO(git("archive", "--format=tar", commit, text=False))
+    with tarfile.open(fileobj=archive) as tar:
         tar.extractall(destination, filter="data")
     return git("log", "-1", "--format=%h %s", commit)
 

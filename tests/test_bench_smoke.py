@@ -377,7 +377,7 @@ async def test_receiver_counts_the_servers_new_message_frames_without_decoding_t
     frames = b"".join(CODEC.encode(Event(*row, None, batch)) for row in await cursor.fetchall())
     message_ids = [row[0] for row in await (await db.execute("SELECT id FROM messages")).fetchall()]
     request, accept = receivers.handshake(80, "/ws", None)
-    receiver = receivers.Receiver(0, request, accept, expect_connected=True)
+    receiver = receivers.Receiver(0, request, accept)
     decoded: list[bytes] = []
     read_text = receiver._text
 
@@ -400,7 +400,7 @@ async def test_receiver_counts_the_servers_new_message_frames_without_decoding_t
 def _opened(user_id: int) -> private.PrivateReceiver:
     """User `user_id`'s socket, past its upgrade and its connected frame, on no socket."""
     request, accept = receivers.handshake(80, "/ws", None)
-    receiver = private.PrivateReceiver(user_id, request, accept, True, user_id=user_id)
+    receiver = private.PrivateReceiver(user_id, request, accept, user_id=user_id)
     receiver.connection_made(_Wire())  # type: ignore[arg-type]
     upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     receiver.data_received(upgrade.encode() + text_frame(connected_frame("s", "c", ("messages",))))
@@ -478,7 +478,7 @@ async def test_presence_member_counts_the_changes_that_contradict_its_list() -> 
     """bench/presence.py's check can fail: the frames are the native codec's, and a change its
     list already shows, or one repeated, is counted against the socket."""
     request, accept = receivers.handshake(80, "/ws", None)
-    member = presence.Member(0, request, accept, True, user="1")
+    member = presence.Member(0, request, accept, user="1")
     member.connection_made(_Wire())  # type: ignore[arg-type]
     upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     connected = connected_frame("s", "c", (presence.CHANNEL,))

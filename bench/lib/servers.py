@@ -247,9 +247,7 @@ async def frames_burst(
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
-        receivers = await rx.open_sockets(
-            port, "/ws", None, sockets, expect_connected=False, expected=len(frames)
-        )
+        receivers = await rx.open_sockets(port, "/ws", None, sockets, expected=len(frames))
         try:
             # The client sees 101 right after the server counts the socket: polled to be sure.
             async with asyncio.timeout(rx.CONNECT_TIMEOUT):
