@@ -1,24 +1,13 @@
-"""The baselines: WebSocket frames pushed by a server with no pgcast in it.
+"""The baselines: WebSocket frames pushed by a server with no pgcast in it, stdlib asyncio
+or `--aiohttp`. bench/README.md says what it answers and how it sends.
 
-`GET /ws` opens a socket (no auth, no database). `GET /ready` answers `{"sockets": N}`.
-`POST /go?per_write=K` makes every socket send the frames of `--frames` (a JSON list of
-strings) as fast as it can, each socket from its own task:
-
-- by default (bench/socket_limit.py's limit) a plain asyncio server, stdlib only: the frames
-  encoded once, K per `transport.write`, honouring flow control (above 64 KiB buffered it waits
-  for `resume_writing`); of the client's frames only close matters;
-- with `--aiohttp` (bench/quick.py's and bench/resume.py's baseline) an aiohttp server,
-  `WebSocketResponse(compress=False)`, one `send_str` per frame like pgcast's writer.
-
-    python bench/bare_socket_server.py --port P --frames FILE [--aiohttp]
+    python -m bench.bare_socket_server --port P --frames FILE [--aiohttp]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import json
 import signal
 import sys
@@ -27,22 +16,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-HOST = "127.0.0.1"
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from bench.lib.receivers import HOST, accept_key
+from server.wire import text_frame
+
+# What the load generator's Receiver waits for before its socket is live.
+CONNECTED = '{"event":"connected","channel":"","data":{}}'
 # Without a yield a socket whose kernel buffer has room would send everything before the next
 # socket starts; every 16 writes keeps sockets interleaved for a small per-write cost.
 YIELD_EVERY = 16
-
-
-def text_frame(text: str) -> bytes:
-    """A complete, final, unmasked text frame (server to client)."""
-    payload = text.encode()
-    size = len(payload)
-    if size < 126:
-        return bytes([0x81, size]) + payload
-    if size < 1 << 16:
-        return bytes([0x81, 126]) + size.to_bytes(2) + payload
-    return bytes([0x81, 127]) + size.to_bytes(8) + payload
 
 
 class Sockets:
@@ -117,13 +98,12 @@ class Connection(asyncio.Protocol):
         url = urlsplit(target)
         headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
         if (method, url.path) == ("GET", "/ws") and "sec-websocket-key" in headers:
-            key = headers["sec-websocket-key"] + WS_GUID
-            digest = hashlib.sha1(key.encode(), usedforsecurity=False).digest()
-            accept = base64.b64encode(digest).decode()
+            accept = accept_key(headers["sec-websocket-key"])
             self.transport.write(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
             )
+            self.transport.write(text_frame(CONNECTED))
             self._upgraded, self._buffer = True, b""
             self.sockets.open.add(self)
             return
@@ -171,6 +151,7 @@ def serve_aiohttp(port: int, frames: list[str]) -> None:
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
+        await ws.send_str(CONNECTED)
         sockets.open.add(ws)
         try:
             async for _ in ws:

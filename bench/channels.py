@@ -8,10 +8,10 @@ import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import idle_cpu_share, usage_notes
-from bench.lib.receivers import Receiver, check_delivery, close_sockets, frames_of, open_sockets
-from bench.lib.results import Delivery, Latency, Result, SteadyCost, ratio
-from bench.lib.writers import cost_phase, latencies, pgcast_session
+from bench.lib.receivers import Receiver, close_sockets, open_sockets
+from bench.lib.results import CostPhase, Latency, Result, ratio
+from bench.lib.servers import usage_notes
+from bench.lib.writers import Commits, cost_phase, latencies, pgcast_session
 
 SMALL, SHARED = "bench.small", "messages"
 # Spelled as a new message (`data.message.id`), so the load generator's Receiver counts it.
@@ -34,23 +34,8 @@ class Options(runner.Options):
 
 
 @dataclass
-class Phase(SteadyCost):
-    name: str
-    channel: str
-    sockets: int
-    listening: int
-    latency: Latency
-    delivery: Delivery
-    unrouted_frames: int  # frames to sockets not listening to the channel (must be 0)
-
-    @property
-    def ok(self) -> bool:
-        return self.delivery.ok and not self.unrouted_frames
-
-
-@dataclass
 class ChannelsResult(Result):
-    phases: list[Phase]
+    phases: list[CostPhase]
 
     def ratio(self, phase: str, measured: bool = False) -> float:
         """A phase's cost over alone's, the mean of (a) and (a')."""
@@ -62,7 +47,7 @@ class ChannelsResult(Result):
         others = b.sockets - a.sockets
         rows = [
             f"({p.name}) | `{p.channel}` | {p.listening:,} / {p.sockets:,} | {p.cells()} "
-            f"| {render.ms(p.latency)} | {render.ok(p.ok)}"
+            f"| {render.ms(p.latencies[0])} | {render.ok(p.ok)}"
             for p in self.phases
         ]
         return [
@@ -89,32 +74,28 @@ class ChannelsResult(Result):
 
 async def measure(run: runner.Run[Options]) -> ChannelsResult:
     o = run.options
-    phases: list[Phase] = []
+    phases: list[CostPhase] = []
     subscribers: list[Receiver] = []
     others: list[Receiver] = []
     ids = itertools.count(1)
 
-    async def stream(name: str, channel: str, count: int, rate: float, idle: float) -> Phase:
+    async def phase(name: str, channel: str, count: int, rate: float) -> None:
         listening = subscribers + others if channel == SHARED else subscribers
-        deaf = [] if channel == SHARED else others
 
         def write(_: int) -> int:
             s.writer.execute(BROADCAST, {"channel": channel, "id": (seq := next(ids))})
             return seq
 
-        committed, *cost = await cost_phase(s, listening, deaf, count, rate, write)
-        sockets = (len(subscribers) + len(others), len(listening))
-        delivery, unrouted = check_delivery(listening, [*committed]), sum(map(frames_of, deaf))
-        figures = (*sockets, latencies(committed, subscribers), delivery, unrouted)
-        return Phase(count, rate, *cost, idle, name, channel, *figures)
+        def latency(committed: Commits) -> list[Latency]:
+            return [latencies(committed, subscribers)]
 
-    async def phase(name: str, channel: str, count: int, rate: float) -> None:
-        await stream("warm-up", channel, 5, 20.0, 0.0)
-        idle = await idle_cpu_share(s.server.pid, o.idle_seconds)
-        phases.append(await stream(name, channel, count, rate, idle))
+        deaf = [] if channel == SHARED else others
+        phases.append(
+            await cost_phase(s, name, channel, listening, deaf, count, rate, write, latency)
+        )
         print(f"channels: ({name}) {phases[-1].net_server_us:,.0f} µs/broadcast", file=sys.stderr)
 
-    async with pgcast_session(run, autocommit=True) as s:
+    async with pgcast_session(run, autocommit=True, idle_seconds=o.idle_seconds) as s:
         try:
             path = f"/ws?channels={SMALL},{SHARED}"
             subscribers += await open_sockets(s.server.port, path, s.cookie, o.subscribers)
@@ -128,11 +109,7 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
             await phase("a'", SMALL, o.broadcasts, o.rate)
         finally:
             await close_sockets(subscribers + others)
-    problems = s.server.exit_problems()
-    for p in phases:
-        problems += p.delivery.problems(f"phase {p.name}")
-        if p.unrouted_frames:
-            problems.append(f"phase {p.name}: {p.unrouted_frames} frames off {p.channel}")
+    problems = s.server.exit_problems() + [f for p in phases for f in p.problems()]
     notes = usage_notes((f"phase {p.name}", p.usage) for p in phases)
     return ChannelsResult(phases, problems=problems, notes=notes)
 

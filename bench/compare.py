@@ -1,10 +1,5 @@
-"""pgcast against two peers on the same database, clients and messages: encode/broadcaster's
-Postgres backend behind Starlette on uvicorn, and a hand-written Node server (pg + ws), each
-NOTIFYing from its own row trigger (bench/peers/), each alone with only its own trigger on:
-steady rows (S sockets x R messages/s, one transaction per message: server CPU per delivered
-frame, commit->socket p50/p99) and a burst (frames/s, server CPU per frame). Every socket must
-get every message exactly once, in commit order; ratios are pgcast / peer.
-"""
+"""pgcast against two peers on the same database, clients and messages: encode/broadcaster and
+a Node pg + ws server, steady rows and a burst. bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -26,10 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench.lib import render, runner
 from bench.lib.database import create_user, set_triggers
-from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import HOST, Fleet, close_sockets
 from bench.lib.results import BenchError, Burst, Result, Steady
-from bench.lib.servers import BENCH_DIR, Peer, PgcastProcess
+from bench.lib.servers import BENCH_DIR, Meter, Peer, PgcastProcess, usage_notes
 from bench.lib.writers import Session, burst_phase, connect, steady_phase
 
 NODE_DIR = BENCH_DIR / "peers" / "node"
@@ -72,15 +66,9 @@ class Options(runner.Options):
 
 
 @dataclass
-class Row:
-    sockets: int
-    steady: Steady
-
-
-@dataclass
 class ServerRun:
     key: str
-    rows: list[Row] = field(default_factory=list)
+    rows: list[Steady] = field(default_factory=list)  # one per steady row
     burst: Burst | None = None
     exit_code: int | None = None
     error: str | None = None
@@ -94,8 +82,8 @@ STEADY: list[Figure] = [
     ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
 ]
 BURST: list[Figure] = [
-    ("**frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
-    ("**server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
+    ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
+    ("burst: **server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
 ]
 
 
@@ -104,48 +92,35 @@ class CompareResult(Result):
     servers: list[ServerRun]
     versions: dict[str, str]
 
-    def _table(self, rows: list[tuple[str, list[Any], Figure]]) -> list[str]:
-        """A row a figure: its value on each server, then pgcast's over each peer's."""
+    def table(self) -> list[str]:
+        """A row a figure of each steady row, then of the burst: its value on each server,
+        then pgcast's over each peer's."""
         keys = [r.key for r in self.servers]
         peers = [n for n, key in enumerate(keys) if key != "pgcast"] if "pgcast" in keys else []
-        ratios = [f"pgcast / {LABELS[keys[n]]}" for n in peers]
+        done = max(self.servers, key=lambda r: len(r.rows)).rows
+        rows = [
+            (f"{row.delivery.sockets:,} × {row.target_rate:g}/s: {figure[0]}", steady, figure)
+            for n, row in enumerate(done)
+            for steady in [[r.rows[n] if n < len(r.rows) else None for r in self.servers]]
+            for figure in STEADY
+        ] + [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
         lines = []
         for label, found, (_, value, shown) in rows:
             values = [None if f is None else value(f) for f in found]
             ours = values[keys.index("pgcast")] if peers else None
             cells = [render.num(None) if v is None else shown(v) for v in values]
             lines.append([label, *cells, *(render.x(ours, values[n]) for n in peers)])
+        ratios = [f"pgcast / {LABELS[keys[n]]}" for n in peers]
         return render.table(" | ".join(["figure", *(LABELS[k] for k in keys), *ratios]), lines)
 
-    def steady_table(self) -> list[str]:
-        done = max(self.servers, key=lambda r: len(r.rows)).rows
-        return self._table(
-            [
-                (f"{row.sockets:,} × {row.steady.target_rate:g}/s: {figure[0]}", steady, figure)
-                for n, row in enumerate(done)
-                for steady in [
-                    [r.rows[n].steady if n < len(r.rows) else None for r in self.servers]
-                ]
-                for figure in STEADY
-            ]
-        )
-
-    def burst_table(self) -> list[str]:
-        return self._table(
-            [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
-        )
-
     def render(self) -> list[str]:
+        o = self.options
         return [
             f"Each server alone, with only its own insert trigger enabled. Steady rows: "
-            f"{self.options['steady_seconds']:g} s each, one transaction per message.",
+            f"{o['steady_seconds']:g} s each, one transaction per message. Burst: {o['burst']} "
+            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets.",
             "",
-            *self.steady_table(),
-            "",
-            f"Burst: {self.options['burst']} messages in INSERTs of {self.options['batch']} rows "
-            f"to {self.options['sockets']} sockets.",
-            "",
-            *self.burst_table(),
+            *self.table(),
             "",
             "Ratios are pgcast ÷ peer. Versions: "
             + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
@@ -225,7 +200,7 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
                 await fleet.ensure(sockets)
                 messages = max(1, round(rate * o.steady_seconds))
                 steady = await steady_phase(s, fleet.receivers, messages, rate, o.content_chars)
-                result.rows.append(Row(sockets, steady))
+                result.rows.append(steady)
                 await fleet.settle()
                 print(f"compare: {key} {sockets} x {rate:g}/s done", file=sys.stderr)
             await fleet.ensure(o.sockets)
@@ -248,7 +223,7 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
     for r in runs:
         label = LABELS[r.key]
         problems += [] if r.error is None else [f"{label} could not run: {r.error}"]
-        phases = [(f"{row.sockets} x {row.steady.target_rate:g}/s", row.steady) for row in r.rows]
+        phases = [(f"{row.delivery.sockets} x {row.target_rate:g}/s", row) for row in r.rows]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
                 problems += figures.delivery.problems(f"{label} {phase}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -14,8 +13,8 @@ import psutil
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import cpu_seconds
 from bench.lib.results import BenchError, Delivery, Result
+from bench.lib.servers import cpu_seconds
 from bench.lib.writers import Session, pgcast_session, write_steadily
 
 BROADCAST_TIMEOUT = 30.0
@@ -42,25 +41,6 @@ async def settled_rss(process: psutil.Process) -> int:
 
 
 @dataclass
-class Readiness:
-    status: int
-    sockets: int | None
-    ms: float
-
-    def __str__(self) -> str:
-        return f"{self.status}, sockets={self.sockets}, {self.ms:.1f} ms"
-
-
-async def check_ready(http: aiohttp.ClientSession, url: str) -> Readiness:
-    """GET /readyz: its status, the socket count it reports, and how long it took."""
-    began, status, sockets = time.monotonic(), 0, None
-    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError):
-        async with asyncio.timeout(10), http.get(url + "/readyz") as response:
-            status, sockets = response.status, (await response.json())["checks"]["sockets"]
-    return Readiness(status, sockets, 1000 * (time.monotonic() - began))
-
-
-@dataclass
 class Broadcast:
     delivery: Delivery
     completed: bool
@@ -80,8 +60,8 @@ class Count:
     stop_reason: str = ""
     rss_before: int = 0
     rss_after: int = 0
-    ready: Readiness | None = None
-    sockets_metric: float = math.nan
+    # /readyz's status and socket count, and /metrics' pgcast_sockets_connected
+    ready: tuple[int, int | None, float] = (0, None, math.nan)
     broadcasts: list[Broadcast] = field(default_factory=list)
 
     @property
@@ -97,10 +77,8 @@ class Count:
             found += b.delivery.problems(f"{label}: broadcast {number}")
             if not b.completed:
                 found.append(f"{label}: broadcast {number} not delivered within 30 s")
-        if self.ready is None or (self.ready.status, self.ready.sockets) != (200, self.opened):
-            found.append(f"{label}: /readyz answered {self.ready}")
-        if self.sockets_metric != self.opened:
-            found.append(f"{label}: pgcast_sockets_connected = {self.sockets_metric:.0f}")
+        if self.ready != (200, self.opened, self.opened):
+            found.append(f"{label}: /readyz and /metrics answered {self.ready}")
         return found
 
 
@@ -120,7 +98,7 @@ ROWS = {
         f"{c.rss_before / 2**20:.1f} / {c.rss_after / 2**20:.1f}"
     ),
     "**memory per idle socket (KiB)**": lambda c: f"**{c.kib_per_socket:.1f}**",
-    "/readyz with the sockets open": lambda c: str(c.ready),
+    "/readyz, its sockets; sockets metric": lambda c: "{}, {}; {:.0f}".format(*c.ready),
     "**broadcast: commit → first / last socket (ms); server CPU (ms); delivery**": lambda c: (
         _broadcast(c, 1)
     ),
@@ -183,8 +161,10 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
                     break
             c.opened = len(receivers)
             c.rss_after = await settled_rss(process)
-            c.ready = await check_ready(s.server.http, s.server.url)
-            c.sockets_metric = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
+            connected = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, KeyError):
+                async with asyncio.timeout(10), s.server.http.get(s.server.url + "/readyz") as r:
+                    c.ready = r.status, (await r.json())["checks"]["sockets"], connected
             c.broadcasts += [
                 await broadcast_once(s, receivers) for _ in range(2 if receivers else 0)
             ]
@@ -194,12 +174,9 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
 
 
 async def measure(run: runner.Run[Options]) -> IdleResult:
-    counts, problems = [], []
-    for target in run.options.sockets:
-        count, found = await measure_count(run, target)
-        counts.append(count)
-        problems += found
-    return IdleResult(counts, problems=problems)
+    measured = [await measure_count(run, target) for target in run.options.sockets]
+    problems = [problem for _, found in measured for problem in found]
+    return IdleResult([count for count, _ in measured], problems=problems)
 
 
 SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)

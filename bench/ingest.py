@@ -50,7 +50,6 @@ class Ingest:
     sockets: int
     limit: InsertRate  # pgbench with the bare NOTIFY trigger instead of pgcast's
     pgcast: InsertRate
-    caught_up_after_writers_ms: float
     delivery: Delivery
 
     @property
@@ -68,15 +67,13 @@ class IngestResult(Result):
         ingest = [
             f"{i.sockets:,} | {i.writers} | {render.rate(i.limit.tx_per_second)} | "
             f"{render.rate(i.pgcast.tx_per_second)} | **{i.ratio:.2f}** | "
-            f"{render.rate(i.delivery.frames_per_second)} | "
-            f"{render.num(i.caught_up_after_writers_ms)} | {i.delivery.closed_sockets}"
+            f"{render.rate(i.delivery.frames_per_second)} | {i.delivery.closed_sockets}"
             for i in self.ingest
         ]
         return [
             *render.table(
                 "sockets | writers | bare NOTIFY limit tx/s | pgcast tx/s | **pgcast / limit** "
-                "| frames/s to sockets | last socket caught up after writers (ms) "
-                "| sockets closed as too slow",
+                "| frames/s to sockets | sockets closed as too slow",
                 ingest,
             ),
             "",
@@ -102,9 +99,7 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
             run.conninfo, writers, o.seconds, writer_id, o.content_bytes, run.workdir
         )
 
-    def ids(
-        conn: psycopg.Connection[Any], query: str, params: dict[str, int]
-    ) -> tuple[list[int], float]:
+    def ids(conn: psycopg.Connection[Any], query: str, **params: int) -> tuple[list[int], float]:
         """The ids the query returns (its one transaction) and when COMMIT returned."""
         found = [row[0] for row in conn.execute(query, params).fetchall()]
         conn.commit()
@@ -119,17 +114,13 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
                     limit = await asyncio.to_thread(pgbench, "notify", writers)
                     await fleet.call("start")
                     rate = await asyncio.to_thread(pgbench, "pgcast", writers)
-                    writers_done = time.time()
-                    written, _ = await asyncio.to_thread(
-                        ids, s.writer, "SELECT id FROM messages", {}
-                    )
+                    written, _ = await asyncio.to_thread(ids, s.writer, "SELECT id FROM messages")
                     got = await fleet.call("finish", written, DRAIN_SECONDS)
-                    caught_up = 1000 * (got.last_at - writers_done)
-                    ingests.append(Ingest(writers, opened, limit, rate, caught_up, got))
+                    ingests.append(Ingest(writers, opened, limit, rate, got))
                     print(f"ingest: {writers} writers, {sockets} sockets", file=sys.stderr)
             await fleet.call("start", o.bulk_rows)
             bulk = {"user_id": s.user_id, "rows": o.bulk_rows, "chars": o.content_bytes}
-            written, committed = await asyncio.to_thread(ids, s.writer, BULK_INSERT, bulk)
+            written, committed = await asyncio.to_thread(ids, s.writer, BULK_INSERT, **bulk)
             got = await fleet.call("finish", written, DRAIN_SECONDS)
             after = (1000 * (got.first_at - committed), 1000 * (got.last_at - committed))
             fps = ratio(got.frames, got.last_at - committed)
@@ -137,9 +128,8 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
         finally:
             await fleet.close()
     problems = s.server.exit_problems()
-    for label, got in [("bulk", result.delivery)] + [
-        (f"ingest with {i.writers} writers", i.delivery) for i in ingests
-    ]:
+    labelled = [(f"ingest with {i.writers} writers", i.delivery) for i in ingests]
+    for label, got in [("bulk", result.delivery), *labelled]:
         if got.duplicates:
             problems.append(f"{label}: {got.duplicates} duplicate frames")
         if got.losses and not got.closed_sockets:

@@ -18,10 +18,9 @@ import psutil
 import psycopg
 
 from bench.lib import receivers, render, runner
-from bench.lib.meters import Meter, usage_notes
 from bench.lib.receivers import Receiver
 from bench.lib.results import Latency, Result, Usage
-from bench.lib.servers import PgcastProcess
+from bench.lib.servers import Meter, PgcastProcess, usage_notes
 
 CHANNEL, PROCESSES = "presence-bench", 3
 PATH = f"/ws?channels={CHANNEL}"
@@ -48,8 +47,8 @@ class Member(Receiver):
     """A user's socket on CHANNEL: the member list it was sent and the changes after it,
     each change's receive time, and how many contradicted its list."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect: bool, user: str) -> None:
-        super().__init__(index, request, accept, expect)
+    def __init__(self, index: int, request: bytes, accept: str, user: str) -> None:
+        super().__init__(index, request, accept)
         self.user, self.view, self.listed, self.wrong = user, set[str](), False, 0
         self.seen: dict[str, dict[str, float]] = {"member_added": {}, "member_removed": {}}
         self.until(lambda _: True)
@@ -121,11 +120,8 @@ class PresenceResult(Result):
             "| **PostgreSQL µs CPU** | commits | rows inserted / updated / deleted"
         )
         return [
-            f"{self.members:,} members of `{CHANNEL}`, one user and socket each, round-robin over "
-            f"{self.processes} processes on one database, all connected and listed in "
-            f"{self.fill_seconds:.1f} s. Then users join one at a time (from the upgrade "
-            "request) and leave one at a time (from the close frame; PGCAST_PRESENCE_GRACE=0, "
-            "so add the grace for a real leave). Costs are per change, over the phase.",
+            f"{self.members:,} members of `{CHANNEL}` over {self.processes} processes, connected "
+            f"and listed in {self.fill_seconds:.1f} s; costs per change, over the phase.",
             "",
             *render.table(header, [p.row() for p in self.phases], "lrrllrrrr"),
         ]

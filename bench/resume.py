@@ -12,10 +12,9 @@ from urllib.parse import quote
 import psycopg
 
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes, wait_quiet
 from bench.lib.receivers import check_delivery, close_sockets, open_sockets, wait_delivered
 from bench.lib.results import BenchError, Burst, Result, ratio
-from bench.lib.servers import frames_burst
+from bench.lib.servers import frames_burst, usage_notes, wait_quiet
 from bench.lib.writers import Session, pgcast_session, write_burst
 from server.core.cursor import CursorError
 from server.pg.eventlog import database_identity, read_page, resumable_position

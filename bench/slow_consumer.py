@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes
-from bench.lib.results import BenchError, Delivery, Latency, Result, Usage, ratio
+from bench.lib.results import BenchError, Delivery, Result, Steady, ratio
+from bench.lib.servers import usage_notes
 from bench.lib.writers import Commits, Session, latencies, pgcast_session, write_steadily
 
 POST_CLOSE_SECONDS, POLL_INTERVAL = 2.0, 0.05
@@ -48,7 +48,7 @@ class StalledReceiver(rx.Receiver):
 
 
 async def open_stalled(s: Session, o: Options) -> StalledReceiver:
-    receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie), True)
+    receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie))
     sock = socket.socket()
     # Before connecting, so the window scale the handshake agrees on is small too. Linux sizes
     # the server's send buffer from the MSS the peer announces: ~100 KiB with an Ethernet
@@ -99,23 +99,11 @@ class Watch:
 
 
 @dataclass
-class Phase:
-    name: str
-    messages: int
-    seconds: float
-    latency: Latency
-    usage: Usage
-    delivery: Delivery
-    closes: float
-
-
-@dataclass
 class SlowResult(Result):
-    a: Phase
-    b: Phase
+    a: Steady
+    b: Steady
     closed_after_s: float | None
     close_code: int | None
-    replayed_messages: int | None
     resumed: Delivery | None
 
     @property
@@ -134,15 +122,14 @@ class SlowResult(Result):
                 f"{o['content_chars']:.0f}-char messages at {o['rate']:.0f}/s, "
                 f"PGCAST_SOCKET_BACKLOG_BYTES={o['backlog_bytes']:.0f}, stalled client: SO_RCVBUF "
                 f"{o['rcvbuf']:.0f}, MSS {o['mss'] or 'loopback'}",
-                f"messages A / B | {a.messages} in {a.seconds:.1f} s / "
-                f"{b.messages} in {b.seconds:.1f} s",
+                f"messages A / B | {a.messages} at {a.achieved_rate:.0f}/s / "
+                f"{b.messages} at {b.achieved_rate:.0f}/s",
                 "**commit→socket p50 / p99 (ms), A: no stalled socket / B: one** | "
                 f"{render.ms(a.latency)} / {render.ms(b.latency)}",
                 f"**p99 with / without the stalled socket** | **{render.num(self.p99_ratio, 2)}**",
                 f"CPU (% of one core) A / B | {render.cpu(a.usage, *cpus)} / "
                 f"{render.cpu(b.usage, *cpus)}",
                 f"**stalled socket closed as slow** | {closed}",
-                f"messages replayed on reconnect with `?after=<cursor>` | {self.replayed_messages}",
                 "**resumed socket: every message of B, exactly once, in order** | "
                 + ("FAIL" if r is None else f"{render.ok(r.ok)} ({r.frames} of {b.messages})"),
             ]
@@ -166,9 +153,7 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             return min(per_chunk, math.ceil(left * o.rate)) if left > 0 else 0
         return 0 if watch.gone_at is not None or elapsed >= o.max_stall_seconds else per_chunk
 
-    async def steady(
-        name: str, more: Callable[[int, float], int], watch: Watch
-    ) -> tuple[Phase, Commits]:
+    async def steady(more: Callable[[int, float], int], watch: Watch) -> tuple[Steady, Commits]:
         """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
         /metrics polled; then until every reading socket has every message."""
         for receiver in receivers:
@@ -187,33 +172,31 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
         finally:
             poller.cancel()
         latency, usage = latencies(committed, receivers), await s.meter.stop()
-        delivery = rx.check_delivery(receivers, [*committed])
-        return Phase(
-            name, len(committed), seconds, latency, usage, delivery, watch.closes
-        ), committed
+        delivery, rate = rx.check_delivery(receivers, [*committed]), len(committed) / seconds
+        return Steady(len(committed), o.rate, rate, latency, delivery, usage), committed
 
     resumed: list[rx.Receiver] = []
     env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
     async with pgcast_session(run, env=env) as s:
         receivers = await rx.open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         try:
-            warmup, _ = await steady("warm-up", for_seconds(1.0), Watch())
-            a, _ = await steady("A", for_seconds(o.seconds), Watch())
+            before = [Watch(), Watch()]  # the warm-up's and A's, which must see no slow close
+            warmup, _ = await steady(for_seconds(1.0), before[0])
+            a, _ = await steady(for_seconds(o.seconds), before[1])
             stalled = await open_stalled(s, o)
             watch = Watch((await s.server.metrics()).get(SLOW_CLOSES, 0.0))
 
-            async def resume() -> float:
+            async def resume() -> None:
                 """What a client does on 1013: reconnect at once with its last cursor."""
                 await watch.ended.wait()
                 stalled.pause(False)
-                began, path = time.time(), "/ws?after=" + quote(stalled.cursor or "", safe="")
+                path = "/ws?after=" + quote(stalled.cursor or "", safe="")
                 resumed.extend(
                     await rx.open_sockets(s.server.port, path, s.cookie, 1, expected=rx.OPEN_ENDED)
                 )
-                return began
 
             follower = asyncio.create_task(resume())
-            b, committed = await steady("B", until_closed, watch)
+            b, committed = await steady(until_closed, watch)
             if (closed_at := watch.closed_at) is None:
                 # Never closed as slow: read what pgcast still sends if it let go another way,
                 # else drop it; either way the resume is still checked.
@@ -221,7 +204,7 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                     stalled.abort()
                 watch.ended.set()
             with contextlib.suppress(BenchError):
-                reconnected = await follower
+                await follower
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
             delivery = None
@@ -233,20 +216,18 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             await rx.close_sockets([*receivers, *resumed])
             stalled.abort()
     problems = s.server.exit_problems()
-    for phase in (warmup, a, b):
-        problems += phase.delivery.problems(f"{phase.name}: the reading sockets'")
+    for name, phase in (("warm-up", warmup), ("A", a), ("B", b)):
+        problems += phase.delivery.problems(f"{name}: the reading sockets'")
     if closed_at is None:
-        problems.append(f"the stalled socket was not closed as slow in B ({b.seconds:.0f} s)")
-    if b.closes > 1 or a.closes or warmup.closes:
-        before = a.closes + warmup.closes
-        problems.append(f"{b.closes:.0f} sockets closed as slow in B, {before:.0f} before")
+        problems.append(f"the stalled socket was not closed as slow in B ({b.messages} messages)")
+    if (earlier := sum(w.closes for w in before)) > 0 or watch.closes > 1:
+        problems.append(f"{watch.closes:.0f} sockets closed as slow in B, {earlier:.0f} before")
     if closed_at is not None and stalled.close_code not in (1013, None):
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]
-    replayed = len([i for i, at in committed.items() if at < reconnected]) if resumed else None
     stalled_for = None if closed_at is None else closed_at - stalled.stalled_at
     return SlowResult(
-        *(a, b, stalled_for, stalled.close_code, replayed, delivery),
+        *(a, b, stalled_for, stalled.close_code, delivery),
         problems=problems,
         notes=usage_notes([("phase A", a.usage), ("phase B", b.usage)]),
     )

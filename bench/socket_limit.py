@@ -10,15 +10,12 @@ import aiohttp
 
 from bench.lib import receivers as r
 from bench.lib import render, runner
-from bench.lib.meters import usage_notes
 from bench.lib.results import BenchError, Burst, Result
-from bench.lib.servers import frames_burst
+from bench.lib.servers import frames_burst, usage_notes
 
 # About 300k frames per measurement, or 2 GB of payload for large frames: enough to dwarf the
 # start and the tail, a few seconds at one write per frame.
 TARGET_FRAMES, TARGET_PAYLOAD_BYTES = 300_000, 2_000_000_000
-# Process CPU times tick every 10 ms: shorter phases give meaningless percentages.
-SHORTEST_CPU_SECONDS = 0.5
 CONTENT_OPEN, CONTENT_CLOSE = ',"content":"', '"}}}'
 
 
@@ -106,25 +103,14 @@ async def measure(run: runner.Run[Options]) -> SocketLimitResult:
             for k in o.frames_per_write:
                 burst = await frames_burst(texts, range(1, frames + 1), sockets, run.workdir, k)
                 found.append(SocketLimit(sockets, k, size, burst))
-    timed = [m for m in found if m.burst.seconds >= SHORTEST_CPU_SECONDS]
-    notes = usage_notes((m.label, m.burst.usage) for m in timed)
-    if len(timed) < len(found):
-        notes.append(
-            f"{len(found) - len(timed)} measurements took under {SHORTEST_CPU_SECONDS} s: their "
-            "CPU figures are coarse (the clock ticks every 10 ms) and are not judged here"
-        )
+    notes = usage_notes((m.label, m.burst.usage) for m in found)
     problems = [p for m in found for p in m.burst.delivery.problems(m.label)]
     problems += [f"{m.label}: timed out" for m in found if not m.burst.completed]
     return SocketLimitResult(found, problems=problems, notes=notes)
 
 
+ERRORS = (BenchError, OSError, aiohttp.ClientError, TimeoutError)
 SCENARIO = runner.Scenario(
-    "socket_limit",
-    "bare socket limit",
-    __doc__,
-    Options,
-    measure,
-    database=False,
-    errors=(BenchError, OSError, aiohttp.ClientError, TimeoutError),
+    "socket_limit", "bare socket limit", __doc__, Options, measure, False, ERRORS
 )
 runner.run_as_script(SCENARIO, __name__)

@@ -20,10 +20,9 @@ from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
-from bench.lib.meters import cpu_seconds, usage_notes, wait_quiet
 from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import BenchError, Result, Usage, ratio
-from bench.lib.servers import REPO_DIR, pgcast_env
+from bench.lib.servers import REPO_DIR, cpu_seconds, pgcast_env, usage_notes, wait_quiet
 from bench.lib.writers import burst_phase, pgcast_session, write_burst
 from bench.resume import replay_phase
 
@@ -51,12 +50,8 @@ class Options(runner.Options):
 class Run:
     round: int
     tree: str
-    fanout_frames_per_second: float
-    fanout_server_us_per_frame: float
-    replay_events_per_second: float
-    replay_server_us_per_event: float
-    fanout_delivery_ok: bool
-    replay_delivery_ok: bool
+    figures: dict[str, float]  # by FIGURES' names
+    ok: bool  # both deliveries
 
 
 @dataclass
@@ -66,7 +61,7 @@ class VersusResult(Result):
     runs: list[Run]
 
     def median(self, tree: str, name: str) -> float:
-        return statistics.median(getattr(r, name) for r in self.runs if r.tree == tree)
+        return statistics.median(r.figures[name] for r in self.runs if r.tree == tree)
 
     def ratio(self, name: str) -> float:
         return ratio(self.median("current", name), self.median("previous", name))
@@ -122,9 +117,8 @@ def unpack(rev: str, destination: Path) -> str:
         commit = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except BenchError:
         raise BenchError(f"--baseline {rev}: not a commit of this repository") from None
-    with tarfile.open(
-        fileobj=io.BytesIO(git("archive", "--format=tar", commit, text=False))
-    ) as tar:
+    archive = io.BytesIO(git("archive", "--format=tar", commit, text=False))
+    with tarfile.open(fileobj=archive) as tar:
         tar.extractall(destination, filter="data")
     return git("log", "-1", "--format=%h %s", commit)
 
@@ -169,9 +163,13 @@ async def measure_tree(
         began = cpu_seconds(s.server.pid)
         replay, _ = await replay_phase(s, before.cursor, ids)
         replay_server = cpu_seconds(s.server.pid) - began
-    fanout_figures = (fanout.frames_per_second, 1e6 * ratio(fanout_server, fanout.frames))
-    replay_figures = (replay.events_per_second, 1e6 * ratio(replay_server, replay.events))
-    result = Run(number, name, *fanout_figures, *replay_figures, fanout.ok, replay.burst.ok)
+    figures = {
+        "fanout_server_us_per_frame": 1e6 * ratio(fanout_server, fanout.frames),
+        "fanout_frames_per_second": fanout.frames_per_second,
+        "replay_events_per_second": replay.events_per_second,
+        "replay_server_us_per_event": 1e6 * ratio(replay_server, replay.events),
+    }
+    result = Run(number, name, figures, fanout.ok and replay.burst.ok)
     label = f"{name} run {number}"
     usages = [(f"{label} fan-out", fanout.usage), (f"{label} replay", replay.burst.usage)]
     return result, usages, [f"{label}: {p}" for p in s.server.exit_problems()]
@@ -194,9 +192,7 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
                 runs.append(measured)
                 usages += used
                 problems += failed
-    for r in runs:
-        if not (r.fanout_delivery_ok and r.replay_delivery_ok):
-            problems.append(f"{r.tree} run {r.round}: fan-out or replay delivery failed")
+    problems += [f"{r.tree} run {r.round}: a delivery failed" for r in runs if not r.ok]
     return VersusResult(commit, current, runs, problems=problems, notes=usage_notes(usages))
 
 

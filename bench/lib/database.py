@@ -82,18 +82,6 @@ def create_user(conn: psycopg.Connection[Any], email: str, name: str) -> int:
     return int(row[0])
 
 
-def prefill(conninfo: str, events: int, batch: int = 1000) -> None:
-    """History: `events` messages (and so events) by another user, `batch` per transaction."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        user_id = create_user(conn, "history@example.com", "History")
-        for start in range(0, events, batch):
-            conn.execute(
-                "INSERT INTO messages (user_id, content) "
-                "SELECT %s, 'history ' || n FROM generate_series(1, %s) AS n",
-                [user_id, min(batch, events - start)],
-            )
-
-
 def set_triggers(
     conn: psycopg.Connection[Any], wanted: tuple[str, ...], among: tuple[str, ...]
 ) -> list[str]:

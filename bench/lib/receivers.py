@@ -46,14 +46,19 @@ def message_id(payload: bytes) -> int | None:
     return None
 
 
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept that answers Sec-WebSocket-Key `key`."""
+    digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
+    return base64.b64encode(digest).decode()
+
+
 def handshake(port: int, path: str, cookie: str | None) -> tuple[bytes, str]:
     """An RFC 6455 upgrade request and the Sec-WebSocket-Accept the server must answer."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Upgrade: websocket"]
     lines += ["Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     lines += [f"Origin: http://{HOST}:{port}", *([f"Cookie: {cookie}"] if cookie else [])]
-    digest = hashlib.sha1((key + WS_GUID).encode(), usedforsecurity=False).digest()
-    return ("\r\n".join(lines) + "\r\n\r\n").encode(), base64.b64encode(digest).decode()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), accept_key(key)
 
 
 class Receiver(asyncio.Protocol):
@@ -61,7 +66,10 @@ class Receiver(asyncio.Protocol):
     parses all the frames of one read in one call; records (receive time, message id) for
     the current phase."""
 
-    def __init__(self, index: int, request: bytes, accept: str, expect_connected: bool) -> None:
+    # The start of the frames the fast path reads an id from (bench/pusher.py's differ).
+    prefix = NEW_MESSAGE_PREFIX
+
+    def __init__(self, index: int, request: bytes, accept: str) -> None:
         loop = asyncio.get_running_loop()
         self.index, self._request, self._accept = index, request, accept
         self.opened: asyncio.Future[None] = loop.create_future()
@@ -70,10 +78,7 @@ class Receiver(asyncio.Protocol):
         self.cursor: str | None = None
         self.closed, self.close_code, self.close_reason = False, cast(int | None, None), ""
         self.done = asyncio.Event()
-        # The start of the frames the fast path reads an id from (bench/pusher.py's differ).
-        self.prefix = NEW_MESSAGE_PREFIX
         self.start_phase(0)
-        self._expect_connected = expect_connected
         self._transport: asyncio.Transport | None = None
         self._rest = b""
         self._upgraded = self._live = self._close_sent = False
@@ -123,8 +128,6 @@ class Receiver(asyncio.Protocol):
                 self._fail(f"upgrade refused: {status}, Sec-WebSocket-Accept {headers}")
                 return
             self._upgraded, buffer = True, buffer[end + 4 :]
-            if not self._expect_connected:
-                self.go_live()
         self._rest = self._parse(buffer, now)
 
     def _parse(self, buffer: bytes, now: float) -> bytes:
@@ -284,8 +287,8 @@ def frames_of(receiver: Receiver) -> int:
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
-# Builds a socket's Receiver from (index, upgrade request, expected accept, expect connected).
-ReceiverFactory = Callable[[int, bytes, str, bool], Receiver]
+# Builds a socket's Receiver from (index, upgrade request, expected accept).
+ReceiverFactory = Callable[[int, bytes, str], Receiver]
 
 
 async def try_open_sockets(
@@ -294,22 +297,21 @@ async def try_open_sockets(
     cookie: str | None,
     count: int,
     *,
-    expect_connected: bool = True,
     concurrency: int = CONNECT_CONCURRENCY,
     first_index: int = 0,
     factory: ReceiverFactory = Receiver,
     expected: int = 0,
     keep_text: bool = False,
 ) -> tuple[list[Receiver], list[BaseException]]:
-    """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame
-    when `expect_connected`, its phase started first (frames in the same read count); those
+    """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame,
+    its phase started first (frames in the same read count); those
     that opened, by index, and the errors of the others (closed)."""
     loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
     failed: list[Receiver] = []
 
     async def connect(index: int) -> None:
-        receiver = factory(index, *handshake(port, path, cookie), expect_connected)
+        receiver = factory(index, *handshake(port, path, cookie))
         receiver.start_phase(expected, keep_text)
         async with limit, asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: receiver, HOST, port)

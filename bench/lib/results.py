@@ -136,10 +136,6 @@ class Burst:
         return self.delivery.frames
 
     @property
-    def seconds(self) -> float:
-        return self.delivery.last_at - self.delivery.first_at
-
-    @property
     def frames_per_second(self) -> float:
         return self.delivery.frames_per_second
 
@@ -153,16 +149,24 @@ class Burst:
 
 
 @dataclass
-class SteadyCost:
-    """Items sent at a steady rate: the server's CPU per item, as measured and less its idle
-    CPU (measured apart) over the phase's length."""
+class CostPhase:
+    """Items written at a steady rate, one transaction each, on `channel`, while `listening`
+    of the `sockets` listen: the server's CPU per item, as measured and less its idle CPU
+    (measured apart) over the phase's length; commit→socket latencies; the delivery."""
 
+    name: str
+    channel: str
+    sockets: int
+    listening: int
     items: int
     target_rate: float
     seconds: float
     server_cpu_seconds: float
     usage: Usage
     idle_share: float
+    latencies: list[Latency]  # the scenario's own: every socket's, or per kind of receiver
+    delivery: Delivery
+    unrouted_frames: int  # frames to the sockets not listening (must be 0)
 
     @property
     def server_us(self) -> float:
@@ -172,11 +176,19 @@ class SteadyCost:
     def net_server_us(self) -> float:
         return self.server_us - 1e6 * self.idle_share * self.usage.seconds / self.items
 
+    @property
+    def ok(self) -> bool:
+        return self.delivery.ok and not self.unrouted_frames
+
     def cells(self) -> str:
         """items, rate target / achieved | less idle | as measured | idle CPU %"""
         rates = f"{self.target_rate:g} / {self.items / self.seconds:.0f}"
         measured = f"**{self.net_server_us:,.0f}** | {self.server_us:,.0f}"
         return f"{self.items:,}, {rates} | {measured} | {100 * self.idle_share:.1f}"
+
+    def problems(self) -> list[str]:
+        unrouted = [f"phase {self.name}: {self.unrouted_frames} frames to other sockets"]
+        return self.delivery.problems(f"phase {self.name}") + unrouted * bool(self.unrouted_frames)
 
 
 @dataclass(kw_only=True)

@@ -79,17 +79,18 @@ class Scenario(Generic[OptionsT, ResultT]):
     errors: tuple[type[BaseException], ...] = (BenchError, OSError)
 
 
-def numbers(kind: type[int] | type[float]) -> Callable[[str], list[Any]]:
-    """The comma-separated list parser: `1,4,16` or `1_000,5_000`."""
+def numbers(kind: type[int] | type[float], least: float, many: bool) -> Callable[[str], Any]:
+    """A number, or with `many` a comma-separated list of them (`1,4,16`, `1_000,5_000`),
+    each `least` or more."""
 
-    def parse(text: str) -> list[Any]:
+    def parse(text: str) -> Any:
         try:
-            values = [kind(part.replace("_", "")) for part in text.split(",") if part.strip()]
+            values = [kind(p.replace("_", "")) for p in text.split("," if many else None) if p]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
-        if not values:
-            raise argparse.ArgumentTypeError("the list is empty")
-        return values
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number{' list' * many}") from None
+        if not values or min(values) < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: each must be {least:g} or more")
+        return tuple(values) if many else values[0]
 
     return parse
 
@@ -100,23 +101,23 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
     parser = argparse.ArgumentParser(
         prog=f"python -m bench.{scenario.name}", description=scenario.doc
     )
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
+    parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
+    parser.add_argument("--no-write", action="store_true", help="print the report only")
     hints = typing.get_type_hints(scenario.options)
     specs = [f for f in dataclasses.fields(scenario.options) if f.metadata]
     for spec in specs:
         kind, flag, meta = hints[spec.name], "--" + spec.name.replace("_", "-"), spec.metadata
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if kind is bool:
-            parser.add_argument(flag, action="store_true", help=meta["help"])
+            kind = typing.get_args(kind)[0]  # `X | None`
+        many = typing.get_origin(kind) is tuple
+        if kind in (bool, str):
+            store = {"action": "store_true"} if kind is bool else {"type": str}
+            parser.add_argument(flag, help=meta["help"], **store)
         else:
-            convert = (
-                numbers(typing.get_args(kind)[0]) if typing.get_origin(kind) is tuple else kind
-            )
+            number = numbers(typing.get_args(kind)[0] if many else kind, meta["minimum"], many)
             text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
-            parser.add_argument(flag, type=convert, help=text)
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
-    parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
-    parser.add_argument("--no-write", action="store_true", help="print the report only")
+            parser.add_argument(flag, type=number, help=text)
     given = vars(parser.parse_args(argv))
     values: dict[str, Any] = {"smoke": given["smoke"], "no_write": given["no_write"], "argv": argv}
     values.update({"out": given["out"]} if given["out"] is not None else {})
@@ -124,11 +125,7 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
         value, smoke = given[spec.name], spec.metadata["smoke"]
         if value is None or value is False:
             value = smoke if given["smoke"] and smoke is not None else spec.default
-        listed = value if isinstance(value, tuple | list) else (value,)
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in listed)
-        if numeric and listed and min(listed) < (least := spec.metadata["minimum"]):
-            parser.error(f"--{spec.name.replace('_', '-')} must be {least:g} or more")
-        values[spec.name] = tuple(value) if isinstance(value, list | tuple) else value
+        values[spec.name] = value
     options = scenario.options(**values)
     if problem := options.check():
         parser.error(problem)
@@ -158,11 +155,8 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
         options = parse(scenario, options)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    started, load_average, switch_interval = (
-        datetime.now(UTC),
-        os.getloadavg()[0],
-        sys.getswitchinterval(),
-    )
+    started, load_average = datetime.now(UTC), os.getloadavg()[0]
+    switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         with tempfile.TemporaryDirectory(prefix=f"pgcast-{scenario.name}-") as tmp:

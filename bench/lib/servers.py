@@ -1,26 +1,30 @@
-"""Servers under test as child processes: pgcast, the bare baselines and the peers."""
+"""Servers under test as child processes (pgcast, the bare baselines and the peers), and the
+CPU they use (psutil, schedstat)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
 import sys
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from bench.lib import receivers as rx
-from bench.lib.meters import Meter
-from bench.lib.results import BenchError, Burst
+from bench.lib.results import BenchError, Burst, Usage
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = BENCH_DIR.parent
@@ -40,15 +44,14 @@ def clean_env(**more: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """A server started as a child process on `port`; its stderr is drained and its warnings
-    counted. `async with` stops it (SIGTERM) at the end."""
+    """A server started as a child process on `port`; its stderr is drained, its log's tail
+    and first warnings kept. `async with` stops it (SIGTERM) at the end."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, port: int) -> None:
         self.name, self.process, self.port = name, process, port
         self.pid, self.url = process.pid, f"http://{rx.HOST}:{port}"
         self.tail: deque[str] = deque(maxlen=40)
         self.warnings: list[str] = []
-        self.warning_count = 0
         self.exit_code: int | None = None
         self._drain = asyncio.create_task(self._drain_stderr())
 
@@ -63,15 +66,11 @@ class ServerProcess:
         )
         return cls(name, process, port, **more)
 
-    def is_warning(self, line: str) -> bool:
-        return " WARNING " in line or " ERROR " in line or "Traceback" in line
-
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
         while line_bytes := await self.process.stderr.readline():
             self.tail.append(line := line_bytes.decode(errors="replace").rstrip())
-            if self.is_warning(line):
-                self.warning_count += 1
+            if " WARNING " in line or " ERROR " in line or "Traceback" in line:
                 self.warnings += [line[:300]] if len(self.warnings) < 10 else []
 
     async def wait_ready(self, path: str) -> None:
@@ -194,13 +193,10 @@ class PgcastProcess(ServerProcess):
         return [r for r in results if not isinstance(r, BaseException)]
 
     async def metrics(self) -> dict[str, float]:
-        values: dict[str, float] = {}
+        """The unlabelled samples of /metrics by name."""
         async with self.http.get(self.url + "/metrics") as response:
-            for line in (await response.text()).splitlines():
-                name, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    values.update({name: float(value)} if line[:1] not in ("", "#") else {})
-        return values
+            families = text_string_to_metric_families(await response.text())
+        return {s.name: s.value for family in families for s in family.samples if not s.labels}
 
     async def stop(self) -> int:
         await self.http.close()
@@ -217,13 +213,6 @@ async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) 
     return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
 
 
-class PeerProcess(ServerProcess):
-    """A peer server: uvicorn and Node log differently from pgcast."""
-
-    def is_warning(self, line: str) -> bool:
-        return any(word in line.lower() for word in ("warning", "error", "traceback"))
-
-
 @dataclass(frozen=True)
 class Peer:
     key: str
@@ -232,13 +221,13 @@ class Peer:
     channel: str
     argv: tuple[str, ...]  # "{port}" is replaced by the port
 
-    async def start(self, database_url: str) -> PeerProcess:
+    async def start(self, database_url: str) -> ServerProcess:
         port = free_port()
         env = clean_env(
             DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
         )
         command = [part.replace("{port}", str(port)) for part in self.argv]
-        server: PeerProcess = await PeerProcess.spawn(self.label, command, env, port)
+        server: ServerProcess = await ServerProcess.spawn(self.label, command, env, port)
         await server.wait_ready("/ready")
         return server
 
@@ -251,16 +240,14 @@ async def frames_burst(
     fast as it can; the delivery is checked against `ids`, the server's exit with it."""
     path, port = workdir / "baseline-frames.json", free_port()
     await asyncio.to_thread(path.write_text, json.dumps(frames))
-    command = [sys.executable, str(BENCH_DIR / "bare_socket_server.py"), "--frames", str(path)]
+    command = [sys.executable, "-m", "bench.bare_socket_server", "--frames", str(path)]
     command += ["--port", str(port), *([] if per_write else ["--aiohttp"])]
     name, go = "bare socket server" if per_write else "aiohttp baseline", f"?per_write={per_write}"
     server = await ServerProcess.spawn(name, command, dict(os.environ), port)
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
-        receivers = await rx.open_sockets(
-            port, "/ws", None, sockets, expect_connected=False, expected=len(frames)
-        )
+        receivers = await rx.open_sockets(port, "/ws", None, sockets, expected=len(frames))
         try:
             # The client sees 101 right after the server counts the socket: polled to be sure.
             async with asyncio.timeout(rx.CONNECT_TIMEOUT):
@@ -275,3 +262,114 @@ async def frames_burst(
             await rx.close_sockets(receivers)
     delivery.samples += server.warnings + server.exit_problems()
     return Burst(delivery, usage, completed)
+
+
+NOISY_OTHERS_PERCENT, SATURATED_PERCENT = 25.0, 90.0
+# The server is quiet once its CPU stays under 5% of a core for 3 samples 0.2 s apart.
+QUIET_PERCENT, QUIET_SAMPLES, QUIET_INTERVAL, QUIET_TIMEOUT = 5.0, 3, 0.2, 30.0
+
+
+def _cpu_by_pid(root: psutil.Process, children: bool) -> dict[int, float]:
+    """CPU seconds of a process, and of its descendants when `children`, by pid."""
+    # schedstat's ns, not psutil's 10 ms ticks: a PostgreSQL backend's share of one presence
+    # join is a few ms, spread over several backends.
+    processes, seconds = [root], {}
+    with contextlib.suppress(psutil.Error):
+        processes += root.children(recursive=True) if children else []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            seconds[process.pid] = cpu_seconds(process.pid)
+    return seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of a process, in ns resolution from schedstat when the kernel
+    keeps it (psutil's figure moves in 10 ms ticks, coarse for one broadcast)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+    if total > 0:
+        return total / 1e9
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+class Meter:
+    """CPU% (of one core) of some processes over one phase; host CPU% of all."""
+
+    def __init__(self, watched: dict[str, tuple[psutil.Process, bool]]) -> None:
+        self._watched = watched
+        self._start: dict[str, dict[int, float]] = {}
+        self._started = 0.0
+        self._host: Any = None
+
+    @classmethod
+    def for_server(cls, pid: int, postmaster: psutil.Process | None, **more: Any) -> Meter:
+        """A server under test, this process (the load generator), PostgreSQL with its
+        backends when the postmaster is known, and any `more` (name: (process, children))."""
+        watched = {"server": (psutil.Process(pid), False), "loadgen": (psutil.Process(), False)}
+        if postmaster is not None:
+            watched["postgres"] = (postmaster, True)
+        return cls({**watched, **more})
+
+    def start(self) -> None:
+        self._start = {n: _cpu_by_pid(*w) for n, w in self._watched.items()}
+        self._host = psutil.cpu_times()
+        self._started = time.monotonic()
+
+    async def stop(self) -> Usage:
+        elapsed = time.monotonic() - self._started
+        host = psutil.cpu_times()
+        cpu: dict[str, float] = {}
+        for name, watched in self._watched.items():
+            start = self._start[name]
+            used = sum(v - start.get(pid, 0.0) for pid, v in _cpu_by_pid(*watched).items())
+            cpu[name] = 100 * used / elapsed if elapsed > 0 else math.nan
+        busy = [sum(t) - t.idle - getattr(t, "iowait", 0.0) for t in (self._host, host)]
+        total = sum(host) - sum(self._host)
+        host_percent = 100 * (busy[1] - busy[0]) / total if total > 0 else math.nan
+        return Usage(elapsed, cpu, host_percent, psutil.cpu_count() or 1)
+
+
+async def wait_quiet(pid: int) -> float | None:
+    """Seconds until a process went quiet, None if it did not within QUIET_TIMEOUT."""
+    began = time.monotonic()
+    quiet = 0
+    before = cpu_seconds(pid)
+    while time.monotonic() - began < QUIET_TIMEOUT:
+        await asyncio.sleep(QUIET_INTERVAL)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if 100 * (now - before) / QUIET_INTERVAL < QUIET_PERCENT else 0
+        before = now
+        if quiet >= QUIET_SAMPLES:
+            return time.monotonic() - began
+    return None
+
+
+async def idle_cpu_share(pid: int, seconds: float) -> float:
+    """The CPU a server uses idle, as a share of one core: measured over `seconds` once it
+    has gone quiet. With thousands of sockets it is not nothing: it pings each every 30 s."""
+    await wait_quiet(pid)
+    began, cpu_began = time.monotonic(), cpu_seconds(pid)
+    await asyncio.sleep(seconds)  # a measuring window, not a wait for an event
+    return (cpu_seconds(pid) - cpu_began) / (time.monotonic() - began)
+
+
+def usage_notes(phases: Iterable[tuple[str, Usage]]) -> list[str]:
+    """What makes figures hard to read: other load on the host, a saturated load generator."""
+    notes = []
+    for phase, usage in phases:
+        if usage.others_percent > NOISY_OTHERS_PERCENT:
+            notes.append(
+                f"{phase}: other processes on the host used {usage.others_percent:.0f}% of a "
+                "core: the figures are noisy; rerun on a quiet machine"
+            )
+        loadgen = usage.cpu_percent.get("loadgen", 0.0)
+        if loadgen > SATURATED_PERCENT:
+            notes.append(
+                f"{phase}: the load generator used {loadgen:.0f}% of a core: it may be the "
+                "bottleneck, so frames/s is a lower bound"
+            )
+    return notes

