@@ -13,10 +13,9 @@ which therefore does not delete them one by one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 import psycopg
 
@@ -31,7 +30,7 @@ NATIVE = "native"
 PUSHER = "pusher"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Held:
     """A socket this process holds, as its row should read."""
 
@@ -39,9 +38,15 @@ class _Held:
     user_id: int | None
     address: str
     channels: list[str]
-    # One write of the row at a time, each from `channels` as it then is: whichever runs
-    # last leaves the row as the socket is.
-    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Made by the first write after the row's insert: an idle socket never needs one.
+    _writing: asyncio.Lock | None = None
+
+    def writing(self) -> asyncio.Lock:
+        """One write of the row at a time, each from `channels` as it then is: whichever
+        runs last leaves the row as the socket is."""
+        if self._writing is None:
+            self._writing = asyncio.Lock()
+        return self._writing
 
 
 class SocketRegistry:
@@ -59,24 +64,6 @@ class SocketRegistry:
     def __len__(self) -> int:
         return len(self._held)
 
-    @contextlib.asynccontextmanager
-    async def hold(
-        self,
-        socket_id: str,
-        protocol: str,
-        user_id: int | None,
-        address: str,
-        channels: Collection[str] = (),
-    ) -> AsyncIterator[None]:
-        """Count the socket for as long as the block runs, or refuse it with 429
-        `too_many_sockets`. `user_id` None: a socket with no pgcast user (a Pusher socket in
-        open mode), counted against its address only."""
-        await self.open(socket_id, protocol, user_id, address, channels)
-        try:
-            yield
-        finally:
-            await self.release(socket_id)
-
     async def open(
         self,
         socket_id: str,
@@ -85,7 +72,9 @@ class SocketRegistry:
         address: str,
         channels: Collection[str] = (),
     ) -> None:
-        """What `hold` does first; `release` must follow."""
+        """Count the socket, or refuse it with 429 `too_many_sockets`; `release` must follow
+        once it ends. `user_id` None: a socket with no pgcast user (a Pusher socket in open
+        mode), counted against its address only."""
         held = _Held(protocol, user_id, address, sorted(set(channels)))
         await self._open(socket_id, held)
         self._held[socket_id] = held
@@ -186,7 +175,7 @@ class SocketRegistry:
         )
 
     async def _write_channels(self, socket_id: str, held: _Held) -> None:
-        async with held.writing, self._pool.connection() as conn:
+        async with held.writing(), self._pool.connection() as conn:
             await conn.execute(
                 queries.SET_SOCKET_CHANNELS,
                 {
@@ -198,7 +187,7 @@ class SocketRegistry:
 
     async def _delete(self, socket_id: str, held: _Held) -> None:
         try:
-            async with held.writing, self._pool.connection() as conn:
+            async with held.writing(), self._pool.connection() as conn:
                 await conn.execute(
                     queries.CLOSE_SOCKETS,
                     {"socket_ids": [socket_id], "process_id": self._process_id},

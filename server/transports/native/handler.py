@@ -59,10 +59,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         raise ApiError(400, "invalid_channels", str(error)) from None
     principal = await require_user(request)
     socket_id = secrets.token_urlsafe(12)
-    # Counted (and refused with 429) before the upgrade, on every process at once.
-    async with request.app[SOCKET_REGISTRY].hold(
-        socket_id, NATIVE, principal.user.id, request.remote or "", channels
-    ):
+    # Counted (and refused with 429) before the upgrade, on every process at once. Opened and
+    # released by hand, not with `hold`: its generator's frame would stay suspended for the
+    # socket's whole life.
+    registry = request.app[SOCKET_REGISTRY]
+    await registry.open(socket_id, NATIVE, principal.user.id, request.remote or "", channels)
+    try:
         ws = BoundedWebSocket(
             heartbeat=request.app.get(SOCKET_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS),
             compress=False,
@@ -122,6 +124,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         # `close` once more: a peer that stopped reading loses its connection there, within
         # the bound.
         return ws
+    finally:
+        await registry.release(socket_id)
 
 
 _ENDED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
