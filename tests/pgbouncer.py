@@ -94,14 +94,19 @@ def running_pgbouncer(database_url: str, port: int, pool_mode: str) -> Iterator[
             _wait_accepting(process, port, log)
             yield make_conninfo("", host="127.0.0.1", port=str(port), user=user, dbname=dbname)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_accepting(process: subprocess.Popen[bytes], port: int, log: Path) -> None:

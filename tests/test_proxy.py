@@ -28,6 +28,7 @@ from tests.conftest import (
     server_config,
     start_server,
 )
+from tests.pgbouncer import stop_process
 from tests.test_compose import ROOT, haproxy_binary
 
 REPLICAS = 3
@@ -67,12 +68,7 @@ def running_haproxy(config: str, directory: Path) -> Iterator[subprocess.Popen[b
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 async def wait_until_served(url: str, process: subprocess.Popen[bytes]) -> None:
