@@ -4,8 +4,6 @@ or `--aiohttp`. bench/README.md says what it answers and how it sends.
     python -m bench.bare_socket_server --port P --frames FILE [--aiohttp]
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import json

@@ -1,8 +1,6 @@
 """Channels: a broadcast costs the server work in proportion to its channel's subscribers.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import itertools
 import sys
 from dataclasses import dataclass

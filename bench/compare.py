@@ -1,8 +1,6 @@
 """pgcast against two peers on the same database, clients and messages: encode/broadcaster and
 a Node pg + ws server, steady rows and a burst. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import importlib.metadata
 import importlib.util

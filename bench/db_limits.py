@@ -1,8 +1,6 @@
 """Database limits: INSERT transactions/s into `messages` with and without NOTIFY triggers.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 from dataclasses import dataclass
 

@@ -1,8 +1,6 @@
 """Idle sockets: what an idle WebSocket costs pgcast, and one broadcast reaching all of them.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import math

@@ -1,8 +1,6 @@
 """Ingest and bulk: pgbench writers at full speed while sockets listen, and one huge INSERT.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import sys
 import time

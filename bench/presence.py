@@ -1,8 +1,6 @@
 """Presence: joins and leaves among `--members` users on three `pgcast serve` processes, their
 latency to the other members and their cost. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import functools
@@ -53,7 +51,7 @@ class Member(Receiver):
         self.seen: dict[str, dict[str, float]] = {"member_added": {}, "member_removed": {}}
         self.until(lambda _: True)
 
-    def until(self, check: Callable[[Member], bool]) -> None:
+    def until(self, check: Callable[["Member"], bool]) -> None:
         self.check = check
         (self.done.set if check(self) else self.done.clear)()
 

@@ -1,8 +1,6 @@
 """Private chat and notifications: direct messages between two users, beside a crowd or not,
 and one INSERT notifying many users. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import functools

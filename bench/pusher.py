@@ -1,8 +1,6 @@
 """The Pusher protocol's cost against the native one: the same burst over `/ws` and over
 `/app/{key}`, alternating rounds. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import math

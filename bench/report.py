@@ -3,8 +3,6 @@ newest bench/out/run-* by default): the aims against the limits and peers of the
 then each scenario's own tables, then bench/profile.md, kept by hand.
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from collections.abc import Sequence

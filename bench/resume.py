@@ -1,8 +1,6 @@
 """Replay: one client resumes from a cursor taken before a backlog of N events.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import math
 import time

@@ -1,8 +1,6 @@
 """Slow consumer: does one client that stops reading slow the others, and is it made whole?
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import math

@@ -1,8 +1,6 @@
 """The socket limit: WebSocket frames/s this machine pushes through loopback with no framework.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 

@@ -1,8 +1,6 @@
 """This tree against a previous commit: fan-out per frame and replay events/s, as ratios.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import dataclasses
 import io

@@ -1,8 +1,6 @@
 """The load generator's sockets: a minimal RFC 6455 client, the delivery check, a fleet of
 sockets kept at a count, and a child process of receivers at a lower CPU priority."""
 
-from __future__ import annotations
-
 import asyncio
 import base64
 import contextlib

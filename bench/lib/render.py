@@ -1,7 +1,5 @@
 """One Markdown table renderer and the formatters every report uses."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Iterable, Sequence
 

@@ -1,8 +1,6 @@
 """Typed figures: what every scenario measures, saved as JSON and read back as the same
 dataclasses by bench/report.py."""
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import math
@@ -11,7 +9,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -42,7 +40,7 @@ class Latency:
     max: float
 
     @classmethod
-    def of(cls, seconds: Sequence[float]) -> Latency:
+    def of(cls, seconds: Sequence[float]) -> Self:
         ordered = sorted(seconds)
         p50, p99 = (1000 * percentile(ordered, p) for p in (50, 99))
         return cls(len(ordered), p50, p99, 1000 * ordered[-1] if ordered else math.nan)

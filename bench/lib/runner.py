@@ -2,8 +2,6 @@
 `--smoke`, `--out`, `--no-write`), the database, the load generator's loop, and `main()`,
 which writes `<name>.md` and `<name>.json` into the run directory."""
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import contextlib

@@ -1,8 +1,6 @@
 """Servers under test as child processes (pgcast, the bare baselines and the peers), and the
 CPU they use (psutil, schedstat)."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import json
@@ -16,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import psutil
@@ -149,7 +147,7 @@ class PgcastProcess(ServerProcess):
         port: int | None = None,
         tree: Path | None = None,
         name: str = "pgcast serve",
-    ) -> PgcastProcess:
+    ) -> Self:
         """Started and ready (/readyz). `env` overrides the environment (PGCAST_*); `tree`
         runs another checkout's server (on PYTHONPATH, `-P` keeping this one off sys.path)."""
         port = port or free_port()
@@ -306,7 +304,7 @@ class Meter:
         self._host: Any = None
 
     @classmethod
-    def for_server(cls, pid: int, postmaster: psutil.Process | None, **more: Any) -> Meter:
+    def for_server(cls, pid: int, postmaster: psutil.Process | None, **more: Any) -> Self:
         """A server under test, this process (the load generator), PostgreSQL with its
         backends when the postmaster is known, and any `more` (name: (process, children))."""
         watched = {"server": (psutil.Process(pid), False), "loadgen": (psutil.Process(), False)}

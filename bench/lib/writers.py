@@ -1,7 +1,5 @@
 """Writers: paced INSERTs, bursts of multi-row INSERTs, the phases around them, and pgbench."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import functools
