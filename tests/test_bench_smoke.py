@@ -128,7 +128,6 @@ def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke
     assert delivery.frames == delivery.expected_per_socket == result.replay.events == 2000
     assert result.replay.events_per_second > 0
     assert result.bare.ok
-    assert [read.events for read in result.db_reads] == [2000] * len(result.db_reads)
 
 
 def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_count(
