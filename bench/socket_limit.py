@@ -4,11 +4,9 @@ bench/README.md says how it is measured."""
 import math
 from dataclasses import dataclass
 
-import aiohttp
-
 from bench.lib import receivers as r
 from bench.lib import render, runner
-from bench.lib.results import BenchError, Burst, Result
+from bench.lib.results import Burst, Result
 from bench.lib.servers import frames_burst, usage_notes
 
 # About 300k frames per measurement, or 2 GB of payload for large frames: enough to dwarf the
@@ -107,8 +105,5 @@ async def measure(run: runner.Run[Options]) -> SocketLimitResult:
     return SocketLimitResult(found, problems=problems, notes=notes)
 
 
-ERRORS = (BenchError, OSError, aiohttp.ClientError, TimeoutError)
-SCENARIO = runner.Scenario(
-    "socket_limit", "bare socket limit", __doc__, Options, measure, False, ERRORS
-)
+SCENARIO = runner.Scenario("socket_limit", "bare socket limit", __doc__, Options, measure, False)
 runner.run_as_script(SCENARIO, __name__)

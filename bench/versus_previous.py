@@ -194,8 +194,5 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     return VersusResult(commit, current, runs, problems=problems, notes=usage_notes(usages))
 
 
-ERRORS = (BenchError, OSError, subprocess.SubprocessError, psycopg.Error)
-SCENARIO = runner.Scenario(
-    "versus_previous", "versus a previous commit", __doc__, Options, measure, errors=ERRORS
-)
+SCENARIO = runner.Scenario("versus_previous", "versus a previous commit", __doc__, Options, measure)
 runner.run_as_script(SCENARIO, __name__)

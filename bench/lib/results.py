@@ -202,6 +202,7 @@ class Result:
     database: str = ""
     load_average: float = math.nan
     options: dict[str, Any] = field(default_factory=dict)  # the run's, set by runner.run()
+    versions: dict[str, str] = field(default_factory=dict)  # runner.versions()
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
