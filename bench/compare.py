@@ -71,7 +71,7 @@ class ServerRun:
 
 
 # A figure of a steady row or the burst: its label, value and format.
-Figure = tuple[str, Callable[[Any], float], Callable[[float], str]]
+Figure = tuple[str, Callable[[Any], float], Callable[[float | None], str]]
 STEADY: list[Figure] = [
     ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
     ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
@@ -88,10 +88,9 @@ class CompareResult(Result):
     servers: list[ServerRun]
 
     def table(self) -> list[str]:
-        """A row a figure of each steady row, then of the burst: its value on each server,
-        then pgcast's over each peer's."""
-        keys = [r.key for r in self.servers]
-        peers = [n for n, key in enumerate(keys) if key != "pgcast"] if "pgcast" in keys else []
+        """A row a figure of each steady row, then of the burst: its value on each server
+        (pgcast first), then pgcast's over each peer's."""
+        keys = [LABELS[r.key] for r in self.servers]
         done = max(self.servers, key=lambda r: len(r.rows)).rows
         rows = [
             (f"{row.delivery.sockets:,} × {row.target_rate:g}/s: {figure[0]}", steady, figure)
@@ -102,11 +101,10 @@ class CompareResult(Result):
         lines = []
         for label, found, (_, value, shown) in rows:
             values = [None if f is None else value(f) for f in found]
-            ours = values[keys.index("pgcast")] if peers else None
-            cells = [render.num(None) if v is None else shown(v) for v in values]
-            lines.append([label, *cells, *(render.x(ours, values[n]) for n in peers)])
-        ratios = [f"pgcast / {LABELS[keys[n]]}" for n in peers]
-        return render.table(" | ".join(["figure", *(LABELS[k] for k in keys), *ratios]), lines)
+            ratios = [render.x(values[0], v) for v in values[1:]]
+            lines.append([label, *map(shown, values), *ratios])
+        ratios = [f"pgcast / {key}" for key in keys[1:]]
+        return render.table(" | ".join(["figure", *keys, *ratios]), lines)
 
     def render(self) -> list[str]:
         o = self.options

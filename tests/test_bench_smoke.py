@@ -79,7 +79,7 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
     assert result.problems == []
     [count] = result.counts
     assert count.opened == 50
-    assert [b.ok for b in count.broadcasts] == [True, True]
+    assert [b.delivery.ok for b in count.broadcasts] == [True, True]
     assert all(b.delivery.frames == 50 for b in count.broadcasts)
     assert count.ready == (200, 50, 50)
 
