@@ -9,7 +9,7 @@ from psycopg import sql
 from bench.lib import render, runner
 from bench.lib.database import BARE_CHANNEL, VARIANTS, create_user, reset_tables, set_variant
 from bench.lib.results import BenchError, Result, ratio
-from bench.lib.writers import InsertRate, connect, find_pgbench, pgbench_inserts, pgbench_version
+from bench.lib.writers import InsertRate, connect, pgbench_inserts
 
 RATIOS = (("notify", "none"), ("pgcast", "notify"), ("pgcast", "none"))
 SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers", "max_connections")
@@ -53,7 +53,6 @@ class Measurement:
 @dataclass
 class DbLimitsResult(Result):
     postgres: str
-    pgbench: str
     settings: dict[str, str]
     measurements: list[Measurement]
 
@@ -68,7 +67,7 @@ class DbLimitsResult(Result):
             ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
             rows.append([w, *map(render.rate, rates.values()), *ratios])
         return [
-            f"PostgreSQL {self.postgres}, {self.pgbench} `-M prepared`, min(writers, CPUs) "
+            f"PostgreSQL {self.postgres}, its pgbench `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
             f"{self.options['content_bytes']} characters; {self.options['seconds']} s per "
             "measurement, tables "
@@ -117,11 +116,8 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
                 assert row is not None
                 measurements.append(Measurement(variant, rate, triggers, *row))
     notes = [] if checkpoints else ["the role may not CHECKPOINT: measurements may start mid-one"]
-    pgbench = pgbench_version(find_pgbench(version))
-    figures = (version, pgbench, facts, measurements)
-    return DbLimitsResult(
-        *figures, problems=[p for m in measurements for p in m.problems()], notes=notes
-    )
+    problems = [p for m in measurements for p in m.problems()]
+    return DbLimitsResult(version, facts, measurements, problems=problems, notes=notes)
 
 
 async def measure(run: runner.Run[Options]) -> DbLimitsResult:

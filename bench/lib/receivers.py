@@ -209,9 +209,8 @@ class Receiver(asyncio.Protocol):
     def other_text(self, payload: bytes, now: float) -> None:
         """A live frame other than a new message: unexpected, unless a subclass reads it."""
         self.other_frames += 1
-        self.other_samples += [payload[:300].decode(errors="replace")][
-            : 3 - len(self.other_samples)
-        ]
+        if len(self.other_samples) < 3:
+            self.other_samples.append(payload[:300].decode(errors="replace"))
 
     def send(self, opcode: int, payload: bytes) -> None:
         """A masked client frame (payload under 126 bytes)."""
@@ -285,10 +284,6 @@ def frames_of(receiver: Receiver) -> int:
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
-# Builds a socket's Receiver from (index, upgrade request, expected accept).
-ReceiverFactory = Callable[[int, bytes, str], Receiver]
-
-
 async def try_open_sockets(
     port: int,
     path: str,
@@ -297,13 +292,13 @@ async def try_open_sockets(
     *,
     concurrency: int = CONNECT_CONCURRENCY,
     first_index: int = 0,
-    factory: ReceiverFactory = Receiver,
+    factory: Callable[[int, bytes, str], Receiver] = Receiver,
     expected: int = 0,
     keep_text: bool = False,
 ) -> tuple[list[Receiver], list[BaseException]]:
-    """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame,
-    its phase started first (frames in the same read count); those
-    that opened, by index, and the errors of the others (closed)."""
+    """`count` sockets (`factory(index, upgrade request, expected accept)`), `concurrency`
+    handshakes at a time, each past its `connected` frame, its phase started first (frames
+    in the same read count); those that opened, by index, and the errors of the others."""
     loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
     failed: list[Receiver] = []
@@ -389,11 +384,6 @@ class Fleet:
             self.receivers = [r for r in self.receivers if r not in behind]
             await self.ensure(count)
 
-    # What ReceiverProcess asks of the fleet in its child process.
-    async def open(self, port: int, cookie: str, count: int) -> int:
-        self._port, self._cookie = port, cookie
-        return await self.ensure(count)
-
     async def start(self, expected: int = OPEN_ENDED) -> None:
         for receiver in self.receivers:
             receiver.start_phase(expected)
@@ -417,11 +407,12 @@ class ReceiverProcess:
     take the CPU the writers and PostgreSQL leave and catch up once the writers stop.
     `await call("finish", ids, limit)` runs `Fleet.finish(ids, limit)` there."""
 
-    def __init__(self, nice: int) -> None:
+    def __init__(self, nice: int, port: int, cookie: str | None) -> None:
         # spawn: a fork would copy the parent's running event loop and threads.
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_child_main, args=(child, nice), daemon=True)
+        child_args = (child, nice, port, cookie)
+        self._process = context.Process(target=_child_main, args=child_args, daemon=True)
         self._process.start()
         child.close()
 
@@ -441,15 +432,15 @@ class ReceiverProcess:
                 self._process.kill()
 
 
-def _child_main(conn: Connection, nice: int) -> None:
+def _child_main(conn: Connection, nice: int, port: int, cookie: str | None) -> None:
     from bench.lib.runner import run_load_generator
 
     os.nice(nice)
-    run_load_generator(_serve(conn))
+    run_load_generator(_serve(conn, port, cookie))
 
 
-async def _serve(conn: Connection) -> None:
-    fleet, command = Fleet(), ""
+async def _serve(conn: Connection, port: int, cookie: str | None) -> None:
+    fleet, command = Fleet(port, cookie), ""
     while command != "close":
         # A thread, not add_reader: uvloop makes a watched descriptor non-blocking, and
         # Connection.recv then fails halfway through a message.

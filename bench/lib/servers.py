@@ -95,15 +95,13 @@ class ServerProcess:
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
-                await self.process.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain, 5)
-        self.exit_code = self.process.returncode
-        assert self.exit_code is not None
+        self.exit_code = await self.process.wait()
         return self.exit_code
 
-    def exit_problems(self, clean: Sequence[int] = (0,)) -> list[str]:
-        return [] if self.exit_code in clean else [f"{self.name} exited with {self.exit_code}"]
+    def exit_problems(self) -> list[str]:
+        return [] if self.exit_code == 0 else [f"{self.name} exited with {self.exit_code}"]
 
     async def __aenter__(self) -> Any:
         return self

