@@ -16,7 +16,7 @@ from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.results import CostPhase, Delivery, Latency, Result, ratio
 from bench.lib.servers import cpu_seconds, usage_notes, wait_quiet
-from bench.lib.writers import Commits, Session, cost_phase, latencies, pgcast_session
+from bench.lib.writers import Session, cost_phase, pgcast_session
 
 USER_CHANNEL = "private-user.{}"
 DIRECT_MESSAGE_EVENT = "new-direct-message"
@@ -206,14 +206,10 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             recipients[row[0]] = recipient
             return int(row[0])
 
-        def latency(committed: Commits) -> list[Latency]:
-            """commit→recipient, then commit→sender."""
-            to_recipient = latencies(committed, people, lambda r, n: recipients[n] == r.user_id)
-            return [
-                to_recipient,
-                latencies(committed, people, lambda r, n: recipients[n] != r.user_id),
-            ]
-
+        latency = [
+            (people, lambda r, n: recipients[n] == r.user_id),  # commit→recipient
+            (people, lambda r, n: recipients[n] != r.user_id),  # commit→sender
+        ]
         count, rate = o.messages, o.rate
         phases.append(await cost_phase(s, name, "", people, crowd, count, rate, write, latency))
 

@@ -117,7 +117,7 @@ def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size(
     for m in result.measurements:
         assert m.burst.ok
         assert m.burst.frames == 20 * 50
-        assert m.frames_per_second > 0
+        assert m.burst.frames_per_second > 0
 
 
 def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke, Path]) -> None:

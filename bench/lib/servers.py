@@ -242,13 +242,13 @@ async def frames_burst(
                     await asyncio.sleep(0.02)
             meter.start()
             (await http.post(server.url + "/go" + go)).raise_for_status()
-            completed = await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
+            await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
             usage = await meter.stop()
             delivery = rx.check_delivery(receivers, ids)
         finally:
             await rx.close_sockets(receivers)
     delivery.samples += server.warnings + server.exit_problems()
-    return Burst(delivery, usage, completed)
+    return Burst(delivery, usage)
 
 
 NOISY_OTHERS_PERCENT, SATURATED_PERCENT = 25.0, 90.0

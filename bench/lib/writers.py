@@ -144,8 +144,8 @@ async def burst_phase(
         receiver.start_phase(messages, keep_text=receiver.index == 0)
     s.meter.start()
     ids = await asyncio.to_thread(write_burst, s.writer, s.user_id, messages, batch, chars)
-    completed = await rx.wait_delivered(receivers, rx.settle_seconds(messages * len(receivers)))
-    burst = Burst(rx.check_delivery(receivers, ids), await s.meter.stop(), completed)
+    await rx.wait_delivered(receivers, rx.settle_seconds(messages * len(receivers)))
+    burst = Burst(rx.check_delivery(receivers, ids), await s.meter.stop())
     return burst, ids, receivers[0].texts if receivers else []
 
 
@@ -158,11 +158,12 @@ async def cost_phase(
     count: int,
     rate: float,
     write: Callable[[int], int],
-    latency: Callable[[Commits], list[Latency]],
+    latency: Sequence[tuple[Sequence[rx.Receiver], Callable[[Any, int], bool]]],
 ) -> CostPhase:
     """`write` (one transaction, returning its id) paced at `rate`/s while `listening` each
     expect every item and `deaf` none; first a few unreported items warm the path up, then
-    the server goes quiet and its idle CPU is measured for `s.idle_seconds`."""
+    the server goes quiet and its idle CPU is measured for `s.idle_seconds`. One latency per
+    (sockets, keep(socket, id)) of `latency`."""
     idle = 0.0
     if name != "warm-up":
         await cost_phase(s, "warm-up", channel, listening, deaf, 6, 20.0, write, latency)
@@ -176,7 +177,8 @@ async def cost_phase(
     await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
     server, usage = cpu_seconds(s.server.pid) - began, await s.meter.stop()
     sockets, delivery = (len(listening) + len(deaf), len(listening)), rx.check_delivery
-    figures = (count, rate, seconds, server, usage, idle, latency(committed))
+    measured = [latencies(committed, receivers, keep) for receivers, keep in latency]
+    figures = (count, rate, seconds, server, usage, idle, measured)
     unrouted = sum(map(rx.frames_of, deaf))
     return CostPhase(name, channel, *sockets, *figures, delivery(listening, [*committed]), unrouted)
 
