@@ -25,24 +25,14 @@ from bench.lib.writers import Session, burst_phase, connect, steady_phase
 NODE_DIR = BENCH_DIR / "peers" / "node"
 PYTHON_PEER = ("broadcaster", "asyncpg", "starlette", "uvicorn")
 UVICORN = (sys.executable, "-m", "uvicorn", "bench.peers.broadcaster_app:app", "--host", HOST)
+BROADCASTER = (*UVICORN, "--port", "{port}", "--log-level", "warning")
 PEERS = {
-    "broadcaster": Peer(
-        "broadcaster",
-        "broadcaster + uvicorn",
-        "broadcaster_notify_insert",
-        "broadcaster_messages",
-        (*UVICORN, "--port", "{port}", "--log-level", "warning"),
-    ),
-    "node": Peer(
-        "node",
-        "Node pg + ws",
-        "node_notify_insert",
-        "node_messages",
-        ("node", f"{NODE_DIR}/server.mjs"),
-    ),
+    "broadcaster": Peer("broadcaster", "broadcaster + uvicorn", BROADCASTER),
+    "node": Peer("node", "Node pg + ws", ("node", f"{NODE_DIR}/server.mjs")),
 }
 LABELS = {"pgcast": "pgcast", **{key: peer.label for key, peer in PEERS.items()}}
-TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: p.trigger for k, p in PEERS.items()}}
+# Each peer's own row trigger (bench/peers/triggers.sql), NOTIFYing `{key}_messages`.
+TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: f"{k}_notify_insert" for k in PEERS}}
 
 
 @dataclass

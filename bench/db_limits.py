@@ -2,6 +2,7 @@
 bench/README.md says how it is measured."""
 
 import asyncio
+import math
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -56,22 +57,18 @@ class DbLimitsResult(Result):
     settings: dict[str, str]
     measurements: list[Measurement]
 
-    def rate(self, variant: str, writers: int) -> float:
-        found = [m for m in self.measurements if (m.variant, m.rate.writers) == (variant, writers)]
-        return found[0].rate.tx_per_second if found else float("nan")
-
     def render(self) -> list[str]:
         rows = []
+        tx = {(m.variant, m.rate.writers): m.rate.tx_per_second for m in self.measurements}
         for w in self.options["writers"]:
-            rates = {v: self.rate(v, w) for v in VARIANTS}
+            rates = {v: tx.get((v, w), math.nan) for v in VARIANTS}
             ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
             rows.append([w, *map(render.rate, rates.values()), *ratios])
         return [
             f"PostgreSQL {self.postgres}, its pgbench `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
             f"{self.options['content_bytes']} characters; {self.options['seconds']} s per "
-            "measurement, tables "
-            f"truncated before each, nobody LISTENs. "
+            "measurement, tables truncated before each, nobody LISTENs. "
             + ", ".join(f"{name}={self.settings[name]}" for name in SETTINGS)
             + ".",
             "",

@@ -477,7 +477,7 @@ async def test_presence_member_counts_the_changes_that_contradict_its_list() -> 
     """bench/presence.py's check can fail: the frames are the native codec's, and a change its
     list already shows, or one repeated, is counted against the socket."""
     request, accept = receivers.handshake(80, "/ws", None)
-    member = presence.Member(0, request, accept, user="1")
+    member = presence.Member(0, request, accept, user_id=1)
     member.connection_made(_Wire())  # type: ignore[arg-type]
     upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     connected = connected_frame("s", "c", (presence.CHANNEL,))

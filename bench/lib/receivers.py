@@ -4,6 +4,7 @@ sockets kept at a count, and a child process of receivers at a lower CPU priorit
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -331,6 +332,27 @@ async def open_sockets(
         await close_sockets(receivers)
         raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
     return receivers
+
+
+async def open_each(
+    people: Sequence[tuple[int, str]],
+    where: Callable[[int, int], tuple[int, str]],
+    factory: Callable[..., Receiver],
+    first_index: int = 0,
+) -> list[Any]:
+    """One socket per (user id, Cookie header), CONNECT_CONCURRENCY handshakes at a time, on
+    the (port, path) `where(index, user id)` gives; `factory` takes `user_id` too."""
+    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(index: int, user_id: int, cookie: str) -> Receiver:
+        make = functools.partial(factory, user_id=user_id)
+        async with limit:
+            port, path = where(index, user_id)
+            [opened] = await open_sockets(port, path, cookie, 1, first_index=index, factory=make)
+        return opened
+
+    numbered = enumerate(people, first_index)
+    return await asyncio.gather(*(one(index, *person) for index, person in numbered))
 
 
 async def close_sockets(receivers: Sequence[Receiver]) -> None:

@@ -202,16 +202,17 @@ async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) 
 
 @dataclass(frozen=True)
 class Peer:
+    """A peer of bench/compare.py, listening on the channel its trigger NOTIFYs."""
+
     key: str
     label: str
-    trigger: str
-    channel: str
     argv: tuple[str, ...]  # "{port}" is replaced by the port
 
     async def start(self, database_url: str) -> ServerProcess:
         port = free_port()
+        channel = f"{self.key}_messages"
         env = clean_env(
-            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
+            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=channel
         )
         command = [part.replace("{port}", str(port)) for part in self.argv]
         server: ServerProcess = await ServerProcess.spawn(self.label, command, env, port)
