@@ -109,10 +109,6 @@ class CompareResult(Result):
         ]
 
 
-def run_text(*command: str) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
-
-
 def set_up_peer(key: str) -> None:
     if key == "broadcaster":
         if missing := [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]:
@@ -121,7 +117,8 @@ def set_up_peer(key: str) -> None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         raise BenchError("the Node peer needs Node.js 20+ and npm on PATH")
-    if int((version := run_text(node, "--version")).lstrip("v").split(".")[0] or 0) < 20:
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0] or 0) < 20:
         raise BenchError(f"the Node peer needs Node.js 20+, found {version}")
     stamp, lock = NODE_DIR / "node_modules" / ".package-lock.json", NODE_DIR / "package-lock.json"
     if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:

@@ -23,7 +23,7 @@ DUPLICATE_GRACE_SECONDS = 0.5
 @dataclass
 class Options(runner.Options):
     sockets: tuple[int, ...] = runner.option((1000, 5000), (50,), "socket counts, a server each")
-    batch: int = runner.option(200, None, "concurrent handshakes per batch")
+    batch: int = runner.option(200, None, "concurrent handshakes")
 
 
 async def settled_rss(process: psutil.Process) -> int:
@@ -129,25 +129,19 @@ async def broadcast_once(s: Session, receivers: list[rx.Receiver]) -> Broadcast:
 async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, list[str]]:
     """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then broadcasts."""
     async with pgcast_session(run) as s:
-        process, c, batch = psutil.Process(s.server.pid), Count(target), run.options.batch
+        process, c = psutil.Process(s.server.pid), Count(target)
         warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
         warm_up = await broadcast_once(s, warm)
         await rx.close_sockets(warm)
         if not warm_up.delivery.ok:
             raise BenchError(f"warm-up message not delivered: {warm_up.delivery.describe()}")
         c.rss_before = await settled_rss(process)
-        receivers: list[rx.Receiver] = []
+        receivers, errors = await rx.try_open_sockets(
+            s.server.port, "/ws", s.cookie, target, concurrency=run.options.batch
+        )
         try:
-            for start in range(0, c.target, batch):
-                # A batch with any failure ends the opening.
-                size = min(batch, c.target - start)
-                opened, errors = await rx.try_open_sockets(
-                    s.server.port, "/ws", s.cookie, size, concurrency=size, first_index=start
-                )
-                receivers += opened
-                if errors:
-                    c.stop_reason = f"{len(errors)} of {size} failed in one batch: {errors[0]!r}"
-                    break
+            if errors:
+                c.stop_reason = f"{len(errors)} failed, the first: {errors[0]!r}"
             c.opened = len(receivers)
             c.rss_after = await settled_rss(process)
             connected = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)

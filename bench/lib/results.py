@@ -6,7 +6,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -40,7 +40,7 @@ class Latency:
     max: float
 
     @classmethod
-    def of(cls, seconds: Sequence[float]) -> Self:
+    def of(cls, seconds: Iterable[float]) -> Self:
         ordered = sorted(seconds)
         p50, p99 = (1000 * percentile(ordered, p) for p in (50, 99))
         return cls(len(ordered), p50, p99, 1000 * ordered[-1] if ordered else math.nan)
@@ -236,25 +236,18 @@ def load(kind: Any, data: Any) -> Any:
     dicts (keys converted too: JSON's are strings), optionals and plain values."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
-        hints, fields = typing.get_type_hints(kind), dataclasses.fields(kind)
-        return kind(
-            **{
-                f.name: load(hints[f.name], data[f.name])
-                for f in fields
-                if f.init and f.name in data
-            }
-        )
+        hints = typing.get_type_hints(kind)
+        fields = [f for f in dataclasses.fields(kind) if f.init and f.name in data]
+        return kind(**{f.name: load(hints[f.name], data[f.name]) for f in fields})
     if origin in (typing.Union, types.UnionType):
         return None if data is None else load(next(a for a in args if a is not type(None)), data)
     if origin is tuple:
         kinds = [args[0]] * len(data) if args[-1:] == (Ellipsis,) else args
         return tuple(load(a, item) for a, item in zip(kinds, data, strict=True))
-    if origin in (list, dict):
-        return (
-            [load(args[0], item) for item in data]
-            if origin is list
-            else {load(args[0], k): load(args[1], v) for k, v in data.items()}
-        )
+    if origin is list:
+        return [load(args[0], item) for item in data]
+    if origin is dict:
+        return {load(args[0], k): load(args[1], v) for k, v in data.items()}
     return kind(data) if kind in (int, float, str) else data
 
 

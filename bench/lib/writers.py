@@ -72,12 +72,10 @@ def latencies(
 ) -> Latency:
     """receive - commit over every (socket, id) pair committed (and kept)."""
     return Latency.of(
-        [
-            received - committed[found]
-            for r in receivers
-            for received, found in zip(r.times, r.ids, strict=True)
-            if found in committed and keep(r, found)
-        ]
+        received - committed[found]
+        for r in receivers
+        for received, found in zip(r.times, r.ids, strict=True)
+        if found in committed and keep(r, found)
     )
 
 
