@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.compare import LABELS
 from bench.lib import render
-from bench.lib.results import ratio, read
+from bench.lib.results import BenchError, ratio, read
 
 BENCH_DIR = Path(__file__).resolve().parent
 # Each scenario's section heading, in the order of RESULTS.md.
@@ -35,10 +35,6 @@ HEADINGS = {
 }
 
 
-class ReportError(RuntimeError):
-    pass
-
-
 def load_run(run_dir: Path) -> dict[str, Any]:
     """Each scenario's JSON report in `run_dir`, read back as its result dataclass (what its
     measure() returns)."""
@@ -49,7 +45,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         for scenario in [importlib.import_module(f"bench.{name}").SCENARIO]
     }
     if not found:
-        raise ReportError(f"no bench reports in {run_dir}")
+        raise BenchError(f"no bench reports in {run_dir}")
     return found
 
 
@@ -166,12 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if (run_dir := args.run_dir) is None:
             if not (found := sorted(p for p in (BENCH_DIR / "out").glob("run-*") if p.is_dir())):
-                raise ReportError(
-                    f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first"
-                )
+                raise BenchError(f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first")
             run_dir = found[-1]
         write_results(run_dir, args.results)
-    except (ReportError, OSError, KeyError, ValueError) as error:
+    except (BenchError, OSError, KeyError, ValueError) as error:
         print(f"report: {error!r}", file=sys.stderr)
         return 1
     print(f"wrote {args.results}")

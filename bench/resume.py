@@ -44,10 +44,6 @@ class ResumeResult(Result):
     def ratio_to_bare_socket(self) -> float:
         return ratio(self.replay.events_per_second, self.bare.frames_per_second)
 
-    @property
-    def ok(self) -> bool:
-        return self.replay.burst.ok
-
     def render(self) -> list[str]:
         replay, bare = self.replay, self.bare
         rows = [
@@ -61,7 +57,8 @@ class ResumeResult(Result):
             "server CPU per event (µs): pgcast replay / bare socket | "
             f"{render.us(replay.burst.server_us_per_frame)} / "
             f"{render.us(bare.server_us_per_frame)}",
-            f"delivery check replay / bare socket | {render.ok(self.ok)} / {render.ok(bare.ok)}",
+            "delivery check replay / bare socket | "
+            f"{render.ok(replay.burst.ok)} / {render.ok(bare.ok)}",
         ]
         return render.figures(rows)
 

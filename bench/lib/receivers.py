@@ -120,9 +120,8 @@ class Receiver(asyncio.Protocol):
                     self._fail("handshake response too long")
                 return
             status, *lines = buffer[:end].decode("latin-1").split("\r\n")
-            headers = {
-                k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)
-            }
+            pairs = (line.partition(":") for line in lines)
+            headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
             if " 101 " not in f"{status} " or headers.get("sec-websocket-accept") != self._accept:
                 self._fail(f"upgrade refused: {status}, Sec-WebSocket-Accept {headers}")
                 return
