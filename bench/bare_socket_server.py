@@ -4,8 +4,6 @@ or `--aiohttp`. bench/README.md says what it answers and how it sends.
     python -m bench.bare_socket_server --port P --frames FILE [--aiohttp]
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import json
@@ -13,7 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from bench.lib.receivers import HOST, accept_key
@@ -46,15 +44,13 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, sockets: Sockets, frames: list[bytes]) -> None:
         self.sockets, self.frames = sockets, frames
-        self.transport: asyncio.Transport | None = None
         self._buffer = b""
         self._upgraded = False
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=64 * 1024)
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=64 * 1024)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sockets.open.discard(self)
@@ -69,7 +65,6 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
         self._buffer += data
         if self._upgraded:
             # The receivers send no frame but a close (a pong answers a ping, never sent here).
@@ -81,7 +76,6 @@ class Connection(asyncio.Protocol):
             self._request(self._buffer[:end].decode("latin-1"))
 
     async def send_all(self, chunks: list[bytes]) -> None:
-        assert self.transport is not None
         for n, chunk in enumerate(chunks, start=1):
             if self._writable is not None:
                 await self._writable
@@ -92,7 +86,6 @@ class Connection(asyncio.Protocol):
                 await asyncio.sleep(0)
 
     def _request(self, head: str) -> None:
-        assert self.transport is not None
         request_line, *lines = head.split("\r\n")
         method, target, *_ = [*request_line.split(" "), "", ""]
         url = urlsplit(target)
@@ -139,8 +132,7 @@ async def serve(port: int, frames: list[str]) -> None:
         task.cancel()
     # A peer that stopped reading would hold a graceful close open forever.
     for connection in list(sockets.open):
-        if connection.transport is not None:
-            connection.transport.abort()
+        connection.transport.abort()
 
 
 def serve_aiohttp(port: int, frames: list[str]) -> None:

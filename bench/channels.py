@@ -1,17 +1,15 @@
 """Channels: a broadcast costs the server work in proportion to its channel's subscribers.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import itertools
 import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
 from bench.lib.receivers import Receiver, close_sockets, open_sockets
-from bench.lib.results import CostPhase, Latency, Result, ratio
+from bench.lib.results import CostPhase, Result, ratio
 from bench.lib.servers import usage_notes
-from bench.lib.writers import Commits, cost_phase, latencies, pgcast_session
+from bench.lib.writers import cost_phase, pgcast_session
 
 SMALL, SHARED = "bench.small", "messages"
 # Spelled as a new message (`data.message.id`), so the load generator's Receiver counts it.
@@ -86,10 +84,8 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
             s.writer.execute(BROADCAST, {"channel": channel, "id": (seq := next(ids))})
             return seq
 
-        def latency(committed: Commits) -> list[Latency]:
-            return [latencies(committed, subscribers)]
-
         deaf = [] if channel == SHARED else others
+        latency = [(subscribers, lambda *_: True)]  # every subscriber's, only theirs
         phases.append(
             await cost_phase(s, name, channel, listening, deaf, count, rate, write, latency)
         )

@@ -1,12 +1,8 @@
 """pgcast against two peers on the same database, clients and messages: encode/broadcaster and
 a Node pg + ws server, steady rows and a burst. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
-import importlib.metadata
 import importlib.util
-import json
 import shutil
 import signal
 import subprocess
@@ -29,24 +25,14 @@ from bench.lib.writers import Session, burst_phase, connect, steady_phase
 NODE_DIR = BENCH_DIR / "peers" / "node"
 PYTHON_PEER = ("broadcaster", "asyncpg", "starlette", "uvicorn")
 UVICORN = (sys.executable, "-m", "uvicorn", "bench.peers.broadcaster_app:app", "--host", HOST)
+BROADCASTER = (*UVICORN, "--port", "{port}", "--log-level", "warning")
 PEERS = {
-    "broadcaster": Peer(
-        "broadcaster",
-        "broadcaster + uvicorn",
-        "broadcaster_notify_insert",
-        "broadcaster_messages",
-        (*UVICORN, "--port", "{port}", "--log-level", "warning"),
-    ),
-    "node": Peer(
-        "node",
-        "Node pg + ws",
-        "node_notify_insert",
-        "node_messages",
-        ("node", f"{NODE_DIR}/server.mjs"),
-    ),
+    "broadcaster": Peer("broadcaster", "broadcaster + uvicorn", BROADCASTER),
+    "node": Peer("node", "Node pg + ws", ("node", f"{NODE_DIR}/server.mjs")),
 }
 LABELS = {"pgcast": "pgcast", **{key: peer.label for key, peer in PEERS.items()}}
-TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: p.trigger for k, p in PEERS.items()}}
+# Each peer's own row trigger (bench/peers/triggers.sql), NOTIFYing `{key}_messages`.
+TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: f"{k}_notify_insert" for k in PEERS}}
 
 
 @dataclass
@@ -75,7 +61,7 @@ class ServerRun:
 
 
 # A figure of a steady row or the burst: its label, value and format.
-Figure = tuple[str, Callable[[Any], float], Callable[[float], str]]
+Figure = tuple[str, Callable[[Any], float], Callable[[float | None], str]]
 STEADY: list[Figure] = [
     ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
     ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
@@ -90,13 +76,11 @@ BURST: list[Figure] = [
 @dataclass
 class CompareResult(Result):
     servers: list[ServerRun]
-    versions: dict[str, str]
 
     def table(self) -> list[str]:
-        """A row a figure of each steady row, then of the burst: its value on each server,
-        then pgcast's over each peer's."""
-        keys = [r.key for r in self.servers]
-        peers = [n for n, key in enumerate(keys) if key != "pgcast"] if "pgcast" in keys else []
+        """A row a figure of each steady row, then of the burst: its value on each server
+        (pgcast first), then pgcast's over each peer's."""
+        keys = [LABELS[r.key] for r in self.servers]
         done = max(self.servers, key=lambda r: len(r.rows)).rows
         rows = [
             (f"{row.delivery.sockets:,} × {row.target_rate:g}/s: {figure[0]}", steady, figure)
@@ -107,11 +91,10 @@ class CompareResult(Result):
         lines = []
         for label, found, (_, value, shown) in rows:
             values = [None if f is None else value(f) for f in found]
-            ours = values[keys.index("pgcast")] if peers else None
-            cells = [render.num(None) if v is None else shown(v) for v in values]
-            lines.append([label, *cells, *(render.x(ours, values[n]) for n in peers)])
-        ratios = [f"pgcast / {LABELS[keys[n]]}" for n in peers]
-        return render.table(" | ".join(["figure", *(LABELS[k] for k in keys), *ratios]), lines)
+            ratios = [render.x(values[0], v) for v in values[1:]]
+            lines.append([label, *map(shown, values), *ratios])
+        ratios = [f"pgcast / {key}" for key in keys[1:]]
+        return render.table(" | ".join(["figure", *keys, *ratios]), lines)
 
     def render(self) -> list[str]:
         o = self.options
@@ -122,13 +105,8 @@ class CompareResult(Result):
             "",
             *self.table(),
             "",
-            "Ratios are pgcast ÷ peer. Versions: "
-            + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
+            "Ratios are pgcast ÷ peer.",
         ]
-
-
-def run_text(*command: str) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def set_up_peer(key: str) -> None:
@@ -139,7 +117,8 @@ def set_up_peer(key: str) -> None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         raise BenchError("the Node peer needs Node.js 20+ and npm on PATH")
-    if int((version := run_text(node, "--version")).lstrip("v").split(".")[0] or 0) < 20:
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0] or 0) < 20:
         raise BenchError(f"the Node peer needs Node.js 20+, found {version}")
     stamp, lock = NODE_DIR / "node_modules" / ".package-lock.json", NODE_DIR / "package-lock.json"
     if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
@@ -163,21 +142,6 @@ def database_url(conninfo: str) -> str:
     host += f":{p['port']}" if "port" in p else ""
     url = f"postgresql://{auth}@{host}/{quote(p.get('dbname', ''), safe='')}"
     return f"{url}?{urlencode(query)}" if query else url
-
-
-def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0]}
-    for name in ("aiohttp", *PYTHON_PEER, "uvloop", "websockets"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "missing"
-    if node := shutil.which("node"):
-        found["node"] = run_text(node, "--version")
-    for name in ("pg", "ws"):
-        if (manifest := NODE_DIR / "node_modules" / name / "package.json").exists():
-            found[f"npm {name}"] = json.loads(manifest.read_text())["version"]
-    return found
 
 
 async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
@@ -237,8 +201,6 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
             if steady.achieved_rate < 0.9 * steady.target_rate:
                 reached = f"{steady.achieved_rate:.0f} msg/s, one transaction at a time"
                 notes.append(f"{label} {phase}: the writer reached {reached}")
-        if r.burst is not None and not r.burst.completed and r.burst.delivery.ok:
-            problems.append(f"{label} burst did not complete in time")
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
         if r.exit_code not in ((0, None) if r.key == "pgcast" else (0, -signal.SIGTERM, None)):
             problems.append(f"{label} exited with {r.exit_code}")
@@ -250,7 +212,7 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
     runs = [await run_server(key, run) for key in LABELS]
     problems, notes = judge(runs)
-    return CompareResult(runs, versions(), problems=problems, notes=notes)
+    return CompareResult(runs, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)

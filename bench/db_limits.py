@@ -1,18 +1,16 @@
 """Database limits: INSERT transactions/s into `messages` with and without NOTIFY triggers.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
+import math
 from dataclasses import dataclass
 
-import psycopg
 from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import BARE_CHANNEL, VARIANTS, create_user, reset_tables, set_variant
 from bench.lib.results import BenchError, Result, ratio
-from bench.lib.writers import InsertRate, connect, find_pgbench, pgbench_inserts, pgbench_version
+from bench.lib.writers import InsertRate, connect, pgbench_inserts
 
 RATIOS = (("notify", "none"), ("pgcast", "notify"), ("pgcast", "none"))
 SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers", "max_connections")
@@ -56,26 +54,21 @@ class Measurement:
 @dataclass
 class DbLimitsResult(Result):
     postgres: str
-    pgbench: str
     settings: dict[str, str]
     measurements: list[Measurement]
 
-    def rate(self, variant: str, writers: int) -> float:
-        found = [m for m in self.measurements if (m.variant, m.rate.writers) == (variant, writers)]
-        return found[0].rate.tx_per_second if found else float("nan")
-
     def render(self) -> list[str]:
         rows = []
+        tx = {(m.variant, m.rate.writers): m.rate.tx_per_second for m in self.measurements}
         for w in self.options["writers"]:
-            rates = {v: self.rate(v, w) for v in VARIANTS}
+            rates = {v: tx.get((v, w), math.nan) for v in VARIANTS}
             ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
             rows.append([w, *map(render.rate, rates.values()), *ratios])
         return [
-            f"PostgreSQL {self.postgres}, {self.pgbench} `-M prepared`, min(writers, CPUs) "
+            f"PostgreSQL {self.postgres}, its pgbench `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
             f"{self.options['content_bytes']} characters; {self.options['seconds']} s per "
-            "measurement, tables "
-            f"truncated before each, nobody LISTENs. "
+            "measurement, tables truncated before each, nobody LISTENs. "
             + ", ".join(f"{name}={self.settings[name]}" for name in SETTINGS)
             + ".",
             "",
@@ -120,18 +113,13 @@ def _measure(run: runner.Run[Options]) -> DbLimitsResult:
                 assert row is not None
                 measurements.append(Measurement(variant, rate, triggers, *row))
     notes = [] if checkpoints else ["the role may not CHECKPOINT: measurements may start mid-one"]
-    pgbench = pgbench_version(find_pgbench(version))
-    figures = (version, pgbench, facts, measurements)
-    return DbLimitsResult(
-        *figures, problems=[p for m in measurements for p in m.problems()], notes=notes
-    )
+    problems = [p for m in measurements for p in m.problems()]
+    return DbLimitsResult(version, facts, measurements, problems=problems, notes=notes)
 
 
 async def measure(run: runner.Run[Options]) -> DbLimitsResult:
     return await asyncio.to_thread(_measure, run)
 
 
-SCENARIO = runner.Scenario(
-    "db_limits", "database limits", __doc__, Options, measure, errors=(BenchError, psycopg.Error)
-)
+SCENARIO = runner.Scenario("db_limits", "database limits", __doc__, Options, measure)
 runner.run_as_script(SCENARIO, __name__)

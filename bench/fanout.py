@@ -1,8 +1,6 @@
 """Fan-out: S sockets x R messages/s, small and large messages, up to saturation.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import sys
 from dataclasses import dataclass
 

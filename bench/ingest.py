@@ -1,8 +1,6 @@
 """Ingest and bulk: pgbench writers at full speed while sockets listen, and one huge INSERT.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import sys
 import time
@@ -106,10 +104,10 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
         return found, time.time()
 
     async with pgcast_session(run) as s:
-        fleet = ReceiverProcess(nice=RECEIVERS_NICE)
+        fleet = ReceiverProcess(RECEIVERS_NICE, s.server.port, s.cookie)
         try:
             for sockets in sorted(o.sockets):
-                opened = await fleet.call("open", s.server.port, s.cookie, sockets)
+                opened = await fleet.call("ensure", sockets)
                 for writers in o.writers:
                     limit = await asyncio.to_thread(pgbench, "notify", writers)
                     await fleet.call("start")

@@ -1,8 +1,6 @@
 """Presence: joins and leaves among `--members` users on three `pgcast serve` processes, their
 latency to the other members and their cost. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import functools
@@ -47,13 +45,13 @@ class Member(Receiver):
     """A user's socket on CHANNEL: the member list it was sent and the changes after it,
     each change's receive time, and how many contradicted its list."""
 
-    def __init__(self, index: int, request: bytes, accept: str, user: str) -> None:
+    def __init__(self, index: int, request: bytes, accept: str, user_id: int) -> None:
         super().__init__(index, request, accept)
-        self.user, self.view, self.listed, self.wrong = user, set[str](), False, 0
+        self.user, self.view, self.listed, self.wrong = str(user_id), set[str](), False, 0
         self.seen: dict[str, dict[str, float]] = {"member_added": {}, "member_removed": {}}
         self.until(lambda _: True)
 
-    def until(self, check: Callable[[Member], bool]) -> None:
+    def until(self, check: Callable[["Member"], bool]) -> None:
         self.check = check
         (self.done.set if check(self) else self.done.clear)()
 
@@ -146,15 +144,9 @@ async def read_stats(conn: psycopg.AsyncConnection[Any], notes: list[str]) -> tu
 
 async def measure(run: runner.Run[Options]) -> PresenceResult:
     o, problems, notes, sockets = run.options, list[str](), list[str](), list[Member]()
-    limit = asyncio.Semaphore(receivers.CONNECT_CONCURRENCY)
 
-    async def connect(index: int, user: tuple[int, str]) -> Member:
-        factory = functools.partial(Member, user=str(user[0]))
-        async with limit:
-            port = servers[index % PROCESSES].port
-            [opened] = await receivers.open_sockets(port, PATH, user[1], 1, factory=factory)
-        assert isinstance(opened, Member)
-        return opened
+    def where(index: int, _: int) -> tuple[int, str]:
+        return servers[index % PROCESSES].port, PATH
 
     async def change(event: str, users: Sequence[tuple[int, str]]) -> Changes:
         firsts, lasts, seen, expected = [], [], 0, 0
@@ -165,7 +157,10 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
             for s in others:
                 s.until(lambda s, user=user: user in s.seen[event])
             if event == "member_added":
-                sockets.append(joiner := await connect(len(sockets), (user_id, cookie)))
+                [joiner] = await receivers.open_each(
+                    [(user_id, cookie)], where, Member, len(sockets)
+                )
+                sockets.append(joiner)
                 joiner.until(lambda s: s.listed)
                 await receivers.wait_delivered([*others, joiner], receivers.SETTLE_TIMEOUT)
                 began = joiner.connection_made_at
@@ -196,7 +191,7 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
         users = [signed[n % PROCESSES][n // PROCESSES] for n in range(len(people))]
         try:
             began = time.monotonic()
-            sockets += await asyncio.gather(*map(connect, range(o.members), users))
+            sockets += await receivers.open_each(users[: o.members], where, Member)
             everyone = {s.user for s in sockets}
             for s in sockets:
                 s.until(lambda s: s.listed and s.view == everyone)

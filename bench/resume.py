@@ -1,25 +1,16 @@
 """Replay: one client resumes from a cursor taken before a backlog of N events.
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import math
-import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import psycopg
-
 from bench.lib import render, runner
 from bench.lib.receivers import check_delivery, close_sockets, open_sockets, wait_delivered
-from bench.lib.results import BenchError, Burst, Result, ratio
+from bench.lib.results import Burst, Result, ratio
 from bench.lib.servers import frames_burst, usage_notes, wait_quiet
 from bench.lib.writers import Session, pgcast_session, write_burst
-from server.core.cursor import CursorError
-from server.pg.eventlog import database_identity, read_page, resumable_position
-from server.pg.feed import PAGE_SIZE as LISTENER_PAGE_SIZE
-from server.pg.replay import REPLAY_PAGE_SIZE
 
 TARGET = 50_000.0
 BACKLOG_BATCH = 1000
@@ -37,38 +28,21 @@ class Options(runner.Options):
 class Replay:
     events: int
     seconds: float  # connection made -> last frame read
-    completed: bool
     burst: Burst
 
     @property
     def events_per_second(self) -> float:
-        return ratio(self.events, self.seconds) if self.completed else math.nan
-
-
-@dataclass
-class DbRead:
-    page_size: int
-    events: int
-    seconds: float
-
-    @property
-    def events_per_second(self) -> float:
-        return ratio(self.events, self.seconds)
+        return ratio(self.events, self.seconds) if self.burst.ok else math.nan
 
 
 @dataclass
 class ResumeResult(Result):
     replay: Replay
-    db_reads: list[DbRead]
     bare: Burst
 
     @property
     def ratio_to_bare_socket(self) -> float:
         return ratio(self.replay.events_per_second, self.bare.frames_per_second)
-
-    @property
-    def ok(self) -> bool:
-        return self.replay.completed and self.replay.burst.delivery.ok
 
     def render(self) -> list[str]:
         replay, bare = self.replay, self.bare
@@ -77,19 +51,14 @@ class ResumeResult(Result):
             f"{BACKLOG_BATCH:,} per INSERT, 1 socket",
             "**replay events/s** (connection made → last frame) | "
             f"**{render.rate(replay.events_per_second)}** (target {TARGET:,.0f})",
-            *(
-                f"database read events/s, pages of {read.page_size} (read_page, no socket) "
-                f"| {render.rate(read.events_per_second)} (replay / read "
-                f"{render.x(replay.events_per_second, read.events_per_second)})"
-                for read in self.db_reads
-            ),
             "**bare socket events/s** (bare aiohttp, the same frames, 1 socket) | "
             f"**{render.rate(bare.frames_per_second)}**",
             f"**replay / bare socket** | **{render.num(self.ratio_to_bare_socket, 2)}**",
             "server CPU per event (µs): pgcast replay / bare socket | "
             f"{render.us(replay.burst.server_us_per_frame)} / "
             f"{render.us(bare.server_us_per_frame)}",
-            f"delivery check replay / bare socket | {render.ok(self.ok)} / {render.ok(bare.ok)}",
+            "delivery check replay / bare socket | "
+            f"{render.ok(replay.burst.ok)} / {render.ok(bare.ok)}",
         ]
         return render.figures(rows)
 
@@ -102,29 +71,14 @@ async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[
     opened = await open_sockets(s.server.port, path, s.cookie, 1, expected=len(ids), keep_text=True)
     receiver = opened[0]
     try:
-        completed = await wait_delivered([receiver], 15 + len(ids) / 5000)
+        await wait_delivered([receiver], 15 + len(ids) / 5000)
         usage = await s.meter.stop()
         await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
         delivery = check_delivery([receiver], ids)
     finally:
         await close_sockets([receiver])
     seconds = (receiver.times or [math.nan])[-1] - receiver.connection_made_at
-    return Replay(len(ids), seconds, completed, Burst(delivery, usage, completed)), receiver.texts
-
-
-async def read_database(conninfo: str, cursor: str | None, page_size: int) -> DbRead:
-    """What the replay reads, page by page from `cursor` to the end, as server/pg/replay.py
-    does for a socket of every channel, with no socket and no pool."""
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        try:
-            position = await resumable_position(conn, cursor or "", await database_identity(conn))
-        except CursorError as error:
-            raise BenchError(f"the database refused the cursor: {error}") from None
-        events, began, complete = 0, time.perf_counter(), False
-        while not complete:
-            page = await read_page(conn, position, page_size)
-            events, position, complete = events + len(page), page.end, page.complete
-        return DbRead(page_size, events, time.perf_counter() - began)
+    return Replay(len(ids), seconds, Burst(delivery, usage)), receiver.texts
 
 
 async def measure(run: runner.Run[Options]) -> ResumeResult:
@@ -133,28 +87,22 @@ async def measure(run: runner.Run[Options]) -> ResumeResult:
         [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
         await close_sockets([before])
         # The replay's plan depends on these statistics; autoanalyze would change them at a
-        # moment of its choosing, so the replay and the reads could run different plans.
+        # moment of its choosing.
         s.writer.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
         s.writer.commit()
         backlog = (s.writer, s.user_id, o.events, BACKLOG_BATCH, o.content_bytes)
         ids = await asyncio.to_thread(write_burst, *backlog)
         quiet = await wait_quiet(s.server.pid)
         replay, texts = await replay_phase(s, before.cursor, ids)
-    sizes = dict.fromkeys((REPLAY_PAGE_SIZE, LISTENER_PAGE_SIZE))
-    reads = [await read_database(run.conninfo, before.cursor, size) for size in sizes]
     bare = await frames_burst(texts, ids, 1, run.workdir)
     problems = replay.burst.delivery.problems("replay") + bare.delivery.problems("bare socket")
-    if not replay.completed:
-        problems.append(f"replay incomplete: {replay.burst.frames} of {len(ids)} frames arrived")
-    for r in [r for r in reads if r.events != len(ids)]:
-        problems.append(f"database read ({r.page_size}) found {r.events} events of {len(ids)}")
     problems += s.server.exit_problems()
     notes = usage_notes([("replay", replay.burst.usage), ("bare socket", bare.usage)])
     if quiet is None:
         notes.append("the server did not go quiet after the backlog: its listener was busy")
     if not replay.events_per_second >= TARGET:
         notes.append(f"replay below the target of {TARGET:,.0f} events/s to one client")
-    return ResumeResult(replay, reads, bare, problems=problems, notes=notes)
+    return ResumeResult(replay, bare, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)

@@ -1,24 +1,21 @@
 """Slow consumer: does one client that stops reading slow the others, and is it made whole?
 bench/README.md says how it is measured."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import math
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
 from bench.lib.results import BenchError, Delivery, Result, Steady, ratio
 from bench.lib.servers import usage_notes
-from bench.lib.writers import Commits, Session, latencies, pgcast_session, write_steadily
+from bench.lib.writers import Session, latencies, pgcast_session, steady_phase, write_steadily
 
-POST_CLOSE_SECONDS, POLL_INTERVAL = 2.0, 0.05
+POST_CLOSE_SECONDS, CHUNK_SECONDS = 2.0, 0.1
 SLOW_CLOSES, CONNECTED = "pgcast_slow_sockets_closed_total", "pgcast_sockets_connected"
 
 
@@ -72,33 +69,6 @@ async def open_stalled(s: Session, o: Options) -> StalledReceiver:
 
 
 @dataclass
-class Watch:
-    """/metrics polled during a phase: when the slow close was seen, or when pgcast let go of
-    the socket another way (pgcast_sockets_connected fell with no slow close)."""
-
-    baseline: float = 0.0
-    closes: float = 0.0
-    closed_at: float | None = None
-    gone_at: float | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def poll(self, s: Session) -> None:
-        connected = None
-        while True:
-            with contextlib.suppress(OSError, Exception):
-                metrics = await s.server.metrics()
-                self.closes = metrics.get(SLOW_CLOSES, 0.0) - self.baseline
-                connected = connected or metrics.get(CONNECTED)
-                if self.closed_at is None and self.closes > 0:
-                    self.closed_at = time.time()
-                    self.ended.set()
-                elif self.closed_at is None and metrics.get(CONNECTED, 0) < (connected or 0):
-                    self.gone_at = self.gone_at or time.time()
-                    self.ended.set()
-            await asyncio.sleep(POLL_INTERVAL)
-
-
-@dataclass
 class SlowResult(Result):
     a: Steady
     b: Steady
@@ -136,77 +106,67 @@ class SlowResult(Result):
         )
 
 
+async def resume(s: Session, stalled: StalledReceiver) -> list[rx.Receiver]:
+    """What a client does on 1013: read what is left, reconnect at once with its last cursor."""
+    stalled.pause(False)
+    path = "/ws?after=" + quote(stalled.cursor or "", safe="")
+    return await rx.open_sockets(s.server.port, path, s.cookie, 1, expected=rx.OPEN_ENDED)
+
+
 async def measure(run: runner.Run[Options]) -> SlowResult:
     o = run.options
-    per_chunk = max(1, round(o.rate))
-
-    def for_seconds(seconds: float) -> Callable[[int, float], int]:
-        return lambda written, _: min(per_chunk, max(1, round(seconds * o.rate)) - written)
-
-    def until_closed(written: int, elapsed: float) -> int:
-        """At least o.seconds, then until the close was seen and POST_CLOSE_SECONDS more
-        passed, or pgcast let go of the socket another way, or o.max_stall_seconds."""
-        if (least := for_seconds(o.seconds)(written, elapsed)) > 0:
-            return least
-        if watch.closed_at is not None:
-            left = POST_CLOSE_SECONDS - (time.time() - watch.closed_at)
-            return min(per_chunk, math.ceil(left * o.rate)) if left > 0 else 0
-        return 0 if watch.gone_at is not None or elapsed >= o.max_stall_seconds else per_chunk
-
-    async def steady(more: Callable[[int, float], int], watch: Watch) -> tuple[Steady, Commits]:
-        """Writes at o.rate a chunk (at most a second) at a time while `more` says how many,
-        /metrics polled; then until every reading socket has every message."""
-        for receiver in receivers:
-            receiver.start_phase(rx.OPEN_ENDED)
-        committed: Commits = {}
-        s.meter.start()
-        poller, began = asyncio.create_task(watch.poll(s)), time.monotonic()
+    env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
+    closed_at, gone, resumed = None, False, list[rx.Receiver]()
+    async with pgcast_session(run, env=env) as s:
+        receivers = await rx.open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
+        stalled = None
         try:
-            while (count := more(len(committed), time.monotonic() - began)) > 0:
-                chunk = (s.writer, s.user_id, count, o.rate, o.content_chars)
-                committed.update((await asyncio.to_thread(write_steadily, *chunk))[0])
+            closes = (await s.server.metrics()).get(SLOW_CLOSES, 0.0)
+            phase = (o.rate, o.content_chars)
+            warmup = await steady_phase(s, receivers, max(1, round(o.rate)), *phase)
+            a = await steady_phase(s, receivers, max(1, round(o.rate * o.seconds)), *phase)
+            stalled = await open_stalled(s, o)
+            metrics = await s.server.metrics()
+            earlier, connected = metrics.get(SLOW_CLOSES, 0.0) - closes, metrics.get(CONNECTED, 0)
+            for receiver in receivers:
+                receiver.start_phase(rx.OPEN_ENDED)
+            committed: dict[int, float] = {}
+            s.meter.start()
+            began, follower = time.monotonic(), None
+            # At least o.seconds, then until the close was seen and POST_CLOSE_SECONDS more
+            # passed, or pgcast let go of the socket another way, or o.max_stall_seconds.
+            while (elapsed := time.monotonic() - began) < o.seconds or (
+                time.time() - closed_at < POST_CLOSE_SECONDS
+                if closed_at is not None
+                else not gone and elapsed < o.max_stall_seconds
+            ):
+                chunk = (s.writer, s.user_id, max(1, round(CHUNK_SECONDS * o.rate)), *phase)
+                # /metrics read while the chunk is written: a stalled socket sees no close frame.
+                written, metrics = await asyncio.gather(
+                    asyncio.to_thread(write_steadily, *chunk), s.server.metrics()
+                )
+                committed.update(written[0])
+                if closed_at is None and metrics.get(SLOW_CLOSES, 0.0) > closes + earlier:
+                    closed_at, follower = time.time(), asyncio.create_task(resume(s, stalled))
+                gone = gone or (closed_at is None and metrics.get(CONNECTED, 0) < connected)
             seconds = time.monotonic() - began
             for receiver in receivers:
                 receiver.expect(len(committed))
             await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
-        finally:
-            poller.cancel()
-        latency, usage = latencies(committed, receivers), await s.meter.stop()
-        delivery, rate = rx.check_delivery(receivers, [*committed]), len(committed) / seconds
-        return Steady(len(committed), o.rate, rate, latency, delivery, usage), committed
-
-    resumed: list[rx.Receiver] = []
-    env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
-    async with pgcast_session(run, env=env) as s:
-        receivers = await rx.open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
-        try:
-            before = [Watch(), Watch()]  # the warm-up's and A's, which must see no slow close
-            warmup, _ = await steady(for_seconds(1.0), before[0])
-            a, _ = await steady(for_seconds(o.seconds), before[1])
-            stalled = await open_stalled(s, o)
-            watch = Watch((await s.server.metrics()).get(SLOW_CLOSES, 0.0))
-
-            async def resume() -> None:
-                """What a client does on 1013: reconnect at once with its last cursor."""
-                await watch.ended.wait()
-                stalled.pause(False)
-                path = "/ws?after=" + quote(stalled.cursor or "", safe="")
-                resumed.extend(
-                    await rx.open_sockets(s.server.port, path, s.cookie, 1, expected=rx.OPEN_ENDED)
-                )
-
-            follower = asyncio.create_task(resume())
-            b, committed = await steady(until_closed, watch)
-            if (closed_at := watch.closed_at) is None:
+            latency, usage = latencies(committed, receivers), await s.meter.stop()
+            b_delivery = rx.check_delivery(receivers, [*committed])
+            b = Steady(len(committed), o.rate, len(committed) / seconds, latency, b_delivery, usage)
+            if follower is None:
                 # Never closed as slow: read what pgcast still sends if it let go another way,
                 # else drop it; either way the resume is still checked.
-                if watch.gone_at is None:
+                if not gone:
                     stalled.abort()
-                watch.ended.set()
+                follower = asyncio.create_task(resume(s, stalled))
             with contextlib.suppress(BenchError):
-                await follower
+                resumed += await follower
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
+            in_b = (await s.server.metrics()).get(SLOW_CLOSES, 0.0) - closes - earlier
             delivery = None
             if resumed:
                 resumed[0].expect(len(committed))
@@ -214,14 +174,15 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                 delivery = rx.check_delivery(resumed, [*committed])
         finally:
             await rx.close_sockets([*receivers, *resumed])
-            stalled.abort()
+            if stalled is not None:
+                stalled.abort()
     problems = s.server.exit_problems()
-    for name, phase in (("warm-up", warmup), ("A", a), ("B", b)):
-        problems += phase.delivery.problems(f"{name}: the reading sockets'")
+    for name, phase_b in (("warm-up", warmup), ("A", a), ("B", b)):
+        problems += phase_b.delivery.problems(f"{name}: the reading sockets'")
     if closed_at is None:
         problems.append(f"the stalled socket was not closed as slow in B ({b.messages} messages)")
-    if (earlier := sum(w.closes for w in before)) > 0 or watch.closes > 1:
-        problems.append(f"{watch.closes:.0f} sockets closed as slow in B, {earlier:.0f} before")
+    if earlier > 0 or in_b > 1:
+        problems.append(f"{in_b:.0f} sockets closed as slow in B, {earlier:.0f} before")
     if closed_at is not None and stalled.close_code not in (1013, None):
         problems.append(f"the stalled socket was closed with {stalled.close_code}, expected 1013")
     problems += delivery.problems("the resumed socket") if delivery else ["reconnecting failed"]

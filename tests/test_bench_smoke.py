@@ -79,7 +79,7 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
     assert result.problems == []
     [count] = result.counts
     assert count.opened == 50
-    assert [b.ok for b in count.broadcasts] == [True, True]
+    assert [b.delivery.ok for b in count.broadcasts] == [True, True]
     assert all(b.delivery.frames == 50 for b in count.broadcasts)
     assert count.ready == (200, 50, 50)
 
@@ -117,18 +117,17 @@ def test_socket_limit_bench_smoke_delivers_every_frame_at_each_write_size(
     for m in result.measurements:
         assert m.burst.ok
         assert m.burst.frames == 20 * 50
-        assert m.frames_per_second > 0
+        assert m.burst.frames_per_second > 0
 
 
 def test_resume_bench_smoke_replays_the_backlog_once_in_order(smoke: tuple[Smoke, Path]) -> None:
     result = smoke[0](resume)
     assert result.problems == []
-    assert result.ok
+    assert result.replay.burst.ok
     delivery = result.replay.burst.delivery
     assert delivery.frames == delivery.expected_per_socket == result.replay.events == 2000
     assert result.replay.events_per_second > 0
     assert result.bare.ok
-    assert [read.events for read in result.db_reads] == [2000] * len(result.db_reads)
 
 
 def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_count(
@@ -478,7 +477,7 @@ async def test_presence_member_counts_the_changes_that_contradict_its_list() -> 
     """bench/presence.py's check can fail: the frames are the native codec's, and a change its
     list already shows, or one repeated, is counted against the socket."""
     request, accept = receivers.handshake(80, "/ws", None)
-    member = presence.Member(0, request, accept, user="1")
+    member = presence.Member(0, request, accept, user_id=1)
     member.connection_made(_Wire())  # type: ignore[arg-type]
     upgrade = f"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     connected = connected_frame("s", "c", (presence.CHANNEL,))

@@ -1,7 +1,5 @@
 """The database a scenario runs on, and the trigger set-ups it compares."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import uuid

@@ -1,11 +1,10 @@
 """The load generator's sockets: a minimal RFC 6455 client, the delivery check, a fleet of
 sockets kept at a count, and a child process of receivers at a lower CPU priority."""
 
-from __future__ import annotations
-
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -121,9 +120,8 @@ class Receiver(asyncio.Protocol):
                     self._fail("handshake response too long")
                 return
             status, *lines = buffer[:end].decode("latin-1").split("\r\n")
-            headers = {
-                k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)
-            }
+            pairs = (line.partition(":") for line in lines)
+            headers = {name.strip().lower(): value.strip() for name, _, value in pairs}
             if " 101 " not in f"{status} " or headers.get("sec-websocket-accept") != self._accept:
                 self._fail(f"upgrade refused: {status}, Sec-WebSocket-Accept {headers}")
                 return
@@ -211,9 +209,8 @@ class Receiver(asyncio.Protocol):
     def other_text(self, payload: bytes, now: float) -> None:
         """A live frame other than a new message: unexpected, unless a subclass reads it."""
         self.other_frames += 1
-        self.other_samples += [payload[:300].decode(errors="replace")][
-            : 3 - len(self.other_samples)
-        ]
+        if len(self.other_samples) < 3:
+            self.other_samples.append(payload[:300].decode(errors="replace"))
 
     def send(self, opcode: int, payload: bytes) -> None:
         """A masked client frame (payload under 126 bytes)."""
@@ -287,10 +284,6 @@ def frames_of(receiver: Receiver) -> int:
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
-# Builds a socket's Receiver from (index, upgrade request, expected accept).
-ReceiverFactory = Callable[[int, bytes, str], Receiver]
-
-
 async def try_open_sockets(
     port: int,
     path: str,
@@ -299,13 +292,13 @@ async def try_open_sockets(
     *,
     concurrency: int = CONNECT_CONCURRENCY,
     first_index: int = 0,
-    factory: ReceiverFactory = Receiver,
+    factory: Callable[[int, bytes, str], Receiver] = Receiver,
     expected: int = 0,
     keep_text: bool = False,
 ) -> tuple[list[Receiver], list[BaseException]]:
-    """`count` sockets, `concurrency` handshakes at a time, each past its `connected` frame,
-    its phase started first (frames in the same read count); those
-    that opened, by index, and the errors of the others (closed)."""
+    """`count` sockets (`factory(index, upgrade request, expected accept)`), `concurrency`
+    handshakes at a time, each past its `connected` frame, its phase started first (frames
+    in the same read count); those that opened, by index, and the errors of the others."""
     loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
     failed: list[Receiver] = []
@@ -338,6 +331,27 @@ async def open_sockets(
         await close_sockets(receivers)
         raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
     return receivers
+
+
+async def open_each(
+    people: Sequence[tuple[int, str]],
+    where: Callable[[int, int], tuple[int, str]],
+    factory: Callable[..., Receiver],
+    first_index: int = 0,
+) -> list[Any]:
+    """One socket per (user id, Cookie header), CONNECT_CONCURRENCY handshakes at a time, on
+    the (port, path) `where(index, user id)` gives; `factory` takes `user_id` too."""
+    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(index: int, user_id: int, cookie: str) -> Receiver:
+        make = functools.partial(factory, user_id=user_id)
+        async with limit:
+            port, path = where(index, user_id)
+            [opened] = await open_sockets(port, path, cookie, 1, first_index=index, factory=make)
+        return opened
+
+    numbered = enumerate(people, first_index)
+    return await asyncio.gather(*(one(index, *person) for index, person in numbered))
 
 
 async def close_sockets(receivers: Sequence[Receiver]) -> None:
@@ -391,11 +405,6 @@ class Fleet:
             self.receivers = [r for r in self.receivers if r not in behind]
             await self.ensure(count)
 
-    # What ReceiverProcess asks of the fleet in its child process.
-    async def open(self, port: int, cookie: str, count: int) -> int:
-        self._port, self._cookie = port, cookie
-        return await self.ensure(count)
-
     async def start(self, expected: int = OPEN_ENDED) -> None:
         for receiver in self.receivers:
             receiver.start_phase(expected)
@@ -419,11 +428,12 @@ class ReceiverProcess:
     take the CPU the writers and PostgreSQL leave and catch up once the writers stop.
     `await call("finish", ids, limit)` runs `Fleet.finish(ids, limit)` there."""
 
-    def __init__(self, nice: int) -> None:
+    def __init__(self, nice: int, port: int, cookie: str | None) -> None:
         # spawn: a fork would copy the parent's running event loop and threads.
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_child_main, args=(child, nice), daemon=True)
+        child_args = (child, nice, port, cookie)
+        self._process = context.Process(target=_child_main, args=child_args, daemon=True)
         self._process.start()
         child.close()
 
@@ -443,15 +453,15 @@ class ReceiverProcess:
                 self._process.kill()
 
 
-def _child_main(conn: Connection, nice: int) -> None:
+def _child_main(conn: Connection, nice: int, port: int, cookie: str | None) -> None:
     from bench.lib.runner import run_load_generator
 
     os.nice(nice)
-    run_load_generator(_serve(conn))
+    run_load_generator(_serve(conn, port, cookie))
 
 
-async def _serve(conn: Connection) -> None:
-    fleet, command = Fleet(), ""
+async def _serve(conn: Connection, port: int, cookie: str | None) -> None:
+    fleet, command = Fleet(port, cookie), ""
     while command != "close":
         # A thread, not add_reader: uvloop makes a watched descriptor non-blocking, and
         # Connection.recv then fails halfway through a message.

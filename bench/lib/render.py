@@ -1,7 +1,5 @@
 """One Markdown table renderer and the formatters every report uses."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Iterable, Sequence
 
@@ -31,19 +29,19 @@ def missing(value: float | None) -> bool:
 
 def num(value: float | None, digits: int = 0) -> str:
     """A figure with thousands separators; a dash when there is none."""
-    return "–" if value is None or missing(value) else f"{value:,.{digits}f}"
+    return "–" if missing(value) else f"{value:,.{digits}f}"
 
 
 def x(numerator: float | None, denominator: float | None, digits: int = 2) -> str:
     """A ratio: `numerator` / `denominator`, a dash when either is missing or zero."""
-    if numerator is None or denominator is None or missing(numerator) or not denominator:
+    if missing(numerator) or missing(denominator) or not denominator:
         return "–"
-    return "–" if missing(denominator) else f"{numerator / denominator:.{digits}f}"
+    return f"{numerator / denominator:.{digits}f}"
 
 
 def us(value: float | None) -> str:
     """CPU µs per item: two places below 10 µs, one below 1,000, then whole."""
-    if value is None or missing(value):
+    if missing(value):
         return "–"
     return f"{value:.2f}" if value < 10 else num(value, 1 if value < 1000 else 0)
 

@@ -1,17 +1,15 @@
 """Typed figures: what every scenario measures, saved as JSON and read back as the same
 dataclasses by bench/report.py."""
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -42,7 +40,7 @@ class Latency:
     max: float
 
     @classmethod
-    def of(cls, seconds: Sequence[float]) -> Latency:
+    def of(cls, seconds: Iterable[float]) -> Self:
         ordered = sorted(seconds)
         p50, p99 = (1000 * percentile(ordered, p) for p in (50, 99))
         return cls(len(ordered), p50, p99, 1000 * ordered[-1] if ordered else math.nan)
@@ -125,11 +123,11 @@ class Steady:
 
 @dataclass
 class Burst:
-    """Messages as fast as they go: frames/s to every socket and server CPU per frame."""
+    """Messages as fast as they go: frames/s to every socket and server CPU per frame. A
+    socket still waiting when the time allowed ran out shows as losses in the delivery."""
 
     delivery: Delivery
     usage: Usage
-    completed: bool
 
     @property
     def frames(self) -> int:
@@ -145,7 +143,7 @@ class Burst:
 
     @property
     def ok(self) -> bool:
-        return self.completed and self.delivery.ok
+        return self.delivery.ok
 
 
 @dataclass
@@ -204,6 +202,7 @@ class Result:
     database: str = ""
     load_average: float = math.nan
     options: dict[str, Any] = field(default_factory=dict)  # the run's, set by runner.run()
+    versions: dict[str, str] = field(default_factory=dict)  # runner.versions()
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -237,25 +236,18 @@ def load(kind: Any, data: Any) -> Any:
     dicts (keys converted too: JSON's are strings), optionals and plain values."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if dataclasses.is_dataclass(kind):
-        hints, fields = typing.get_type_hints(kind), dataclasses.fields(kind)
-        return kind(
-            **{
-                f.name: load(hints[f.name], data[f.name])
-                for f in fields
-                if f.init and f.name in data
-            }
-        )
+        hints = typing.get_type_hints(kind)
+        fields = [f for f in dataclasses.fields(kind) if f.init and f.name in data]
+        return kind(**{f.name: load(hints[f.name], data[f.name]) for f in fields})
     if origin in (typing.Union, types.UnionType):
         return None if data is None else load(next(a for a in args if a is not type(None)), data)
     if origin is tuple:
         kinds = [args[0]] * len(data) if args[-1:] == (Ellipsis,) else args
         return tuple(load(a, item) for a, item in zip(kinds, data, strict=True))
-    if origin in (list, dict):
-        return (
-            [load(args[0], item) for item in data]
-            if origin is list
-            else {load(args[0], k): load(args[1], v) for k, v in data.items()}
-        )
+    if origin is list:
+        return [load(args[0], item) for item in data]
+    if origin is dict:
+        return {load(args[0], k): load(args[1], v) for k, v in data.items()}
     return kind(data) if kind in (int, float, str) else data
 
 

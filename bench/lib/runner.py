@@ -2,15 +2,17 @@
 `--smoke`, `--out`, `--no-write`), the database, the load generator's loop, and `main()`,
 which writes `<name>.md` and `<name>.json` into the run directory."""
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.metadata
+import json
 import os
 import platform
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import types
@@ -22,12 +24,16 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import psutil
+import psycopg
+from aiohttp import ClientError
 
 from bench.lib.database import bench_database
 from bench.lib.results import BenchError, Result
 from bench.lib.servers import BENCH_DIR
 
 T = TypeVar("T")
+# What stops a scenario from running: one line on stderr, exit 1.
+ERRORS = (BenchError, OSError, TimeoutError, subprocess.SubprocessError, psycopg.Error, ClientError)
 # A writer thread takes the commit time once it has the GIL back: keep that wait short.
 GIL_SWITCH_INTERVAL = 0.0005
 
@@ -76,7 +82,6 @@ class Scenario(Generic[OptionsT, ResultT]):
     options: type[OptionsT]
     measure: Callable[[Run[OptionsT]], Awaitable[ResultT]]
     database: bool = True
-    errors: tuple[type[BaseException], ...] = (BenchError, OSError)
 
 
 def numbers(kind: type[int] | type[float], least: float, many: bool) -> Callable[[str], Any]:
@@ -149,6 +154,22 @@ def _cpu_model() -> str:
     return "unknown CPU"
 
 
+def versions() -> dict[str, str]:
+    """What the figures depend on, for RESULTS.md's "Software" line: Python, its packages here,
+    the peers' (bench/compare.py) and Node with the Node peer's."""
+    found = {"python": platform.python_version()}
+    for name in ("aiohttp", "broadcaster", "asyncpg", "starlette", "uvicorn", "uvloop"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    if node := shutil.which("node"):
+        found["node"] = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    for name in ("pg", "ws"):
+        with contextlib.suppress(OSError):
+            manifest = BENCH_DIR / "peers" / "node" / "node_modules" / name / "package.json"
+            found[f"npm {name}"] = json.loads(manifest.read_text())["version"]
+    return {name: version.strip() for name, version in found.items()}
+
+
 def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]) -> ResultT:
     """Run a scenario once (options, or a command line); its report written unless --no-write."""
     if not isinstance(options, Options):
@@ -171,6 +192,7 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
     result.command = " ".join([f".venv/bin/python -m bench.{scenario.name}", *options.argv])
     result.cpus, result.cpu_model = os.cpu_count() or 1, _cpu_model()
     result.platform, result.load_average = platform.platform(), load_average
+    result.versions = versions()
     result.database = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded"
     result.options = {
         f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata
@@ -187,7 +209,7 @@ def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = Non
     options = parse(scenario, argv)
     try:
         result = run(scenario, options)
-    except scenario.errors as error:
+    except ERRORS as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
     print(result.markdown(), end="")

@@ -1,8 +1,6 @@
 """Servers under test as child processes (pgcast, the bare baselines and the peers), and the
 CPU they use (psutil, schedstat)."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import json
@@ -16,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import psutil
@@ -97,15 +95,13 @@ class ServerProcess:
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
-                await self.process.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drain, 5)
-        self.exit_code = self.process.returncode
-        assert self.exit_code is not None
+        self.exit_code = await self.process.wait()
         return self.exit_code
 
-    def exit_problems(self, clean: Sequence[int] = (0,)) -> list[str]:
-        return [] if self.exit_code in clean else [f"{self.name} exited with {self.exit_code}"]
+    def exit_problems(self) -> list[str]:
+        return [] if self.exit_code == 0 else [f"{self.name} exited with {self.exit_code}"]
 
     async def __aenter__(self) -> Any:
         return self
@@ -149,7 +145,7 @@ class PgcastProcess(ServerProcess):
         port: int | None = None,
         tree: Path | None = None,
         name: str = "pgcast serve",
-    ) -> PgcastProcess:
+    ) -> Self:
         """Started and ready (/readyz). `env` overrides the environment (PGCAST_*); `tree`
         runs another checkout's server (on PYTHONPATH, `-P` keeping this one off sys.path)."""
         port = port or free_port()
@@ -175,22 +171,13 @@ class PgcastProcess(ServerProcess):
         """Dev login as each (email, name), a few at a time, each in a cookie jar of its own;
         the user ids and Cookie headers, in the order of `people`."""
         limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
-        async with aiohttp.TCPConnector(limit=rx.CONNECT_CONCURRENCY) as connector:
 
-            async def one(email: str, name: str) -> tuple[int, str]:
-                jar = aiohttp.CookieJar(unsafe=True)
-                async with (
-                    limit,
-                    aiohttp.ClientSession(
-                        connector=connector, connector_owner=False, cookie_jar=jar
-                    ) as http,
-                ):
-                    return await sign_in(http, self.url, email, name)
+        async def one(email: str, name: str) -> tuple[int, str]:
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with limit, aiohttp.ClientSession(cookie_jar=jar) as http:
+                return await sign_in(http, self.url, email, name)
 
-            results = await asyncio.gather(*(one(*p) for p in people), return_exceptions=True)
-        if errors := [r for r in results if isinstance(r, BaseException)]:
-            raise BenchError(f"{len(errors)} of {len(people)} sign-ins failed: {errors[0]!r}")
-        return [r for r in results if not isinstance(r, BaseException)]
+        return await asyncio.gather(*(one(*person) for person in people))
 
     async def metrics(self) -> dict[str, float]:
         """The unlabelled samples of /metrics by name."""
@@ -215,16 +202,17 @@ async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) 
 
 @dataclass(frozen=True)
 class Peer:
+    """A peer of bench/compare.py, listening on the channel its trigger NOTIFYs."""
+
     key: str
     label: str
-    trigger: str
-    channel: str
     argv: tuple[str, ...]  # "{port}" is replaced by the port
 
     async def start(self, database_url: str) -> ServerProcess:
         port = free_port()
+        channel = f"{self.key}_messages"
         env = clean_env(
-            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=self.channel
+            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=channel
         )
         command = [part.replace("{port}", str(port)) for part in self.argv]
         server: ServerProcess = await ServerProcess.spawn(self.label, command, env, port)
@@ -255,13 +243,13 @@ async def frames_burst(
                     await asyncio.sleep(0.02)
             meter.start()
             (await http.post(server.url + "/go" + go)).raise_for_status()
-            completed = await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
+            await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
             usage = await meter.stop()
             delivery = rx.check_delivery(receivers, ids)
         finally:
             await rx.close_sockets(receivers)
     delivery.samples += server.warnings + server.exit_problems()
-    return Burst(delivery, usage, completed)
+    return Burst(delivery, usage)
 
 
 NOISY_OTHERS_PERCENT, SATURATED_PERCENT = 25.0, 90.0
@@ -306,7 +294,7 @@ class Meter:
         self._host: Any = None
 
     @classmethod
-    def for_server(cls, pid: int, postmaster: psutil.Process | None, **more: Any) -> Meter:
+    def for_server(cls, pid: int, postmaster: psutil.Process | None, **more: Any) -> Self:
         """A server under test, this process (the load generator), PostgreSQL with its
         backends when the postmaster is known, and any `more` (name: (process, children))."""
         watched = {"server": (psutil.Process(pid), False), "loadgen": (psutil.Process(), False)}

@@ -1,7 +1,5 @@
 """Writers: paced INSERTs, bursts of multi-row INSERTs, the phases around them, and pgbench."""
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import functools
@@ -74,12 +72,10 @@ def latencies(
 ) -> Latency:
     """receive - commit over every (socket, id) pair committed (and kept)."""
     return Latency.of(
-        [
-            received - committed[found]
-            for r in receivers
-            for received, found in zip(r.times, r.ids, strict=True)
-            if found in committed and keep(r, found)
-        ]
+        received - committed[found]
+        for r in receivers
+        for received, found in zip(r.times, r.ids, strict=True)
+        if found in committed and keep(r, found)
     )
 
 
@@ -146,8 +142,8 @@ async def burst_phase(
         receiver.start_phase(messages, keep_text=receiver.index == 0)
     s.meter.start()
     ids = await asyncio.to_thread(write_burst, s.writer, s.user_id, messages, batch, chars)
-    completed = await rx.wait_delivered(receivers, rx.settle_seconds(messages * len(receivers)))
-    burst = Burst(rx.check_delivery(receivers, ids), await s.meter.stop(), completed)
+    await rx.wait_delivered(receivers, rx.settle_seconds(messages * len(receivers)))
+    burst = Burst(rx.check_delivery(receivers, ids), await s.meter.stop())
     return burst, ids, receivers[0].texts if receivers else []
 
 
@@ -160,11 +156,12 @@ async def cost_phase(
     count: int,
     rate: float,
     write: Callable[[int], int],
-    latency: Callable[[Commits], list[Latency]],
+    latency: Sequence[tuple[Sequence[rx.Receiver], Callable[[Any, int], bool]]],
 ) -> CostPhase:
     """`write` (one transaction, returning its id) paced at `rate`/s while `listening` each
     expect every item and `deaf` none; first a few unreported items warm the path up, then
-    the server goes quiet and its idle CPU is measured for `s.idle_seconds`."""
+    the server goes quiet and its idle CPU is measured for `s.idle_seconds`. One latency per
+    (sockets, keep(socket, id)) of `latency`."""
     idle = 0.0
     if name != "warm-up":
         await cost_phase(s, "warm-up", channel, listening, deaf, 6, 20.0, write, latency)
@@ -178,7 +175,8 @@ async def cost_phase(
     await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
     server, usage = cpu_seconds(s.server.pid) - began, await s.meter.stop()
     sockets, delivery = (len(listening) + len(deaf), len(listening)), rx.check_delivery
-    figures = (count, rate, seconds, server, usage, idle, latency(committed))
+    measured = [latencies(committed, receivers, keep) for receivers, keep in latency]
+    figures = (count, rate, seconds, server, usage, idle, measured)
     unrouted = sum(map(rx.frames_of, deaf))
     return CostPhase(name, channel, *sockets, *figures, delivery(listening, [*committed]), unrouted)
 
@@ -198,16 +196,6 @@ class InsertRate:
     transactions: int
     tx_per_second: float
     failed: int
-
-
-def pgbench_version(pgbench: Path) -> str:
-    """`pgbench --version`, e.g. `pgbench (PostgreSQL) 18.4`."""
-    try:
-        version = subprocess.run([pgbench, "--version"], capture_output=True, text=True, timeout=10)
-        version.check_returncode()
-    except (OSError, subprocess.SubprocessError) as error:
-        raise BenchError(f"{pgbench} --version failed: {error}") from error
-    return version.stdout.strip()
 
 
 @functools.cache
@@ -254,11 +242,9 @@ def pgbench_inserts(
     if done.returncode != 0:
         raise BenchError(f"pgbench -c {writers} exited with {done.returncode}:\n{stderr}")
 
-    def parse(pattern: re.Pattern[str], default: float | None = None) -> float:
+    def parse(pattern: re.Pattern[str]) -> float:
         if found := pattern.search(done.stdout):
             return float(found.group(1))
-        if default is None:
-            raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}")
-        return default
+        raise BenchError(f"no {pattern.pattern!r} in pgbench's output:\n{done.stdout[-2000:]}")
 
-    return InsertRate(writers, int(parse(PROCESSED)), parse(TPS), int(parse(FAILED, 0)))
+    return InsertRate(writers, int(parse(PROCESSED)), parse(TPS), int(parse(FAILED)))

@@ -2,8 +2,6 @@
 Starlette on uvicorn, the endpoint of broadcaster's README. bench/peers/README.md says how it
 works, how to run it and what `GET /ws` and `GET /ready` answer."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
