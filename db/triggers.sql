@@ -250,19 +250,75 @@ $$;
 COMMENT ON FUNCTION pgcast_broadcast_rows() IS
     'Statement trigger of every broadcasting table: records what the written rows broadcast in broadcasts, per pgcast_broadcasts_of(row, operation) (no argument; planned once per session) or per the function its argument names (planned on every call).';
 
-CREATE OR REPLACE FUNCTION pgcast_wake_listeners() RETURNS trigger
+-- A new key for pgcast_notify_key (migration 0010): 32 random bytes from two gen_random_uuid()
+-- (PostgreSQL's strong random source; 244 random bits), zero-padded to SHA-256's block of 64
+-- bytes, XORed with HMAC's ipad (0x36) and opad (0x5c). Servers read the key at start: until
+-- they restart, a changed key only makes them read every notification from the log.
+CREATE OR REPLACE FUNCTION pgcast_new_notify_key() RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    key bytea := decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
+                        'hex');
+    inner_key bytea := '';
+    outer_key bytea := '';
+    byte int;
 BEGIN
-    PERFORM pg_notify('pgcast_events', '');
+    FOR i IN 0..63 LOOP
+        byte := CASE WHEN i < 32 THEN get_byte(key, i) ELSE 0 END;
+        inner_key := inner_key || set_byte('\x00'::bytea, 0, byte # 54);
+        outer_key := outer_key || set_byte('\x00'::bytea, 0, byte # 92);
+    END LOOP;
+    INSERT INTO pgcast_notify_key (inner_key, outer_key) VALUES (inner_key, outer_key)
+    ON CONFLICT (singleton) DO UPDATE SET inner_key = excluded.inner_key,
+                                          outer_key = excluded.outer_key;
+END
+$$;
+
+COMMENT ON FUNCTION pgcast_new_notify_key() IS
+    'Makes a new key for pgcast_notify_key (the first at migrate; run it to change the key, then restart pgcast).';
+
+SELECT pgcast_new_notify_key() WHERE NOT EXISTS (SELECT FROM pgcast_notify_key);
+
+-- The payload is [transaction, statement time in µs, [[id, channel, event, data as text,
+-- origin socket], ...]] for a statement of at most 64 broadcasts, all of its own
+-- transaction, that fits NOTIFY's 8000 bytes, after the 64 hex digits of its HMAC-SHA256
+-- (key in pgcast_notify_key, migration 0010): the listener hands those events to its sockets
+-- as they are, in commit order, with no read of broadcasts. Anything else sends an empty
+-- payload, and the listener reads broadcasts, which has no size limit; PostgreSQL folds
+-- those into one per transaction. SECURITY DEFINER reads the key, which only its owner may.
+CREATE OR REPLACE FUNCTION pgcast_wake_listeners() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    body text;
+    payload text;
+BEGIN
+    IF (SELECT count(*) FROM (SELECT FROM new_broadcasts LIMIT 65) n) <= 64 THEN
+        SELECT json_build_array(
+                   pg_current_xact_id()::text::bigint,
+                   (extract(epoch FROM statement_timestamp()) * 1000000)::bigint,
+                   json_agg(json_build_array(b.id, b.channel, b.event, b.data::text,
+                                             b.origin_socket_id) ORDER BY b.id))::text
+        INTO body
+        FROM new_broadcasts b
+        -- A row written with a transaction id of its own (restored, or by hand) is read.
+        HAVING bool_and(b.tx = pg_current_xact_id());
+        IF octet_length(body) < 8000 - 64 THEN
+            SELECT encode(sha256(k.outer_key || sha256(k.inner_key || convert_to(body, 'UTF8'))),
+                          'hex') || body
+            INTO payload
+            FROM pgcast_notify_key k;
+        END IF;
+    END IF;
+    PERFORM pg_notify('pgcast_events', coalesce(payload, ''));
     RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION pgcast_wake_listeners() IS
-    'Wakes every pgcast listener after a statement added broadcasts (folded to one NOTIFY per transaction).';
+    'Tells every pgcast listener what a statement broadcast: its transaction and events, signed, when they fit in the payload, else nothing (the listener then reads broadcasts).';
 
 CREATE OR REPLACE TRIGGER broadcasts_wake_listeners
-    AFTER INSERT ON broadcasts
+    AFTER INSERT ON broadcasts REFERENCING NEW TABLE AS new_broadcasts
     FOR EACH STATEMENT EXECUTE FUNCTION pgcast_wake_listeners();
 
 CREATE OR REPLACE TRIGGER users_touch_updated_at

@@ -34,7 +34,7 @@ from server.keys import (
     WORKOS,
 )
 from server.metrics import create_metrics
-from server.pg.eventlog import current_position, database_identity
+from server.pg.eventlog import current_position, database_identity, notify_key
 from server.pg.feed import EventFeed
 from server.pg.listener import Listener, check_listen_connection
 from server.pg.policy import DatabaseListenPolicy
@@ -97,6 +97,7 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     # The feed's starting point is fixed before any socket can subscribe.
     async with pool.connection() as conn:
         start = await current_position(conn, app[DATABASE_ID])
+        key = await notify_key(conn)
     # The feed's reader is a connection of its own, always open and used at every wake-up:
     # a pooler would save nothing on it, and it goes beside LISTEN, where its statements
     # may be prepared.
@@ -104,21 +105,24 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
         config.listen_conninfo,
         hub,
         start,
+        key,
         published=lambda seconds: app[METRICS].notify_to_send_seconds.observe(seconds),
         batch_window=config.batch_window_ms / 1000,
     )
     revocations = Revocations(pool, hub)
     app[LISTENER] = listener = Listener(config.listen_conninfo)
-    listener.route(queries.NOTIFY_CHANNEL, feed.wake)
+    listener.route(queries.NOTIFY_CHANNEL, feed.notified)
     listener.route(queries.REVOCATIONS_CHANNEL, revocations.announced)
     listener.route(queries.CLIENT_EVENTS_CHANNEL, client_events.router(hub))
     # Whatever committed or was revoked while LISTEN was down is in the tables.
-    listener.when_listening(feed.wake)
+    listener.when_lost(feed.lost)
+    listener.when_listening(feed.listening)
     listener.when_listening(revocations.check_everything)
     app[METRICS] = create_metrics(
         sockets=hub.__len__,
         reconnects=lambda: listener.reconnects,
         frames=lambda: hub.frames_handed_over,
+        event_log_reads=lambda: feed.reads,
     )
     async with running(feed.run(), "event feed"), running(listener.run(), "listener"):
         try:

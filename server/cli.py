@@ -38,7 +38,7 @@ from server.db import create_pool, describe
 from server.embedded import bundled_psql, embedded_database
 from server.logs import AccessLogger, configure_logging, log_settings
 from server.migrate import migrate
-from server.pg.eventlog import current_position, database_identity
+from server.pg.eventlog import current_position, database_identity, notify_key
 from server.pg.feed import EventFeed
 from server.pg.listener import Listener, check_listen_connection
 from server.pg.replay import catch_up
@@ -465,14 +465,16 @@ async def _tail(config: Config, after: str | None) -> None:
         async with pool.connection() as conn:
             database_id = await database_identity(conn)
             start = await current_position(conn, database_id)
+            key = await notify_key(conn)
         # The path a WebSocket takes, on every channel: subscribed before the catch-up, so
         # nothing falls between the replay and the live events.
         hub = Hub(max_backlog_bytes=1 << 62)
         connection = hub.subscribe_to_everything("tail", CODEC)
-        feed = EventFeed(listen_conninfo, hub, start)
+        feed = EventFeed(listen_conninfo, hub, start, key)
         listener = Listener(listen_conninfo)
-        listener.route(queries.NOTIFY_CHANNEL, feed.wake)
-        listener.when_listening(feed.wake)
+        listener.route(queries.NOTIFY_CHANNEL, feed.notified)
+        listener.when_lost(feed.lost)
+        listener.when_listening(feed.listening)
 
         async def started(_cursor: str) -> None:
             pass

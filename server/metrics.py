@@ -32,7 +32,10 @@ class _CountedElsewhere(Collector):
 
 
 def create_metrics(
-    sockets: Callable[[], int], reconnects: Callable[[], int], frames: Callable[[], int]
+    sockets: Callable[[], int],
+    reconnects: Callable[[], int],
+    frames: Callable[[], int],
+    event_log_reads: Callable[[], int],
 ) -> Metrics:
     registry = CollectorRegistry(auto_describe=True)
     connected = Gauge("pgcast_sockets_connected", "WebSocket clients connected.", registry=registry)
@@ -46,6 +49,14 @@ def create_metrics(
     )
     registry.register(
         _CountedElsewhere("pgcast_frames_delivered", "Broadcast frames written to sockets.", frames)
+    )
+    registry.register(
+        _CountedElsewhere(
+            "pgcast_event_log_reads",
+            "Reads of the event log by live delivery: notifications that carried their events"
+            " signed cost none.",
+            event_log_reads,
+        )
     )
     return Metrics(
         registry=registry,

@@ -25,6 +25,9 @@ SELECT instance_id::text,
 FROM pgcast_instance
 """
 
+# HMAC's inner padded key (migration 0010), from which the key itself is recovered.
+NOTIFY_KEY: Final[LiteralString] = "SELECT inner_key FROM pgcast_notify_key"
+
 CURRENT_POSITION: Final[LiteralString] = """
 SELECT pg_current_snapshot()::text,
        (extract(epoch FROM statement_timestamp()) * 1000000)::bigint

@@ -183,3 +183,41 @@ def test_a_batch_cursor_of_any_database_name_decodes_to_its_position(
     assert Cursor.decode(batch.encode(tx, event_id)) == batch.cursor(tx, event_id)
     # In-progress transactions are written in order, however they were read.
     assert str(prev) == "5:9:6,7"
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    xmin = draw(st.integers(1, 40))
+    xmax = draw(st.integers(xmin, 50))
+    in_progress = draw(st.frozensets(st.integers(xmin, max(xmin, xmax - 1)), max_size=8))
+    xip = frozenset(tx for tx in in_progress if tx < xmax)
+    if xip:
+        xmin = min(xip)
+    return Snapshot(xmin, xmax, xip)
+
+
+def seen(snapshot: Snapshot) -> set[int]:
+    return {tx for tx in range(1, 60) if snapshot.sees(tx)}
+
+
+@given(snapshots(), snapshots())
+def test_sees_all_of_compares_what_two_snapshots_see(a: Snapshot, b: Snapshot) -> None:
+    # Any two, not only two PostgreSQL took one after the other: the feed makes some from
+    # notifications (Snapshot.with_committed).
+    assert a.sees_all_of(b) == (seen(b) <= seen(a))
+
+
+@given(snapshots(), snapshots())
+def test_a_union_sees_what_either_sees_and_parses_back(a: Snapshot, b: Snapshot) -> None:
+    union = a.union(b)
+    assert seen(union) == seen(a) | seen(b)
+    assert Snapshot.parse(union.text) == union
+
+
+@given(snapshots(), st.integers(1, 59))
+def test_with_committed_sees_one_transaction_more(snapshot: Snapshot, tx: int) -> None:
+    later = snapshot.with_committed(tx)
+    assert seen(later) == seen(snapshot) | {tx}
+    assert Snapshot.parse(later.text) == later
+    # Still a batch PostgreSQL's cursors accept: prev before next.
+    Cursor.decode(BatchCursors("db", 1, snapshot, later).encode(tx, 7))

@@ -62,14 +62,41 @@ class Snapshot:
     def sees_all_of(self, other: Snapshot) -> bool:
         """Whether every transaction `other` saw committed, this one did too.
 
-        Both must come from the same database. `xmax` (one past the newest completed
-        transaction) never goes back, and while it stands still transactions only leave
-        the in-progress list, so the snapshot taken later is the one with the larger
-        `xmax`, or with the same `xmax` and fewer transactions in progress.
+        Compared as sets, not by which looks newer: a snapshot the live feed made from a
+        notification (`with_committed`) may see a transaction that a later one PostgreSQL
+        took does not see yet, in either order of their `xmax`.
         """
-        if other.xmax != self.xmax:
-            return other.xmax < self.xmax
-        return self.xip <= other.xip
+        # From this one's xmax on, `other` sees every transaction not in its list.
+        if other.xmax > self.xmax:
+            in_progress_above = sum(1 for tx in other.xip if tx >= self.xmax)
+            if other.xmax - self.xmax > in_progress_above:
+                return False
+        return not any(other.sees(tx) for tx in self.xip)
+
+    def union(self, other: Snapshot) -> Snapshot:
+        """The snapshot that sees what either of the two sees."""
+        xmax = max(self.xmax, other.xmax)
+        xip = frozenset(
+            [tx for tx in self.xip if not other.sees(tx)]
+            + [tx for tx in other.xip if not self.sees(tx)]
+        )
+        return Snapshot(min(xip) if xip else xmax, xmax, xip)
+
+    def with_committed(self, tx: int) -> Snapshot:
+        """This snapshot, and transaction `tx` committed too (a notification said so).
+
+        The transactions between this `xmax` and `tx` stay in progress: of those, the ones
+        that broadcast are told later, each by its own notification, and the others never
+        are, so the list grows with them until the next read of the log replaces it with a
+        snapshot PostgreSQL took (EventFeed keeps it short).
+        """
+        if tx >= self.xmax:
+            xip = self.xip.union(range(self.xmax, tx))
+            xmax = tx + 1
+        else:
+            xip = self.xip - {tx}
+            xmax = self.xmax
+        return Snapshot(min(xip) if xip else xmax, xmax, frozenset(xip))
 
 
 @dataclass(frozen=True)

@@ -270,9 +270,17 @@ class Connection:
         key = (event.id, seen_by, self.codec)
         if reframed is not None and key in reframed:
             return reframed[key]
+        # The batch's end seen by the feed may not see all `seen_by` saw (one made from
+        # notifications lists as in progress whatever did not broadcast since its last read).
         wire = self.codec.encode_at(
             event,
-            Cursor(position.database, position.taken_at_us, seen_by, position.next, position.after),
+            Cursor(
+                position.database,
+                position.taken_at_us,
+                seen_by,
+                position.next.union(seen_by),
+                position.after,
+            ),
         )
         if reframed is not None:
             reframed[key] = wire

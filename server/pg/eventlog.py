@@ -8,12 +8,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
+import psycopg
+
 from server import queries
 from server.core.cursor import BatchCursors, Cursor, CursorError, Snapshot
 from server.core.events import Event
 from server.db import DbConnection
 
 log = logging.getLogger(__name__)
+
+HMAC_INNER_PAD = 0x36
 
 
 async def database_identity(conn: DbConnection) -> str:
@@ -33,6 +37,22 @@ async def database_identity(conn: DbConnection) -> str:
     if row is None:
         raise RuntimeError("pgcast_instance is empty; run `pgcast migrate`")
     return hashlib.sha256(f"{row[0]}:{row[1]}".encode()).hexdigest()[:16]
+
+
+async def notify_key(conn: DbConnection) -> bytes | None:
+    """The key that signs what notifications carry (db/triggers.sql), or None when this role
+    may not read it or the database has none: every notification is then read from the log."""
+    try:
+        cursor = await conn.execute(queries.NOTIFY_KEY)
+        row = await cursor.fetchone()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable) as error:
+        log.warning("events are read from the log on every notification: %s", error)
+        return None
+    if row is None:
+        return None
+    inner_key: bytes = row[0]
+    # HMAC pads a 32-byte key with zeros to SHA-256's 64-byte block before the XOR.
+    return bytes(byte ^ HMAC_INNER_PAD for byte in inner_key[:32])
 
 
 async def current_position(conn: DbConnection, database: str) -> Cursor:

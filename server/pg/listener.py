@@ -43,6 +43,7 @@ class Listener:
         self._conninfo = conninfo
         self._routes: dict[str, NotifyHandler] = {}
         self._on_listening: list[Callable[[], None]] = []
+        self._on_lost: list[Callable[[], None]] = []
         self._listening = asyncio.Event()
         self._backend: Backend | None = None
         self.reconnects = 0
@@ -55,6 +56,12 @@ class Listener:
         """Call `callback` each time LISTEN is in place, the first time and after every
         reconnect: whatever it missed meanwhile must be caught up from the tables."""
         self._on_listening.append(callback)
+
+    def when_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` before each LISTEN connection is made, the first and every
+        reconnect: notifications may have been missed from then until the next
+        `when_listening` callback, even those that come with the replies to LISTEN."""
+        self._on_lost.append(callback)
 
     @property
     def listening(self) -> bool:
@@ -71,6 +78,8 @@ class Listener:
     async def run(self) -> None:
         failures = 0
         while True:
+            for callback in self._on_lost:
+                self._call(callback, "losing LISTEN")
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     self._conninfo,
