@@ -29,6 +29,17 @@ async def live_socket(client_factory: Any) -> Any:
     return await client.connect()
 
 
+async def delivering(
+    server: RunningServer, client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> tuple[Any, int, float]:
+    """A socket that has had a first message, its author, and the reads counted so far."""
+    socket = await live_socket(client_factory)
+    user_id = await create_user(db)
+    await insert(db, user_id, "first")
+    assert await contents(socket, 1) == ["first"]
+    return socket, user_id, await reads(server)
+
+
 async def insert(db: psycopg.AsyncConnection[Any], user_id: int, content: str) -> None:
     await db.execute("INSERT INTO messages (user_id, content) VALUES (%s, %s)", [user_id, content])
 
@@ -36,11 +47,7 @@ async def insert(db: psycopg.AsyncConnection[Any], user_id: int, content: str) -
 async def test_one_statement_at_a_time_reaches_sockets_without_a_read(
     server: RunningServer, client_factory: Any, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    socket = await live_socket(client_factory)
-    user_id = await create_user(db)
-    await insert(db, user_id, "first")
-    assert await contents(socket, 1) == ["first"]
-    before = await reads(server)
+    socket, user_id, before = await delivering(server, client_factory, db)
 
     for n in range(20):
         await insert(db, user_id, f"m{n}")
@@ -51,11 +58,7 @@ async def test_one_statement_at_a_time_reaches_sockets_without_a_read(
 async def test_a_statement_too_large_to_carry_is_read_from_the_log(
     server: RunningServer, client_factory: Any, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    socket = await live_socket(client_factory)
-    user_id = await create_user(db)
-    await insert(db, user_id, "first")
-    assert await contents(socket, 1) == ["first"]
-    before = await reads(server)
+    socket, user_id, before = await delivering(server, client_factory, db)
 
     # One row past NOTIFY's 8000 bytes, then 65 rows in one statement (64 are carried).
     await insert(db, user_id, "x" * 9000)
