@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
-from tests.conftest import RunningServer, create_user
+from tests.conftest import Client, RunningServer, create_user, server_config, start_server
 from tests.test_observability import scrape
 
 
@@ -176,3 +179,43 @@ async def test_concurrent_writers_arrive_once_live_and_in_a_replay(
         for k in range(4):
             mine = [c for c in sequence if c.startswith(f"w{k}-")]
             assert mine == sorted(mine, key=lambda c: (int(c.split("-")[1]), c.endswith("again")))
+
+
+async def test_a_server_whose_role_may_not_read_the_key_reads_every_notification(
+    database_url: str,
+    tmp_path: Path,
+    unused_tcp_port: int,
+    db: psycopg.AsyncConnection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    role = f"pgcast_keyless_{os.getpid()}_{unused_tcp_port}"
+    try:
+        await db.execute(f"CREATE ROLE {role} LOGIN")
+    except psycopg.errors.InsufficientPrivilege:
+        pytest.skip("DATABASE_URL's role may not create roles (CREATEROLE)")
+    try:
+        await db.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        await db.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        await db.execute(f"REVOKE ALL ON pgcast_notify_key FROM {role}")
+        url = psycopg.conninfo.make_conninfo(database_url, user=role)
+        server = await start_server(server_config(url, tmp_path, unused_tcp_port))
+        reader = Client(server.endpoint)
+        try:
+            socket, user_id, before = await delivering(server, lambda: reader, db)
+            for n in range(3):
+                await insert(db, user_id, f"m{n}")
+            assert await contents(socket, 3) == ["m0", "m1", "m2"]
+            # Signed notifications it cannot check send it to the log (a read may carry several).
+            assert await reads(server) > before
+            assert "permission denied for table pgcast_notify_key" in caplog.text
+        finally:
+            await reader.close()
+            await server.runner.cleanup()
+    finally:
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [role]
+        )
+        await db.execute(f"DROP OWNED BY {role}")
+        await db.execute(f"DROP ROLE {role}")
