@@ -1,17 +1,15 @@
-"""The baselines: WebSocket frames pushed by a server with no pgcast in it, stdlib asyncio
-or `--aiohttp`. bench/README.md says what it answers and how it sends.
+"""The baseline: WebSocket frames pushed by a bare asyncio socket server, no pgcast in it.
+bench/README.md says what it answers and how it sends.
 
-    python -m bench.bare_socket_server --port P --frames FILE [--aiohttp]
+    python -m bench.bare_socket_server --port P --frames FILE
 """
 
 import argparse
 import asyncio
 import json
 import signal
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from bench.lib.receivers import HOST, accept_key
@@ -28,12 +26,12 @@ class Sockets:
     """The open WebSockets and the tasks sending to them."""
 
     def __init__(self) -> None:
-        self.open: set[Any] = set()
+        self.open: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def go(self, send: Callable[[Any], Awaitable[None]]) -> int:
-        for socket in list(self.open):
-            task = asyncio.create_task(send(socket))
+    def go(self, chunks: list[bytes]) -> int:
+        for connection in list(self.open):
+            task = asyncio.create_task(connection.send_all(chunks))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         return len(self.open)
@@ -104,7 +102,7 @@ class Connection(asyncio.Protocol):
         if (method, url.path) == ("POST", "/go"):
             k = max(1, int(parse_qs(url.query).get("per_write", ["1"])[-1]))
             chunks = [b"".join(self.frames[i : i + k]) for i in range(0, len(self.frames), k)]
-            body["sockets"] = self.sockets.go(lambda connection: connection.send_all(chunks))
+            body["sockets"] = self.sockets.go(chunks)
         elif (method, url.path) != ("GET", "/ready"):
             status, body = "404 Not Found", {"no such route": 0}
         content = json.dumps(body).encode()
@@ -124,7 +122,6 @@ async def serve(port: int, frames: list[str]) -> None:
     listener = await loop.create_server(
         lambda: Connection(sockets, encoded), HOST, port, backlog=1024
     )
-    print(f"bare serving {HOST}:{port} ({len(frames)} frames)", file=sys.stderr, flush=True)
     await stop.wait()
     # Not `async with`/wait_closed: from Python 3.12 that also waits for every connection.
     listener.close()
@@ -135,52 +132,9 @@ async def serve(port: int, frames: list[str]) -> None:
         connection.transport.abort()
 
 
-def serve_aiohttp(port: int, frames: list[str]) -> None:
-    from aiohttp import web
-
-    sockets = Sockets()
-
-    async def websocket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(compress=False)
-        await ws.prepare(request)
-        await ws.send_str(CONNECTED)
-        sockets.open.add(ws)
-        try:
-            async for _ in ws:
-                pass
-        finally:
-            sockets.open.discard(ws)
-        return ws
-
-    async def send_all(ws: web.WebSocketResponse) -> None:
-        for text in frames:
-            await ws.send_str(text)
-
-    async def go(request: web.Request) -> web.Response:
-        return web.json_response({"sockets": sockets.go(send_all)})
-
-    async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"sockets": len(sockets.open)})
-
-    async def shutdown(app: web.Application) -> None:
-        for task in list(sockets.tasks):
-            task.cancel()
-        await asyncio.gather(*(ws.close() for ws in list(sockets.open)), return_exceptions=True)
-
-    app = web.Application()
-    app.add_routes([web.get("/ws", websocket), web.post("/go", go), web.get("/ready", ready)])
-    app.on_shutdown.append(shutdown)
-    web.run_app(app, host=HOST, port=port, access_log=None, print=None, shutdown_timeout=5)
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--frames", type=Path, required=True)
-    parser.add_argument("--aiohttp", action="store_true", help="the aiohttp baseline")
     args = parser.parse_args()
-    frames = json.loads(args.frames.read_text())
-    if args.aiohttp:
-        serve_aiohttp(args.port, frames)
-    else:
-        asyncio.run(serve(args.port, frames))
+    asyncio.run(serve(args.port, json.loads(args.frames.read_text())))

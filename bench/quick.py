@@ -1,5 +1,5 @@
-"""Quick: commit->socket latency at a steady rate and a burst, against a bare aiohttp server.
-bench/README.md says how it is measured."""
+"""Quick: commit->socket latency at a steady rate and a burst, against a bare asyncio socket
+server. bench/README.md says how it is measured."""
 
 from dataclasses import dataclass
 
@@ -43,7 +43,7 @@ class QuickResult(Result):
                 f"fan-out burst | {f.delivery.expected_per_socket} messages in INSERTs of "
                 f"{o['batch']} rows",
                 f"**pgcast fan-out frames/s** | **{render.rate(f.frames_per_second)}**",
-                "**baseline frames/s** (bare aiohttp, same frames) | "
+                "**baseline frames/s** (a bare asyncio socket server, same frames) | "
                 f"**{render.rate(b.frames_per_second)}**",
                 f"**pgcast / baseline** | **{render.num(self.ratio, 2)}**",
                 "server CPU per frame (µs): pgcast / baseline | "

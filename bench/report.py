@@ -25,7 +25,7 @@ HEADINGS = {
     "resume": "## Replay",
     "idle_sockets": "## Idle sockets",
     "compare": "## Peers on the same load",
-    "quick": "## Quick: against a bare aiohttp server",
+    "quick": "## Quick: against a bare asyncio socket server",
     "slow_consumer": "## A slow consumer",
     "channels": "## Channels: a broadcast beside other channels' sockets",
     "versus_previous": "## Against a previous commit",

@@ -51,7 +51,7 @@ class ResumeResult(Result):
             f"{BACKLOG_BATCH:,} per INSERT, 1 socket",
             "**replay events/s** (connection made → last frame) | "
             f"**{render.rate(replay.events_per_second)}** (target {TARGET:,.0f})",
-            "**bare socket events/s** (bare aiohttp, the same frames, 1 socket) | "
+            "**bare socket events/s** (a bare asyncio socket server, the same frames, 1 socket) | "
             f"**{render.rate(bare.frames_per_second)}**",
             f"**replay / bare socket** | **{render.num(self.ratio_to_bare_socket, 2)}**",
             "server CPU per event (µs): pgcast replay / bare socket | "

@@ -221,17 +221,16 @@ class Peer:
 
 
 async def frames_burst(
-    frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, per_write: int = 0
+    frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, per_write: int = 1
 ) -> Burst:
-    """bench/bare_socket_server.py, a server with no pgcast in it (aiohttp, or with `per_write`
-    K the stdlib one writing K frames at a time), sends `frames` to `sockets` new sockets as
-    fast as it can; the delivery is checked against `ids`, the server's exit with it."""
+    """bench/bare_socket_server.py, a bare asyncio socket server with no pgcast in it, sends
+    `frames` to `sockets` new sockets as fast as it can, `per_write` frames per write; the
+    delivery is checked against `ids`, the server's exit with it."""
     path, port = workdir / "baseline-frames.json", free_port()
     await asyncio.to_thread(path.write_text, json.dumps(frames))
     command = [sys.executable, "-m", "bench.bare_socket_server", "--frames", str(path)]
-    command += ["--port", str(port), *([] if per_write else ["--aiohttp"])]
-    name, go = "bare socket server" if per_write else "aiohttp baseline", f"?per_write={per_write}"
-    server = await ServerProcess.spawn(name, command, dict(os.environ), port)
+    command += ["--port", str(port)]
+    server = await ServerProcess.spawn("bare socket server", command, dict(os.environ), port)
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
@@ -242,7 +241,7 @@ async def frames_burst(
                 while (await (await http.get(server.url + "/ready")).json())["sockets"] < sockets:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
             meter.start()
-            (await http.post(server.url + "/go" + go)).raise_for_status()
+            (await http.post(f"{server.url}/go?per_write={per_write}")).raise_for_status()
             await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
             usage = await meter.stop()
             delivery = rx.check_delivery(receivers, ids)
