@@ -2,11 +2,9 @@
 bench/README.md says how it is measured."""
 
 import asyncio
-import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import aiohttp
 import psutil
 
 from bench.lib import receivers as rx
@@ -52,9 +50,7 @@ class Count:
     stop_reason: str = ""
     rss_before: int = 0
     rss_after: int = 0
-    # /readyz's status and socket count, and /metrics' pgcast_sockets_connected
-    ready: tuple[int, int | None, float] = (0, None, math.nan)
-    broadcasts: list[Broadcast] = field(default_factory=list)
+    broadcast: Broadcast | None = None
 
     @property
     def kib_per_socket(self) -> float:
@@ -65,17 +61,14 @@ class Count:
         found = []
         if self.opened < self.target:
             found.append(f"{label}: only {self.opened:,} opened ({self.stop_reason})")
-        for number, b in enumerate(self.broadcasts, start=1):
-            found += b.delivery.problems(f"{label}: broadcast {number}")
-        if self.ready != (200, self.opened, self.opened):
-            found.append(f"{label}: /readyz and /metrics answered {self.ready}")
+        if self.broadcast is not None:
+            found += self.broadcast.delivery.problems(f"{label}: broadcast")
         return found
 
 
-def _broadcast(c: Count, number: int) -> str:
-    if len(c.broadcasts) < number:
+def _broadcast(c: Count) -> str:
+    if (b := c.broadcast) is None:
         return "n/a"
-    b = c.broadcasts[number - 1]
     per_socket = 1000 * b.server_cpu_ms / max(1, c.opened)
     return (
         f"{b.first_ms:.1f} / **{b.last_ms:.1f}**; {b.server_cpu_ms:.1f} "
@@ -89,11 +82,7 @@ ROWS = {
         f"{c.rss_before / 2**20:.1f} / {c.rss_after / 2**20:.1f}"
     ),
     "**memory per idle socket (KiB)**": lambda c: f"**{c.kib_per_socket:.1f}**",
-    "/readyz, its sockets; sockets metric": lambda c: "{}, {}; {:.0f}".format(*c.ready),
-    "**broadcast: commit → first / last socket (ms); server CPU (ms); delivery**": lambda c: (
-        _broadcast(c, 1)
-    ),
-    "second broadcast, the same": lambda c: _broadcast(c, 2),
+    "**broadcast: commit → first / last socket (ms); server CPU (ms); delivery**": _broadcast,
 }
 
 
@@ -127,7 +116,7 @@ async def broadcast_once(s: Session, receivers: list[rx.Receiver]) -> Broadcast:
 
 
 async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, list[str]]:
-    """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then broadcasts."""
+    """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then a broadcast."""
     async with pgcast_session(run) as s:
         process, c = psutil.Process(s.server.pid), Count(target)
         warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
@@ -144,12 +133,8 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
                 c.stop_reason = f"{len(errors)} failed, the first: {errors[0]!r}"
             c.opened = len(receivers)
             c.rss_after = await settled_rss(process)
-            connected = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, KeyError):
-                async with asyncio.timeout(10), s.server.http.get(s.server.url + "/readyz") as r:
-                    c.ready = r.status, (await r.json())["checks"]["sockets"], connected
             if receivers:
-                c.broadcasts += [await broadcast_once(s, receivers) for _ in range(2)]
+                c.broadcast = await broadcast_once(s, receivers)
         finally:
             await rx.close_sockets(receivers)
     return c, c.problems() + s.server.exit_problems()
