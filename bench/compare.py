@@ -1,11 +1,8 @@
 """pgcast against two peers on the same database, clients and messages: encode/broadcaster and
 a Node pg + ws server, steady rows and a burst. bench/README.md says how it is measured."""
 
-import asyncio
 import importlib.util
-import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,23 +106,12 @@ class CompareResult(Result):
         ]
 
 
-def set_up_peer(key: str) -> None:
-    if key == "broadcaster":
-        if missing := [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]:
-            raise BenchError(f"the broadcaster peer needs {', '.join(missing)}: make bench-install")
-        return
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        raise BenchError("the Node peer needs Node.js 20+ and npm on PATH")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    if int(version.lstrip("v").split(".")[0] or 0) < 20:
-        raise BenchError(f"the Node peer needs Node.js 20+, found {version}")
-    stamp, lock = NODE_DIR / "node_modules" / ".package-lock.json", NODE_DIR / "package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
-        npm_ci = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-        done = subprocess.run(npm_ci, cwd=NODE_DIR, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BenchError(f"npm ci in {NODE_DIR} failed: {done.stderr.strip()[-2000:]}")
+def check_peers() -> None:
+    """Both peers installed (`make bench-install`), before anything runs."""
+    missing = [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]
+    missing += [] if (NODE_DIR / "node_modules").is_dir() else [f"{NODE_DIR}/node_modules"]
+    if missing:
+        raise BenchError(f"the peers need {', '.join(missing)}: run make bench-install")
 
 
 def database_url(conninfo: str) -> str:
@@ -154,7 +140,6 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
             server = pgcast = await PgcastProcess.start(run.conninfo, run.workdir)
             user_id, cookie = await pgcast.sign_in()
         else:
-            await asyncio.to_thread(set_up_peer, key)
             server = await PEERS[key].start(database_url(run.conninfo))
             user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
         s = Session(server, Meter.for_server(server.pid, run.postmaster), user_id, cookie, writer)
@@ -166,7 +151,6 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
                 steady = await steady_phase(s, fleet.receivers, messages, rate, o.content_chars)
                 result.rows.append(steady)
                 await fleet.settle()
-                print(f"compare: {key} {sockets} x {rate:g}/s done", file=sys.stderr)
             await fleet.ensure(o.sockets)
             result.burst, _, _ = await burst_phase(
                 s, fleet.receivers, o.burst, o.batch, o.content_chars
@@ -208,6 +192,7 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
 
 
 async def measure(run: runner.Run[Options]) -> CompareResult:
+    check_peers()
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
     runs = [await run_server(key, run) for key in LABELS]
