@@ -2,7 +2,6 @@
 bench/README.md says how it is measured."""
 
 import itertools
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
@@ -89,7 +88,6 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
         phases.append(
             await cost_phase(s, name, channel, listening, deaf, count, rate, write, latency)
         )
-        print(f"channels: ({name}) {phases[-1].net_server_us:,.0f} µs/broadcast", file=sys.stderr)
 
     async with pgcast_session(run, autocommit=True, idle_seconds=o.idle_seconds) as s:
         try:

@@ -1,7 +1,6 @@
 """Fan-out: S sockets x R messages/s, small and large messages, up to saturation.
 bench/README.md says how it is measured."""
 
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
@@ -120,7 +119,6 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
                     burst, _, _ = await burst_phase(s, fleet.receivers, messages, BURST_BATCH, size)
                     await fleet.settle()
                     bursts.append(SizedBurst(count, size, messages, burst))
-                    print(f"fanout: {count} sockets, {size} B done", file=sys.stderr)
         finally:
             await close_sockets(fleet.receivers)
     problems = s.server.exit_problems()

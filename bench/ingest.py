@@ -2,7 +2,6 @@
 bench/README.md says how it is measured."""
 
 import asyncio
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +114,6 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
                     written, _ = await asyncio.to_thread(ids, s.writer, "SELECT id FROM messages")
                     got = await fleet.call("finish", written, DRAIN_SECONDS)
                     ingests.append(Ingest(writers, opened, limit, rate, got))
-                    print(f"ingest: {writers} writers, {sockets} sockets", file=sys.stderr)
             await fleet.call("start", o.bulk_rows)
             bulk = {"user_id": s.user_id, "rows": o.bulk_rows, "chars": o.content_bytes}
             written, committed = await asyncio.to_thread(ids, s.writer, BULK_INSERT, **bulk)

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -176,9 +175,8 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
             lasts.append(max(times, default=math.nan))
             seen, expected = seen + len(times), expected + len(others)
             await asyncio.sleep(o.spacing)  # spacing the changes, not waiting for an event
-        usage, last = await meter.stop(), Latency.of(lasts)
-        print(f"presence: {event}, to the last member p50 {last.p50:.1f} ms", file=sys.stderr)
-        return Changes(event, len(users), expected, seen, Latency.of(firsts), last, usage, {})
+        first, last = Latency.of(firsts), Latency.of(lasts)
+        return Changes(event, len(users), expected, seen, first, last, await meter.stop(), {})
 
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(await psycopg.AsyncConnection.connect(run.conninfo))
