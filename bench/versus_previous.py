@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
@@ -126,11 +125,8 @@ def migrate_tree(path: Path, conninfo: str, data_dir: Path) -> None:
     if done.returncode != 0:
         raise BenchError(f"{path}'s migrate failed: {done.stderr.strip()[-500:]}")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        # The event log is `broadcasts` since channels, `message_events` before.
-        row = conn.execute("SELECT to_regclass('broadcasts') IS NOT NULL").fetchone()
-        table = sql.Identifier("broadcasts" if row and row[0] else "message_events")
         # Both trees' replays are planned alike: on statistics ANALYZEd after the backlog.
-        conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(table))
+        conn.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
 
 
 async def measure_tree(
