@@ -45,31 +45,20 @@ class Broadcast:
 
 @dataclass
 class Count:
-    target: int
-    opened: int = 0
-    stop_reason: str = ""
-    rss_before: int = 0
-    rss_after: int = 0
+    target: int  # sockets, every one opened
+    rss_before: int
+    rss_after: int
     broadcast: Broadcast | None = None
 
     @property
     def kib_per_socket(self) -> float:
-        return (self.rss_after - self.rss_before) / self.opened / 1024 if self.opened else math.nan
-
-    def problems(self) -> list[str]:
-        label = f"{self.target:,} sockets"
-        found = []
-        if self.opened < self.target:
-            found.append(f"{label}: only {self.opened:,} opened ({self.stop_reason})")
-        if self.broadcast is not None:
-            found += self.broadcast.delivery.problems(f"{label}: broadcast")
-        return found
+        return (self.rss_after - self.rss_before) / self.target / 1024
 
 
 def _broadcast(c: Count) -> str:
     if (b := c.broadcast) is None:
         return "n/a"
-    per_socket = 1000 * b.server_cpu_ms / max(1, c.opened)
+    per_socket = 1000 * b.server_cpu_ms / c.target
     return (
         f"{b.first_ms:.1f} / **{b.last_ms:.1f}**; {b.server_cpu_ms:.1f} "
         f"({per_socket:.1f} µs per socket); {render.ok(b.delivery.ok)}"
@@ -77,7 +66,6 @@ def _broadcast(c: Count) -> str:
 
 
 ROWS = {
-    "sockets open / asked": lambda c: f"{c.opened:,} / {c.target:,}",
     "server RSS before / with the idle sockets (MiB)": lambda c: (
         f"{c.rss_before / 2**20:.1f} / {c.rss_after / 2**20:.1f}"
     ),
@@ -118,26 +106,23 @@ async def broadcast_once(s: Session, receivers: list[rx.Receiver]) -> Broadcast:
 async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, list[str]]:
     """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then a broadcast."""
     async with pgcast_session(run) as s:
-        process, c = psutil.Process(s.server.pid), Count(target)
+        process = psutil.Process(s.server.pid)
         warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
         warm_up = await broadcast_once(s, warm)
         await rx.close_sockets(warm)
         if not warm_up.delivery.ok:
             raise BenchError(f"warm-up message not delivered: {warm_up.delivery.describe()}")
-        c.rss_before = await settled_rss(process)
-        receivers, errors = await rx.try_open_sockets(
+        rss_before = await settled_rss(process)
+        receivers = await rx.open_sockets(
             s.server.port, "/ws", s.cookie, target, concurrency=run.options.batch
         )
         try:
-            if errors:
-                c.stop_reason = f"{len(errors)} failed, the first: {errors[0]!r}"
-            c.opened = len(receivers)
-            c.rss_after = await settled_rss(process)
-            if receivers:
-                c.broadcast = await broadcast_once(s, receivers)
+            c = Count(target, rss_before, await settled_rss(process))
+            c.broadcast = await broadcast_once(s, receivers)
         finally:
             await rx.close_sockets(receivers)
-    return c, c.problems() + s.server.exit_problems()
+    problems = c.broadcast.delivery.problems(f"{target:,} sockets: broadcast")
+    return c, problems + s.server.exit_problems()
 
 
 async def measure(run: runner.Run[Options]) -> IdleResult:

@@ -78,7 +78,7 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
     result = smoke[0](idle_sockets)
     assert result.problems == []
     [count] = result.counts
-    assert count.opened == 50
+    assert count.target == 50
     assert count.broadcast is not None
     assert count.broadcast.delivery.ok
     assert count.broadcast.delivery.frames == 50

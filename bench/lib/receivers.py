@@ -38,10 +38,6 @@ def message_id(payload: bytes) -> int | None:
         if payload.startswith(prefix):
             with contextlib.suppress(ValueError):
                 return int(payload[len(prefix) : payload.find(b",", len(prefix))])
-    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-        frame = json.loads(payload)
-        found = frame["data"]["message"]["id"] if frame.get("event") == "new-message" else None
-        return found if isinstance(found, int) else None
     return None
 
 
@@ -284,7 +280,7 @@ def frames_of(receiver: Receiver) -> int:
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
-async def try_open_sockets(
+async def open_sockets(
     port: int,
     path: str,
     cookie: str | None,
@@ -295,10 +291,10 @@ async def try_open_sockets(
     factory: Callable[[int, bytes, str], Receiver] = Receiver,
     expected: int = 0,
     keep_text: bool = False,
-) -> tuple[list[Receiver], list[BaseException]]:
+) -> list[Receiver]:
     """`count` sockets (`factory(index, upgrade request, expected accept)`), `concurrency`
     handshakes at a time, each past its `connected` frame, its phase started first (frames
-    in the same read count); those that opened, by index, and the errors of the others."""
+    in the same read count), by index; if any fails, all are closed and BenchError raised."""
     loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
     failed: list[Receiver] = []
@@ -317,20 +313,10 @@ async def try_open_sockets(
 
     indexes = range(first_index, first_index + count)
     results = await asyncio.gather(*(connect(i) for i in indexes), return_exceptions=True)
-    await close_sockets(failed)
-    receivers.sort(key=lambda r: r.index)
-    return receivers, [r for r in results if isinstance(r, BaseException)]
-
-
-async def open_sockets(
-    port: int, path: str, cookie: str | None, count: int, **options: Any
-) -> list[Receiver]:
-    """Like try_open_sockets, but any failure closes them all and raises BenchError."""
-    receivers, errors = await try_open_sockets(port, path, cookie, count, **options)
-    if errors:
-        await close_sockets(receivers)
+    if errors := [r for r in results if isinstance(r, BaseException)]:
+        await close_sockets([*failed, *receivers])
         raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
-    return receivers
+    return sorted(receivers, key=lambda r: r.index)
 
 
 async def open_each(
