@@ -152,7 +152,8 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
             latency, usage = latencies(committed, receivers), await s.meter.stop()
             b_delivery = rx.check_delivery(receivers, [*committed])
-            b = Steady(len(committed), o.rate, len(committed) / seconds, latency, b_delivery, usage)
+            achieved = len(committed) / seconds
+            b = Steady(b_delivery, usage, len(committed), o.rate, achieved, latency)
             if follower is None:
                 # Never closed as slow: dropped, and the resume still checked.
                 stalled.abort()

@@ -105,23 +105,6 @@ class Delivery:
 
 
 @dataclass
-class Steady:
-    """Messages at a steady rate, one transaction each: commit→socket over every (socket,
-    message) pair."""
-
-    messages: int
-    target_rate: float
-    achieved_rate: float
-    latency: Latency
-    delivery: Delivery
-    usage: Usage
-
-    @property
-    def server_us_per_frame(self) -> float:
-        return self.usage.us_per("server", self.delivery.frames)
-
-
-@dataclass
 class Burst:
     """Messages as fast as they go: frames/s to every socket and server CPU per frame. A
     socket still waiting when the time allowed ran out shows as losses in the delivery."""
@@ -144,6 +127,17 @@ class Burst:
     @property
     def ok(self) -> bool:
         return self.delivery.ok
+
+
+@dataclass
+class Steady(Burst):
+    """Messages at a steady rate, one transaction each: commit→socket over every (socket,
+    message) pair."""
+
+    messages: int
+    target_rate: float
+    achieved_rate: float
+    latency: Latency
 
 
 @dataclass
