@@ -37,7 +37,6 @@ class Step:
 class SizedBurst:
     sockets: int
     content_bytes: int
-    messages: int
     burst: Burst
 
 
@@ -54,7 +53,7 @@ class FanoutResult(Result):
             for s, t in ((s, s.steady) for s in self.steps)
         ]
         bursts = [
-            f"{b.sockets:,} | {b.content_bytes:,} | {b.messages} | "
+            f"{b.sockets:,} | {b.content_bytes:,} | {b.burst.delivery.expected_per_socket} | "
             f"{render.rate(b.burst.frames_per_second)} | {render.us(b.burst.server_us_per_frame)} "
             f"| {render.ok(b.burst.ok)}"
             for b in self.bursts
@@ -118,7 +117,7 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
                     messages = max(MIN_BURST, min(MAX_BURST, wanted))
                     burst, _, _ = await burst_phase(s, fleet.receivers, messages, BURST_BATCH, size)
                     await fleet.settle()
-                    bursts.append(SizedBurst(count, size, messages, burst))
+                    bursts.append(SizedBurst(count, size, burst))
         finally:
             await close_sockets(fleet.receivers)
     problems = s.server.exit_problems()

@@ -32,14 +32,12 @@ class QuickResult(Result):
 
     def render(self) -> list[str]:
         t, f, b, o = self.latency, self.fanout, self.baseline, self.options
-        cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
                 f"setup | {o['sockets']} sockets, 1 user, {o['content_chars']}-char messages",
                 "latency: messages, target / achieved rate | "
                 f"{t.messages}, {t.target_rate:.0f} / {t.achieved_rate:.0f} msg/s",
                 f"**commit→socket p50 / p99 (ms)** | **{render.ms(t.latency)}**",
-                f"latency phase CPU (% of one core) | {render.cpu(t.usage, *cpus)}",
                 f"fan-out burst | {f.delivery.expected_per_socket} messages in INSERTs of "
                 f"{o['batch']} rows",
                 f"**pgcast fan-out frames/s** | **{render.rate(f.frames_per_second)}**",
@@ -48,7 +46,6 @@ class QuickResult(Result):
                 f"**pgcast / baseline** | **{render.num(self.ratio, 2)}**",
                 "server CPU per frame (µs): pgcast / baseline | "
                 f"{render.us(f.server_us_per_frame)} / {render.us(b.server_us_per_frame)}",
-                f"fan-out CPU (% of one core) | {render.cpu(f.usage, *cpus)}",
                 "delivery check latency / fan-out / baseline | "
                 + " / ".join(render.ok(ok) for ok in (t.delivery.ok, f.ok, b.ok)),
             ]

@@ -54,9 +54,6 @@ class ResumeResult(Result):
             "**bare socket events/s** (a bare asyncio socket server, the same frames, 1 socket) | "
             f"**{render.rate(bare.frames_per_second)}**",
             f"**replay / bare socket** | **{render.num(self.ratio_to_bare_socket, 2)}**",
-            "server CPU per event (µs): pgcast replay / bare socket | "
-            f"{render.us(replay.burst.server_us_per_frame)} / "
-            f"{render.us(bare.server_us_per_frame)}",
             "delivery check replay / bare socket | "
             f"{render.ok(replay.burst.ok)} / {render.ok(bare.ok)}",
         ]

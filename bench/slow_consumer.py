@@ -84,7 +84,6 @@ class SlowResult(Result):
         closed = "**NOT CLOSED as slow**"
         if self.closed_after_s is not None:
             closed = f"after {self.closed_after_s:.2f} s stalled, close code {self.close_code}"
-        cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
                 f"setup | {o['sockets']:.0f} reading sockets + 1 stalled, "
@@ -96,8 +95,6 @@ class SlowResult(Result):
                 "**commit→socket p50 / p99 (ms), A: no stalled socket / B: one** | "
                 f"{render.ms(a.latency)} / {render.ms(b.latency)}",
                 f"**p99 with / without the stalled socket** | **{render.num(self.p99_ratio, 2)}**",
-                f"CPU (% of one core) A / B | {render.cpu(a.usage, *cpus)} / "
-                f"{render.cpu(b.usage, *cpus)}",
                 f"**stalled socket closed as slow** | {closed}",
                 "**resumed socket: every message of B, exactly once, in order** | "
                 + ("FAIL" if r is None else f"{render.ok(r.ok)} ({r.frames} of {b.messages})"),
