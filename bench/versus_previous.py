@@ -2,7 +2,6 @@
 bench/README.md says how it is measured."""
 
 import asyncio
-import contextlib
 import dataclasses
 import io
 import statistics
@@ -97,13 +96,9 @@ def git(*arguments: str, text: bool = True) -> Any:
 
 
 def default_baseline() -> str:
-    """The merge-base of HEAD and main (or origin/main, in a clone whose main is only the
-    remote's); on main itself, or with neither, the commit before HEAD."""
-    for branch in ("main", "origin/main"):
-        with contextlib.suppress(BenchError):
-            if (base := git("merge-base", "HEAD", branch)) != git("rev-parse", "HEAD"):
-                return base
-    return git("rev-parse", "HEAD^")
+    """The merge-base of HEAD and main; on main itself, the commit before HEAD."""
+    base = git("merge-base", "HEAD", "main")
+    return base if base != git("rev-parse", "HEAD") else git("rev-parse", "HEAD^")
 
 
 def unpack(rev: str, destination: Path) -> str:

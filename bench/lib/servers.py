@@ -49,7 +49,6 @@ class ServerProcess:
         self.name, self.process, self.port = name, process, port
         self.pid, self.url = process.pid, f"http://{rx.HOST}:{port}"
         self.tail: deque[str] = deque(maxlen=40)
-        self.warnings: list[str] = []
         self.exit_code: int | None = None
         self._drain = asyncio.create_task(self._drain_stderr())
 
@@ -66,10 +65,8 @@ class ServerProcess:
 
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
-        while line_bytes := await self.process.stderr.readline():
-            self.tail.append(line := line_bytes.decode(errors="replace").rstrip())
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line:
-                self.warnings += [line[:300]] if len(self.warnings) < 10 else []
+        while line := await self.process.stderr.readline():
+            self.tail.append(line.decode(errors="replace").rstrip())
 
     async def wait_ready(self, path: str) -> None:
         """Poll `path` until it answers 200; fail with the log tail if the process exits."""
@@ -142,13 +139,12 @@ class PgcastProcess(ServerProcess):
         workdir: Path,
         *,
         env: dict[str, str] | None = None,
-        port: int | None = None,
         tree: Path | None = None,
         name: str = "pgcast serve",
     ) -> Self:
         """Started and ready (/readyz). `env` overrides the environment (PGCAST_*); `tree`
         runs another checkout's server (on PYTHONPATH, `-P` keeping this one off sys.path)."""
-        port = port or free_port()
+        port = free_port()
         data_dir = workdir / f"pgcast-{port}"
         full_env = {**pgcast_env(conninfo, data_dir, port), **(env or {})}
         command = [sys.executable, "-m", "server", "serve", "--no-migrate"]
@@ -244,7 +240,7 @@ async def frames_burst(
             delivery = rx.check_delivery(receivers, ids)
         finally:
             await rx.close_sockets(receivers)
-    delivery.samples += server.warnings + server.exit_problems()
+    delivery.samples += server.exit_problems()
     return Burst(delivery, usage)
 
 
