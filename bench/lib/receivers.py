@@ -38,6 +38,11 @@ def message_id(payload: bytes) -> int | None:
         if payload.startswith(prefix):
             with contextlib.suppress(ValueError):
                 return int(payload[len(prefix) : payload.find(b",", len(prefix))])
+    # Another channel's (bench/channels.py) or another shape's: read as JSON.
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        frame = json.loads(payload)
+        found = frame["data"]["message"]["id"] if frame.get("event") == "new-message" else None
+        return found if isinstance(found, int) else None
     return None
 
 

@@ -153,7 +153,6 @@ class CostPhase:
     items: int
     target_rate: float
     seconds: float
-    server_cpu_seconds: float
     usage: Usage
     idle_share: float
     latencies: list[Latency]  # the scenario's own: every socket's, or per kind of receiver
@@ -162,7 +161,7 @@ class CostPhase:
 
     @property
     def server_us(self) -> float:
-        return 1e6 * self.server_cpu_seconds / self.items
+        return self.usage.us_per("server", self.items)
 
     @property
     def net_server_us(self) -> float:

@@ -116,19 +116,15 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = typing.get_args(kind)[0]  # `X | None`
         many = typing.get_origin(kind) is tuple
-        if kind in (bool, str):
-            store = {"action": "store_true"} if kind is bool else {"type": str}
-            parser.add_argument(flag, help=meta["help"], **store)
-        else:
-            number = numbers(typing.get_args(kind)[0] if many else kind, meta["minimum"], many)
-            text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
-            parser.add_argument(flag, type=number, help=text)
+        number = numbers(typing.get_args(kind)[0] if many else kind, meta["minimum"], many)
+        text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
+        parser.add_argument(flag, type=str if kind is str else number, help=text)
     given = vars(parser.parse_args(argv))
     values: dict[str, Any] = {"smoke": given["smoke"], "no_write": given["no_write"], "argv": argv}
     values.update({"out": given["out"]} if given["out"] is not None else {})
     for spec in specs:
         value, smoke = given[spec.name], spec.metadata["smoke"]
-        if value is None or value is False:
+        if value is None:
             value = smoke if given["smoke"] and smoke is not None else spec.default
         values[spec.name] = value
     options = scenario.options(**values)

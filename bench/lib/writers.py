@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from bench.lib import receivers as rx
 from bench.lib.results import BenchError, Burst, CostPhase, Latency, Steady
 from bench.lib.runner import Run
-from bench.lib.servers import Meter, PgcastProcess, cpu_seconds, idle_cpu_share
+from bench.lib.servers import Meter, PgcastProcess, idle_cpu_share
 
 INSERT_ONE = "INSERT INTO messages (user_id, content) VALUES (%s, %s) RETURNING id"
 INSERT_MANY = """
@@ -169,13 +169,12 @@ async def cost_phase(
         for receiver in receivers:
             receiver.start_phase(expected)
     s.meter.start()
-    began = cpu_seconds(s.server.pid)
     committed, seconds = await asyncio.to_thread(paced, count, rate, write)
     await rx.wait_delivered(listening, rx.settle_seconds(count * len(listening)))
-    server, usage = cpu_seconds(s.server.pid) - began, await s.meter.stop()
+    usage = await s.meter.stop()
     sockets, delivery = (len(listening) + len(deaf), len(listening)), rx.check_delivery
     measured = [latencies(committed, receivers, keep) for receivers, keep in latency]
-    figures = (count, rate, seconds, server, usage, idle, measured)
+    figures = (count, rate, seconds, usage, idle, measured)
     unrouted = sum(map(rx.frames_of, deaf))
     return CostPhase(name, channel, *sockets, *figures, delivery(listening, [*committed]), unrouted)
 
