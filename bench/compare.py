@@ -12,22 +12,23 @@ from urllib.parse import quote, urlencode
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.lib import render, runner
+from bench.lib import render, runner, servers
 from bench.lib.database import create_user, set_triggers
 from bench.lib.receivers import HOST, Fleet, close_sockets
 from bench.lib.results import BenchError, Burst, Result, Steady
-from bench.lib.servers import BENCH_DIR, Meter, Peer, PgcastProcess, usage_notes
+from bench.lib.servers import BENCH_DIR, Meter, PgcastProcess, ServerProcess, usage_notes
 from bench.lib.writers import Session, burst_phase, connect, steady_phase
 
 NODE_DIR = BENCH_DIR / "peers" / "node"
 PYTHON_PEER = ("broadcaster", "asyncpg", "starlette", "uvicorn")
 UVICORN = (sys.executable, "-m", "uvicorn", "bench.peers.broadcaster_app:app", "--host", HOST)
 BROADCASTER = (*UVICORN, "--port", "{port}", "--log-level", "warning")
+# Each peer's label and command line, "{port}" replaced by its port.
 PEERS = {
-    "broadcaster": Peer("broadcaster", "broadcaster + uvicorn", BROADCASTER),
-    "node": Peer("node", "Node pg + ws", ("node", f"{NODE_DIR}/server.mjs")),
+    "broadcaster": ("broadcaster + uvicorn", BROADCASTER),
+    "node": ("Node pg + ws", ("node", f"{NODE_DIR}/server.mjs")),
 }
-LABELS = {"pgcast": "pgcast", **{key: peer.label for key, peer in PEERS.items()}}
+LABELS = {"pgcast": "pgcast", **{key: label for key, (label, _) in PEERS.items()}}
 # Each peer's own row trigger (bench/peers/triggers.sql), NOTIFYing `{key}_messages`.
 TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: f"{k}_notify_insert" for k in PEERS}}
 
@@ -130,6 +131,19 @@ def database_url(conninfo: str) -> str:
     return f"{url}?{urlencode(query)}" if query else url
 
 
+async def start_peer(key: str, url: str) -> ServerProcess:
+    """A peer listening on the channel its own trigger NOTIFYs, once `/ready` answers."""
+    label, argv = PEERS[key]
+    port = servers.free_port()
+    env = servers.clean_env(
+        DATABASE_URL=url, HOST=HOST, PORT=str(port), NOTIFY_CHANNEL=f"{key}_messages"
+    )
+    command = [part.replace("{port}", str(port)) for part in argv]
+    server = await ServerProcess.spawn(label, command, env, port)
+    await server.wait_ready("/ready")
+    return server
+
+
 async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
     o, result = run.options, ServerRun(key)
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
@@ -140,7 +154,7 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
             server = pgcast = await PgcastProcess.start(run.conninfo, run.workdir)
             user_id, cookie = await pgcast.sign_in()
         else:
-            server = await PEERS[key].start(database_url(run.conninfo))
+            server = await start_peer(key, database_url(run.conninfo))
             user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
         s = Session(server, Meter.for_server(server.pid, run.postmaster), user_id, cookie, writer)
         fleet = Fleet(server.port, cookie, first_alone=key == "broadcaster")

@@ -12,7 +12,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -194,26 +193,6 @@ async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) 
         user_id = int((await response.json())["user"]["id"])
     cookies = http.cookie_jar.filter_cookies(URL(url))
     return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A peer of bench/compare.py, listening on the channel its trigger NOTIFYs."""
-
-    key: str
-    label: str
-    argv: tuple[str, ...]  # "{port}" is replaced by the port
-
-    async def start(self, database_url: str) -> ServerProcess:
-        port = free_port()
-        channel = f"{self.key}_messages"
-        env = clean_env(
-            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=channel
-        )
-        command = [part.replace("{port}", str(port)) for part in self.argv]
-        server: ServerProcess = await ServerProcess.spawn(self.label, command, env, port)
-        await server.wait_ready("/ready")
-        return server
 
 
 async def frames_burst(
