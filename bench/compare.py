@@ -116,19 +116,10 @@ def check_peers() -> None:
 
 
 def database_url(conninfo: str) -> str:
-    """A postgresql:// URL for asyncpg and node-postgres from a libpq conninfo string."""
-    p = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v}
-    auth = quote(p.get("user", ""), safe="") + (
-        ":" + quote(p["password"], safe="") if "password" in p else ""
-    )
-    host, query = p.get("host", ""), {k: p[k] for k in ("sslmode",) if k in p}
-    if host.startswith("/"):
-        query["host"], host = host, ""
-    elif ":" in host:
-        host = f"[{host}]"
-    host += f":{p['port']}" if "port" in p else ""
-    url = f"postgresql://{auth}@{host}/{quote(p.get('dbname', ''), safe='')}"
-    return f"{url}?{urlencode(query)}" if query else url
+    """A postgresql:// URL from a libpq conninfo string: asyncpg and node-postgres both read
+    host, port, user, password and sslmode from its query."""
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v}
+    return f"postgresql:///{quote(params.pop('dbname', ''), safe='')}?{urlencode(params)}"
 
 
 async def start_peer(key: str, url: str) -> ServerProcess:

@@ -151,12 +151,9 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             b_delivery = rx.check_delivery(receivers, [*committed])
             achieved = len(committed) / seconds
             b = Steady(b_delivery, usage, len(committed), o.rate, achieved, latency)
-            if follower is None:
-                # Never closed as slow: dropped, and the resume still checked.
-                stalled.abort()
-                follower = asyncio.create_task(resume(s, stalled))
+            # Never closed as slow, it is not resumed: the run fails either way.
             with contextlib.suppress(BenchError):
-                resumed += await follower
+                resumed += await follower if follower else []
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
             in_b = (await s.server.metrics()).get(SLOW_CLOSES, 0.0) - closes - earlier
