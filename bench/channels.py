@@ -108,5 +108,4 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
     return ChannelsResult(phases, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("channels", "channels", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("channels", "channels", Options, measure)

@@ -205,5 +205,4 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
     return CompareResult(runs, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("compare", "against its peers", Options, measure)

@@ -121,5 +121,4 @@ async def measure(run: runner.Run[Options]) -> DbLimitsResult:
     return await asyncio.to_thread(_measure, run)
 
 
-SCENARIO = runner.Scenario("db_limits", "database limits", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("db_limits", "database limits", Options, measure)

@@ -126,5 +126,4 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
     return FanoutResult(steps, bursts, problems=problems)
 
 
-SCENARIO = runner.Scenario("fanout", "fan-out", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("fanout", "fan-out", Options, measure)

@@ -131,5 +131,4 @@ async def measure(run: runner.Run[Options]) -> IdleResult:
     return IdleResult([count for count, _ in measured], problems=problems)
 
 
-SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("idle_sockets", "idle sockets", Options, measure)

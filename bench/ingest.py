@@ -133,5 +133,4 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
     return IngestResult(ingests, result, problems=problems)
 
 
-SCENARIO = runner.Scenario("ingest", "ingest and bulk", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("ingest", "ingest and bulk", Options, measure)

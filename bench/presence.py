@@ -214,5 +214,4 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
     return PresenceResult(len(everyone), PROCESSES, fill, phases, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("presence", "presence", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("presence", "presence", Options, measure)

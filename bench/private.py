@@ -249,5 +249,4 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
     return PrivateResult(phases, rounds, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("private", "private chat and notifications", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("private", "private chat and notifications", Options, measure)

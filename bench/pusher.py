@@ -121,7 +121,4 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
     )
 
 
-SCENARIO = runner.Scenario(
-    "pusher", "Pusher protocol against the native one", __doc__, Options, measure
-)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("pusher", "Pusher protocol against the native one", Options, measure)

@@ -69,5 +69,4 @@ async def measure(run: runner.Run[Options]) -> QuickResult:
     return QuickResult(latency, fanout, baseline, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("quick", "quick bench", Options, measure)

@@ -102,5 +102,4 @@ async def measure(run: runner.Run[Options]) -> ResumeResult:
     return ResumeResult(replay, bare, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("resume", "resume bench", Options, measure)

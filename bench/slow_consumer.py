@@ -184,5 +184,4 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
     )
 
 
-SCENARIO = runner.Scenario("slow_consumer", "slow-consumer bench", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("slow_consumer", "slow-consumer bench", Options, measure)

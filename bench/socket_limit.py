@@ -100,5 +100,4 @@ async def measure(run: runner.Run[Options]) -> SocketLimitResult:
     return SocketLimitResult(found, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("socket_limit", "bare socket limit", __doc__, Options, measure, False)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("socket_limit", "bare socket limit", Options, measure, False)

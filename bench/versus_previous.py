@@ -178,5 +178,4 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     return VersusResult(commit, current, runs, problems=problems, notes=usage_notes(usages))
 
 
-SCENARIO = runner.Scenario("versus_previous", "versus a previous commit", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("versus_previous", "versus a previous commit", Options, measure)

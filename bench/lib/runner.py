@@ -78,10 +78,15 @@ class Run(Generic[OptionsT]):
 class Scenario(Generic[OptionsT, ResultT]):
     name: str
     title: str
-    doc: str
     options: type[OptionsT]
     measure: Callable[[Run[OptionsT]], Awaitable[ResultT]]
     database: bool = True
+
+    def __post_init__(self) -> None:
+        """`python -m bench.<name>`: main(), its status the exit's, once the module defines
+        its SCENARIO (its last statement)."""
+        if self.measure.__module__ == "__main__":
+            sys.exit(main(self))
 
 
 def numbers(kind: type[int] | type[float], least: float, many: bool) -> Callable[[str], Any]:
@@ -103,9 +108,8 @@ def numbers(kind: type[int] | type[float], least: float, many: bool) -> Callable
 def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = None) -> OptionsT:
     """The scenario's options from a command line; a bad one exits with a one-line error."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog=f"python -m bench.{scenario.name}", description=scenario.doc
-    )
+    doc = sys.modules[scenario.measure.__module__].__doc__
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{scenario.name}", description=doc)
     parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
     parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
     parser.add_argument("--no-write", action="store_true", help="print the report only")
@@ -216,9 +220,3 @@ def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = Non
             "\nbench: CHECK FAILED", *(f"  {p}" for p in result.problems), sep="\n", file=sys.stderr
         )
     return 1 if result.problems else 0
-
-
-def run_as_script(scenario: Scenario[OptionsT, ResultT], module: str) -> None:
-    """`python -m bench.<name>`: main() when `module` is `__main__`, its status the exit's."""
-    if module == "__main__":
-        sys.exit(main(scenario))
