@@ -66,7 +66,7 @@ STEADY: list[Figure] = [
     ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
 ]
 BURST: list[Figure] = [
-    ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
+    ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.num),
     ("burst: **server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
 ]
 

@@ -48,13 +48,13 @@ class FanoutResult(Result):
     def render(self) -> list[str]:
         steps = [
             f"{s.sockets:,} | {s.content_bytes:,} | {t.target_rate:g} / {t.achieved_rate:.0f} | "
-            f"{render.rate(t.delivery.frames_per_second)} | {render.ms(t.latency)} | "
+            f"{render.num(t.delivery.frames_per_second)} | {render.ms(t.latency)} | "
             f"{render.us(t.server_us_per_frame)} | {s.saturated or 'no'}"
             for s, t in ((s, s.steady) for s in self.steps)
         ]
         bursts = [
             f"{b.sockets:,} | {b.content_bytes:,} | {b.burst.delivery.expected_per_socket} | "
-            f"{render.rate(b.burst.frames_per_second)} | {render.us(b.burst.server_us_per_frame)} "
+            f"{render.num(b.burst.frames_per_second)} | {render.us(b.burst.server_us_per_frame)} "
             f"| {render.ok(b.burst.ok)}"
             for b in self.bursts
         ]

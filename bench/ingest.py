@@ -62,9 +62,9 @@ class IngestResult(Result):
     def render(self) -> list[str]:
         b = self.bulk
         ingest = [
-            f"{i.sockets:,} | {i.writers} | {render.rate(i.limit.tx_per_second)} | "
-            f"{render.rate(i.pgcast.tx_per_second)} | **{i.ratio:.2f}** | "
-            f"{render.rate(i.delivery.frames_per_second)} | {i.delivery.closed_sockets}"
+            f"{i.sockets:,} | {i.writers} | {render.num(i.limit.tx_per_second)} | "
+            f"{render.num(i.pgcast.tx_per_second)} | **{i.ratio:.2f}** | "
+            f"{render.num(i.delivery.frames_per_second)} | {i.delivery.closed_sockets}"
             for i in self.ingest
         ]
         return [
@@ -76,7 +76,7 @@ class IngestResult(Result):
             "",
             f"Bulk: one INSERT of {b.rows:,} rows to {b.sockets:,} sockets: first frame "
             f"{b.commit_to_first_ms:.0f} ms and last frame on the last socket "
-            f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.rate(b.frames_per_second)} "
+            f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.num(b.frames_per_second)} "
             f"frames/s; {b.delivery.frames:,} of {b.rows * b.sockets:,} frames.",
         ]
 

@@ -72,7 +72,7 @@ class PusherResult(Result):
 
     def render(self) -> list[str]:
         rows = [
-            f"{name} | {b.frames:,} | {render.rate(b.frames_per_second)} | "
+            f"{name} | {b.frames:,} | {render.num(b.frames_per_second)} | "
             f"{render.us(b.server_us_per_frame)}"
             for name, b in (("/ws (native)", self.native), ("/app/{key} (Pusher)", self.pusher))
         ]

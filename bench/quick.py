@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from bench.lib import render, runner
 from bench.lib.receivers import close_sockets, open_sockets
-from bench.lib.results import Burst, Result, Steady, ratio
+from bench.lib.results import Burst, Result, Steady
 from bench.lib.servers import frames_burst, usage_notes
 from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
@@ -26,10 +26,6 @@ class QuickResult(Result):
     fanout: Burst
     baseline: Burst
 
-    @property
-    def ratio(self) -> float:
-        return ratio(self.fanout.frames_per_second, self.baseline.frames_per_second)
-
     def render(self) -> list[str]:
         t, f, b, o = self.latency, self.fanout, self.baseline, self.options
         return render.figures(
@@ -40,10 +36,10 @@ class QuickResult(Result):
                 f"**commit→socket p50 / p99 (ms)** | **{render.ms(t.latency)}**",
                 f"fan-out burst | {f.delivery.expected_per_socket} messages in INSERTs of "
                 f"{o['batch']} rows",
-                f"**pgcast fan-out frames/s** | **{render.rate(f.frames_per_second)}**",
+                f"**pgcast fan-out frames/s** | **{render.num(f.frames_per_second)}**",
                 "**baseline frames/s** (a bare asyncio socket server, same frames) | "
-                f"**{render.rate(b.frames_per_second)}**",
-                f"**pgcast / baseline** | **{render.num(self.ratio, 2)}**",
+                f"**{render.num(b.frames_per_second)}**",
+                f"**pgcast / baseline** | **{render.x(f.frames_per_second, b.frames_per_second)}**",
                 "server CPU per frame (µs): pgcast / baseline | "
                 f"{render.us(f.server_us_per_frame)} / {render.us(b.server_us_per_frame)}",
                 "delivery check latency / fan-out / baseline | "

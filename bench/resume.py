@@ -50,9 +50,9 @@ class ResumeResult(Result):
             f"setup | {replay.events:,} events of {self.options['content_bytes']}-byte messages, "
             f"{BACKLOG_BATCH:,} per INSERT, 1 socket",
             "**replay events/s** (connection made → last frame) | "
-            f"**{render.rate(replay.events_per_second)}** (target {TARGET:,.0f})",
+            f"**{render.num(replay.events_per_second)}** (target {TARGET:,.0f})",
             "**bare socket events/s** (a bare asyncio socket server, the same frames, 1 socket) | "
-            f"**{render.rate(bare.frames_per_second)}**",
+            f"**{render.num(bare.frames_per_second)}**",
             f"**replay / bare socket** | **{render.num(self.ratio_to_bare_socket, 2)}**",
             "delivery check replay / bare socket | "
             f"{render.ok(replay.burst.ok)} / {render.ok(bare.ok)}",

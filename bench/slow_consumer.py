@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.results import BenchError, Delivery, Result, Steady, ratio
+from bench.lib.results import BenchError, Delivery, Result, Steady
 from bench.lib.servers import usage_notes
 from bench.lib.writers import Session, latencies, pgcast_session, steady_phase, write_steadily
 
@@ -75,10 +75,6 @@ class SlowResult(Result):
     close_code: int | None
     resumed: Delivery | None
 
-    @property
-    def p99_ratio(self) -> float:
-        return ratio(self.b.latency.p99, self.a.latency.p99)
-
     def render(self) -> list[str]:
         o, a, b, r = self.options, self.a, self.b, self.resumed
         closed = "**NOT CLOSED as slow**"
@@ -94,7 +90,8 @@ class SlowResult(Result):
                 f"{b.messages} at {b.achieved_rate:.0f}/s",
                 "**commit→socket p50 / p99 (ms), A: no stalled socket / B: one** | "
                 f"{render.ms(a.latency)} / {render.ms(b.latency)}",
-                f"**p99 with / without the stalled socket** | **{render.num(self.p99_ratio, 2)}**",
+                "**p99 with / without the stalled socket** | "
+                f"**{render.x(b.latency.p99, a.latency.p99)}**",
                 f"**stalled socket closed as slow** | {closed}",
                 "**resumed socket: every message of B, exactly once, in order** | "
                 + ("FAIL" if r is None else f"{render.ok(r.ok)} ({r.frames} of {b.messages})"),

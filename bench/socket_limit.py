@@ -66,7 +66,7 @@ class SocketLimitResult(Result):
     def render(self) -> list[str]:
         rows = [
             f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} "
-            f"| **{render.rate(b.frames_per_second)}** | {render.us(b.server_us_per_frame)} "
+            f"| **{render.num(b.frames_per_second)}** | {render.us(b.server_us_per_frame)} "
             f"| {render.cpu(b.usage, 'server', 'loadgen')} | {render.ok(b.ok)}"
             for m, b in ((m, m.burst) for m in self.measurements)
         ]

@@ -46,9 +46,6 @@ def us(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else num(value, 1 if value < 1000 else 0)
 
 
-rate = num  # frames, events or transactions per second
-
-
 def ms(latency: Latency, *keys: str) -> str:
     """Some percentiles of a Latency, `p50 / p99` by default."""
     return " / ".join(num(getattr(latency, k), 1) for k in keys or ("p50", "p99"))
