@@ -126,9 +126,8 @@ async def start_peer(key: str, url: str) -> ServerProcess:
     """A peer listening on the channel its own trigger NOTIFYs, once `/ready` answers."""
     label, argv = PEERS[key]
     port = servers.free_port()
-    env = servers.clean_env(
-        DATABASE_URL=url, HOST=HOST, PORT=str(port), NOTIFY_CHANNEL=f"{key}_messages"
-    )
+    channel = f"{key}_messages"
+    env = servers.clean_env(DATABASE_URL=url, HOST=HOST, PORT=str(port), NOTIFY_CHANNEL=channel)
     command = [part.replace("{port}", str(port)) for part in argv]
     server = await ServerProcess.spawn(label, command, env, port)
     await server.wait_ready("/ready")

@@ -96,9 +96,8 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
         fleet = Fleet(s.server.port, s.cookie)
 
         async def step(rate: float, size: int, seconds: float) -> Step:
-            steady = await steady_phase(
-                s, fleet.receivers, max(1, round(rate * seconds)), rate, size
-            )
+            messages = max(1, round(rate * seconds))
+            steady = await steady_phase(s, fleet.receivers, messages, rate, size)
             await fleet.settle()
             return Step(len(fleet.receivers), size, steady, saturation(steady))
 

@@ -102,10 +102,8 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
         # Alternating rounds, the cheaper of each protocol's kept: a first phase pays for
         # warming up, and other load on the host comes and goes.
         for name in ["native", "pusher", "pusher", "native"][: 2 * o.rounds]:
-            path, factory = paths[name]
-            receivers = await open_sockets(
-                s.server.port, path, s.cookie, o.sockets, factory=factory
-            )
+            path, kind = paths[name]
+            receivers = await open_sockets(s.server.port, path, s.cookie, o.sockets, factory=kind)
             try:
                 burst, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
             finally:
