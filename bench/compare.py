@@ -55,7 +55,6 @@ class ServerRun:
     rows: list[Steady] = field(default_factory=list)  # one per steady row
     burst: Burst | None = None
     exit_code: int | None = None
-    error: str | None = None
 
 
 # A figure of a steady row or the burst: its label, value and format.
@@ -138,35 +137,29 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
     o, result = run.options, ServerRun(key)
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         set_triggers(conn, (TRIGGERS[key],), tuple(TRIGGERS.values()))
-    writer, server = connect(run.conninfo), None
-    try:
-        if key == "pgcast":
-            server = pgcast = await PgcastProcess.start(run.conninfo, run.workdir)
-            user_id, cookie = await pgcast.sign_in()
-        else:
-            server = await start_peer(key, database_url(run.conninfo))
-            user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
-        s = Session(server, Meter.for_server(server.pid, run.postmaster), user_id, cookie, writer)
-        fleet = Fleet(server.port, cookie, first_alone=key == "broadcaster")
-        try:
-            for sockets, rate in zip(o.steady_sockets, o.steady_rates, strict=True):
-                await fleet.ensure(sockets)
-                messages = max(1, round(rate * o.steady_seconds))
-                steady = await steady_phase(s, fleet.receivers, messages, rate, o.content_chars)
-                result.rows.append(steady)
-                await fleet.settle()
-            await fleet.ensure(o.sockets)
-            result.burst, _, _ = await burst_phase(
-                s, fleet.receivers, o.burst, o.batch, o.content_chars
-            )
-        finally:
-            await close_sockets(fleet.receivers)
-    except BenchError as error:
-        result.error = str(error)
-    finally:
-        writer.close()
-        if server is not None:
-            result.exit_code = await server.stop()
+    pgcast, url = key == "pgcast", database_url(run.conninfo)
+    start = PgcastProcess.start(run.conninfo, run.workdir) if pgcast else start_peer(key, url)
+    with connect(run.conninfo) as writer:
+        async with await start as server:
+            if pgcast:
+                user_id, cookie = await server.sign_in()
+            else:
+                user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
+            meter = Meter.for_server(server.pid, run.postmaster)
+            s, chars = Session(server, meter, user_id, cookie, writer), o.content_chars
+            fleet = Fleet(server.port, cookie, first_alone=key == "broadcaster")
+            try:
+                for sockets, rate in zip(o.steady_sockets, o.steady_rates, strict=True):
+                    await fleet.ensure(sockets)
+                    messages = max(1, round(rate * o.steady_seconds))
+                    steady = await steady_phase(s, fleet.receivers, messages, rate, chars)
+                    result.rows.append(steady)
+                    await fleet.settle()
+                await fleet.ensure(o.sockets)
+                result.burst, _, _ = await burst_phase(s, fleet.receivers, o.burst, o.batch, chars)
+            finally:
+                await close_sockets(fleet.receivers)
+    result.exit_code = server.exit_code
     return result
 
 
@@ -174,7 +167,6 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     for r in runs:
         label = LABELS[r.key]
-        problems += [] if r.error is None else [f"{label} could not run: {r.error}"]
         phases = [(f"{row.delivery.sockets} x {row.target_rate:g}/s", row) for row in r.rows]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
