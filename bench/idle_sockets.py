@@ -107,20 +107,15 @@ async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, l
     """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then a broadcast."""
     async with pgcast_session(run) as s:
         process = psutil.Process(s.server.pid)
-        warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
+        warm = await s.open("/ws", 1)
         warm_up = await broadcast_once(s, warm)
         await rx.close_sockets(warm)
         if not warm_up.delivery.ok:
             raise BenchError(f"warm-up message not delivered: {warm_up.delivery.describe()}")
         rss_before = await settled_rss(process)
-        receivers = await rx.open_sockets(
-            s.server.port, "/ws", s.cookie, target, concurrency=run.options.batch
-        )
-        try:
-            c = Count(target, rss_before, await settled_rss(process))
-            c.broadcast = await broadcast_once(s, receivers)
-        finally:
-            await rx.close_sockets(receivers)
+        receivers = await s.open("/ws", target, concurrency=run.options.batch)
+        c = Count(target, rss_before, await settled_rss(process))
+        c.broadcast = await broadcast_once(s, receivers)
     problems = c.broadcast.delivery.problems(f"{target:,} sockets: broadcast")
     return c, problems + s.server.exit_problems()
 

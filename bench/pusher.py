@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.receivers import Receiver, close_sockets, open_sockets
+from bench.lib.receivers import Receiver, close_sockets
 from bench.lib.results import Burst, Result, ratio
 from bench.lib.servers import usage_notes
 from bench.lib.writers import burst_phase, pgcast_session
@@ -103,11 +103,9 @@ async def measure(run: runner.Run[Options]) -> PusherResult:
         # warming up, and other load on the host comes and goes.
         for name in ["native", "pusher", "pusher", "native"][: 2 * o.rounds]:
             path, kind = paths[name]
-            receivers = await open_sockets(s.server.port, path, s.cookie, o.sockets, factory=kind)
-            try:
-                burst, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
-            finally:
-                await close_sockets(receivers)
+            receivers = await s.open(path, o.sockets, factory=kind)
+            burst, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
+            await close_sockets(receivers)
             problems += burst.delivery.problems(name)
             if name not in kept or burst.server_us_per_frame < kept[name].server_us_per_frame:
                 kept[name] = burst

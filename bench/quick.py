@@ -4,7 +4,6 @@ server. bench/README.md says how it is measured."""
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.receivers import close_sockets, open_sockets
 from bench.lib.results import Burst, Result, Steady
 from bench.lib.servers import frames_burst, usage_notes
 from bench.lib.writers import burst_phase, pgcast_session, steady_phase
@@ -51,12 +50,9 @@ class QuickResult(Result):
 async def measure(run: runner.Run[Options]) -> QuickResult:
     o = run.options
     async with pgcast_session(run) as s:
-        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
-        try:
-            latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
-            fanout, ids, texts = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
-        finally:
-            await close_sockets(receivers)
+        receivers = await s.open("/ws", o.sockets)
+        latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
+        fanout, ids, texts = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
     baseline = await frames_burst(texts, ids, o.sockets, run.workdir)
     problems = latency.delivery.problems("latency phase") + fanout.delivery.problems("fan-out")
     problems += baseline.delivery.problems("baseline") + s.server.exit_problems()

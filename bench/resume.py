@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from bench.lib import render, runner
-from bench.lib.receivers import check_delivery, close_sockets, open_sockets, wait_delivered
+from bench.lib.receivers import check_delivery, close_sockets, wait_delivered
 from bench.lib.results import Burst, Result, ratio
 from bench.lib.servers import frames_burst, usage_notes, wait_quiet
 from bench.lib.writers import Session, pgcast_session, write_burst
@@ -65,15 +65,11 @@ async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[
     connects: replayed frames may come in the same read as the connected frame."""
     path = "/ws?after=" + quote(cursor or "", safe="")
     s.meter.start()
-    opened = await open_sockets(s.server.port, path, s.cookie, 1, expected=len(ids), keep_text=True)
-    receiver = opened[0]
-    try:
-        await wait_delivered([receiver], 15 + len(ids) / 5000)
-        usage = await s.meter.stop()
-        await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
-        delivery = check_delivery([receiver], ids)
-    finally:
-        await close_sockets([receiver])
+    [receiver] = await s.open(path, 1, expected=len(ids), keep_text=True)
+    await wait_delivered([receiver], 15 + len(ids) / 5000)
+    usage = await s.meter.stop()
+    await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
+    delivery = check_delivery([receiver], ids)
     seconds = (receiver.times or [math.nan])[-1] - receiver.connection_made_at
     return Replay(len(ids), seconds, Burst(delivery, usage)), receiver.texts
 
@@ -81,7 +77,7 @@ async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[
 async def measure(run: runner.Run[Options]) -> ResumeResult:
     o = run.options
     async with pgcast_session(run) as s:
-        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
+        [before] = await s.open("/ws", 1)
         await close_sockets([before])
         # The replay's plan depends on these statistics; autoanalyze would change them at a
         # moment of its choosing.

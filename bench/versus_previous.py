@@ -17,7 +17,7 @@ import psycopg
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
-from bench.lib.receivers import close_sockets, open_sockets
+from bench.lib.receivers import close_sockets
 from bench.lib.results import BenchError, Result, Usage, ratio
 from bench.lib.servers import REPO_DIR, pgcast_env, usage_notes, wait_quiet
 from bench.lib.writers import burst_phase, pgcast_session, write_burst
@@ -130,14 +130,12 @@ async def measure_tree(
     o, label = run.options, f"{name} tree's pgcast serve"
     tree = dataclasses.replace(run, conninfo=conninfo)
     async with pgcast_session(tree, tree=path, name=label) as s:
-        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
-        try:
-            # The first broadcasts after sockets connect cost more (idle_sockets says why).
-            await burst_phase(s, receivers, o.batch, o.batch, o.content_chars)
-            fanout, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
-        finally:
-            await close_sockets(receivers)
-        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
+        receivers = await s.open("/ws", o.sockets)
+        # The first broadcasts after sockets connect cost more (idle_sockets says why).
+        await burst_phase(s, receivers, o.batch, o.batch, o.content_chars)
+        fanout, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
+        await close_sockets(receivers)
+        [before] = await s.open("/ws", 1)
         await close_sockets([before])
         backlog = (s.writer, s.user_id, o.events, 1000, o.content_chars)
         ids = await asyncio.to_thread(write_burst, *backlog)

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,18 +103,30 @@ class Session:
     cookie: str | None
     writer: psycopg.Connection[Any]
     idle_seconds: float = 0.0  # the idle CPU window before each cost_phase()
+    sockets: list[rx.Receiver] = field(default_factory=list)  # open(), closed at the end
+
+    async def open(self, path: str, count: int, **options: Any) -> list[rx.Receiver]:
+        """`count` sockets of the session's user on `path` (open_sockets' `options`)."""
+        opened = await rx.open_sockets(self.server.port, path, self.cookie, count, **options)
+        self.sockets += opened
+        return opened
 
 
 @contextlib.asynccontextmanager
 async def pgcast_session(
     run: Run[Any], autocommit: bool = False, idle_seconds: float = 0.0, **start: Any
 ) -> AsyncIterator[Session]:
-    """A pgcast server (`start`: PgcastProcess.start's options), stopped at the end."""
+    """A pgcast server (`start`: PgcastProcess.start's options), its sockets closed and it
+    stopped at the end."""
     with connect(run.conninfo, autocommit) as writer:
         async with await PgcastProcess.start(run.conninfo, run.workdir, **start) as server:
             user_id, cookie = await server.sign_in()
             meter = Meter.for_server(server.pid, run.postmaster)
-            yield Session(server, meter, user_id, cookie, writer, idle_seconds)
+            session = Session(server, meter, user_id, cookie, writer, idle_seconds)
+            try:
+                yield session
+            finally:
+                await rx.close_sockets(session.sockets)
 
 
 async def steady_phase(
