@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import signal
+from asyncio import Task
 from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
@@ -22,26 +23,12 @@ CONNECTED = '{"event":"connected","channel":"","data":{}}'
 YIELD_EVERY = 16
 
 
-class Sockets:
-    """The open WebSockets and the tasks sending to them."""
-
-    def __init__(self) -> None:
-        self.open: set[Connection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def go(self, chunks: list[bytes]) -> int:
-        for connection in list(self.open):
-            task = asyncio.create_task(connection.send_all(chunks))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return len(self.open)
-
-
 class Connection(asyncio.Protocol):
     """One TCP connection: a plain HTTP request (control) or a WebSocket after `GET /ws`."""
 
-    def __init__(self, sockets: Sockets, frames: list[bytes]) -> None:
-        self.sockets, self.frames = sockets, frames
+    def __init__(self, sockets: set["Connection"], tasks: set[Task], frames: list[bytes]) -> None:
+        # The open WebSockets and the tasks sending to them, shared by every connection.
+        self.sockets, self.tasks, self.frames = sockets, tasks, frames
         self._buffer = b""
         self._upgraded = False
         self._writable: asyncio.Future[None] | None = None
@@ -51,7 +38,7 @@ class Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=64 * 1024)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.sockets.open.discard(self)
+        self.sockets.discard(self)
         self.resume_writing()
 
     def pause_writing(self) -> None:
@@ -96,13 +83,16 @@ class Connection(asyncio.Protocol):
             )
             self.transport.write(text_frame(CONNECTED))
             self._upgraded, self._buffer = True, b""
-            self.sockets.open.add(self)
+            self.sockets.add(self)
             return
-        status, body = "200 OK", {"sockets": len(self.sockets.open)}
+        status, body = "200 OK", {"sockets": len(self.sockets)}
         if (method, url.path) == ("POST", "/go"):
             k = max(1, int(parse_qs(url.query).get("per_write", ["1"])[-1]))
             chunks = [b"".join(self.frames[i : i + k]) for i in range(0, len(self.frames), k)]
-            body["sockets"] = self.sockets.go(chunks)
+            for connection in list(self.sockets):
+                task = asyncio.create_task(connection.send_all(chunks))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
         elif (method, url.path) != ("GET", "/ready"):
             status, body = "404 Not Found", {"no such route": 0}
         content = json.dumps(body).encode()
@@ -115,20 +105,22 @@ class Connection(asyncio.Protocol):
 
 
 async def serve(port: int, frames: list[str]) -> None:
-    loop, stop, sockets = asyncio.get_running_loop(), asyncio.Event(), Sockets()
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+    sockets: set[Connection] = set()
+    tasks: set[Task] = set()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     encoded = [text_frame(text) for text in frames]
     listener = await loop.create_server(
-        lambda: Connection(sockets, encoded), HOST, port, backlog=1024
+        lambda: Connection(sockets, tasks, encoded), HOST, port, backlog=1024
     )
     await stop.wait()
     # Not `async with`/wait_closed: from Python 3.12 that also waits for every connection.
     listener.close()
-    for task in list(sockets.tasks):
+    for task in list(tasks):
         task.cancel()
     # A peer that stopped reading would hold a graceful close open forever.
-    for connection in list(sockets.open):
+    for connection in list(sockets):
         connection.transport.abort()
 
 
