@@ -302,24 +302,19 @@ async def open_sockets(
     in the same read count), by index; if any fails, all are closed and BenchError raised."""
     loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
-    failed: list[Receiver] = []
 
     async def connect(index: int) -> None:
         receiver = factory(index, *handshake(port, path, cookie))
         receiver.start_phase(expected, keep_text)
+        receivers.append(receiver)
         async with limit, asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: receiver, HOST, port)
-            try:
-                await receiver.opened
-            except BaseException:
-                failed.append(receiver)
-                raise
-            receivers.append(receiver)
+            await receiver.opened
 
     indexes = range(first_index, first_index + count)
     results = await asyncio.gather(*(connect(i) for i in indexes), return_exceptions=True)
     if errors := [r for r in results if isinstance(r, BaseException)]:
-        await close_sockets([*failed, *receivers])
+        await close_sockets(receivers)  # a receiver that never connected has nothing to close
         raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
     return sorted(receivers, key=lambda r: r.index)
 
