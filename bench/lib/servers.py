@@ -42,7 +42,7 @@ def clean_env(**more: str) -> dict[str, str]:
 
 class ServerProcess:
     """A server started as a child process on `port`; its stderr is drained, its log's tail
-    and first warnings kept. `async with` stops it (SIGTERM) at the end."""
+    kept. `async with` stops it (SIGTERM) at the end."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, port: int) -> None:
         self.name, self.process, self.port = name, process, port
@@ -129,7 +129,6 @@ class PgcastProcess(ServerProcess):
     ) -> None:
         super().__init__(name, process, port)
         self.data_dir = data_dir
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
     @classmethod
     async def start(
@@ -160,7 +159,8 @@ class PgcastProcess(ServerProcess):
         self, email: str = "bench@example.com", name: str = "Bench"
     ) -> tuple[int, str]:
         """Dev login as one user; its id and the session's Cookie header."""
-        return await sign_in(self.http, self.url, email, name)
+        [signed] = await self.sign_in_many([(email, name)])
+        return signed
 
     async def sign_in_many(self, people: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
         """Dev login as each (email, name), a few at a time, each in a cookie jar of its own;
@@ -168,31 +168,23 @@ class PgcastProcess(ServerProcess):
         limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
 
         async def one(email: str, name: str) -> tuple[int, str]:
-            jar = aiohttp.CookieJar(unsafe=True)
+            body, jar = {"email": email, "name": name}, aiohttp.CookieJar(unsafe=True)
+            origin = {"Origin": self.url}
             async with limit, aiohttp.ClientSession(cookie_jar=jar) as http:
-                return await sign_in(http, self.url, email, name)
+                async with http.post(self.url + "/auth/dev-login", json=body, headers=origin) as r:
+                    if r.status != 200:
+                        raise BenchError(f"dev login failed: {r.status} {await r.text()}")
+                    user_id = int((await r.json())["user"]["id"])
+                cookies = http.cookie_jar.filter_cookies(URL(self.url))
+            return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
 
         return await asyncio.gather(*(one(*person) for person in people))
 
     async def metrics(self) -> dict[str, float]:
         """The unlabelled samples of /metrics by name."""
-        async with self.http.get(self.url + "/metrics") as response:
+        async with aiohttp.ClientSession() as http, http.get(self.url + "/metrics") as response:
             families = text_string_to_metric_families(await response.text())
         return {s.name: s.value for family in families for s in family.samples if not s.labels}
-
-    async def stop(self) -> int:
-        await self.http.close()
-        return await super().stop()
-
-
-async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) -> tuple[int, str]:
-    body = {"email": email, "name": name}
-    async with http.post(url + "/auth/dev-login", json=body, headers={"Origin": url}) as response:
-        if response.status != 200:
-            raise BenchError(f"dev login failed: {response.status} {await response.text()}")
-        user_id = int((await response.json())["user"]["id"])
-    cookies = http.cookie_jar.filter_cookies(URL(url))
-    return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
 
 
 async def frames_burst(
