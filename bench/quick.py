@@ -41,8 +41,6 @@ class QuickResult(Result):
                 f"**pgcast / baseline** | **{render.x(f.frames_per_second, b.frames_per_second)}**",
                 "server CPU per frame (µs): pgcast / baseline | "
                 f"{render.us(f.server_us_per_frame)} / {render.us(b.server_us_per_frame)}",
-                "delivery check latency / fan-out / baseline | "
-                + " / ".join(render.ok(ok) for ok in (t.delivery.ok, f.ok, b.ok)),
             ]
         )
 

@@ -54,8 +54,6 @@ class ResumeResult(Result):
             "**bare socket events/s** (a bare asyncio socket server, the same frames, 1 socket) | "
             f"**{render.num(bare.frames_per_second)}**",
             f"**replay / bare socket** | **{render.num(self.ratio_to_bare_socket, 2)}**",
-            "delivery check replay / bare socket | "
-            f"{render.ok(replay.burst.ok)} / {render.ok(bare.ok)}",
         ]
         return render.figures(rows)
 

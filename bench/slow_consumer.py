@@ -86,8 +86,6 @@ class SlowResult(Result):
                 f"{o['content_chars']:.0f}-char messages at {o['rate']:.0f}/s, "
                 f"PGCAST_SOCKET_BACKLOG_BYTES={o['backlog_bytes']:.0f}, stalled client: SO_RCVBUF "
                 f"{RCVBUF}, MSS {MSS}",
-                f"messages A / B | {a.messages} at {a.achieved_rate:.0f}/s / "
-                f"{b.messages} at {b.achieved_rate:.0f}/s",
                 "**commit→socket p50 / p99 (ms), A: no stalled socket / B: one** | "
                 f"{render.ms(a.latency)} / {render.ms(b.latency)}",
                 "**p99 with / without the stalled socket** | "
