@@ -371,13 +371,10 @@ class Fleet:
 
     async def ensure(self, count: int) -> int:
         alive = [r for r in self.receivers if not r.closed]
-        await close_sockets([r for r in self.receivers if r.closed])
         if not alive and self._first_alone and count > 1:
             alive = await open_sockets(self._port, "/ws", self._cookie, 1)
-        if (more := count - len(alive)) > 0:
-            alive += await open_sockets(
-                self._port, "/ws", self._cookie, more, first_index=len(alive)
-            )
+        if (n := count - len(alive)) > 0:
+            alive += await open_sockets(self._port, "/ws", self._cookie, n, first_index=len(alive))
         await close_sockets(alive[count:])
         self.receivers = alive[:count]
         return count

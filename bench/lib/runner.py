@@ -48,7 +48,6 @@ def option(default: Any, smoke: Any = None, help: str = "", minimum: float = 1) 
 class Options:
     """Every scenario's options derive from this; `--smoke` picks each option's smoke value."""
 
-    smoke: bool = False
     out: Path = field(
         default_factory=lambda: BENCH_DIR / "out" / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     )
@@ -124,7 +123,7 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
         text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
         parser.add_argument(flag, type=str if kind is str else number, help=text)
     given = vars(parser.parse_args(argv))
-    values: dict[str, Any] = {"smoke": given["smoke"], "no_write": given["no_write"], "argv": argv}
+    values: dict[str, Any] = {"no_write": given["no_write"], "argv": argv}
     values.update({"out": given["out"]} if given["out"] is not None else {})
     for spec in specs:
         value, smoke = given[spec.name], spec.metadata["smoke"]
