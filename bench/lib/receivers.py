@@ -180,8 +180,12 @@ class Receiver(asyncio.Protocol):
         return buffer[position:]
 
     def _text(self, payload: bytes, now: float) -> None:
-        if not self.opened.done():
-            self.opening_text(payload, now)
+        if not self.opened.done() and b'"event":"connected"' not in payload:
+            self._fail(f"expected a connected frame, got {payload[:200]!r}")
+        elif not self.opened.done():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.cursor = json.loads(payload)["data"]["cursor"]
+            self.go_live()
         elif (found := message_id(payload)) is None:
             self.other_text(payload, now)
         else:
@@ -193,15 +197,6 @@ class Receiver(asyncio.Protocol):
         self.ids.append(found)
         if len(self.ids) >= self.expected:
             self.done.set()
-
-    def opening_text(self, payload: bytes, now: float) -> None:
-        """A text frame before the socket is live: the connected frame, its cursor kept."""
-        if b'"event":"connected"' not in payload:
-            self._fail(f"expected a connected frame, got {payload[:200]!r}")
-            return
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            self.cursor = json.loads(payload)["data"]["cursor"]
-        self.go_live()
 
     def go_live(self) -> None:
         self._live = True

@@ -9,7 +9,7 @@ import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -220,9 +220,6 @@ class Result:
             lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in self.problems)]
         return "\n".join(lines) + "\n"
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
-
 
 def load(kind: Any, data: Any) -> Any:
     """`data` (as json.loads gives it) as an instance of `kind`: dataclasses, lists, tuples,
@@ -245,5 +242,4 @@ def load(kind: Any, data: Any) -> Any:
 
 
 def read(kind: type[T], path: Path) -> T:
-    value: T = load(kind, json.loads(path.read_text()))
-    return value
+    return cast(T, load(kind, json.loads(path.read_text())))

@@ -198,8 +198,10 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
     }
     if not options.no_write:
         options.out.mkdir(parents=True, exist_ok=True)
-        (options.out / f"{scenario.name}.md").write_text(result.markdown())
-        result.save(options.out / f"{scenario.name}.json")
+        path = options.out / scenario.name
+        path.with_suffix(".md").write_text(result.markdown())
+        data = json.dumps(dataclasses.asdict(result), indent=1)
+        path.with_suffix(".json").write_text(data + "\n")
     return result
 
 
