@@ -29,8 +29,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, sockets: set["Connection"], tasks: set[Task], frames: list[bytes]) -> None:
         # The open WebSockets and the tasks sending to them, shared by every connection.
         self.sockets, self.tasks, self.frames = sockets, tasks, frames
-        self._buffer = b""
-        self._upgraded = False
+        self._buffer, self._upgraded = b"", False
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

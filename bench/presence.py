@@ -76,8 +76,7 @@ class Changes:
 
     event: str
     count: int
-    expected: int
-    """(change, other member) notifications due; `seen` of them arrived."""
+    expected: int  # (change, other member) notifications due; `seen` of them arrived
     seen: int
     first: Latency
     last: Latency
@@ -107,7 +106,6 @@ class Changes:
 class PresenceResult(Result):
     members: int
     processes: int
-    fill_seconds: float
     phases: list[Changes]
 
     def render(self) -> list[str]:
@@ -117,8 +115,8 @@ class PresenceResult(Result):
             "| **PostgreSQL µs CPU** | commits | rows inserted / updated / deleted"
         )
         return [
-            f"{self.members:,} members of `{CHANNEL}` over {self.processes} processes, connected "
-            f"and listed in {self.fill_seconds:.1f} s; costs per change, over the phase.",
+            f"{self.members:,} members of `{CHANNEL}` over {self.processes} processes; costs per "
+            "change, over the phase.",
             "",
             *render.table(header, [p.row() for p in self.phases], "lrrllrrrr"),
         ]
@@ -188,14 +186,13 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
         signed = [await s.sign_in_many(people[n::PROCESSES]) for n, s in enumerate(servers)]
         users = [signed[n % PROCESSES][n // PROCESSES] for n in range(len(people))]
         try:
-            began = time.monotonic()
             sockets += await receivers.open_each(users[: o.members], where, Member)
             everyone = {s.user for s in sockets}
             for s in sockets:
                 s.until(lambda s: s.listed and s.view == everyone)
             if not await receivers.wait_delivered(sockets, 30 + o.members / 20):
                 problems.append("not every member had the whole list")
-            fill, marks = time.monotonic() - began, [await read_stats(db, notes)]
+            marks = [await read_stats(db, notes)]
             phases = []
             for event in ("member_added", "member_removed"):
                 phases.append(await change(event, users[o.members :]))
@@ -211,7 +208,7 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
         if s.wrong or s.other_frames or s.close_code != 1000
     ]
     notes += usage_notes((p.event, p.usage) for p in phases)
-    return PresenceResult(len(everyone), PROCESSES, fill, phases, problems=problems, notes=notes)
+    return PresenceResult(len(everyone), PROCESSES, phases, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("presence", "presence", Options, measure)

@@ -17,10 +17,9 @@ from bench.lib.writers import Session, latencies, pgcast_session, steady_phase, 
 
 POST_CLOSE_SECONDS, CHUNK_SECONDS = 2.0, 0.1
 SLOW_CLOSES = "pgcast_slow_sockets_closed_total"
-# The stalled client's receive buffer and TCP MSS. Set before connecting, so the window scale
-# the handshake agrees on is small too. Linux sizes the server's send buffer from the MSS the
-# peer announces: ~100 KiB with an Ethernet MSS, up to tcp_wmem's maximum (4 MiB) with
-# loopback's 64 KiB, read or not.
+# The stalled client's receive buffer and TCP MSS, set before it connects (the window scale is
+# agreed then). Linux sizes the server's send buffer from the peer's MSS, read or not: ~100 KiB
+# with an Ethernet MSS, up to tcp_wmem's maximum (4 MiB) with loopback's 64 KiB.
 RCVBUF, MSS = 4096, 1448
 
 

@@ -67,7 +67,8 @@ class SocketLimitResult(Result):
         rows = [
             f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} "
             f"| **{render.num(b.frames_per_second)}** | {render.us(b.server_us_per_frame)} "
-            f"| {render.cpu(b.usage, 'server', 'loadgen')} | {render.ok(b.ok)}"
+            f"| {b.usage.cpu_percent['server']:.0f} / {b.usage.cpu_percent['loadgen']:.0f} "
+            f"| {render.ok(b.ok)}"
             for m, b in ((m, m.burst) for m in self.measurements)
         ]
         return [
@@ -78,7 +79,7 @@ class SocketLimitResult(Result):
             "",
             *render.table(
                 "sockets | frame bytes | frames per write | **frames/s** "
-                "| server CPU per frame (µs) | CPU | delivery",
+                "| server CPU per frame (µs) | CPU % server / load generator | delivery",
                 rows,
                 "rrrrrll",
             ),

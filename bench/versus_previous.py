@@ -157,8 +157,7 @@ async def measure_tree(
 
 async def measure(run: runner.Run[Options]) -> VersusResult:
     o = run.options
-    previous = run.workdir / "previous-tree"
-    previous.mkdir()
+    previous = run.workdir / "previous-tree"  # extractall() creates it
     commit = await asyncio.to_thread(unpack, o.baseline or default_baseline(), previous)
     current = f"{git('describe', '--always', '--dirty')} (this working tree)"
     runs, usages, problems = [], [], []

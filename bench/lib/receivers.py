@@ -410,8 +410,8 @@ class ReceiverProcess:
         # spawn: a fork would copy the parent's running event loop and threads.
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        child_args = (child, nice, port, cookie)
-        self._process = context.Process(target=_child_main, args=child_args, daemon=True)
+        args = (child, nice, port, cookie)
+        self._process = context.Process(target=_child_main, args=args, daemon=True)
         self._process.start()
         child.close()
 

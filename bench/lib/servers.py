@@ -220,9 +220,8 @@ QUIET_PERCENT, QUIET_SAMPLES, QUIET_INTERVAL, QUIET_TIMEOUT = 5.0, 3, 0.2, 30.0
 
 
 def _cpu_by_pid(root: psutil.Process, children: bool) -> dict[int, float]:
-    """CPU seconds of a process, and of its descendants when `children`, by pid."""
-    # schedstat's ns, not psutil's 10 ms ticks: a PostgreSQL backend's share of one presence
-    # join is a few ms, spread over several backends.
+    """CPU seconds of a process, and of its descendants when `children`, by pid (cpu_seconds():
+    a PostgreSQL backend's share of one presence join is a few ms, over several backends)."""
     processes, seconds = [root], {}
     with contextlib.suppress(psutil.Error):
         processes += root.children(recursive=True) if children else []
@@ -285,9 +284,7 @@ class Meter:
 
 async def wait_quiet(pid: int) -> float | None:
     """Seconds until a process went quiet, None if it did not within QUIET_TIMEOUT."""
-    began = time.monotonic()
-    quiet = 0
-    before = cpu_seconds(pid)
+    began, quiet, before = time.monotonic(), 0, cpu_seconds(pid)
     while time.monotonic() - began < QUIET_TIMEOUT:
         await asyncio.sleep(QUIET_INTERVAL)
         now = cpu_seconds(pid)

@@ -85,9 +85,8 @@ def write_burst(
     """`messages` messages, `batch` rows per INSERT (one transaction each), back to back."""
     ids: list[int] = []
     for start in range(0, messages, batch):
-        contents = [
-            content_for("burst", n, chars) for n in range(start, min(messages, start + batch))
-        ]
+        stop = min(messages, start + batch)
+        contents = [content_for("burst", n, chars) for n in range(start, stop)]
         ids += [row[0] for row in conn.execute(INSERT_MANY, [user_id, contents]).fetchall()]
         conn.commit()
     return sorted(ids)
