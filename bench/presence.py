@@ -83,22 +83,19 @@ class Changes:
     usage: Usage
     database: dict[str, int]
 
-    def per(self, stat: str) -> float:
-        return self.database[stat] / self.count
-
     def pgcast_us(self) -> float:
         """The CPU of the three pgcast processes ("server", "server 1", "server 2")."""
         names = [name for name in self.usage.cpu_percent if name.startswith("server")]
         return sum(self.usage.us_per(name, self.count) for name in names)
 
     def row(self) -> str:
-        rows = "/".join(f"{self.per(s):.1f}" for s in STATS[1:])
+        rows = "/".join(f"{self.database[s] / self.count:.1f}" for s in STATS[1:])
         return (
             f"{self.event} | {self.count} | {self.seen:,} / {self.expected:,} "
             f"| {render.ms(self.first, 'p50', 'p99', 'max')} "
             f"| **{render.ms(self.last, 'p50', 'p99', 'max')}** | {render.us(self.pgcast_us())} "
             f"| **{render.us(self.usage.us_per('postgres', self.count))}** "
-            f"| {self.per('xact_commit'):.1f} | {rows}"
+            f"| {self.database['xact_commit'] / self.count:.1f} | {rows}"
         )
 
 
