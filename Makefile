@@ -101,7 +101,14 @@ pytest: $(TEST_STAMP) ui/dist/index.html chromium deploy-tools $(NODE_TESTS_STAM
 # turns a run into bench/RESULTS.md and its plots (see bench/README.md).
 RUN_DIR = bench/out/run-$(shell date -u +%Y%m%d-%H%M%S)
 
-bench-install: $(TEST_STAMP)
+# The Node peer of bench/compare.py.
+BENCH_NODE_STAMP := bench/peers/node/node_modules/.package-lock.json
+
+$(BENCH_NODE_STAMP): bench/peers/node/package-lock.json | node-check
+	cd bench/peers/node && $(NPM) ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-install: $(TEST_STAMP) $(BENCH_NODE_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 
 # Every scenario at smoke size, a minute or two; its report stays in its run directory.

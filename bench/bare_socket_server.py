@@ -1,17 +1,16 @@
-"""The baselines: WebSocket frames pushed by a server with no pgcast in it, stdlib asyncio
-or `--aiohttp`. bench/README.md says what it answers and how it sends.
+"""The baseline: WebSocket frames pushed by a bare asyncio socket server, no pgcast in it.
+bench/README.md says what it answers and how it sends.
 
-    python -m bench.bare_socket_server --port P --frames FILE [--aiohttp]
+    python -m bench.bare_socket_server --port P --frames FILE
 """
 
 import argparse
 import asyncio
 import json
 import signal
-import sys
-from collections.abc import Awaitable, Callable
+from asyncio import Task
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
 from bench.lib.receivers import HOST, accept_key
@@ -24,28 +23,13 @@ CONNECTED = '{"event":"connected","channel":"","data":{}}'
 YIELD_EVERY = 16
 
 
-class Sockets:
-    """The open WebSockets and the tasks sending to them."""
-
-    def __init__(self) -> None:
-        self.open: set[Any] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def go(self, send: Callable[[Any], Awaitable[None]]) -> int:
-        for socket in list(self.open):
-            task = asyncio.create_task(send(socket))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return len(self.open)
-
-
 class Connection(asyncio.Protocol):
     """One TCP connection: a plain HTTP request (control) or a WebSocket after `GET /ws`."""
 
-    def __init__(self, sockets: Sockets, frames: list[bytes]) -> None:
-        self.sockets, self.frames = sockets, frames
-        self._buffer = b""
-        self._upgraded = False
+    def __init__(self, sockets: set["Connection"], tasks: set[Task], frames: list[bytes]) -> None:
+        # The open WebSockets and the tasks sending to them, shared by every connection.
+        self.sockets, self.tasks, self.frames = sockets, tasks, frames
+        self._buffer, self._upgraded = b"", False
         self._writable: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -53,7 +37,7 @@ class Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=64 * 1024)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.sockets.open.discard(self)
+        self.sockets.discard(self)
         self.resume_writing()
 
     def pause_writing(self) -> None:
@@ -98,13 +82,16 @@ class Connection(asyncio.Protocol):
             )
             self.transport.write(text_frame(CONNECTED))
             self._upgraded, self._buffer = True, b""
-            self.sockets.open.add(self)
+            self.sockets.add(self)
             return
-        status, body = "200 OK", {"sockets": len(self.sockets.open)}
+        status, body = "200 OK", {"sockets": len(self.sockets)}
         if (method, url.path) == ("POST", "/go"):
             k = max(1, int(parse_qs(url.query).get("per_write", ["1"])[-1]))
             chunks = [b"".join(self.frames[i : i + k]) for i in range(0, len(self.frames), k)]
-            body["sockets"] = self.sockets.go(lambda connection: connection.send_all(chunks))
+            for connection in list(self.sockets):
+                task = asyncio.create_task(connection.send_all(chunks))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
         elif (method, url.path) != ("GET", "/ready"):
             status, body = "404 Not Found", {"no such route": 0}
         content = json.dumps(body).encode()
@@ -117,70 +104,28 @@ class Connection(asyncio.Protocol):
 
 
 async def serve(port: int, frames: list[str]) -> None:
-    loop, stop, sockets = asyncio.get_running_loop(), asyncio.Event(), Sockets()
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+    sockets: set[Connection] = set()
+    tasks: set[Task] = set()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     encoded = [text_frame(text) for text in frames]
     listener = await loop.create_server(
-        lambda: Connection(sockets, encoded), HOST, port, backlog=1024
+        lambda: Connection(sockets, tasks, encoded), HOST, port, backlog=1024
     )
-    print(f"bare serving {HOST}:{port} ({len(frames)} frames)", file=sys.stderr, flush=True)
     await stop.wait()
     # Not `async with`/wait_closed: from Python 3.12 that also waits for every connection.
     listener.close()
-    for task in list(sockets.tasks):
+    for task in list(tasks):
         task.cancel()
     # A peer that stopped reading would hold a graceful close open forever.
-    for connection in list(sockets.open):
+    for connection in list(sockets):
         connection.transport.abort()
-
-
-def serve_aiohttp(port: int, frames: list[str]) -> None:
-    from aiohttp import web
-
-    sockets = Sockets()
-
-    async def websocket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(compress=False)
-        await ws.prepare(request)
-        await ws.send_str(CONNECTED)
-        sockets.open.add(ws)
-        try:
-            async for _ in ws:
-                pass
-        finally:
-            sockets.open.discard(ws)
-        return ws
-
-    async def send_all(ws: web.WebSocketResponse) -> None:
-        for text in frames:
-            await ws.send_str(text)
-
-    async def go(request: web.Request) -> web.Response:
-        return web.json_response({"sockets": sockets.go(send_all)})
-
-    async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"sockets": len(sockets.open)})
-
-    async def shutdown(app: web.Application) -> None:
-        for task in list(sockets.tasks):
-            task.cancel()
-        await asyncio.gather(*(ws.close() for ws in list(sockets.open)), return_exceptions=True)
-
-    app = web.Application()
-    app.add_routes([web.get("/ws", websocket), web.post("/go", go), web.get("/ready", ready)])
-    app.on_shutdown.append(shutdown)
-    web.run_app(app, host=HOST, port=port, access_log=None, print=None, shutdown_timeout=5)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--frames", type=Path, required=True)
-    parser.add_argument("--aiohttp", action="store_true", help="the aiohttp baseline")
     args = parser.parse_args()
-    frames = json.loads(args.frames.read_text())
-    if args.aiohttp:
-        serve_aiohttp(args.port, frames)
-    else:
-        asyncio.run(serve(args.port, frames))
+    asyncio.run(serve(args.port, json.loads(args.frames.read_text())))

@@ -2,11 +2,10 @@
 bench/README.md says how it is measured."""
 
 import itertools
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.receivers import Receiver, close_sockets, open_sockets
+from bench.lib.receivers import Receiver, close_sockets
 from bench.lib.results import CostPhase, Result, ratio
 from bench.lib.servers import usage_notes
 from bench.lib.writers import cost_phase, pgcast_session
@@ -89,26 +88,19 @@ async def measure(run: runner.Run[Options]) -> ChannelsResult:
         phases.append(
             await cost_phase(s, name, channel, listening, deaf, count, rate, write, latency)
         )
-        print(f"channels: ({name}) {phases[-1].net_server_us:,.0f} µs/broadcast", file=sys.stderr)
 
     async with pgcast_session(run, autocommit=True, idle_seconds=o.idle_seconds) as s:
-        try:
-            path = f"/ws?channels={SMALL},{SHARED}"
-            subscribers += await open_sockets(s.server.port, path, s.cookie, o.subscribers)
-            await phase("a", SMALL, o.broadcasts, o.rate)
-            more = (s.server.port, "/ws", s.cookie, o.others)
-            others += await open_sockets(*more, first_index=o.subscribers)
-            await phase("b", SMALL, o.broadcasts, o.rate)
-            await phase("c", SHARED, o.contrast_broadcasts, o.contrast_rate)
-            await close_sockets(others)
-            others.clear()
-            await phase("a'", SMALL, o.broadcasts, o.rate)
-        finally:
-            await close_sockets(subscribers + others)
+        subscribers += await s.open(f"/ws?channels={SMALL},{SHARED}", o.subscribers)
+        await phase("a", SMALL, o.broadcasts, o.rate)
+        others += await s.open("/ws", o.others, first_index=o.subscribers)
+        await phase("b", SMALL, o.broadcasts, o.rate)
+        await phase("c", SHARED, o.contrast_broadcasts, o.contrast_rate)
+        await close_sockets(others)
+        others.clear()
+        await phase("a'", SMALL, o.broadcasts, o.rate)
     problems = s.server.exit_problems() + [f for p in phases for f in p.problems()]
     notes = usage_notes((f"phase {p.name}", p.usage) for p in phases)
     return ChannelsResult(phases, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("channels", "channels", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("channels", "channels", Options, measure)

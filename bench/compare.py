@@ -1,11 +1,8 @@
 """pgcast against two peers on the same database, clients and messages: encode/broadcaster and
 a Node pg + ws server, steady rows and a burst. bench/README.md says how it is measured."""
 
-import asyncio
 import importlib.util
-import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,22 +12,23 @@ from urllib.parse import quote, urlencode
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.lib import render, runner
+from bench.lib import render, runner, servers
 from bench.lib.database import create_user, set_triggers
 from bench.lib.receivers import HOST, Fleet, close_sockets
 from bench.lib.results import BenchError, Burst, Result, Steady
-from bench.lib.servers import BENCH_DIR, Meter, Peer, PgcastProcess, usage_notes
+from bench.lib.servers import BENCH_DIR, Meter, PgcastProcess, ServerProcess, usage_notes
 from bench.lib.writers import Session, burst_phase, connect, steady_phase
 
 NODE_DIR = BENCH_DIR / "peers" / "node"
 PYTHON_PEER = ("broadcaster", "asyncpg", "starlette", "uvicorn")
 UVICORN = (sys.executable, "-m", "uvicorn", "bench.peers.broadcaster_app:app", "--host", HOST)
 BROADCASTER = (*UVICORN, "--port", "{port}", "--log-level", "warning")
+# Each peer's label and command line, "{port}" replaced by its port.
 PEERS = {
-    "broadcaster": Peer("broadcaster", "broadcaster + uvicorn", BROADCASTER),
-    "node": Peer("node", "Node pg + ws", ("node", f"{NODE_DIR}/server.mjs")),
+    "broadcaster": ("broadcaster + uvicorn", BROADCASTER),
+    "node": ("Node pg + ws", ("node", f"{NODE_DIR}/server.mjs")),
 }
-LABELS = {"pgcast": "pgcast", **{key: peer.label for key, peer in PEERS.items()}}
+LABELS = {"pgcast": "pgcast", **{key: label for key, (label, _) in PEERS.items()}}
 # Each peer's own row trigger (bench/peers/triggers.sql), NOTIFYing `{key}_messages`.
 TRIGGERS = {"pgcast": "messages_broadcast_insert", **{k: f"{k}_notify_insert" for k in PEERS}}
 
@@ -57,7 +55,6 @@ class ServerRun:
     rows: list[Steady] = field(default_factory=list)  # one per steady row
     burst: Burst | None = None
     exit_code: int | None = None
-    error: str | None = None
 
 
 # A figure of a steady row or the burst: its label, value and format.
@@ -68,7 +65,7 @@ STEADY: list[Figure] = [
     ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
 ]
 BURST: list[Figure] = [
-    ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.rate),
+    ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.num),
     ("burst: **server CPU per frame (µs)**", lambda b: b.server_us_per_frame, render.us),
 ]
 
@@ -109,76 +106,60 @@ class CompareResult(Result):
         ]
 
 
-def set_up_peer(key: str) -> None:
-    if key == "broadcaster":
-        if missing := [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]:
-            raise BenchError(f"the broadcaster peer needs {', '.join(missing)}: make bench-install")
-        return
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        raise BenchError("the Node peer needs Node.js 20+ and npm on PATH")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    if int(version.lstrip("v").split(".")[0] or 0) < 20:
-        raise BenchError(f"the Node peer needs Node.js 20+, found {version}")
-    stamp, lock = NODE_DIR / "node_modules" / ".package-lock.json", NODE_DIR / "package-lock.json"
-    if not stamp.exists() or stamp.stat().st_mtime < lock.stat().st_mtime:
-        npm_ci = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-        done = subprocess.run(npm_ci, cwd=NODE_DIR, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BenchError(f"npm ci in {NODE_DIR} failed: {done.stderr.strip()[-2000:]}")
+def check_peers() -> None:
+    """Both peers installed (`make bench-install`), before anything runs."""
+    missing = [name for name in PYTHON_PEER if importlib.util.find_spec(name) is None]
+    missing += [] if (NODE_DIR / "node_modules").is_dir() else [f"{NODE_DIR}/node_modules"]
+    if missing:
+        raise BenchError(f"the peers need {', '.join(missing)}: run make bench-install")
 
 
 def database_url(conninfo: str) -> str:
-    """A postgresql:// URL for asyncpg and node-postgres from a libpq conninfo string."""
-    p = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v}
-    auth = quote(p.get("user", ""), safe="") + (
-        ":" + quote(p["password"], safe="") if "password" in p else ""
-    )
-    host, query = p.get("host", ""), {k: p[k] for k in ("sslmode",) if k in p}
-    if host.startswith("/"):
-        query["host"], host = host, ""
-    elif ":" in host:
-        host = f"[{host}]"
-    host += f":{p['port']}" if "port" in p else ""
-    url = f"postgresql://{auth}@{host}/{quote(p.get('dbname', ''), safe='')}"
-    return f"{url}?{urlencode(query)}" if query else url
+    """A postgresql:// URL from a libpq conninfo string: asyncpg and node-postgres both read
+    host, port, user, password and sslmode from its query."""
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v}
+    return f"postgresql:///{quote(params.pop('dbname', ''), safe='')}?{urlencode(params)}"
+
+
+async def start_peer(key: str, url: str) -> ServerProcess:
+    """A peer listening on the channel its own trigger NOTIFYs, once `/ready` answers."""
+    label, argv = PEERS[key]
+    port = servers.free_port()
+    channel = f"{key}_messages"
+    env = servers.clean_env(DATABASE_URL=url, HOST=HOST, PORT=str(port), NOTIFY_CHANNEL=channel)
+    command = [part.replace("{port}", str(port)) for part in argv]
+    server = await ServerProcess.spawn(label, command, env, port)
+    await server.wait_ready("/ready")
+    return server
 
 
 async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
     o, result = run.options, ServerRun(key)
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         set_triggers(conn, (TRIGGERS[key],), tuple(TRIGGERS.values()))
-    writer, server = connect(run.conninfo), None
-    try:
-        if key == "pgcast":
-            server = pgcast = await PgcastProcess.start(run.conninfo, run.workdir)
-            user_id, cookie = await pgcast.sign_in()
-        else:
-            await asyncio.to_thread(set_up_peer, key)
-            server = await PEERS[key].start(database_url(run.conninfo))
-            user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
-        s = Session(server, Meter.for_server(server.pid, run.postmaster), user_id, cookie, writer)
-        fleet = Fleet(server.port, cookie, first_alone=key == "broadcaster")
-        try:
-            for sockets, rate in zip(o.steady_sockets, o.steady_rates, strict=True):
-                await fleet.ensure(sockets)
-                messages = max(1, round(rate * o.steady_seconds))
-                steady = await steady_phase(s, fleet.receivers, messages, rate, o.content_chars)
-                result.rows.append(steady)
-                await fleet.settle()
-                print(f"compare: {key} {sockets} x {rate:g}/s done", file=sys.stderr)
-            await fleet.ensure(o.sockets)
-            result.burst, _, _ = await burst_phase(
-                s, fleet.receivers, o.burst, o.batch, o.content_chars
-            )
-        finally:
-            await close_sockets(fleet.receivers)
-    except BenchError as error:
-        result.error = str(error)
-    finally:
-        writer.close()
-        if server is not None:
-            result.exit_code = await server.stop()
+    pgcast, url = key == "pgcast", database_url(run.conninfo)
+    start = PgcastProcess.start(run.conninfo, run.workdir) if pgcast else start_peer(key, url)
+    with connect(run.conninfo) as writer:
+        async with await start as server:
+            if pgcast:
+                user_id, cookie = await server.sign_in()
+            else:
+                user_id, cookie = create_user(writer, "bench@example.com", "Bench"), None
+            meter = Meter.for_server(server.pid, run.postmaster)
+            s, chars = Session(server, meter, user_id, cookie, writer), o.content_chars
+            fleet = Fleet(server.port, cookie, first_alone=key == "broadcaster")
+            try:
+                for sockets, rate in zip(o.steady_sockets, o.steady_rates, strict=True):
+                    await fleet.ensure(sockets)
+                    messages = max(1, round(rate * o.steady_seconds))
+                    steady = await steady_phase(s, fleet.receivers, messages, rate, chars)
+                    result.rows.append(steady)
+                    await fleet.settle()
+                await fleet.ensure(o.sockets)
+                result.burst, _, _ = await burst_phase(s, fleet.receivers, o.burst, o.batch, chars)
+            finally:
+                await close_sockets(fleet.receivers)
+    result.exit_code = server.exit_code
     return result
 
 
@@ -186,7 +167,6 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     for r in runs:
         label = LABELS[r.key]
-        problems += [] if r.error is None else [f"{label} could not run: {r.error}"]
         phases = [(f"{row.delivery.sockets} x {row.target_rate:g}/s", row) for row in r.rows]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
@@ -197,9 +177,8 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
                 late = figures.delivery.describe()
                 notes.append(f"{label} {phase}: not everything arrived in time ({late})")
             notes += usage_notes([(f"{label} {phase}", figures.usage)])
-        for phase, steady in phases:
-            if steady.achieved_rate < 0.9 * steady.target_rate:
-                reached = f"{steady.achieved_rate:.0f} msg/s, one transaction at a time"
+            if isinstance(figures, Steady) and figures.achieved_rate < 0.9 * figures.target_rate:
+                reached = f"{figures.achieved_rate:.0f} msg/s, one transaction at a time"
                 notes.append(f"{label} {phase}: the writer reached {reached}")
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
         if r.exit_code not in ((0, None) if r.key == "pgcast" else (0, -signal.SIGTERM, None)):
@@ -208,6 +187,7 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
 
 
 async def measure(run: runner.Run[Options]) -> CompareResult:
+    check_peers()
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
     runs = [await run_server(key, run) for key in LABELS]
@@ -215,5 +195,4 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
     return CompareResult(runs, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("compare", "against its peers", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("compare", "against its peers", Options, measure)

@@ -63,7 +63,7 @@ class DbLimitsResult(Result):
         for w in self.options["writers"]:
             rates = {v: tx.get((v, w), math.nan) for v in VARIANTS}
             ratios = [f"{ratio(rates[top], rates[bottom]):.2f}" for top, bottom in RATIOS]
-            rows.append([w, *map(render.rate, rates.values()), *ratios])
+            rows.append([w, *map(render.num, rates.values()), *ratios])
         return [
             f"PostgreSQL {self.postgres}, its pgbench `-M prepared`, min(writers, CPUs) "
             f"threads. One transaction = one single-row `INSERT INTO messages` of "
@@ -121,5 +121,4 @@ async def measure(run: runner.Run[Options]) -> DbLimitsResult:
     return await asyncio.to_thread(_measure, run)
 
 
-SCENARIO = runner.Scenario("db_limits", "database limits", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("db_limits", "database limits", Options, measure)

@@ -1,7 +1,6 @@
 """Fan-out: S sockets x R messages/s, small and large messages, up to saturation.
 bench/README.md says how it is measured."""
 
-import sys
 from dataclasses import dataclass
 
 from bench.lib import render, runner
@@ -38,7 +37,6 @@ class Step:
 class SizedBurst:
     sockets: int
     content_bytes: int
-    messages: int
     burst: Burst
 
 
@@ -50,13 +48,13 @@ class FanoutResult(Result):
     def render(self) -> list[str]:
         steps = [
             f"{s.sockets:,} | {s.content_bytes:,} | {t.target_rate:g} / {t.achieved_rate:.0f} | "
-            f"{render.rate(t.delivery.frames_per_second)} | {render.ms(t.latency)} | "
+            f"{render.num(t.delivery.frames_per_second)} | {render.ms(t.latency)} | "
             f"{render.us(t.server_us_per_frame)} | {s.saturated or 'no'}"
             for s, t in ((s, s.steady) for s in self.steps)
         ]
         bursts = [
-            f"{b.sockets:,} | {b.content_bytes:,} | {b.messages} | "
-            f"{render.rate(b.burst.frames_per_second)} | {render.us(b.burst.server_us_per_frame)} "
+            f"{b.sockets:,} | {b.content_bytes:,} | {b.burst.delivery.expected_per_socket} | "
+            f"{render.num(b.burst.frames_per_second)} | {render.us(b.burst.server_us_per_frame)} "
             f"| {render.ok(b.burst.ok)}"
             for b in self.bursts
         ]
@@ -98,9 +96,8 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
         fleet = Fleet(s.server.port, s.cookie)
 
         async def step(rate: float, size: int, seconds: float) -> Step:
-            steady = await steady_phase(
-                s, fleet.receivers, max(1, round(rate * seconds)), rate, size
-            )
+            messages = max(1, round(rate * seconds))
+            steady = await steady_phase(s, fleet.receivers, messages, rate, size)
             await fleet.settle()
             return Step(len(fleet.receivers), size, steady, saturation(steady))
 
@@ -119,8 +116,7 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
                     messages = max(MIN_BURST, min(MAX_BURST, wanted))
                     burst, _, _ = await burst_phase(s, fleet.receivers, messages, BURST_BATCH, size)
                     await fleet.settle()
-                    bursts.append(SizedBurst(count, size, messages, burst))
-                    print(f"fanout: {count} sockets, {size} B done", file=sys.stderr)
+                    bursts.append(SizedBurst(count, size, burst))
         finally:
             await close_sockets(fleet.receivers)
     problems = s.server.exit_problems()
@@ -129,5 +125,4 @@ async def measure(run: runner.Run[Options]) -> FanoutResult:
     return FanoutResult(steps, bursts, problems=problems)
 
 
-SCENARIO = runner.Scenario("fanout", "fan-out", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("fanout", "fan-out", Options, measure)

@@ -2,11 +2,9 @@
 bench/README.md says how it is measured."""
 
 import asyncio
-import contextlib
 import math
 from dataclasses import dataclass, field
 
-import aiohttp
 import psutil
 
 from bench.lib import receivers as rx
@@ -47,36 +45,21 @@ class Broadcast:
 
 @dataclass
 class Count:
-    target: int
-    opened: int = 0
-    stop_reason: str = ""
-    rss_before: int = 0
-    rss_after: int = 0
-    # /readyz's status and socket count, and /metrics' pgcast_sockets_connected
-    ready: tuple[int, int | None, float] = (0, None, math.nan)
-    broadcasts: list[Broadcast] = field(default_factory=list)
+    target: int  # sockets, every one opened
+    rss_before: int
+    rss_after: int
+    broadcasts: list[Broadcast] = field(default_factory=list)  # one (earlier runs' had two)
 
     @property
     def kib_per_socket(self) -> float:
-        return (self.rss_after - self.rss_before) / self.opened / 1024 if self.opened else math.nan
-
-    def problems(self) -> list[str]:
-        label = f"{self.target:,} sockets"
-        found = []
-        if self.opened < self.target:
-            found.append(f"{label}: only {self.opened:,} opened ({self.stop_reason})")
-        for number, b in enumerate(self.broadcasts, start=1):
-            found += b.delivery.problems(f"{label}: broadcast {number}")
-        if self.ready != (200, self.opened, self.opened):
-            found.append(f"{label}: /readyz and /metrics answered {self.ready}")
-        return found
+        return (self.rss_after - self.rss_before) / self.target / 1024
 
 
-def _broadcast(c: Count, number: int) -> str:
-    if len(c.broadcasts) < number:
+def _broadcast(c: Count) -> str:
+    if not c.broadcasts:
         return "n/a"
-    b = c.broadcasts[number - 1]
-    per_socket = 1000 * b.server_cpu_ms / max(1, c.opened)
+    b = c.broadcasts[0]
+    per_socket = 1000 * b.server_cpu_ms / c.target
     return (
         f"{b.first_ms:.1f} / **{b.last_ms:.1f}**; {b.server_cpu_ms:.1f} "
         f"({per_socket:.1f} µs per socket); {render.ok(b.delivery.ok)}"
@@ -84,16 +67,11 @@ def _broadcast(c: Count, number: int) -> str:
 
 
 ROWS = {
-    "sockets open / asked": lambda c: f"{c.opened:,} / {c.target:,}",
     "server RSS before / with the idle sockets (MiB)": lambda c: (
         f"{c.rss_before / 2**20:.1f} / {c.rss_after / 2**20:.1f}"
     ),
     "**memory per idle socket (KiB)**": lambda c: f"**{c.kib_per_socket:.1f}**",
-    "/readyz, its sockets; sockets metric": lambda c: "{}, {}; {:.0f}".format(*c.ready),
-    "**broadcast: commit → first / last socket (ms); server CPU (ms); delivery**": lambda c: (
-        _broadcast(c, 1)
-    ),
-    "second broadcast, the same": lambda c: _broadcast(c, 2),
+    "**broadcast: commit → first / last socket (ms); server CPU (ms); delivery**": _broadcast,
 }
 
 
@@ -127,32 +105,20 @@ async def broadcast_once(s: Session, receivers: list[rx.Receiver]) -> Broadcast:
 
 
 async def measure_count(run: runner.Run[Options], target: int) -> tuple[Count, list[str]]:
-    """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then broadcasts."""
+    """A fresh `pgcast serve`: RSS before and with `target` idle sockets, then a broadcast."""
     async with pgcast_session(run) as s:
-        process, c = psutil.Process(s.server.pid), Count(target)
-        warm = await rx.open_sockets(s.server.port, "/ws", s.cookie, 1)
+        process = psutil.Process(s.server.pid)
+        warm = await s.open("/ws", 1)
         warm_up = await broadcast_once(s, warm)
         await rx.close_sockets(warm)
         if not warm_up.delivery.ok:
             raise BenchError(f"warm-up message not delivered: {warm_up.delivery.describe()}")
-        c.rss_before = await settled_rss(process)
-        receivers, errors = await rx.try_open_sockets(
-            s.server.port, "/ws", s.cookie, target, concurrency=run.options.batch
-        )
-        try:
-            if errors:
-                c.stop_reason = f"{len(errors)} failed, the first: {errors[0]!r}"
-            c.opened = len(receivers)
-            c.rss_after = await settled_rss(process)
-            connected = (await s.server.metrics()).get("pgcast_sockets_connected", math.nan)
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, KeyError):
-                async with asyncio.timeout(10), s.server.http.get(s.server.url + "/readyz") as r:
-                    c.ready = r.status, (await r.json())["checks"]["sockets"], connected
-            if receivers:
-                c.broadcasts += [await broadcast_once(s, receivers) for _ in range(2)]
-        finally:
-            await rx.close_sockets(receivers)
-    return c, c.problems() + s.server.exit_problems()
+        rss_before = await settled_rss(process)
+        receivers = await s.open("/ws", target, concurrency=run.options.batch)
+        c = Count(target, rss_before, await settled_rss(process))
+        c.broadcasts.append(await broadcast_once(s, receivers))
+    problems = c.broadcasts[0].delivery.problems(f"{target:,} sockets: broadcast")
+    return c, problems + s.server.exit_problems()
 
 
 async def measure(run: runner.Run[Options]) -> IdleResult:
@@ -161,5 +127,4 @@ async def measure(run: runner.Run[Options]) -> IdleResult:
     return IdleResult([count for count, _ in measured], problems=problems)
 
 
-SCENARIO = runner.Scenario("idle_sockets", "idle sockets", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("idle_sockets", "idle sockets", Options, measure)

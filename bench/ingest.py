@@ -2,7 +2,6 @@
 bench/README.md says how it is measured."""
 
 import asyncio
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,9 +62,9 @@ class IngestResult(Result):
     def render(self) -> list[str]:
         b = self.bulk
         ingest = [
-            f"{i.sockets:,} | {i.writers} | {render.rate(i.limit.tx_per_second)} | "
-            f"{render.rate(i.pgcast.tx_per_second)} | **{i.ratio:.2f}** | "
-            f"{render.rate(i.delivery.frames_per_second)} | {i.delivery.closed_sockets}"
+            f"{i.sockets:,} | {i.writers} | {render.num(i.limit.tx_per_second)} | "
+            f"{render.num(i.pgcast.tx_per_second)} | **{i.ratio:.2f}** | "
+            f"{render.num(i.delivery.frames_per_second)} | {i.delivery.closed_sockets}"
             for i in self.ingest
         ]
         return [
@@ -77,7 +76,7 @@ class IngestResult(Result):
             "",
             f"Bulk: one INSERT of {b.rows:,} rows to {b.sockets:,} sockets: first frame "
             f"{b.commit_to_first_ms:.0f} ms and last frame on the last socket "
-            f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.rate(b.frames_per_second)} "
+            f"{b.commit_to_last_ms:,.0f} ms after COMMIT; {render.num(b.frames_per_second)} "
             f"frames/s; {b.delivery.frames:,} of {b.rows * b.sockets:,} frames.",
         ]
 
@@ -115,7 +114,6 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
                     written, _ = await asyncio.to_thread(ids, s.writer, "SELECT id FROM messages")
                     got = await fleet.call("finish", written, DRAIN_SECONDS)
                     ingests.append(Ingest(writers, opened, limit, rate, got))
-                    print(f"ingest: {writers} writers, {sockets} sockets", file=sys.stderr)
             await fleet.call("start", o.bulk_rows)
             bulk = {"user_id": s.user_id, "rows": o.bulk_rows, "chars": o.content_bytes}
             written, committed = await asyncio.to_thread(ids, s.writer, BULK_INSERT, **bulk)
@@ -135,5 +133,4 @@ async def measure(run: runner.Run[Options]) -> IngestResult:
     return IngestResult(ingests, result, problems=problems)
 
 
-SCENARIO = runner.Scenario("ingest", "ingest and bulk", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("ingest", "ingest and bulk", Options, measure)

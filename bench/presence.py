@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,16 +76,12 @@ class Changes:
 
     event: str
     count: int
-    expected: int
-    """(change, other member) notifications due; `seen` of them arrived."""
+    expected: int  # (change, other member) notifications due; `seen` of them arrived
     seen: int
     first: Latency
     last: Latency
     usage: Usage
     database: dict[str, int]
-
-    def per(self, stat: str) -> float:
-        return self.database[stat] / self.count
 
     def pgcast_us(self) -> float:
         """The CPU of the three pgcast processes ("server", "server 1", "server 2")."""
@@ -94,13 +89,13 @@ class Changes:
         return sum(self.usage.us_per(name, self.count) for name in names)
 
     def row(self) -> str:
-        rows = "/".join(f"{self.per(s):.1f}" for s in STATS[1:])
+        rows = "/".join(f"{self.database[s] / self.count:.1f}" for s in STATS[1:])
         return (
             f"{self.event} | {self.count} | {self.seen:,} / {self.expected:,} "
             f"| {render.ms(self.first, 'p50', 'p99', 'max')} "
             f"| **{render.ms(self.last, 'p50', 'p99', 'max')}** | {render.us(self.pgcast_us())} "
             f"| **{render.us(self.usage.us_per('postgres', self.count))}** "
-            f"| {self.per('xact_commit'):.1f} | {rows}"
+            f"| {self.database['xact_commit'] / self.count:.1f} | {rows}"
         )
 
 
@@ -108,7 +103,6 @@ class Changes:
 class PresenceResult(Result):
     members: int
     processes: int
-    fill_seconds: float
     phases: list[Changes]
 
     def render(self) -> list[str]:
@@ -118,8 +112,8 @@ class PresenceResult(Result):
             "| **PostgreSQL µs CPU** | commits | rows inserted / updated / deleted"
         )
         return [
-            f"{self.members:,} members of `{CHANNEL}` over {self.processes} processes, connected "
-            f"and listed in {self.fill_seconds:.1f} s; costs per change, over the phase.",
+            f"{self.members:,} members of `{CHANNEL}` over {self.processes} processes; costs per "
+            "change, over the phase.",
             "",
             *render.table(header, [p.row() for p in self.phases], "lrrllrrrr"),
         ]
@@ -176,9 +170,8 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
             lasts.append(max(times, default=math.nan))
             seen, expected = seen + len(times), expected + len(others)
             await asyncio.sleep(o.spacing)  # spacing the changes, not waiting for an event
-        usage, last = await meter.stop(), Latency.of(lasts)
-        print(f"presence: {event}, to the last member p50 {last.p50:.1f} ms", file=sys.stderr)
-        return Changes(event, len(users), expected, seen, Latency.of(firsts), last, usage, {})
+        first, last = Latency.of(firsts), Latency.of(lasts)
+        return Changes(event, len(users), expected, seen, first, last, await meter.stop(), {})
 
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(await psycopg.AsyncConnection.connect(run.conninfo))
@@ -190,14 +183,13 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
         signed = [await s.sign_in_many(people[n::PROCESSES]) for n, s in enumerate(servers)]
         users = [signed[n % PROCESSES][n // PROCESSES] for n in range(len(people))]
         try:
-            began = time.monotonic()
             sockets += await receivers.open_each(users[: o.members], where, Member)
             everyone = {s.user for s in sockets}
             for s in sockets:
                 s.until(lambda s: s.listed and s.view == everyone)
             if not await receivers.wait_delivered(sockets, 30 + o.members / 20):
                 problems.append("not every member had the whole list")
-            fill, marks = time.monotonic() - began, [await read_stats(db, notes)]
+            marks = [await read_stats(db, notes)]
             phases = []
             for event in ("member_added", "member_removed"):
                 phases.append(await change(event, users[o.members :]))
@@ -213,8 +205,7 @@ async def measure(run: runner.Run[Options]) -> PresenceResult:
         if s.wrong or s.other_frames or s.close_code != 1000
     ]
     notes += usage_notes((p.event, p.usage) for p in phases)
-    return PresenceResult(len(everyone), PROCESSES, fill, phases, problems=problems, notes=notes)
+    return PresenceResult(len(everyone), PROCESSES, phases, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("presence", "presence", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("presence", "presence", Options, measure)

@@ -210,7 +210,7 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
 
         owners, committed = await asyncio.to_thread(insert)
         await rx.wait_delivered(notified, 15 + len(users) / 1000)
-        server_cpu = cpu_seconds(s.server.pid) - began
+        server_ms = 1000 * (cpu_seconds(s.server.pid) - began)
         # Only once the server is quiet again has every duplicate or stray frame been sent.
         await wait_quiet(s.server.pid)
         await asyncio.sleep(LATE_FRAMES_SECONDS)  # a window for late frames to show
@@ -220,9 +220,7 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
         arrivals = [r.notifications[0][0] - committed for r in notified if r.notifications]
         first, sockets = 1000 * min(arrivals, default=math.nan), len(others) + len(notified)
         latency = Latency.of(arrivals)
-        return NotificationRound(
-            number, len(owners), sockets, latency, first, 1000 * server_cpu, delivery
-        )
+        return NotificationRound(number, len(owners), sockets, latency, first, server_ms, delivery)
 
     def where(_: int, user_id: int) -> tuple[int, str]:
         """Each user's own channel, and `messages` too."""
@@ -249,5 +247,4 @@ async def measure(run: runner.Run[Options]) -> PrivateResult:
     return PrivateResult(phases, rounds, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("private", "private chat and notifications", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("private", "private chat and notifications", Options, measure)

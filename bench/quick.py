@@ -1,11 +1,10 @@
-"""Quick: commit->socket latency at a steady rate and a burst, against a bare aiohttp server.
-bench/README.md says how it is measured."""
+"""Quick: commit->socket latency at a steady rate and a burst, against a bare asyncio socket
+server. bench/README.md says how it is measured."""
 
 from dataclasses import dataclass
 
 from bench.lib import render, runner
-from bench.lib.receivers import close_sockets, open_sockets
-from bench.lib.results import Burst, Result, Steady, ratio
+from bench.lib.results import Burst, Result, Steady
 from bench.lib.servers import frames_burst, usage_notes
 from bench.lib.writers import burst_phase, pgcast_session, steady_phase
 
@@ -26,31 +25,22 @@ class QuickResult(Result):
     fanout: Burst
     baseline: Burst
 
-    @property
-    def ratio(self) -> float:
-        return ratio(self.fanout.frames_per_second, self.baseline.frames_per_second)
-
     def render(self) -> list[str]:
         t, f, b, o = self.latency, self.fanout, self.baseline, self.options
-        cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
                 f"setup | {o['sockets']} sockets, 1 user, {o['content_chars']}-char messages",
                 "latency: messages, target / achieved rate | "
                 f"{t.messages}, {t.target_rate:.0f} / {t.achieved_rate:.0f} msg/s",
                 f"**commit→socket p50 / p99 (ms)** | **{render.ms(t.latency)}**",
-                f"latency phase CPU (% of one core) | {render.cpu(t.usage, *cpus)}",
                 f"fan-out burst | {f.delivery.expected_per_socket} messages in INSERTs of "
                 f"{o['batch']} rows",
-                f"**pgcast fan-out frames/s** | **{render.rate(f.frames_per_second)}**",
-                "**baseline frames/s** (bare aiohttp, same frames) | "
-                f"**{render.rate(b.frames_per_second)}**",
-                f"**pgcast / baseline** | **{render.num(self.ratio, 2)}**",
+                f"**pgcast fan-out frames/s** | **{render.num(f.frames_per_second)}**",
+                "**baseline frames/s** (a bare asyncio socket server, same frames) | "
+                f"**{render.num(b.frames_per_second)}**",
+                f"**pgcast / baseline** | **{render.x(f.frames_per_second, b.frames_per_second)}**",
                 "server CPU per frame (µs): pgcast / baseline | "
                 f"{render.us(f.server_us_per_frame)} / {render.us(b.server_us_per_frame)}",
-                f"fan-out CPU (% of one core) | {render.cpu(f.usage, *cpus)}",
-                "delivery check latency / fan-out / baseline | "
-                + " / ".join(render.ok(ok) for ok in (t.delivery.ok, f.ok, b.ok)),
             ]
         )
 
@@ -58,21 +48,15 @@ class QuickResult(Result):
 async def measure(run: runner.Run[Options]) -> QuickResult:
     o = run.options
     async with pgcast_session(run) as s:
-        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
-        try:
-            latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
-            fanout, ids, texts = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
-        finally:
-            await close_sockets(receivers)
+        receivers = await s.open("/ws", o.sockets)
+        latency = await steady_phase(s, receivers, o.messages, o.rate, o.content_chars)
+        fanout, ids, texts = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
     baseline = await frames_burst(texts, ids, o.sockets, run.workdir)
     problems = latency.delivery.problems("latency phase") + fanout.delivery.problems("fan-out")
     problems += baseline.delivery.problems("baseline") + s.server.exit_problems()
-    if len(texts) != o.burst:
-        problems.append(f"socket 0 got {len(texts)} of {o.burst} burst frames for the baseline")
     phases = [("latency", latency.usage), ("fan-out", fanout.usage), ("baseline", baseline.usage)]
     notes = usage_notes(phases)
     return QuickResult(latency, fanout, baseline, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("quick", "quick bench", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("quick", "quick bench", Options, measure)

@@ -1,6 +1,5 @@
-"""bench/RESULTS.md from the JSON reports of one `make bench` run (RUN_DIR, the
-newest bench/out/run-* by default): the aims against the limits and peers of the same run,
-then each scenario's own tables, then bench/profile.md, kept by hand.
+"""bench/RESULTS.md from the JSON reports of one `make bench` run (RUN_DIR): the aims against
+the limits and peers of the same run, then each scenario's own tables, then bench/profile.md.
 """
 
 import argparse
@@ -25,7 +24,7 @@ HEADINGS = {
     "resume": "## Replay",
     "idle_sockets": "## Idle sockets",
     "compare": "## Peers on the same load",
-    "quick": "## Quick: against a bare aiohttp server",
+    "quick": "## Quick: against a bare asyncio socket server",
     "slow_consumer": "## A slow consumer",
     "channels": "## Channels: a broadcast beside other channels' sockets",
     "versus_previous": "## Against a previous commit",
@@ -49,13 +48,6 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return found
 
 
-def limit(runs: dict[str, Any], sockets: int, content_bytes: int, per_write: int) -> Any:
-    """The socket limit at a fan-out's socket count, its frame size the closest one."""
-    limits = runs.get("socket_limit")
-    frame_bytes = 200 if content_bytes < 1000 else 10000
-    return limits.find(sockets, frame_bytes, per_write) if limits else None
-
-
 def summary(runs: dict[str, Any]) -> list[str]:
     rows: list[str] = []
     num = render.num
@@ -70,7 +62,8 @@ def summary(runs: dict[str, Any]) -> list[str]:
             p99, text = step.steady.latency.p99, "fan-out, 1,000 sockets × 200 msg/s: p99"
             measured = f"p99 {p99:.1f} ms (p50 {step.steady.latency.p50:.1f})"
             aim(f"{text} commit→socket ≤ 25 ms", measured, f"{p99 / 25:.2f}× the target", p99 <= 25)
-    one, ten = limit(runs, 1000, 200, 1), limit(runs, 1000, 200, 10)
+    limits = runs.get("socket_limit")
+    one, ten = (limits.find(1000, 200, k) if limits else None for k in (1, 10))
     for b in [b for b in bursts if (b.sockets, b.content_bytes) == (1000, 200)] if one else []:
         fps, limits = b.burst.frames_per_second, f"{num(one)} (1 frame/write)"
         measured = f"{num(fps)} frames/s; limit {limits}, {num(ten)} (10/write)"
@@ -100,8 +93,9 @@ def summary(runs: dict[str, Any]) -> list[str]:
         ratios = ", ".join(f"{i.ratio:.2f}×" for i in rates)
         aim(text, measured, ratios, min(i.ratio for i in rates) >= 0.9)
     if resume := runs.get("resume"):
-        rate, text = resume.replay.events_per_second, f"replay of {resume.replay.events:,} events"
-        ratios = f"{rate / 50000:.2f}× the target; {resume.ratio_to_bare_socket:.2f}× a bare socket"
+        rate, bare = resume.replay.events_per_second, resume.ratio_to_bare_socket
+        text = f"replay of {resume.replay.events:,} events"
+        ratios = f"{rate / 50000:.2f}× the target; {bare:.2f}× a bare asyncio socket server"
         text, measured = f"{text} ≥ 50,000 events/s to one client", f"{num(rate)} events/s"
         aim(text, measured, ratios, rate >= 5e4)
     if idle := runs.get("idle_sockets"):
@@ -156,15 +150,11 @@ def write_results(run_dir: Path, results: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", nargs="?", type=Path, help="newest bench/out/run-* if unset")
+    parser.add_argument("run_dir", type=Path, help="a bench/out/run-* directory")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args(argv)
     try:
-        if (run_dir := args.run_dir) is None:
-            if not (found := sorted(p for p in (BENCH_DIR / "out").glob("run-*") if p.is_dir())):
-                raise BenchError(f"no run directory in {BENCH_DIR / 'out'}; run `make bench` first")
-            run_dir = found[-1]
-        write_results(run_dir, args.results)
+        write_results(args.run_dir, args.results)
     except (BenchError, OSError, KeyError, ValueError) as error:
         print(f"report: {error!r}", file=sys.stderr)
         return 1

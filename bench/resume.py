@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from bench.lib import render, runner
-from bench.lib.receivers import check_delivery, close_sockets, open_sockets, wait_delivered
+from bench.lib.receivers import check_delivery, close_sockets, wait_delivered
 from bench.lib.results import Burst, Result, ratio
 from bench.lib.servers import frames_burst, usage_notes, wait_quiet
 from bench.lib.writers import Session, pgcast_session, write_burst
@@ -50,15 +50,10 @@ class ResumeResult(Result):
             f"setup | {replay.events:,} events of {self.options['content_bytes']}-byte messages, "
             f"{BACKLOG_BATCH:,} per INSERT, 1 socket",
             "**replay events/s** (connection made → last frame) | "
-            f"**{render.rate(replay.events_per_second)}** (target {TARGET:,.0f})",
-            "**bare socket events/s** (bare aiohttp, the same frames, 1 socket) | "
-            f"**{render.rate(bare.frames_per_second)}**",
+            f"**{render.num(replay.events_per_second)}** (target {TARGET:,.0f})",
+            "**bare socket events/s** (a bare asyncio socket server, the same frames, 1 socket) | "
+            f"**{render.num(bare.frames_per_second)}**",
             f"**replay / bare socket** | **{render.num(self.ratio_to_bare_socket, 2)}**",
-            "server CPU per event (µs): pgcast replay / bare socket | "
-            f"{render.us(replay.burst.server_us_per_frame)} / "
-            f"{render.us(bare.server_us_per_frame)}",
-            "delivery check replay / bare socket | "
-            f"{render.ok(replay.burst.ok)} / {render.ok(bare.ok)}",
         ]
         return render.figures(rows)
 
@@ -68,15 +63,11 @@ async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[
     connects: replayed frames may come in the same read as the connected frame."""
     path = "/ws?after=" + quote(cursor or "", safe="")
     s.meter.start()
-    opened = await open_sockets(s.server.port, path, s.cookie, 1, expected=len(ids), keep_text=True)
-    receiver = opened[0]
-    try:
-        await wait_delivered([receiver], 15 + len(ids) / 5000)
-        usage = await s.meter.stop()
-        await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
-        delivery = check_delivery([receiver], ids)
-    finally:
-        await close_sockets([receiver])
+    [receiver] = await s.open(path, 1, expected=len(ids), keep_text=True)
+    await wait_delivered([receiver], 15 + len(ids) / 5000)
+    usage = await s.meter.stop()
+    await asyncio.sleep(DUPLICATE_GRACE_SECONDS)  # a window for a late duplicate to show
+    delivery = check_delivery([receiver], ids)
     seconds = (receiver.times or [math.nan])[-1] - receiver.connection_made_at
     return Replay(len(ids), seconds, Burst(delivery, usage)), receiver.texts
 
@@ -84,7 +75,7 @@ async def replay_phase(s: Session, cursor: str | None, ids: list[int]) -> tuple[
 async def measure(run: runner.Run[Options]) -> ResumeResult:
     o = run.options
     async with pgcast_session(run) as s:
-        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
+        [before] = await s.open("/ws", 1)
         await close_sockets([before])
         # The replay's plan depends on these statistics; autoanalyze would change them at a
         # moment of its choosing.
@@ -105,5 +96,4 @@ async def measure(run: runner.Run[Options]) -> ResumeResult:
     return ResumeResult(replay, bare, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("resume", "resume bench", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("resume", "resume bench", Options, measure)

@@ -11,12 +11,16 @@ from urllib.parse import quote
 
 from bench.lib import receivers as rx
 from bench.lib import render, runner
-from bench.lib.results import BenchError, Delivery, Result, Steady, ratio
+from bench.lib.results import BenchError, Delivery, Result, Steady
 from bench.lib.servers import usage_notes
 from bench.lib.writers import Session, latencies, pgcast_session, steady_phase, write_steadily
 
 POST_CLOSE_SECONDS, CHUNK_SECONDS = 2.0, 0.1
-SLOW_CLOSES, CONNECTED = "pgcast_slow_sockets_closed_total", "pgcast_sockets_connected"
+SLOW_CLOSES = "pgcast_slow_sockets_closed_total"
+# The stalled client's receive buffer and TCP MSS, set before it connects (the window scale is
+# agreed then). Linux sizes the server's send buffer from the peer's MSS, read or not: ~100 KiB
+# with an Ethernet MSS, up to tcp_wmem's maximum (4 MiB) with loopback's 64 KiB.
+RCVBUF, MSS = 4096, 1448
 
 
 @dataclass
@@ -26,8 +30,6 @@ class Options(runner.Options):
     seconds: float = runner.option(10.0, 2.0, "length of each phase", minimum=0.1)
     content_chars: int = runner.option(2000, None, "message length")
     backlog_bytes: int = runner.option(1 << 20, 64 * 1024, "PGCAST_SOCKET_BACKLOG_BYTES", 65536)
-    rcvbuf: int = runner.option(4096, None, "SO_RCVBUF the stalled client asks for")
-    mss: int = runner.option(1448, None, "TCP MSS of the stalled client, 0: loopback's", 0)
     # pgcast's heartbeat drops a socket that has not answered a ping for 30 + 15 s.
     max_stall_seconds: float = runner.option(40.0, None, "phase B at most this long")
 
@@ -44,15 +46,11 @@ class StalledReceiver(rx.Receiver):
         self.stalled_at = time.time()
 
 
-async def open_stalled(s: Session, o: Options) -> StalledReceiver:
+async def open_stalled(s: Session) -> StalledReceiver:
     receiver = StalledReceiver(-1, *rx.handshake(s.server.port, "/ws", s.cookie))
     sock = socket.socket()
-    # Before connecting, so the window scale the handshake agrees on is small too. Linux sizes
-    # the server's send buffer from the MSS the peer announces: ~100 KiB with an Ethernet
-    # MSS, up to tcp_wmem's maximum (4 MiB) with loopback's 64 KiB, read or not.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, o.rcvbuf)
-    if o.mss:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, o.mss)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, MSS)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
@@ -76,29 +74,21 @@ class SlowResult(Result):
     close_code: int | None
     resumed: Delivery | None
 
-    @property
-    def p99_ratio(self) -> float:
-        return ratio(self.b.latency.p99, self.a.latency.p99)
-
     def render(self) -> list[str]:
         o, a, b, r = self.options, self.a, self.b, self.resumed
         closed = "**NOT CLOSED as slow**"
         if self.closed_after_s is not None:
             closed = f"after {self.closed_after_s:.2f} s stalled, close code {self.close_code}"
-        cpus = ("server", "postgres", "loadgen")
         return render.figures(
             [
                 f"setup | {o['sockets']:.0f} reading sockets + 1 stalled, "
                 f"{o['content_chars']:.0f}-char messages at {o['rate']:.0f}/s, "
                 f"PGCAST_SOCKET_BACKLOG_BYTES={o['backlog_bytes']:.0f}, stalled client: SO_RCVBUF "
-                f"{o['rcvbuf']:.0f}, MSS {o['mss'] or 'loopback'}",
-                f"messages A / B | {a.messages} at {a.achieved_rate:.0f}/s / "
-                f"{b.messages} at {b.achieved_rate:.0f}/s",
+                f"{RCVBUF}, MSS {MSS}",
                 "**commit→socket p50 / p99 (ms), A: no stalled socket / B: one** | "
                 f"{render.ms(a.latency)} / {render.ms(b.latency)}",
-                f"**p99 with / without the stalled socket** | **{render.num(self.p99_ratio, 2)}**",
-                f"CPU (% of one core) A / B | {render.cpu(a.usage, *cpus)} / "
-                f"{render.cpu(b.usage, *cpus)}",
+                "**p99 with / without the stalled socket** | "
+                f"**{render.x(b.latency.p99, a.latency.p99)}**",
                 f"**stalled socket closed as slow** | {closed}",
                 "**resumed socket: every message of B, exactly once, in order** | "
                 + ("FAIL" if r is None else f"{render.ok(r.ok)} ({r.frames} of {b.messages})"),
@@ -116,7 +106,7 @@ async def resume(s: Session, stalled: StalledReceiver) -> list[rx.Receiver]:
 async def measure(run: runner.Run[Options]) -> SlowResult:
     o = run.options
     env = {"PGCAST_SOCKET_BACKLOG_BYTES": str(o.backlog_bytes)}
-    closed_at, gone, resumed = None, False, list[rx.Receiver]()
+    closed_at, resumed = None, list[rx.Receiver]()
     async with pgcast_session(run, env=env) as s:
         receivers = await rx.open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
         stalled = None
@@ -125,20 +115,19 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
             phase = (o.rate, o.content_chars)
             warmup = await steady_phase(s, receivers, max(1, round(o.rate)), *phase)
             a = await steady_phase(s, receivers, max(1, round(o.rate * o.seconds)), *phase)
-            stalled = await open_stalled(s, o)
-            metrics = await s.server.metrics()
-            earlier, connected = metrics.get(SLOW_CLOSES, 0.0) - closes, metrics.get(CONNECTED, 0)
+            stalled = await open_stalled(s)
+            earlier = (await s.server.metrics()).get(SLOW_CLOSES, 0.0) - closes
             for receiver in receivers:
                 receiver.start_phase(rx.OPEN_ENDED)
             committed: dict[int, float] = {}
             s.meter.start()
             began, follower = time.monotonic(), None
             # At least o.seconds, then until the close was seen and POST_CLOSE_SECONDS more
-            # passed, or pgcast let go of the socket another way, or o.max_stall_seconds.
+            # passed, or o.max_stall_seconds.
             while (elapsed := time.monotonic() - began) < o.seconds or (
                 time.time() - closed_at < POST_CLOSE_SECONDS
                 if closed_at is not None
-                else not gone and elapsed < o.max_stall_seconds
+                else elapsed < o.max_stall_seconds
             ):
                 chunk = (s.writer, s.user_id, max(1, round(CHUNK_SECONDS * o.rate)), *phase)
                 # /metrics read while the chunk is written: a stalled socket sees no close frame.
@@ -148,22 +137,17 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
                 committed.update(written[0])
                 if closed_at is None and metrics.get(SLOW_CLOSES, 0.0) > closes + earlier:
                     closed_at, follower = time.time(), asyncio.create_task(resume(s, stalled))
-                gone = gone or (closed_at is None and metrics.get(CONNECTED, 0) < connected)
             seconds = time.monotonic() - began
             for receiver in receivers:
                 receiver.expect(len(committed))
             await rx.wait_delivered(receivers, rx.SETTLE_TIMEOUT)
             latency, usage = latencies(committed, receivers), await s.meter.stop()
             b_delivery = rx.check_delivery(receivers, [*committed])
-            b = Steady(len(committed), o.rate, len(committed) / seconds, latency, b_delivery, usage)
-            if follower is None:
-                # Never closed as slow: read what pgcast still sends if it let go another way,
-                # else drop it; either way the resume is still checked.
-                if not gone:
-                    stalled.abort()
-                follower = asyncio.create_task(resume(s, stalled))
+            achieved = len(committed) / seconds
+            b = Steady(b_delivery, usage, len(committed), o.rate, achieved, latency)
+            # Never closed as slow, it is not resumed: the run fails either way.
             with contextlib.suppress(BenchError):
-                resumed += await follower
+                resumed += await follower if follower else []
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stalled.lost), 5)
             in_b = (await s.server.metrics()).get(SLOW_CLOSES, 0.0) - closes - earlier
@@ -194,5 +178,4 @@ async def measure(run: runner.Run[Options]) -> SlowResult:
     )
 
 
-SCENARIO = runner.Scenario("slow_consumer", "slow-consumer bench", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("slow_consumer", "slow-consumer bench", Options, measure)

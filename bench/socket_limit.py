@@ -66,8 +66,9 @@ class SocketLimitResult(Result):
     def render(self) -> list[str]:
         rows = [
             f"{m.sockets:,} | {m.frame_bytes:,} | {m.frames_per_write} "
-            f"| **{render.rate(b.frames_per_second)}** | {render.us(b.server_us_per_frame)} "
-            f"| {render.cpu(b.usage, 'server', 'loadgen')} | {render.ok(b.ok)}"
+            f"| **{render.num(b.frames_per_second)}** | {render.us(b.server_us_per_frame)} "
+            f"| {b.usage.cpu_percent['server']:.0f} / {b.usage.cpu_percent['loadgen']:.0f} "
+            f"| {render.ok(b.ok)}"
             for m, b in ((m, m.burst) for m in self.measurements)
         ]
         return [
@@ -78,7 +79,7 @@ class SocketLimitResult(Result):
             "",
             *render.table(
                 "sockets | frame bytes | frames per write | **frames/s** "
-                "| server CPU per frame (µs) | CPU | delivery",
+                "| server CPU per frame (µs) | CPU % server / load generator | delivery",
                 rows,
                 "rrrrrll",
             ),
@@ -100,5 +101,4 @@ async def measure(run: runner.Run[Options]) -> SocketLimitResult:
     return SocketLimitResult(found, problems=problems, notes=notes)
 
 
-SCENARIO = runner.Scenario("socket_limit", "bare socket limit", __doc__, Options, measure, False)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("socket_limit", "bare socket limit", Options, measure, False)

@@ -2,7 +2,6 @@
 bench/README.md says how it is measured."""
 
 import asyncio
-import contextlib
 import dataclasses
 import io
 import statistics
@@ -15,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from bench.lib import render, runner
 from bench.lib.database import create_database
-from bench.lib.receivers import close_sockets, open_sockets
+from bench.lib.receivers import close_sockets
 from bench.lib.results import BenchError, Result, Usage, ratio
 from bench.lib.servers import REPO_DIR, pgcast_env, usage_notes, wait_quiet
 from bench.lib.writers import burst_phase, pgcast_session, write_burst
@@ -98,13 +96,9 @@ def git(*arguments: str, text: bool = True) -> Any:
 
 
 def default_baseline() -> str:
-    """The merge-base of HEAD and main (or origin/main, in a clone whose main is only the
-    remote's); on main itself, or with neither, the commit before HEAD."""
-    for branch in ("main", "origin/main"):
-        with contextlib.suppress(BenchError):
-            if (base := git("merge-base", "HEAD", branch)) != git("rev-parse", "HEAD"):
-                return base
-    return git("rev-parse", "HEAD^")
+    """The merge-base of HEAD and main; on main itself, the commit before HEAD."""
+    base = git("merge-base", "HEAD", "main")
+    return base if base != git("rev-parse", "HEAD") else git("rev-parse", "HEAD^")
 
 
 def unpack(rev: str, destination: Path) -> str:
@@ -126,11 +120,8 @@ def migrate_tree(path: Path, conninfo: str, data_dir: Path) -> None:
     if done.returncode != 0:
         raise BenchError(f"{path}'s migrate failed: {done.stderr.strip()[-500:]}")
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        # The event log is `broadcasts` since channels, `message_events` before.
-        row = conn.execute("SELECT to_regclass('broadcasts') IS NOT NULL").fetchone()
-        table = sql.Identifier("broadcasts" if row and row[0] else "message_events")
         # Both trees' replays are planned alike: on statistics ANALYZEd after the backlog.
-        conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(table))
+        conn.execute("ALTER TABLE broadcasts SET (autovacuum_enabled = off)")
 
 
 async def measure_tree(
@@ -139,14 +130,12 @@ async def measure_tree(
     o, label = run.options, f"{name} tree's pgcast serve"
     tree = dataclasses.replace(run, conninfo=conninfo)
     async with pgcast_session(tree, tree=path, name=label) as s:
-        receivers = await open_sockets(s.server.port, "/ws", s.cookie, o.sockets)
-        try:
-            # The first broadcasts after sockets connect cost more (idle_sockets says why).
-            await burst_phase(s, receivers, o.batch, o.batch, o.content_chars)
-            fanout, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
-        finally:
-            await close_sockets(receivers)
-        [before] = await open_sockets(s.server.port, "/ws", s.cookie, 1)
+        receivers = await s.open("/ws", o.sockets)
+        # The first broadcasts after sockets connect cost more (idle_sockets says why).
+        await burst_phase(s, receivers, o.batch, o.batch, o.content_chars)
+        fanout, _, _ = await burst_phase(s, receivers, o.burst, o.batch, o.content_chars)
+        await close_sockets(receivers)
+        [before] = await s.open("/ws", 1)
         await close_sockets([before])
         backlog = (s.writer, s.user_id, o.events, 1000, o.content_chars)
         ids = await asyncio.to_thread(write_burst, *backlog)
@@ -168,8 +157,7 @@ async def measure_tree(
 
 async def measure(run: runner.Run[Options]) -> VersusResult:
     o = run.options
-    previous = run.workdir / "previous-tree"
-    previous.mkdir()
+    previous = run.workdir / "previous-tree"  # extractall() creates it
     commit = await asyncio.to_thread(unpack, o.baseline or default_baseline(), previous)
     current = f"{git('describe', '--always', '--dirty')} (this working tree)"
     runs, usages, problems = [], [], []
@@ -187,5 +175,4 @@ async def measure(run: runner.Run[Options]) -> VersusResult:
     return VersusResult(commit, current, runs, problems=problems, notes=usage_notes(usages))
 
 
-SCENARIO = runner.Scenario("versus_previous", "versus a previous commit", __doc__, Options, measure)
-runner.run_as_script(SCENARIO, __name__)
+SCENARIO = runner.Scenario("versus_previous", "versus a previous commit", Options, measure)

@@ -78,10 +78,10 @@ def test_idle_sockets_bench_smoke_opens_every_socket_and_broadcasts_to_all(
     result = smoke[0](idle_sockets)
     assert result.problems == []
     [count] = result.counts
-    assert count.opened == 50
-    assert [b.delivery.ok for b in count.broadcasts] == [True, True]
-    assert all(b.delivery.frames == 50 for b in count.broadcasts)
-    assert count.ready == (200, 50, 50)
+    assert count.target == 50
+    [broadcast] = count.broadcasts
+    assert broadcast.delivery.ok
+    assert broadcast.delivery.frames == 50
 
 
 def test_slow_consumer_bench_smoke_closes_the_stalled_socket_and_it_resumes(
@@ -151,7 +151,7 @@ def test_fanout_bench_smoke_climbs_the_rate_ladder_and_bursts_at_each_socket_cou
     assert [b.sockets for b in result.bursts] == [5, 20]
     for burst in result.bursts:
         assert burst.burst.ok
-        assert burst.burst.frames == burst.sockets * burst.messages
+        assert burst.burst.frames == burst.sockets * burst.burst.delivery.expected_per_socket > 0
         assert burst.burst.frames_per_second > 0
 
 

@@ -75,8 +75,7 @@ def create_user(conn: psycopg.Connection[Any], email: str, name: str) -> int:
     insert = "INSERT INTO users (email, name) VALUES (%s, %s) RETURNING id"
     row = row or conn.execute(insert, [email, name]).fetchone()
     assert row is not None
-    if not conn.autocommit:
-        conn.commit()
+    conn.commit()  # nothing to commit in autocommit
     return int(row[0])
 
 

@@ -38,6 +38,7 @@ def message_id(payload: bytes) -> int | None:
         if payload.startswith(prefix):
             with contextlib.suppress(ValueError):
                 return int(payload[len(prefix) : payload.find(b",", len(prefix))])
+    # Another channel's (bench/channels.py) or another shape's: read as JSON.
     with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
         frame = json.loads(payload)
         found = frame["data"]["message"]["id"] if frame.get("event") == "new-message" else None
@@ -179,8 +180,12 @@ class Receiver(asyncio.Protocol):
         return buffer[position:]
 
     def _text(self, payload: bytes, now: float) -> None:
-        if not self.opened.done():
-            self.opening_text(payload, now)
+        if not self.opened.done() and b'"event":"connected"' not in payload:
+            self._fail(f"expected a connected frame, got {payload[:200]!r}")
+        elif not self.opened.done():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.cursor = json.loads(payload)["data"]["cursor"]
+            self.go_live()
         elif (found := message_id(payload)) is None:
             self.other_text(payload, now)
         else:
@@ -192,15 +197,6 @@ class Receiver(asyncio.Protocol):
         self.ids.append(found)
         if len(self.ids) >= self.expected:
             self.done.set()
-
-    def opening_text(self, payload: bytes, now: float) -> None:
-        """A text frame before the socket is live: the connected frame, its cursor kept."""
-        if b'"event":"connected"' not in payload:
-            self._fail(f"expected a connected frame, got {payload[:200]!r}")
-            return
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            self.cursor = json.loads(payload)["data"]["cursor"]
-        self.go_live()
 
     def go_live(self) -> None:
         self._live = True
@@ -284,7 +280,7 @@ def frames_of(receiver: Receiver) -> int:
     return len(receiver.ids) + len(getattr(receiver, "notifications", [])) + receiver.other_frames
 
 
-async def try_open_sockets(
+async def open_sockets(
     port: int,
     path: str,
     cookie: str | None,
@@ -295,42 +291,27 @@ async def try_open_sockets(
     factory: Callable[[int, bytes, str], Receiver] = Receiver,
     expected: int = 0,
     keep_text: bool = False,
-) -> tuple[list[Receiver], list[BaseException]]:
+) -> list[Receiver]:
     """`count` sockets (`factory(index, upgrade request, expected accept)`), `concurrency`
     handshakes at a time, each past its `connected` frame, its phase started first (frames
-    in the same read count); those that opened, by index, and the errors of the others."""
+    in the same read count), by index; if any fails, all are closed and BenchError raised."""
     loop, limit = asyncio.get_running_loop(), asyncio.Semaphore(concurrency)
     receivers: list[Receiver] = []
-    failed: list[Receiver] = []
 
     async def connect(index: int) -> None:
         receiver = factory(index, *handshake(port, path, cookie))
         receiver.start_phase(expected, keep_text)
+        receivers.append(receiver)
         async with limit, asyncio.timeout(CONNECT_TIMEOUT):
             await loop.create_connection(lambda: receiver, HOST, port)
-            try:
-                await receiver.opened
-            except BaseException:
-                failed.append(receiver)
-                raise
-            receivers.append(receiver)
+            await receiver.opened
 
     indexes = range(first_index, first_index + count)
     results = await asyncio.gather(*(connect(i) for i in indexes), return_exceptions=True)
-    await close_sockets(failed)
-    receivers.sort(key=lambda r: r.index)
-    return receivers, [r for r in results if isinstance(r, BaseException)]
-
-
-async def open_sockets(
-    port: int, path: str, cookie: str | None, count: int, **options: Any
-) -> list[Receiver]:
-    """Like try_open_sockets, but any failure closes them all and raises BenchError."""
-    receivers, errors = await try_open_sockets(port, path, cookie, count, **options)
-    if errors:
-        await close_sockets(receivers)
+    if errors := [r for r in results if isinstance(r, BaseException)]:
+        await close_sockets(receivers)  # a receiver that never connected has nothing to close
         raise BenchError(f"{len(errors)} of {count} sockets failed to open: {errors[0]!r}")
-    return receivers
+    return sorted(receivers, key=lambda r: r.index)
 
 
 async def open_each(
@@ -385,13 +366,10 @@ class Fleet:
 
     async def ensure(self, count: int) -> int:
         alive = [r for r in self.receivers if not r.closed]
-        await close_sockets([r for r in self.receivers if r.closed])
         if not alive and self._first_alone and count > 1:
             alive = await open_sockets(self._port, "/ws", self._cookie, 1)
-        if (more := count - len(alive)) > 0:
-            alive += await open_sockets(
-                self._port, "/ws", self._cookie, more, first_index=len(alive)
-            )
+        if (n := count - len(alive)) > 0:
+            alive += await open_sockets(self._port, "/ws", self._cookie, n, first_index=len(alive))
         await close_sockets(alive[count:])
         self.receivers = alive[:count]
         return count
@@ -432,8 +410,8 @@ class ReceiverProcess:
         # spawn: a fork would copy the parent's running event loop and threads.
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        child_args = (child, nice, port, cookie)
-        self._process = context.Process(target=_child_main, args=child_args, daemon=True)
+        args = (child, nice, port, cookie)
+        self._process = context.Process(target=_child_main, args=args, daemon=True)
         self._process.start()
         child.close()
 

@@ -3,7 +3,7 @@
 import math
 from collections.abc import Iterable, Sequence
 
-from bench.lib.results import Latency, Usage
+from bench.lib.results import Latency
 
 
 def table(header: str, rows: Iterable[str | Sequence[object]], align: str = "") -> list[str]:
@@ -46,18 +46,9 @@ def us(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else num(value, 1 if value < 1000 else 0)
 
 
-rate = num  # frames, events or transactions per second
-
-
 def ms(latency: Latency, *keys: str) -> str:
     """Some percentiles of a Latency, `p50 / p99` by default."""
     return " / ".join(num(getattr(latency, k), 1) for k in keys or ("p50", "p99"))
-
-
-def cpu(usage: Usage, *names: str) -> str:
-    """`server 40%, postgres 30%, everything else 5%` (of one core)."""
-    parts = [f"{n} {usage.cpu_percent[n]:.0f}%" for n in names if n in usage.cpu_percent]
-    return ", ".join([*parts, f"everything else {usage.others_percent:.0f}%"])
 
 
 def ok(passed: bool) -> str:

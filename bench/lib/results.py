@@ -9,7 +9,7 @@ import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -105,23 +105,6 @@ class Delivery:
 
 
 @dataclass
-class Steady:
-    """Messages at a steady rate, one transaction each: commit→socket over every (socket,
-    message) pair."""
-
-    messages: int
-    target_rate: float
-    achieved_rate: float
-    latency: Latency
-    delivery: Delivery
-    usage: Usage
-
-    @property
-    def server_us_per_frame(self) -> float:
-        return self.usage.us_per("server", self.delivery.frames)
-
-
-@dataclass
 class Burst:
     """Messages as fast as they go: frames/s to every socket and server CPU per frame. A
     socket still waiting when the time allowed ran out shows as losses in the delivery."""
@@ -147,6 +130,17 @@ class Burst:
 
 
 @dataclass
+class Steady(Burst):
+    """Messages at a steady rate, one transaction each: commit→socket over every (socket,
+    message) pair."""
+
+    messages: int
+    target_rate: float
+    achieved_rate: float
+    latency: Latency
+
+
+@dataclass
 class CostPhase:
     """Items written at a steady rate, one transaction each, on `channel`, while `listening`
     of the `sockets` listen: the server's CPU per item, as measured and less its idle CPU
@@ -159,7 +153,6 @@ class CostPhase:
     items: int
     target_rate: float
     seconds: float
-    server_cpu_seconds: float
     usage: Usage
     idle_share: float
     latencies: list[Latency]  # the scenario's own: every socket's, or per kind of receiver
@@ -168,7 +161,7 @@ class CostPhase:
 
     @property
     def server_us(self) -> float:
-        return 1e6 * self.server_cpu_seconds / self.items
+        return self.usage.us_per("server", self.items)
 
     @property
     def net_server_us(self) -> float:
@@ -227,9 +220,6 @@ class Result:
             lines += ["", "**PROBLEMS**", "", *(f"- {p}" for p in self.problems)]
         return "\n".join(lines) + "\n"
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
-
 
 def load(kind: Any, data: Any) -> Any:
     """`data` (as json.loads gives it) as an instance of `kind`: dataclasses, lists, tuples,
@@ -252,5 +242,4 @@ def load(kind: Any, data: Any) -> Any:
 
 
 def read(kind: type[T], path: Path) -> T:
-    value: T = load(kind, json.loads(path.read_text()))
-    return value
+    return cast(T, load(kind, json.loads(path.read_text())))

@@ -48,7 +48,6 @@ def option(default: Any, smoke: Any = None, help: str = "", minimum: float = 1) 
 class Options:
     """Every scenario's options derive from this; `--smoke` picks each option's smoke value."""
 
-    smoke: bool = False
     out: Path = field(
         default_factory=lambda: BENCH_DIR / "out" / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     )
@@ -78,10 +77,15 @@ class Run(Generic[OptionsT]):
 class Scenario(Generic[OptionsT, ResultT]):
     name: str
     title: str
-    doc: str
     options: type[OptionsT]
     measure: Callable[[Run[OptionsT]], Awaitable[ResultT]]
     database: bool = True
+
+    def __post_init__(self) -> None:
+        """`python -m bench.<name>`: main(), its status the exit's, once the module defines
+        its SCENARIO (its last statement)."""
+        if self.measure.__module__ == "__main__":
+            sys.exit(main(self))
 
 
 def numbers(kind: type[int] | type[float], least: float, many: bool) -> Callable[[str], Any]:
@@ -103,9 +107,8 @@ def numbers(kind: type[int] | type[float], least: float, many: bool) -> Callable
 def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = None) -> OptionsT:
     """The scenario's options from a command line; a bad one exits with a one-line error."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog=f"python -m bench.{scenario.name}", description=scenario.doc
-    )
+    doc = sys.modules[scenario.measure.__module__].__doc__
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{scenario.name}", description=doc)
     parser.add_argument("--smoke", action="store_true", help="a few seconds, explicit options win")
     parser.add_argument("--out", type=Path, help="report directory (bench/out/run-<UTC time>)")
     parser.add_argument("--no-write", action="store_true", help="print the report only")
@@ -116,19 +119,15 @@ def parse(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = No
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = typing.get_args(kind)[0]  # `X | None`
         many = typing.get_origin(kind) is tuple
-        if kind in (bool, str):
-            store = {"action": "store_true"} if kind is bool else {"type": str}
-            parser.add_argument(flag, help=meta["help"], **store)
-        else:
-            number = numbers(typing.get_args(kind)[0] if many else kind, meta["minimum"], many)
-            text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
-            parser.add_argument(flag, type=number, help=text)
+        number = numbers(typing.get_args(kind)[0] if many else kind, meta["minimum"], many)
+        text = f"{meta['help']} (default {spec.default}, --smoke {meta['smoke']})"
+        parser.add_argument(flag, type=str if kind is str else number, help=text)
     given = vars(parser.parse_args(argv))
-    values: dict[str, Any] = {"smoke": given["smoke"], "no_write": given["no_write"], "argv": argv}
+    values: dict[str, Any] = {"no_write": given["no_write"], "argv": argv}
     values.update({"out": given["out"]} if given["out"] is not None else {})
     for spec in specs:
         value, smoke = given[spec.name], spec.metadata["smoke"]
-        if value is None or value is False:
+        if value is None:
             value = smoke if given["smoke"] and smoke is not None else spec.default
         values[spec.name] = value
     options = scenario.options(**values)
@@ -199,8 +198,10 @@ def run(scenario: Scenario[OptionsT, ResultT], options: OptionsT | Sequence[str]
     }
     if not options.no_write:
         options.out.mkdir(parents=True, exist_ok=True)
-        (options.out / f"{scenario.name}.md").write_text(result.markdown())
-        result.save(options.out / f"{scenario.name}.json")
+        path = options.out / scenario.name
+        path.with_suffix(".md").write_text(result.markdown())
+        data = json.dumps(dataclasses.asdict(result), indent=1)
+        path.with_suffix(".json").write_text(data + "\n")
     return result
 
 
@@ -220,9 +221,3 @@ def main(scenario: Scenario[OptionsT, ResultT], argv: Sequence[str] | None = Non
             "\nbench: CHECK FAILED", *(f"  {p}" for p in result.problems), sep="\n", file=sys.stderr
         )
     return 1 if result.problems else 0
-
-
-def run_as_script(scenario: Scenario[OptionsT, ResultT], module: str) -> None:
-    """`python -m bench.<name>`: main() when `module` is `__main__`, its status the exit's."""
-    if module == "__main__":
-        sys.exit(main(scenario))

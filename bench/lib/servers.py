@@ -12,7 +12,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -43,13 +42,12 @@ def clean_env(**more: str) -> dict[str, str]:
 
 class ServerProcess:
     """A server started as a child process on `port`; its stderr is drained, its log's tail
-    and first warnings kept. `async with` stops it (SIGTERM) at the end."""
+    kept. `async with` stops it (SIGTERM) at the end."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, port: int) -> None:
         self.name, self.process, self.port = name, process, port
         self.pid, self.url = process.pid, f"http://{rx.HOST}:{port}"
         self.tail: deque[str] = deque(maxlen=40)
-        self.warnings: list[str] = []
         self.exit_code: int | None = None
         self._drain = asyncio.create_task(self._drain_stderr())
 
@@ -66,10 +64,8 @@ class ServerProcess:
 
     async def _drain_stderr(self) -> None:
         assert self.process.stderr is not None
-        while line_bytes := await self.process.stderr.readline():
-            self.tail.append(line := line_bytes.decode(errors="replace").rstrip())
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line:
-                self.warnings += [line[:300]] if len(self.warnings) < 10 else []
+        while line := await self.process.stderr.readline():
+            self.tail.append(line.decode(errors="replace").rstrip())
 
     async def wait_ready(self, path: str) -> None:
         """Poll `path` until it answers 200; fail with the log tail if the process exits."""
@@ -133,7 +129,6 @@ class PgcastProcess(ServerProcess):
     ) -> None:
         super().__init__(name, process, port)
         self.data_dir = data_dir
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
     @classmethod
     async def start(
@@ -142,13 +137,12 @@ class PgcastProcess(ServerProcess):
         workdir: Path,
         *,
         env: dict[str, str] | None = None,
-        port: int | None = None,
         tree: Path | None = None,
         name: str = "pgcast serve",
     ) -> Self:
         """Started and ready (/readyz). `env` overrides the environment (PGCAST_*); `tree`
         runs another checkout's server (on PYTHONPATH, `-P` keeping this one off sys.path)."""
-        port = port or free_port()
+        port = free_port()
         data_dir = workdir / f"pgcast-{port}"
         full_env = {**pgcast_env(conninfo, data_dir, port), **(env or {})}
         command = [sys.executable, "-m", "server", "serve", "--no-migrate"]
@@ -165,7 +159,8 @@ class PgcastProcess(ServerProcess):
         self, email: str = "bench@example.com", name: str = "Bench"
     ) -> tuple[int, str]:
         """Dev login as one user; its id and the session's Cookie header."""
-        return await sign_in(self.http, self.url, email, name)
+        [signed] = await self.sign_in_many([(email, name)])
+        return signed
 
     async def sign_in_many(self, people: Sequence[tuple[str, str]]) -> list[tuple[int, str]]:
         """Dev login as each (email, name), a few at a time, each in a cookie jar of its own;
@@ -173,82 +168,49 @@ class PgcastProcess(ServerProcess):
         limit = asyncio.Semaphore(rx.CONNECT_CONCURRENCY)
 
         async def one(email: str, name: str) -> tuple[int, str]:
-            jar = aiohttp.CookieJar(unsafe=True)
+            body, jar = {"email": email, "name": name}, aiohttp.CookieJar(unsafe=True)
+            origin = {"Origin": self.url}
             async with limit, aiohttp.ClientSession(cookie_jar=jar) as http:
-                return await sign_in(http, self.url, email, name)
+                async with http.post(self.url + "/auth/dev-login", json=body, headers=origin) as r:
+                    if r.status != 200:
+                        raise BenchError(f"dev login failed: {r.status} {await r.text()}")
+                    user_id = int((await r.json())["user"]["id"])
+                cookies = http.cookie_jar.filter_cookies(URL(self.url))
+            return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
 
         return await asyncio.gather(*(one(*person) for person in people))
 
     async def metrics(self) -> dict[str, float]:
         """The unlabelled samples of /metrics by name."""
-        async with self.http.get(self.url + "/metrics") as response:
+        async with aiohttp.ClientSession() as http, http.get(self.url + "/metrics") as response:
             families = text_string_to_metric_families(await response.text())
         return {s.name: s.value for family in families for s in family.samples if not s.labels}
 
-    async def stop(self) -> int:
-        await self.http.close()
-        return await super().stop()
-
-
-async def sign_in(http: aiohttp.ClientSession, url: str, email: str, name: str) -> tuple[int, str]:
-    body = {"email": email, "name": name}
-    async with http.post(url + "/auth/dev-login", json=body, headers={"Origin": url}) as response:
-        if response.status != 200:
-            raise BenchError(f"dev login failed: {response.status} {await response.text()}")
-        user_id = int((await response.json())["user"]["id"])
-    cookies = http.cookie_jar.filter_cookies(URL(url))
-    return user_id, "; ".join(f"{key}={morsel.value}" for key, morsel in cookies.items())
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A peer of bench/compare.py, listening on the channel its trigger NOTIFYs."""
-
-    key: str
-    label: str
-    argv: tuple[str, ...]  # "{port}" is replaced by the port
-
-    async def start(self, database_url: str) -> ServerProcess:
-        port = free_port()
-        channel = f"{self.key}_messages"
-        env = clean_env(
-            DATABASE_URL=database_url, HOST=rx.HOST, PORT=str(port), NOTIFY_CHANNEL=channel
-        )
-        command = [part.replace("{port}", str(port)) for part in self.argv]
-        server: ServerProcess = await ServerProcess.spawn(self.label, command, env, port)
-        await server.wait_ready("/ready")
-        return server
-
 
 async def frames_burst(
-    frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, per_write: int = 0
+    frames: list[str], ids: Sequence[int], sockets: int, workdir: Path, per_write: int = 1
 ) -> Burst:
-    """bench/bare_socket_server.py, a server with no pgcast in it (aiohttp, or with `per_write`
-    K the stdlib one writing K frames at a time), sends `frames` to `sockets` new sockets as
-    fast as it can; the delivery is checked against `ids`, the server's exit with it."""
+    """bench/bare_socket_server.py, a bare asyncio socket server with no pgcast in it, sends
+    `frames` to `sockets` new sockets as fast as it can, `per_write` frames per write; the
+    delivery is checked against `ids`, the server's exit with it."""
     path, port = workdir / "baseline-frames.json", free_port()
     await asyncio.to_thread(path.write_text, json.dumps(frames))
     command = [sys.executable, "-m", "bench.bare_socket_server", "--frames", str(path)]
-    command += ["--port", str(port), *([] if per_write else ["--aiohttp"])]
-    name, go = "bare socket server" if per_write else "aiohttp baseline", f"?per_write={per_write}"
-    server = await ServerProcess.spawn(name, command, dict(os.environ), port)
+    command += ["--port", str(port)]
+    server = await ServerProcess.spawn("bare socket server", command, dict(os.environ), port)
     async with server, aiohttp.ClientSession() as http:
         await server.wait_ready("/ready")
         meter = Meter.for_server(server.pid, None)
+        # The server counts a socket before its 101 and connected frame can be read.
         receivers = await rx.open_sockets(port, "/ws", None, sockets, expected=len(frames))
-        try:
-            # The client sees 101 right after the server counts the socket: polled to be sure.
-            async with asyncio.timeout(rx.CONNECT_TIMEOUT):
-                while (await (await http.get(server.url + "/ready")).json())["sockets"] < sockets:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-            meter.start()
-            (await http.post(server.url + "/go" + go)).raise_for_status()
-            await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
-            usage = await meter.stop()
-            delivery = rx.check_delivery(receivers, ids)
-        finally:
-            await rx.close_sockets(receivers)
-    delivery.samples += server.warnings + server.exit_problems()
+        meter.start()
+        (await http.post(f"{server.url}/go?per_write={per_write}")).raise_for_status()
+        await rx.wait_delivered(receivers, rx.settle_seconds(len(frames) * sockets))
+        usage = await meter.stop()
+        delivery = rx.check_delivery(receivers, ids)
+        # On an error the server, stopping, drops them instead.
+        await rx.close_sockets(receivers)
+    delivery.samples += server.exit_problems()
     return Burst(delivery, usage)
 
 
@@ -258,9 +220,8 @@ QUIET_PERCENT, QUIET_SAMPLES, QUIET_INTERVAL, QUIET_TIMEOUT = 5.0, 3, 0.2, 30.0
 
 
 def _cpu_by_pid(root: psutil.Process, children: bool) -> dict[int, float]:
-    """CPU seconds of a process, and of its descendants when `children`, by pid."""
-    # schedstat's ns, not psutil's 10 ms ticks: a PostgreSQL backend's share of one presence
-    # join is a few ms, spread over several backends.
+    """CPU seconds of a process, and of its descendants when `children`, by pid (cpu_seconds():
+    a PostgreSQL backend's share of one presence join is a few ms, over several backends)."""
     processes, seconds = [root], {}
     with contextlib.suppress(psutil.Error):
         processes += root.children(recursive=True) if children else []
@@ -323,9 +284,7 @@ class Meter:
 
 async def wait_quiet(pid: int) -> float | None:
     """Seconds until a process went quiet, None if it did not within QUIET_TIMEOUT."""
-    began = time.monotonic()
-    quiet = 0
-    before = cpu_seconds(pid)
+    began, quiet, before = time.monotonic(), 0, cpu_seconds(pid)
     while time.monotonic() - began < QUIET_TIMEOUT:
         await asyncio.sleep(QUIET_INTERVAL)
         now = cpu_seconds(pid)
