@@ -13,6 +13,8 @@ NODE_TESTS_STAMP := tests/node/node_modules/.package-lock.json
 # examples/echo-react: Laravel Echo's React hooks against pgcast (tests/e2e/test_echo_example.py).
 EXAMPLE_DIR := examples/echo-react
 EXAMPLE_STAMP := $(EXAMPLE_DIR)/node_modules/.package-lock.json
+# bench/peers/node: the Node peer of bench/compare.py, whose smoke run is one of the tests.
+BENCH_NODE_STAMP := bench/peers/node/node_modules/.package-lock.json
 UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig*.json -type f 2>/dev/null)
 
 .PHONY: run test lint typecheck pytest ui-test ui chromium deploy-tools clean bench bench-quick bench-install node-check example
@@ -94,16 +96,15 @@ deploy-tools:
 
 # pytest runs last so its summary line is the last thing `make test` prints.
 # Exit code 5 ("no tests collected") is an error here like any other failure.
-pytest: $(TEST_STAMP) ui/dist/index.html chromium deploy-tools $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP)
+pytest: $(TEST_STAMP) ui/dist/index.html chromium deploy-tools $(NODE_TESTS_STAMP) $(EXAMPLE_STAMP) \
+		$(BENCH_NODE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Benchmarks: every script writes Markdown and JSON into one run directory; bench/report.py
 # turns a run into bench/RESULTS.md and its plots (see bench/README.md).
 RUN_DIR = bench/out/run-$(shell date -u +%Y%m%d-%H%M%S)
 
-# The Node peer of bench/compare.py.
-BENCH_NODE_STAMP := bench/peers/node/node_modules/.package-lock.json
-
+# The Node peer of bench/compare.py (its smoke run is one of the tests).
 $(BENCH_NODE_STAMP): bench/peers/node/package-lock.json | node-check
 	cd bench/peers/node && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
