@@ -76,9 +76,12 @@ def running_pgbouncer(database_url: str, port: int, pool_mode: str) -> Iterator[
             "auth_type = trust\n"
             f"auth_file = {auth_file}\n"
             f"pool_mode = {pool_mode}\n"
-            # A few server connections shared by many clients: statements of one client
-            # land on different backends, as in production.
-            "default_pool_size = 4\n"
+            # Transaction mode: a few server connections shared by many clients, so that
+            # statements of one client land on different backends, as in production. Session
+            # mode gives a client connection its backend for the connection's life: room for
+            # all of pgcast's (LISTEN, its reader, the heartbeat, the probe, the pool), or a
+            # pool connection waits in PgBouncer's queue while the machine is slow.
+            f"default_pool_size = {4 if pool_mode == 'transaction' else 20}\n"
             "max_client_conn = 200\n"
             "log_connections = 0\n"
             "log_disconnections = 0\n"
