@@ -42,13 +42,19 @@ class PostgresOfOurOwn:
 
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[tuple[PostgresOfOurOwn, str]]:
-    with embedded_database(tmp_path / "own") as conninfo:
-        migrate(conninfo)
-        postgres = PostgresOfOurOwn(tmp_path / "own")
-        yield postgres, conninfo
-        # A server restarted by the test is not the process pgserver started; stop it here.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            postgres.pg_ctl("-m", "fast", "stop")
+    postgres = PostgresOfOurOwn(tmp_path / "own")
+    try:
+        with embedded_database(tmp_path / "own") as conninfo:
+            migrate(conninfo)
+            yield postgres, conninfo
+    finally:
+        # A server restarted by the test is not the process pgserver started. pgserver stops
+        # it while it still sees its own (exited) one, and skips stopping once that is gone:
+        # then it is stopped here. Stopping it here first made pgserver's stop fail and fall
+        # back to signalling its exited process, which races with that process being reaped.
+        if (postgres.data_dir / "pgdata" / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                postgres.pg_ctl("-m", "fast", "stop")
 
 
 @pytest.fixture
