@@ -111,12 +111,10 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     revocations = Revocations(pool, hub)
     app[LISTENER] = listener = Listener(config.listen_conninfo)
-    listener.route(queries.NOTIFY_CHANNEL, feed.notified)
+    feed.listen_with(listener)
     listener.route(queries.REVOCATIONS_CHANNEL, revocations.announced)
     listener.route(queries.CLIENT_EVENTS_CHANNEL, client_events.router(hub))
     # Whatever committed or was revoked while LISTEN was down is in the tables.
-    listener.when_lost(feed.lost)
-    listener.when_listening(feed.listening)
     listener.when_listening(revocations.check_everything)
     app[METRICS] = create_metrics(
         sockets=hub.__len__,

@@ -472,9 +472,7 @@ async def _tail(config: Config, after: str | None) -> None:
         connection = hub.subscribe_to_everything("tail", CODEC)
         feed = EventFeed(listen_conninfo, hub, start, key)
         listener = Listener(listen_conninfo)
-        listener.route(queries.NOTIFY_CHANNEL, feed.notified)
-        listener.when_lost(feed.lost)
-        listener.when_listening(feed.listening)
+        feed.listen_with(listener)
 
         async def started(_cursor: str) -> None:
             pass

@@ -32,7 +32,7 @@ from server.core.events import Event
 from server.core.hub import Hub
 from server.db import DbConnection
 from server.pg.eventlog import read_page
-from server.pg.listener import backoff
+from server.pg.listener import Listener, backoff
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,13 @@ class EventFeed:
         # Reads go through a connection of the feed's own: a pooled one would cost a
         # checkout and a liveness round trip on every wake-up.
         self._reader: DbConnection | None = None
+
+    def listen_with(self, listener: Listener) -> None:
+        """Take the broadcast channel's notifications from `listener`, and hear of each
+        LISTEN connection lost before any of the next one's notifications arrive."""
+        listener.route(queries.NOTIFY_CHANNEL, self.notified)
+        listener.when_lost(self.lost)
+        listener.when_listening(self.listening)
 
     def notified(self, payload: str) -> None:
         """A notification on the broadcast channel (Listener.route)."""
@@ -235,7 +242,6 @@ class EventFeed:
                 committed = position.next.with_committed(tx)
                 if len(committed.xip) > MAX_IN_PROGRESS:
                     return None
-                self._unresolved = self._unresolved - {tx}
                 batch = BatchCursors(position.database, taken_at_us, position.next, committed)
                 after_id = -1
             events = [
@@ -247,6 +253,8 @@ class EventFeed:
             log.debug("notification not taken as it is (%s): %.200s", error, payload)
             return None
         if events:
+            # Told committed: no longer one the last read saw in progress.
+            self._unresolved = self._unresolved - {tx}
             self._batch = batch
             self.position = events[-1].position
         return events
