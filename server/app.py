@@ -121,6 +121,7 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
         reconnects=lambda: listener.reconnects,
         frames=lambda: hub.frames_handed_over,
         event_log_reads=lambda: feed.reads,
+        listener_wakeups=lambda: listener.wakeups,
     )
     async with running(feed.run(), "event feed"), running(listener.run(), "listener"):
         try:

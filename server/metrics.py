@@ -36,6 +36,7 @@ def create_metrics(
     reconnects: Callable[[], int],
     frames: Callable[[], int],
     event_log_reads: Callable[[], int],
+    listener_wakeups: Callable[[], int],
 ) -> Metrics:
     registry = CollectorRegistry(auto_describe=True)
     connected = Gauge("pgcast_sockets_connected", "WebSocket clients connected.", registry=registry)
@@ -56,6 +57,14 @@ def create_metrics(
             "Reads of the event log by live delivery: notifications that carried their events"
             " signed cost none.",
             event_log_reads,
+        )
+    )
+    registry.register(
+        _CountedElsewhere(
+            "pgcast_listener_wakeups",
+            "Times the LISTEN socket woke the process: within a batch window, notifications"
+            " wait and are read together at its end.",
+            listener_wakeups,
         )
     )
     return Metrics(

@@ -219,3 +219,25 @@ async def test_a_server_whose_role_may_not_read_the_key_reads_every_notification
         )
         await db.execute(f"DROP OWNED BY {role}")
         await db.execute(f"DROP ROLE {role}")
+
+
+async def test_notifications_within_a_batch_window_wait_and_are_read_together_at_its_end(
+    database_url: str, tmp_path: Path, unused_tcp_port: int, db: psycopg.AsyncConnection[Any]
+) -> None:
+    config = server_config(database_url, tmp_path, unused_tcp_port, PGCAST_BATCH_WINDOW_MS="1000")
+    server = await start_server(config)
+    reader = Client(server.endpoint)
+    try:
+        socket, user_id, reads_before = await delivering(server, lambda: reader, db)
+        woken = (await scrape(server))["pgcast_listener_wakeups_total"]
+        for n in range(20):
+            await insert(db, user_id, f"m{n}")
+        assert await contents(socket, 20) == [f"m{n}" for n in range(20)]
+        # The first of them woke the process within the window "first" opened, or opened
+        # one of its own; the rest waited in the socket until the window's end. Writes that
+        # outlast a window cost the next one two wake-ups more.
+        assert (await scrape(server))["pgcast_listener_wakeups_total"] - woken <= 4
+        assert await reads(server) == reads_before
+    finally:
+        await reader.close()
+        await server.runner.cleanup()

@@ -78,3 +78,59 @@ async def test_notifications_arriving_together_are_each_routed_in_order_and_inta
                 await db.execute("SELECT pg_notify('pgcast_test_fine', %s)", [payload])
         await asyncio.wait_for(all_in.wait(), 10)
     assert received == payloads
+
+
+async def test_notifications_sent_while_held_wait_and_are_routed_in_order_on_release(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    listener = Listener(database_url)
+    received: list[str] = []
+    all_in = asyncio.Event()
+    listened = asyncio.Event()
+    payloads = [f"held {n}" for n in range(5)]
+
+    def got(payload: str) -> None:
+        received.append(payload)
+        if len(received) == len(payloads):
+            all_in.set()
+
+    listener.route("pgcast_test_fine", got)
+    listener.when_listening(listened.set)
+    async with running(listener.run(), "listener"):
+        await asyncio.wait_for(listened.wait(), 10)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as spy:
+            await spy.execute("LISTEN pgcast_test_fine")
+            listener.hold()
+            for payload in payloads:
+                await db.execute("SELECT pg_notify('pgcast_test_fine', %s)", [payload])
+            # Sent to every listener: once the spy has them all, so does the held socket.
+            async for _ in spy.notifies(timeout=10, stop_after=len(payloads)):
+                pass
+        assert received == []
+        woken = listener.wakeups
+        listener.release()
+        await asyncio.wait_for(all_in.wait(), 10)
+        assert received == payloads
+        assert listener.wakeups - woken <= 1
+
+
+async def test_a_connection_lost_while_held_is_found_on_release_and_replaced(
+    database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    listener = Listener(database_url)
+    connections: asyncio.Queue[None] = asyncio.Queue()
+    received: asyncio.Queue[str] = asyncio.Queue()
+    listener.route("pgcast_test_fine", received.put_nowait)
+    listener.when_listening(lambda: connections.put_nowait(None))
+    async with running(listener.run(), "listener"):
+        await asyncio.wait_for(connections.get(), 10)
+        backend = listener.backend
+        assert backend is not None
+        listener.hold()
+        # Returns once the backend has exited: its socket is closed by the time of release.
+        await db.execute("SELECT pg_terminate_backend(%s, 10000)", [backend.pid])
+        listener.release()
+        await asyncio.wait_for(connections.get(), 10)
+        await db.execute("SELECT pg_notify('pgcast_test_fine', 'after')")
+        assert await asyncio.wait_for(received.get(), 10) == "after"
+    assert listener.reconnects == 1

@@ -100,10 +100,12 @@ class EventFeed:
         # Reads go through a connection of the feed's own: a pooled one would cost a
         # checkout and a liveness round trip on every wake-up.
         self._reader: DbConnection | None = None
+        self._listener: Listener | None = None
 
     def listen_with(self, listener: Listener) -> None:
         """Take the broadcast channel's notifications from `listener`, and hear of each
         LISTEN connection lost before any of the next one's notifications arrive."""
+        self._listener = listener
         listener.route(queries.NOTIFY_CHANNEL, self.notified)
         listener.when_lost(self.lost)
         listener.when_listening(self.listening)
@@ -131,22 +133,25 @@ class EventFeed:
         failures = 0
         # Nothing is handed over before this loop time: the window the last one opened.
         window_ends = 0.0
+        # While events keep coming, the feed wakes once per window, with the listener held,
+        # rather than once per notification; a window in which none came ends that.
+        busy = False
         try:
             while True:
-                if self._unresolved:
-                    due = self._last_read + SECONDS_BETWEEN_READS_WHILE_UNRESOLVED
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
-                    except TimeoutError:
-                        self._read_requested = True
+                if busy:
+                    await self._wait_out(window_ends - loop.time())
+                    if not self._wake.is_set():
+                        busy = False
+                        continue
                 else:
-                    await self._wake.wait()
-                # A wake-up within the window waits for its end, and carries what came
-                # meanwhile. One after a quiet window goes at once, with no timer: at a few
-                # messages a second, a timer per message was a wake-up per message.
-                rest_of_window = window_ends - loop.time()
-                if rest_of_window > 0:
-                    await asyncio.sleep(rest_of_window)
+                    await self._woken(loop)
+                    # A wake-up within the window waits for its end, and carries what came
+                    # meanwhile. One after a quiet window goes at once, with no timer: at a
+                    # few messages a second, a timer per message was a wake-up per message.
+                    rest_of_window = window_ends - loop.time()
+                    busy = rest_of_window > 0
+                    if busy:
+                        await self._wait_out(rest_of_window)
                 self._wake.clear()
                 began = loop.time()
                 try:
@@ -170,6 +175,30 @@ class EventFeed:
                     await asyncio.sleep(backoff(failures))
         finally:
             await self._drop_reader()
+
+    async def _woken(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for a notification, or for the read due while a transaction is unresolved."""
+        if not self._unresolved:
+            await self._wake.wait()
+            return
+        due = self._last_read + SECONDS_BETWEEN_READS_WHILE_UNRESOLVED
+        try:
+            await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+        except TimeoutError:
+            self._read_requested = True
+
+    async def _wait_out(self, seconds: float) -> None:
+        """Sleep out the window with the listener held: what arrives meanwhile is read once,
+        at its end, instead of waking the process for each notification."""
+        listener = self._listener
+        if listener is None:
+            await asyncio.sleep(seconds)
+            return
+        listener.hold()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            listener.release()
 
     async def deliver_pending(self) -> None:
         loop = asyncio.get_running_loop()

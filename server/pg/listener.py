@@ -47,6 +47,11 @@ class Listener:
         self._listening = asyncio.Event()
         self._backend: Backend | None = None
         self.reconnects = 0
+        self.wakeups = 0
+        """Times the socket was read because it had become readable."""
+        self._held = False
+        # The current connection's socket and what reads it; None while there is none.
+        self._reading: tuple[int, Callable[[], bool]] | None = None
 
     def route(self, channel: str, handler: NotifyHandler) -> None:
         """Call `handler(payload)` for every notification on `channel`."""
@@ -74,6 +79,30 @@ class Listener:
 
     async def wait_listening(self) -> None:
         await self._listening.wait()
+
+    def hold(self) -> None:
+        """Stop reading notifications until `release`: they wait in the socket meanwhile.
+
+        For a reader that will not act on them before a time it knows (the feed's batch
+        window): reading each as it came would wake the process once per notification, and
+        at hundreds a second those wake-ups were most of what a message cost.
+        """
+        if not self._held:
+            self._held = True
+            if self._reading is not None:
+                asyncio.get_running_loop().remove_reader(self._reading[0])
+
+    def release(self) -> None:
+        """Route, at once, every notification that arrived while held; then read as they
+        come again. A connection lost meanwhile is found here."""
+        if self._held:
+            self._held = False
+            if self._reading is not None:
+                fd, read = self._reading
+                # Read before watching again: a connection found lost is closed by libpq,
+                # and the event loop must not be handed its socket.
+                if read():
+                    asyncio.get_running_loop().add_reader(fd, self._woken, read)
 
     async def run(self) -> None:
         failures = 0
@@ -125,7 +154,8 @@ class Listener:
         encoding = conn.info.encoding
         lost: asyncio.Future[None] = loop.create_future()
 
-        def readable() -> None:
+        def readable() -> bool:
+            """Route what has arrived; False once the connection is found lost."""
             try:
                 pgconn.consume_input()
                 while (notification := pgconn.notifies()) is not None:
@@ -135,15 +165,24 @@ class Listener:
             except psycopg.Error as error:
                 if not lost.done():
                     lost.set_exception(error)
+                return False
+            return True
 
         fd = pgconn.socket
-        loop.add_reader(fd, readable)
+        self._reading = (fd, readable)
+        if not self._held:
+            loop.add_reader(fd, self._woken, readable)
         try:
             # Whatever libpq read along with the last reply is not on the socket any more.
             readable()
             await lost
         finally:
+            self._reading = None
             loop.remove_reader(fd)
+
+    def _woken(self, read: Callable[[], bool]) -> None:
+        self.wakeups += 1
+        read()
 
     def _dispatch(self, channel: str, payload: str) -> None:
         handler = self._routes.get(channel)
