@@ -3,10 +3,11 @@ a Node pg + ws server, steady rows and a burst. bench/README.md says how it is m
 
 import importlib.util
 import signal
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -42,27 +43,61 @@ class Options(runner.Options):
     burst: int = runner.option(2000, 200, "burst messages")
     batch: int = runner.option(100, 20, "rows per INSERT in the burst")
     content_chars: int = runner.option(100, None, "message length")
+    rounds: int = runner.option(3, 1, "rounds of every server's steady rows, the order rotating")
 
     def check(self) -> str | None:
         if len(self.steady_sockets) != len(self.steady_rates):
             return "--steady-sockets and --steady-rates must list as many numbers"
+        rows = list(zip(self.steady_sockets, self.steady_rates, strict=True))
+        if len(set(rows)) < len(rows):  # the medians group a server's rows by (sockets, rate)
+            return "each steady row (sockets, rate) may be listed only once"
         return None
+
+
+@dataclass
+class Medians:
+    """One steady row of one server over the rounds: each figure's median, and each round's
+    server CPU per frame in the order they ran, which shows the spread."""
+
+    sockets: int
+    target_rate: float
+    server_us_per_frame: float
+    p50: float
+    p99: float
+    rounds: list[float]
+
+    @classmethod
+    def of(cls, rows: list[Steady]) -> Self:
+        cpu, median = [r.server_us_per_frame for r in rows], statistics.median
+        p50, p99 = (median(getattr(r.latency, p) for r in rows) for p in ("p50", "p99"))
+        return cls(rows[0].delivery.sockets, rows[0].target_rate, median(cpu), p50, p99, cpu)
 
 
 @dataclass
 class ServerRun:
     key: str
-    rows: list[Steady] = field(default_factory=list)  # one per steady row
+    rows: list[Steady] = field(default_factory=list)  # each round's steady rows, round by round
     burst: Burst | None = None
-    exit_code: int | None = None
+    exit_code: int | None = None  # the first round's exit code that is not a clean one
+
+    def medians(self) -> list[Medians]:
+        """Each steady row's medians over the rounds, in the order of the options."""
+        rounds: dict[tuple[int, float], list[Steady]] = {}
+        for row in self.rows:
+            rounds.setdefault((row.delivery.sockets, row.target_rate), []).append(row)
+        return [Medians.of(rows) for rows in rounds.values()]
+
+    def clean_exits(self) -> tuple[int | None, ...]:
+        # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
+        return (0, None) if self.key == "pgcast" else (0, -signal.SIGTERM, None)
 
 
 # A figure of a steady row or the burst: its label, value and format.
 Figure = tuple[str, Callable[[Any], float], Callable[[float | None], str]]
 STEADY: list[Figure] = [
-    ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
-    ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
-    ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
+    ("**server CPU per frame (µs)**", lambda m: m.server_us_per_frame, render.us),
+    ("**commit→socket p50 (ms)**", lambda m: m.p50, lambda v: render.num(v, 1)),
+    ("**commit→socket p99 (ms)**", lambda m: m.p99, lambda v: render.num(v, 1)),
 ]
 BURST: list[Figure] = [
     ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.num),
@@ -75,34 +110,45 @@ class CompareResult(Result):
     servers: list[ServerRun]
 
     def table(self) -> list[str]:
-        """A row a figure of each steady row, then of the burst: its value on each server
-        (pgcast first), then pgcast's over each peer's."""
-        keys = [LABELS[r.key] for r in self.servers]
-        done = max(self.servers, key=lambda r: len(r.rows)).rows
-        rows = [
-            (f"{row.delivery.sockets:,} × {row.target_rate:g}/s: {figure[0]}", steady, figure)
-            for n, row in enumerate(done)
-            for steady in [[r.rows[n] if n < len(r.rows) else None for r in self.servers]]
-            for figure in STEADY
-        ] + [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
-        lines = []
-        for label, found, (_, value, shown) in rows:
-            values = [None if f is None else value(f) for f in found]
-            ratios = [render.x(values[0], v) for v in values[1:]]
-            lines.append([label, *map(shown, values), *ratios])
+        """A row a figure of each steady row (medians over the rounds, then each round's server
+        CPU per frame), then of the burst: its value on each server (pgcast first), then
+        pgcast's over each peer's (of the medians; round by round for each round's)."""
+        keys, medians = [LABELS[r.key] for r in self.servers], [r.medians() for r in self.servers]
+        lines: list[list[str]] = []
+
+        def add(label: str, values: list[Any], shown: Callable[[Any], str], over: Any) -> None:
+            lines.append([label, *map(shown, values), *(over(values[0], v) for v in values[1:])])
+
+        def each(values: list[float]) -> str:
+            return ", ".join(map(render.us, values))
+
+        def pairs(ours: list[float], theirs: list[float]) -> str:
+            return ", ".join(render.x(*p) for p in zip(ours, theirs, strict=False))
+
+        for n, row in enumerate(max(medians, key=len)):
+            found = [m[n] if n < len(m) else None for m in medians]
+            label = f"{row.sockets:,} × {row.target_rate:g}/s: "
+            for name, value, shown in STEADY:
+                add(label + name, [f and value(f) for f in found], shown, render.x)
+            rounds = [f.rounds if f else [] for f in found]
+            add(f"{label}server CPU per frame each round (µs)", rounds, each, pairs)
+        for name, value, shown in BURST:
+            add(name, [r.burst and value(r.burst) for r in self.servers], shown, render.x)
         ratios = [f"pgcast / {key}" for key in keys[1:]]
         return render.table(" | ".join(["figure", *keys, *ratios]), lines)
 
     def render(self) -> list[str]:
-        o = self.options
+        o, rounds = self.options, self.options.get("rounds", 1)
         return [
             f"Each server alone, with only its own insert trigger enabled. Steady rows: "
-            f"{o['steady_seconds']:g} s each, one transaction per message. Burst: {o['burst']} "
-            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets.",
+            f"{o['steady_seconds']:g} s each, one transaction per message, {rounds} round(s) of "
+            "every server's rows, the servers' order rotating; each figure is the median over the "
+            f"rounds. Burst (in the first round): {o['burst']} messages in INSERTs of "
+            f"{o['batch']} rows to {o['sockets']} sockets.",
             "",
             *self.table(),
             "",
-            "Ratios are pgcast ÷ peer.",
+            "Ratios are pgcast ÷ peer, of the medians.",
         ]
 
 
@@ -133,8 +179,9 @@ async def start_peer(key: str, url: str) -> ServerProcess:
     return server
 
 
-async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
-    o, result = run.options, ServerRun(key)
+async def run_server(key: str, run: runner.Run[Options], result: ServerRun) -> None:
+    """One round of a server: its steady rows, then the burst if it has none yet."""
+    o = run.options
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         set_triggers(conn, (TRIGGERS[key],), tuple(TRIGGERS.values()))
     pgcast, url = key == "pgcast", database_url(run.conninfo)
@@ -155,19 +202,24 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
                     steady = await steady_phase(s, fleet.receivers, messages, rate, chars)
                     result.rows.append(steady)
                     await fleet.settle()
-                await fleet.ensure(o.sockets)
-                result.burst, _, _ = await burst_phase(s, fleet.receivers, o.burst, o.batch, chars)
+                if result.burst is None:
+                    await fleet.ensure(o.sockets)
+                    burst = await burst_phase(s, fleet.receivers, o.burst, o.batch, chars)
+                    result.burst = burst[0]
             finally:
                 await close_sockets(fleet.receivers)
-    result.exit_code = server.exit_code
-    return result
+    if result.exit_code in result.clean_exits():
+        result.exit_code = server.exit_code
 
 
-def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
+def judge(runs: list[ServerRun], per_round: int) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     for r in runs:
         label = LABELS[r.key]
-        phases = [(f"{row.delivery.sockets} x {row.target_rate:g}/s", row) for row in r.rows]
+        phases = [
+            (f"round {n // per_round + 1} {row.delivery.sockets} x {row.target_rate:g}/s", row)
+            for n, row in enumerate(r.rows)
+        ]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
                 problems += figures.delivery.problems(f"{label} {phase}")
@@ -180,8 +232,7 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
             if isinstance(figures, Steady) and figures.achieved_rate < 0.9 * figures.target_rate:
                 reached = f"{figures.achieved_rate:.0f} msg/s, one transaction at a time"
                 notes.append(f"{label} {phase}: the writer reached {reached}")
-        # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
-        if r.exit_code not in ((0, None) if r.key == "pgcast" else (0, -signal.SIGTERM, None)):
+        if r.exit_code not in r.clean_exits():
             problems.append(f"{label} exited with {r.exit_code}")
     return problems, notes
 
@@ -190,8 +241,12 @@ async def measure(run: runner.Run[Options]) -> CompareResult:
     check_peers()
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
-    runs = [await run_server(key, run) for key in LABELS]
-    problems, notes = judge(runs)
+    runs, keys = [ServerRun(key) for key in LABELS], list(LABELS)
+    for number in range(run.options.rounds):
+        # Round r starts with server r mod 3, so no server always runs first or last.
+        for key in keys[number % len(keys) :] + keys[: number % len(keys)]:
+            await run_server(key, run, runs[keys.index(key)])
+    problems, notes = judge(runs, len(run.options.steady_sockets))
     return CompareResult(runs, problems=problems, notes=notes)
 
 
