@@ -131,7 +131,8 @@ class CompareResult(Result):
             for name, value, shown in STEADY:
                 add(label + name, [f and value(f) for f in found], shown, render.x)
             rounds = [f.rounds if f else [] for f in found]
-            add(f"{label}server CPU per frame each round (µs)", rounds, each, pairs)
+            if max(map(len, rounds)) > 1:
+                add(f"{label}server CPU per frame each round (µs)", rounds, each, pairs)
         for name, value, shown in BURST:
             add(name, [r.burst and value(r.burst) for r in self.servers], shown, render.x)
         ratios = [f"pgcast / {key}" for key in keys[1:]]
@@ -139,12 +140,13 @@ class CompareResult(Result):
 
     def render(self) -> list[str]:
         o, rounds = self.options, self.options.get("rounds", 1)
+        how = f"{rounds} rounds, each server's rows in turn, each round starting with the next "
+        how += "server; each figure the median over the rounds"
         return [
-            f"Each server alone, with only its own insert trigger enabled. Steady rows: "
-            f"{o['steady_seconds']:g} s each, one transaction per message, {rounds} round(s) of "
-            "every server's rows, the servers' order rotating; each figure is the median over the "
-            f"rounds. Burst (in the first round): {o['burst']} messages in INSERTs of "
-            f"{o['batch']} rows to {o['sockets']} sockets.",
+            "Each server alone, with only its own insert trigger enabled. Steady rows: "
+            f"{o['steady_seconds']:g} s each, one transaction per message, "
+            f"{how if rounds > 1 else 'one round'}. Burst (in the first round): {o['burst']} "
+            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets.",
             "",
             *self.table(),
             "",
@@ -237,17 +239,23 @@ def judge(runs: list[ServerRun], per_round: int) -> tuple[list[str], list[str]]:
     return problems, notes
 
 
+def order(number: int) -> list[str]:
+    """The servers of round `number` (from 0), which starts with the next server each time so
+    that none always runs first or last (drift on a shared machine falls on all alike)."""
+    keys = list(LABELS)
+    return keys[number % len(keys) :] + keys[: number % len(keys)]
+
+
 async def measure(run: runner.Run[Options]) -> CompareResult:
     check_peers()
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
-    runs, keys = [ServerRun(key) for key in LABELS], list(LABELS)
+    runs = {key: ServerRun(key) for key in LABELS}
     for number in range(run.options.rounds):
-        # Round r starts with server r mod 3, so no server always runs first or last.
-        for key in keys[number % len(keys) :] + keys[: number % len(keys)]:
-            await run_server(key, run, runs[keys.index(key)])
-    problems, notes = judge(runs, len(run.options.steady_sockets))
-    return CompareResult(runs, problems=problems, notes=notes)
+        for key in order(number):
+            await run_server(key, run, runs[key])
+    problems, notes = judge(list(runs.values()), len(run.options.steady_sockets))
+    return CompareResult(list(runs.values()), problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", Options, measure)

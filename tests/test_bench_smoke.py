@@ -282,6 +282,16 @@ def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst(
     assert all(cell.count(", ") == 1 for e in each for cell in e.split("|")[2:-1])
 
 
+def test_compare_rounds_rotate_which_server_runs_first() -> None:
+    orders = [compare.order(number) for number in range(4)]
+    assert orders == [
+        ["pgcast", "broadcaster", "node"],
+        ["broadcaster", "node", "pgcast"],
+        ["node", "pgcast", "broadcaster"],
+        ["pgcast", "broadcaster", "node"],
+    ]
+
+
 def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
     smoke: tuple[Smoke, Path],
 ) -> None:
