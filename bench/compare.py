@@ -46,18 +46,15 @@ class Options(runner.Options):
     rounds: int = runner.option(3, 1, "rounds of every server's steady rows, the order rotating")
 
     def check(self) -> str | None:
-        if len(self.steady_sockets) != len(self.steady_rates):
-            return "--steady-sockets and --steady-rates must list as many numbers"
-        rows = list(zip(self.steady_sockets, self.steady_rates, strict=True))
-        if len(set(rows)) < len(rows):  # the medians group a server's rows by (sockets, rate)
-            return "each steady row (sockets, rate) may be listed only once"
+        rows = list(zip(self.steady_sockets, self.steady_rates, strict=False))
+        if len(self.steady_sockets) != len(self.steady_rates) or len(set(rows)) < len(rows):
+            return "--steady-sockets and --steady-rates must list as many numbers, no pair twice"
         return None
 
 
 @dataclass
 class Medians:
-    """One steady row of one server over the rounds: each figure's median, and each round's
-    server CPU per frame in the order they ran, which shows the spread."""
+    """A steady row of a server: each figure's median over the rounds, each round's CPU."""
 
     sockets: int
     target_rate: float
@@ -78,7 +75,7 @@ class ServerRun:
     key: str
     rows: list[Steady] = field(default_factory=list)  # each round's steady rows, round by round
     burst: Burst | None = None
-    exit_code: int | None = None  # the first round's exit code that is not a clean one
+    exit_codes: list[int | None] = field(default_factory=list)  # one per round
 
     def medians(self) -> list[Medians]:
         """Each steady row's medians over the rounds, in the order of the options."""
@@ -86,10 +83,6 @@ class ServerRun:
         for row in self.rows:
             rounds.setdefault((row.delivery.sockets, row.target_rate), []).append(row)
         return [Medians.of(rows) for rows in rounds.values()]
-
-    def clean_exits(self) -> tuple[int | None, ...]:
-        # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
-        return (0, None) if self.key == "pgcast" else (0, -signal.SIGTERM, None)
 
 
 # A figure of a steady row or the burst: its label, value and format.
@@ -110,47 +103,39 @@ class CompareResult(Result):
     servers: list[ServerRun]
 
     def table(self) -> list[str]:
-        """A row a figure of each steady row (medians over the rounds, then each round's server
-        CPU per frame), then of the burst: its value on each server (pgcast first), then
-        pgcast's over each peer's (of the medians; round by round for each round's)."""
+        """A row a figure: each steady row's medians and each round's CPU, then the burst's."""
         keys, medians = [LABELS[r.key] for r in self.servers], [r.medians() for r in self.servers]
         lines: list[list[str]] = []
 
-        def add(label: str, values: list[Any], shown: Callable[[Any], str], over: Any) -> None:
-            lines.append([label, *map(shown, values), *(over(values[0], v) for v in values[1:])])
-
-        def each(values: list[float]) -> str:
-            return ", ".join(map(render.us, values))
-
-        def pairs(ours: list[float], theirs: list[float]) -> str:
-            return ", ".join(render.x(*p) for p in zip(ours, theirs, strict=False))
+        def add(label: str, got: list[Any], shown: Callable[[Any], str]) -> None:
+            lines.append([label, *map(shown, got), *(render.x(got[0], v) for v in got[1:])])
 
         for n, row in enumerate(max(medians, key=len)):
             found = [m[n] if n < len(m) else None for m in medians]
             label = f"{row.sockets:,} × {row.target_rate:g}/s: "
             for name, value, shown in STEADY:
-                add(label + name, [f and value(f) for f in found], shown, render.x)
+                add(label + name, [f and value(f) for f in found], shown)
             rounds = [f.rounds if f else [] for f in found]
-            if max(map(len, rounds)) > 1:
-                add(f"{label}server CPU per frame each round (µs)", rounds, each, pairs)
+            if max(map(len, rounds)) > 1:  # pgcast / peer round by round: rounds minutes apart
+                cells = [", ".join(map(render.us, r)) for r in rounds]
+                cells += [", ".join(map(render.x, rounds[0], r)) for r in rounds[1:]]
+                lines.append([f"{label}server CPU per frame each round (µs)", *cells])
         for name, value, shown in BURST:
-            add(name, [r.burst and value(r.burst) for r in self.servers], shown, render.x)
+            add(name, [r.burst and value(r.burst) for r in self.servers], shown)
         ratios = [f"pgcast / {key}" for key in keys[1:]]
         return render.table(" | ".join(["figure", *keys, *ratios]), lines)
 
     def render(self) -> list[str]:
         o, rounds = self.options, self.options.get("rounds", 1)
-        how = f"{rounds} rounds, each server's rows in turn, each round starting with the next "
-        how += "server; each figure the median over the rounds"
+        how = f"{rounds} rounds, each starting with the next server; each figure their median"
         return [
             "Each server alone, with only its own insert trigger enabled. Steady rows: "
             f"{o['steady_seconds']:g} s each, one transaction per message, "
             f"{how if rounds > 1 else 'one round'}. Burst (in the first round): {o['burst']} "
-            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets.",
+            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets. Ratios are "
+            "pgcast ÷ peer (of the medians).",
             "",
             *self.table(),
-            "",
-            "Ratios are pgcast ÷ peer, of the medians.",
         ]
 
 
@@ -181,9 +166,9 @@ async def start_peer(key: str, url: str) -> ServerProcess:
     return server
 
 
-async def run_server(key: str, run: runner.Run[Options], result: ServerRun) -> None:
+async def run_server(run: runner.Run[Options], result: ServerRun) -> None:
     """One round of a server: its steady rows, then the burst if it has none yet."""
-    o = run.options
+    o, key = run.options, result.key
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         set_triggers(conn, (TRIGGERS[key],), tuple(TRIGGERS.values()))
     pgcast, url = key == "pgcast", database_url(run.conninfo)
@@ -210,18 +195,15 @@ async def run_server(key: str, run: runner.Run[Options], result: ServerRun) -> N
                     result.burst = burst[0]
             finally:
                 await close_sockets(fleet.receivers)
-    if result.exit_code in result.clean_exits():
-        result.exit_code = server.exit_code
+    result.exit_codes.append(server.exit_code)
 
 
 def judge(runs: list[ServerRun], per_round: int) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     for r in runs:
         label = LABELS[r.key]
-        phases = [
-            (f"round {n // per_round + 1} {row.delivery.sockets} x {row.target_rate:g}/s", row)
-            for n, row in enumerate(r.rows)
-        ]
+        rows = [(n // per_round + 1, row) for n, row in enumerate(r.rows)]
+        phases = [(f"round {n} {s.delivery.sockets} x {s.target_rate:g}/s", s) for n, s in rows]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
                 problems += figures.delivery.problems(f"{label} {phase}")
@@ -234,28 +216,27 @@ def judge(runs: list[ServerRun], per_round: int) -> tuple[list[str], list[str]]:
             if isinstance(figures, Steady) and figures.achieved_rate < 0.9 * figures.target_rate:
                 reached = f"{figures.achieved_rate:.0f} msg/s, one transaction at a time"
                 notes.append(f"{label} {phase}: the writer reached {reached}")
-        if r.exit_code not in r.clean_exits():
-            problems.append(f"{label} exited with {r.exit_code}")
+        # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
+        clean = (0, None) if r.key == "pgcast" else (0, -signal.SIGTERM, None)
+        problems += [f"{label} exited with {code}" for code in r.exit_codes if code not in clean]
     return problems, notes
 
 
-def order(number: int) -> list[str]:
-    """The servers of round `number` (from 0), which starts with the next server each time so
-    that none always runs first or last (drift on a shared machine falls on all alike)."""
-    keys = list(LABELS)
-    return keys[number % len(keys) :] + keys[: number % len(keys)]
+def order(runs: list[ServerRun], rounds: int) -> list[ServerRun]:
+    """Every round's servers in turn, each round starting with the next one: none always runs
+    first or last, so drift on a shared machine falls on all alike."""
+    return [runs[(n + i) % len(runs)] for n in range(rounds) for i in range(len(runs))]
 
 
 async def measure(run: runner.Run[Options]) -> CompareResult:
     check_peers()
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
-    runs = {key: ServerRun(key) for key in LABELS}
-    for number in range(run.options.rounds):
-        for key in order(number):
-            await run_server(key, run, runs[key])
-    problems, notes = judge(list(runs.values()), len(run.options.steady_sockets))
-    return CompareResult(list(runs.values()), problems=problems, notes=notes)
+    runs = [ServerRun(key) for key in LABELS]
+    for result in order(runs, run.options.rounds):
+        await run_server(run, result)
+    problems, notes = judge(runs, len(run.options.steady_sockets))
+    return CompareResult(runs, problems=problems, notes=notes)
 
 
 SCENARIO = runner.Scenario("compare", "against its peers", Options, measure)

@@ -283,12 +283,12 @@ def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst(
 
 
 def test_compare_rounds_rotate_which_server_runs_first() -> None:
-    orders = [compare.order(number) for number in range(4)]
-    assert orders == [
-        ["pgcast", "broadcaster", "node"],
-        ["broadcaster", "node", "pgcast"],
-        ["node", "pgcast", "broadcaster"],
-        ["pgcast", "broadcaster", "node"],
+    runs = [compare.ServerRun(key) for key in compare.LABELS]
+    assert [r.key for r in compare.order(runs, 4)] == [
+        *("pgcast", "broadcaster", "node"),
+        *("broadcaster", "node", "pgcast"),
+        *("node", "pgcast", "broadcaster"),
+        *("pgcast", "broadcaster", "node"),
     ]
 
 
