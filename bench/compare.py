@@ -3,10 +3,11 @@ a Node pg + ws server, steady rows and a burst. bench/README.md says how it is m
 
 import importlib.util
 import signal
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -42,27 +43,54 @@ class Options(runner.Options):
     burst: int = runner.option(2000, 200, "burst messages")
     batch: int = runner.option(100, 20, "rows per INSERT in the burst")
     content_chars: int = runner.option(100, None, "message length")
+    rounds: int = runner.option(3, 1, "rounds of every server's steady rows, the order rotating")
 
     def check(self) -> str | None:
-        if len(self.steady_sockets) != len(self.steady_rates):
-            return "--steady-sockets and --steady-rates must list as many numbers"
+        rows = list(zip(self.steady_sockets, self.steady_rates, strict=False))
+        if len(self.steady_sockets) != len(self.steady_rates) or len(set(rows)) < len(rows):
+            return "--steady-sockets and --steady-rates must list as many numbers, no pair twice"
         return None
+
+
+@dataclass
+class Medians:
+    """A steady row of a server: each figure's median over the rounds, each round's CPU."""
+
+    sockets: int
+    target_rate: float
+    server_us_per_frame: float
+    p50: float
+    p99: float
+    rounds: list[float]
+
+    @classmethod
+    def of(cls, rows: list[Steady]) -> Self:
+        cpu, median = [r.server_us_per_frame for r in rows], statistics.median
+        p50, p99 = (median(getattr(r.latency, p) for r in rows) for p in ("p50", "p99"))
+        return cls(rows[0].delivery.sockets, rows[0].target_rate, median(cpu), p50, p99, cpu)
 
 
 @dataclass
 class ServerRun:
     key: str
-    rows: list[Steady] = field(default_factory=list)  # one per steady row
+    rows: list[Steady] = field(default_factory=list)  # each round's steady rows, round by round
     burst: Burst | None = None
-    exit_code: int | None = None
+    exit_codes: list[int | None] = field(default_factory=list)  # one per round
+
+    def medians(self) -> list[Medians]:
+        """Each steady row's medians over the rounds, in the order of the options."""
+        rounds: dict[tuple[int, float], list[Steady]] = {}
+        for row in self.rows:
+            rounds.setdefault((row.delivery.sockets, row.target_rate), []).append(row)
+        return [Medians.of(rows) for rows in rounds.values()]
 
 
 # A figure of a steady row or the burst: its label, value and format.
 Figure = tuple[str, Callable[[Any], float], Callable[[float | None], str]]
 STEADY: list[Figure] = [
-    ("**server CPU per frame (µs)**", lambda s: s.server_us_per_frame, render.us),
-    ("**commit→socket p50 (ms)**", lambda s: s.latency.p50, lambda v: render.num(v, 1)),
-    ("**commit→socket p99 (ms)**", lambda s: s.latency.p99, lambda v: render.num(v, 1)),
+    ("**server CPU per frame (µs)**", lambda m: m.server_us_per_frame, render.us),
+    ("**commit→socket p50 (ms)**", lambda m: m.p50, lambda v: render.num(v, 1)),
+    ("**commit→socket p99 (ms)**", lambda m: m.p99, lambda v: render.num(v, 1)),
 ]
 BURST: list[Figure] = [
     ("burst: **frames/s** (higher is better)", lambda b: b.frames_per_second, render.num),
@@ -75,34 +103,39 @@ class CompareResult(Result):
     servers: list[ServerRun]
 
     def table(self) -> list[str]:
-        """A row a figure of each steady row, then of the burst: its value on each server
-        (pgcast first), then pgcast's over each peer's."""
-        keys = [LABELS[r.key] for r in self.servers]
-        done = max(self.servers, key=lambda r: len(r.rows)).rows
-        rows = [
-            (f"{row.delivery.sockets:,} × {row.target_rate:g}/s: {figure[0]}", steady, figure)
-            for n, row in enumerate(done)
-            for steady in [[r.rows[n] if n < len(r.rows) else None for r in self.servers]]
-            for figure in STEADY
-        ] + [(figure[0], [r.burst for r in self.servers], figure) for figure in BURST]
-        lines = []
-        for label, found, (_, value, shown) in rows:
-            values = [None if f is None else value(f) for f in found]
-            ratios = [render.x(values[0], v) for v in values[1:]]
-            lines.append([label, *map(shown, values), *ratios])
+        """A row a figure: each steady row's medians and each round's CPU, then the burst's."""
+        keys, medians = [LABELS[r.key] for r in self.servers], [r.medians() for r in self.servers]
+        lines: list[list[str]] = []
+
+        def add(label: str, got: list[Any], shown: Callable[[Any], str]) -> None:
+            lines.append([label, *map(shown, got), *(render.x(got[0], v) for v in got[1:])])
+
+        for n, row in enumerate(max(medians, key=len)):
+            found = [m[n] if n < len(m) else None for m in medians]
+            label = f"{row.sockets:,} × {row.target_rate:g}/s: "
+            for name, value, shown in STEADY:
+                add(label + name, [f and value(f) for f in found], shown)
+            rounds = [f.rounds if f else [] for f in found]
+            if max(map(len, rounds)) > 1:  # pgcast / peer round by round: rounds minutes apart
+                cells = [", ".join(map(render.us, r)) for r in rounds]
+                cells += [", ".join(map(render.x, rounds[0], r)) for r in rounds[1:]]
+                lines.append([f"{label}server CPU per frame each round (µs)", *cells])
+        for name, value, shown in BURST:
+            add(name, [r.burst and value(r.burst) for r in self.servers], shown)
         ratios = [f"pgcast / {key}" for key in keys[1:]]
         return render.table(" | ".join(["figure", *keys, *ratios]), lines)
 
     def render(self) -> list[str]:
-        o = self.options
+        o, rounds = self.options, self.options.get("rounds", 1)
+        how = f"{rounds} rounds, each starting with the next server; each figure their median"
         return [
-            f"Each server alone, with only its own insert trigger enabled. Steady rows: "
-            f"{o['steady_seconds']:g} s each, one transaction per message. Burst: {o['burst']} "
-            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets.",
+            "Each server alone, with only its own insert trigger enabled. Steady rows: "
+            f"{o['steady_seconds']:g} s each, one transaction per message, "
+            f"{how if rounds > 1 else 'one round'}. Burst (in the first round): {o['burst']} "
+            f"messages in INSERTs of {o['batch']} rows to {o['sockets']} sockets. Ratios are "
+            "pgcast ÷ peer (of the medians).",
             "",
             *self.table(),
-            "",
-            "Ratios are pgcast ÷ peer.",
         ]
 
 
@@ -133,8 +166,9 @@ async def start_peer(key: str, url: str) -> ServerProcess:
     return server
 
 
-async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
-    o, result = run.options, ServerRun(key)
+async def run_server(run: runner.Run[Options], result: ServerRun) -> None:
+    """One round of a server: its steady rows, then the burst if it has none yet."""
+    o, key = run.options, result.key
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         set_triggers(conn, (TRIGGERS[key],), tuple(TRIGGERS.values()))
     pgcast, url = key == "pgcast", database_url(run.conninfo)
@@ -155,19 +189,21 @@ async def run_server(key: str, run: runner.Run[Options]) -> ServerRun:
                     steady = await steady_phase(s, fleet.receivers, messages, rate, chars)
                     result.rows.append(steady)
                     await fleet.settle()
-                await fleet.ensure(o.sockets)
-                result.burst, _, _ = await burst_phase(s, fleet.receivers, o.burst, o.batch, chars)
+                if result.burst is None:
+                    await fleet.ensure(o.sockets)
+                    burst = await burst_phase(s, fleet.receivers, o.burst, o.batch, chars)
+                    result.burst = burst[0]
             finally:
                 await close_sockets(fleet.receivers)
-    result.exit_code = server.exit_code
-    return result
+    result.exit_codes.append(server.exit_code)
 
 
-def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
+def judge(runs: list[ServerRun], per_round: int) -> tuple[list[str], list[str]]:
     problems, notes = [], []
     for r in runs:
         label = LABELS[r.key]
-        phases = [(f"{row.delivery.sockets} x {row.target_rate:g}/s", row) for row in r.rows]
+        rows = [(n // per_round + 1, row) for n, row in enumerate(r.rows)]
+        phases = [(f"round {n} {s.delivery.sockets} x {s.target_rate:g}/s", s) for n, s in rows]
         for phase, figures in phases + ([("burst", r.burst)] if r.burst else []):
             if r.key == "pgcast":
                 problems += figures.delivery.problems(f"{label} {phase}")
@@ -181,17 +217,25 @@ def judge(runs: list[ServerRun]) -> tuple[list[str], list[str]]:
                 reached = f"{figures.achieved_rate:.0f} msg/s, one transaction at a time"
                 notes.append(f"{label} {phase}: the writer reached {reached}")
         # uvicorn shuts down gracefully on SIGTERM, then raises it again: it exits with -15.
-        if r.exit_code not in ((0, None) if r.key == "pgcast" else (0, -signal.SIGTERM, None)):
-            problems.append(f"{label} exited with {r.exit_code}")
+        clean = (0, None) if r.key == "pgcast" else (0, -signal.SIGTERM, None)
+        problems += [f"{label} exited with {code}" for code in r.exit_codes if code not in clean]
     return problems, notes
+
+
+def order(runs: list[ServerRun], rounds: int) -> list[ServerRun]:
+    """Every round's servers in turn, each round starting with the next one: none always runs
+    first or last, so drift on a shared machine falls on all alike."""
+    return [runs[(n + i) % len(runs)] for n in range(rounds) for i in range(len(runs))]
 
 
 async def measure(run: runner.Run[Options]) -> CompareResult:
     check_peers()
     with psycopg.connect(run.conninfo, autocommit=True) as conn:
         conn.execute((BENCH_DIR / "peers" / "triggers.sql").read_text())
-    runs = [await run_server(key, run) for key in LABELS]
-    problems, notes = judge(runs)
+    runs = [ServerRun(key) for key in LABELS]
+    for result in order(runs, run.options.rounds):
+        await run_server(run, result)
+    problems, notes = judge(runs, len(run.options.steady_sockets))
     return CompareResult(runs, problems=problems, notes=notes)
 
 

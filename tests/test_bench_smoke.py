@@ -256,28 +256,40 @@ def test_presence_bench_smoke_announces_every_join_and_leave_to_every_other_memb
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="the Node peer needs Node.js")
-def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst(
-    smoke: tuple[Smoke, Path],
-) -> None:
-    result = smoke[0](compare)
+def test_compare_bench_smoke_runs_each_server_alone_at_steady_rates_and_a_burst() -> None:
+    result = runner.run(compare.SCENARIO, ["--smoke", "--rounds", "2", "--no-write"])
     assert result.problems == []
     assert [run.key for run in result.servers] == ["pgcast", "broadcaster", "node"]
+    rows = [(5, 50.0), (10, 20.0), (3, 100.0)]
     for run in result.servers:
-        assert [(row.delivery.sockets, row.target_rate) for row in run.rows] == [
-            (5, 50.0),
-            (10, 20.0),
-            (3, 100.0),
-        ]
+        assert [(row.delivery.sockets, row.target_rate) for row in run.rows] == rows * 2
         for row in run.rows:
             assert row.delivery.ok
             assert row.delivery.frames == row.delivery.sockets * row.messages > 0
             assert row.latency.count == row.delivery.frames
+        assert [(m.sockets, m.target_rate, len(m.rounds)) for m in run.medians()] == [
+            (*row, 2) for row in rows
+        ]
         assert run.burst is not None
         assert run.burst.ok
         assert run.burst.frames == 5 * 200
     table = result.table()
     assert "frames/s" in "".join(table)
-    assert len(table) == 2 + 3 * 3 + 2
+    assert len(table) == 2 + 3 * 4 + 2
+    # Each round's CPU per frame on every server, then pgcast's over each peer's round by round.
+    each = [line for line in table if "each round" in line]
+    assert len(each) == 3
+    assert all(cell.count(", ") == 1 for e in each for cell in e.split("|")[2:-1])
+
+
+def test_compare_rounds_rotate_which_server_runs_first() -> None:
+    runs = [compare.ServerRun(key) for key in compare.LABELS]
+    assert [r.key for r in compare.order(runs, 4)] == [
+        *("pgcast", "broadcaster", "node"),
+        *("broadcaster", "node", "pgcast"),
+        *("node", "pgcast", "broadcaster"),
+        *("pgcast", "broadcaster", "node"),
+    ]
 
 
 def test_versus_previous_bench_smoke_measures_both_trees_in_turn(
