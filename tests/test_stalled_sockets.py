@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import json
 import os
 import signal
 import socket
@@ -415,3 +416,58 @@ async def test_a_stalled_reader_is_gone_within_the_bound_whatever_closes_it(
         await staller.close()
         await reader.close()
         await server.runner.cleanup()
+
+
+def server_frames(received: bytes) -> tuple[list[bytes], bytes]:
+    """The complete unmasked frames at the start of `received` (their payloads), and the rest."""
+    frames: list[bytes] = []
+    while len(received) >= 2:
+        marker, start = received[1] & 0x7F, 2
+        if marker == 126:
+            marker, start = int.from_bytes(received[2:4], "big"), 4
+        elif marker == 127:
+            marker, start = int.from_bytes(received[2:10], "big"), 10
+        if len(received) < start + marker:
+            break
+        frames.append(received[start : start + marker])
+        received = received[start + marker :]
+    return frames, received
+
+
+async def test_a_reader_that_stalls_and_comes_back_gets_every_frame_whole_and_in_order(
+    server: RunningServer, client_factory: Any, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """Frames the kernel took only part of: the rest waits in the transport, later frames
+    queue behind it, and the reader gets them all once it reads again."""
+    client = client_factory()
+    await client.sign_in("comeback@example.com", "Comeback")
+    raw = await send_upgrade(client, STALLED_RCVBUF)
+    try:
+        received = await read_until(raw, b'"connected"')
+        received = received[received.index(b"\r\n\r\n") + 4 :]
+        user_id = await create_user(db)
+        for first in (1, 301):
+            await db.execute(
+                "INSERT INTO messages (user_id, content) "
+                "SELECT %s, n || ':' || repeat('x', %s) FROM generate_series(%s::int, %s::int) n",
+                [user_id, MESSAGE_BYTES, first, first + 299],
+            )
+
+        async def has_backlog() -> bool:
+            return stalled_transports(server) > 0
+
+        assert await eventually(has_backlog, FRAME_TIMEOUT)
+        contents: list[str] = []
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(FRAME_TIMEOUT * 3):
+            while len(contents) < 600:
+                chunk = await loop.sock_recv(raw, 1 << 16)
+                assert chunk, f"closed after {len(contents)} frames"
+                frames, received = server_frames(received + chunk)
+                for frame in frames:
+                    data = json.loads(frame)
+                    if data["event"] == "new-message":
+                        contents.append(data["data"]["message"]["content"])
+        assert contents == [f"{n}:{'x' * MESSAGE_BYTES}" for n in range(1, 601)]
+    finally:
+        raw.close()

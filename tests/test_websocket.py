@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import struct
 from pathlib import Path
@@ -14,6 +15,8 @@ import psycopg
 import pytest
 
 from server.core.cursor import Cursor
+from server.keys import HUB
+from server.wire import text_frame
 from tests.conftest import (
     Client,
     RunningServer,
@@ -253,3 +256,28 @@ async def test_clients_that_vanish_around_a_ping_are_logged_as_info_without_a_tr
     assert not troubles, [(r.name, r.getMessage()) for r in troubles]
     own_lines = [r for r in caplog.records if r.name.startswith("server.")]
     assert len(own_lines) <= len(vanishing), [r.getMessage() for r in own_lines]
+
+
+async def test_a_frame_the_hub_hands_over_is_in_the_kernel_before_the_loop_turns(
+    server: RunningServer, client_factory: Any
+) -> None:
+    """A live frame is written during the hand-over itself, not queued for the event loop's
+    next turn: every socket of a broadcast costs one system call and nothing more."""
+    client = client_factory()
+    me = await client.sign_in("direct@example.com", "Direct")
+    live = await client.connect()
+    # Once a broadcast of a batch begun after its catch-up has reached it (the second one),
+    # a socket takes the bytes every socket shares.
+    for content in ("first", "second"):
+        assert (await client.post_message(content)).status == 201
+        await live.next_frame()
+    [connection] = server.app[HUB].connections_of(int(me["user"]["id"]))
+    assert connection.direct is not None
+    received = live.ws.get_extra_info("socket")
+    assert select.select([received], [], [], 0) == ([], [], [])
+
+    assert connection.direct(text_frame('{"probe": 1}'))
+    # No await in between: the server's loop has not turned since the write.
+    assert select.select([received], [], [], 0)[0] == [received]
+    message = await asyncio.wait_for(live.ws.receive(), 10)
+    assert message.data == '{"probe": 1}'
