@@ -69,7 +69,7 @@ environment (README.md, section Configuration, gives each default and meaning):
   PGCAST_MAX_MESSAGE_CHARS      longest message accepted
   PGCAST_EVENT_RETENTION        how long broadcasts stay replayable (7d)
   PGCAST_SOCKET_BACKLOG_BYTES   unsent bytes before a socket is closed with 1013
-  PGCAST_BATCH_WINDOW_MS        under load, write sockets at most once per this many ms (3)
+  PGCAST_BATCH_WINDOW_MS        under load, write sockets at most once per this many ms (5)
   PGCAST_EVENT_LOOP             uvloop (default) or asyncio
   PGCAST_RATE_POSTS_PER_MINUTE, PGCAST_RATE_SOCKETS_PER_USER, PGCAST_RATE_SOCKETS_PER_IP
                                 rate limits, over every process; 0 turns one off

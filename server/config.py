@@ -375,7 +375,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         socket_backlog_bytes=_int(
             env, "PGCAST_SOCKET_BACKLOG_BYTES", 8 * 1024 * 1024, low=64 * 1024, high=1 << 31
         ),
-        batch_window_ms=_int(env, "PGCAST_BATCH_WINDOW_MS", 3, low=0, high=1000),
+        batch_window_ms=_int(env, "PGCAST_BATCH_WINDOW_MS", 5, low=0, high=1000),
         event_loop=event_loop(env),
         rate_posts_per_minute=_int(env, "PGCAST_RATE_POSTS_PER_MINUTE", 60, low=0, high=1_000_000),
         rate_sockets_per_user=_int(env, "PGCAST_RATE_SOCKETS_PER_USER", 20, low=0, high=1_000_000),
