@@ -13,6 +13,22 @@ from server.background import running
 from server.pg.listener import Listener
 
 
+def collecting(listener: Listener, expected: int) -> tuple[list[str], asyncio.Event, asyncio.Event]:
+    """The payloads `listener` routes on pgcast_test_fine; an event set once `expected` are
+    in, and one set when LISTEN is in place."""
+    received: list[str] = []
+    all_in, listened = asyncio.Event(), asyncio.Event()
+
+    def got(payload: str) -> None:
+        received.append(payload)
+        if len(received) == expected:
+            all_in.set()
+
+    listener.route("pgcast_test_fine", got)
+    listener.when_listening(listened.set)
+    return received, all_in, listened
+
+
 async def test_a_handler_that_raises_is_logged_and_the_listener_goes_on(
     database_url: str, db: psycopg.AsyncConnection[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -58,18 +74,8 @@ async def test_notifications_arriving_together_are_each_routed_in_order_and_inta
     database_url: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
     listener = Listener(database_url)
-    received: list[str] = []
-    all_in = asyncio.Event()
-    listened = asyncio.Event()
     payloads = [f"{n} ünïcødé ✓ \\ \"'" for n in range(500)]
-
-    def got(payload: str) -> None:
-        received.append(payload)
-        if len(received) == len(payloads):
-            all_in.set()
-
-    listener.route("pgcast_test_fine", got)
-    listener.when_listening(listened.set)
+    received, all_in, listened = collecting(listener, len(payloads))
     async with running(listener.run(), "listener"):
         await asyncio.wait_for(listened.wait(), 10)
         # One transaction: PostgreSQL delivers its notifications together, on commit.
@@ -84,18 +90,8 @@ async def test_notifications_sent_while_held_wait_and_are_routed_in_order_on_rel
     database_url: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
     listener = Listener(database_url)
-    received: list[str] = []
-    all_in = asyncio.Event()
-    listened = asyncio.Event()
     payloads = [f"held {n}" for n in range(5)]
-
-    def got(payload: str) -> None:
-        received.append(payload)
-        if len(received) == len(payloads):
-            all_in.set()
-
-    listener.route("pgcast_test_fine", got)
-    listener.when_listening(listened.set)
+    received, all_in, listened = collecting(listener, len(payloads))
     async with running(listener.run(), "listener"):
         await asyncio.wait_for(listened.wait(), 10)
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as spy:
