@@ -102,7 +102,7 @@ class Listener:
                 # Read before watching again: a connection found lost is closed by libpq,
                 # and the event loop must not be handed its socket.
                 if read():
-                    asyncio.get_running_loop().add_reader(fd, self._woken, read)
+                    asyncio.get_running_loop().add_reader(fd, self._read_on_wakeup, read)
 
     async def run(self) -> None:
         failures = 0
@@ -171,7 +171,7 @@ class Listener:
         fd = pgconn.socket
         self._reading = (fd, readable)
         if not self._held:
-            loop.add_reader(fd, self._woken, readable)
+            loop.add_reader(fd, self._read_on_wakeup, readable)
         try:
             # Whatever libpq read along with the last reply is not on the socket any more.
             readable()
@@ -180,7 +180,7 @@ class Listener:
             self._reading = None
             loop.remove_reader(fd)
 
-    def _woken(self, read: Callable[[], bool]) -> None:
+    def _read_on_wakeup(self, read: Callable[[], bool]) -> None:
         self.wakeups += 1
         read()
 
