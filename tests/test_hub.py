@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+
+import pytest
 
 from server.core.cursor import BatchCursors, Cursor, Snapshot
 from server.core.events import CloseReason, Disconnect, Event
-from server.core.hub import Connection, Hub
+from server.core.hub import Connection, DirectWriter, FanOut, Hub
 from server.core.presence import Member, Roster
 from server.transports.native.codec import CODEC
 from server.wire import text_of
@@ -31,6 +32,21 @@ def subscribe(
     hub: Hub, socket_id: str, user_id: int = 1, channels: tuple[str, ...] = ("messages",)
 ) -> Connection:
     return hub.subscribe(socket_id, user_id, None, channels, CODEC)
+
+
+class Writer(DirectWriter):
+    """A socket that takes frames at once while `accepts`; what it took is in `written`."""
+
+    __slots__ = ("accepts", "written")
+
+    def __init__(self, accepts: bool = True) -> None:
+        self.accepts = accepts
+        self.written: list[bytes] = []
+
+    def write_now(self, frames: bytes) -> bool:
+        if self.accepts:
+            self.written.append(frames)
+        return self.accepts
 
 
 async def test_socket_skips_its_own_posts() -> None:
@@ -90,20 +106,13 @@ async def test_sockets_caught_up_to_the_same_snapshot_share_one_reframed_frame()
 async def test_a_socket_that_cannot_take_frames_now_gets_them_queued_in_order() -> None:
     hub = Hub(max_backlog_bytes=1 << 20)
     socket = subscribe(hub, "s")
-    written: list[bytes] = []
-    kernel_buffer_full = True
-
-    def write_now(frames: bytes) -> bool:
-        if kernel_buffer_full:
-            return False
-        written.append(frames)
-        return True
-
-    socket.write_directly_with(write_now)
+    writer = Writer(accepts=False)
+    written = writer.written
+    socket.write_directly_with(writer)
     socket.go_live(None)
     first, second, third = (broadcast(10 + n, n, "9:9:", f"{11 + n}:{11 + n}:") for n in range(3))
     hub.publish([first])
-    kernel_buffer_full = False
+    writer.accepts = True
     # `first` still waits in the queue: `second` must not overtake it.
     hub.publish([second])
     assert written == []
@@ -265,15 +274,10 @@ async def test_sockets_that_take_frames_at_once_share_one_write_per_protocol() -
     hub = Hub(max_backlog_bytes=1 << 20)
     written: dict[str, list[bytes]] = {}
 
-    def writer(name: str, accepts: bool = True) -> Callable[[bytes], bool]:
-        written[name] = []
-
-        def write_now(frames: bytes) -> bool:
-            if accepts:
-                written[name].append(frames)
-            return accepts
-
-        return write_now
+    def writer(name: str, accepts: bool = True) -> Writer:
+        writer = Writer(accepts)
+        written[name] = writer.written
+        return writer
 
     native = [subscribe(hub, f"n{n}") for n in range(3)]
     pusher = [hub.subscribe(f"p{n}", 1, None, ("messages",), PUSHER_CODEC) for n in range(2)]
@@ -327,3 +331,73 @@ async def test_each_socket_of_a_session_closes_at_its_own_expiry() -> None:
     hub.unsubscribe(other)
     # Nothing is left waiting for a session that has no socket here.
     assert not hub.expiries_pending()
+
+
+@pytest.mark.parametrize("sockets", [5, FanOut.KEPT_FROM + 2])
+async def test_a_channels_fan_out_follows_every_change_of_its_subscribers(sockets: int) -> None:
+    # A channel of KEPT_FROM sockets or more keeps its fan-out between publishes: each change
+    # below must reach it, or a socket would miss a frame, get one out of order or after it
+    # left.
+    # Each change is followed by its own publish.
+    hub = Hub(max_backlog_bytes=1 << 20)
+    connections = [subscribe(hub, f"s{n}") for n in range(sockets)]
+    writers = [Writer() for _ in connections]
+    for connection, writer in zip(connections, writers, strict=True):
+        connection.write_directly_with(writer)
+        connection.go_live(None)
+    slow, gone, paused, closed = connections[:4]
+    slow_writer, gone_writer, paused_writer, closed_writer = writers[:4]
+    sent: list[bytes] = []
+
+    def publish(origin: str | None = None) -> bytes:
+        n = len(sent)
+        event = broadcast(10 + n, n, f"{10 + n}:{10 + n}:", f"{11 + n}:{11 + n}:", origin)
+        hub.publish([event])
+        sent.append(event.encoded(CODEC))
+        return sent[-1]
+
+    first = publish()
+    slow_writer.accepts = False
+    second = publish()
+    # It takes frames again, but the one queued must go first.
+    slow_writer.accepts = True
+    third = publish()
+    assert slow_writer.written == [first]
+    assert slow.take_queued()[0] == [second, third]
+    assert publish() in slow_writer.written
+
+    hub.unsubscribe(gone)
+    assert publish() not in gone_writer.written
+    paused.pause()
+    held = publish()
+    assert held not in paused_writer.written
+    paused.resume()
+    assert paused_writer.written[-1] == held
+    closed.close(Disconnect(CloseReason.TOO_SLOW, "too slow"))
+    assert publish() not in closed_writer.written
+
+    # Until its catch-up is done, a socket's live frames wait in the hub.
+    newcomer = subscribe(hub, "new")
+    newcomer_writer = Writer()
+    newcomer.write_directly_with(newcomer_writer)
+    caught = publish()
+    assert newcomer_writer.written == []
+    newcomer.go_live(None)
+    assert newcomer_writer.written == [caught]
+    assert publish() in newcomer_writer.written
+    hub.remove_channel(newcomer, "messages")
+    assert publish() not in newcomer_writer.written
+    hub.add_channel(newcomer, "messages")
+    back = publish()
+    assert newcomer_writer.written[-1] == back
+
+    # A client event goes to every socket but its sender's.
+    theirs = publish(origin=slow.socket_id)
+    assert theirs not in slow_writer.written
+    assert newcomer_writer.written[-1] == theirs
+    for writer in writers[4:]:
+        assert writer.written == sent
+    assert slow_writer.written == [first, *sent[3:-1]]
+    assert paused_writer.written == sent
+    assert gone_writer.written == sent[:4]
+    assert closed_writer.written == sent[:6]

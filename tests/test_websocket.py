@@ -276,7 +276,7 @@ async def test_a_frame_the_hub_hands_over_is_in_the_kernel_before_the_loop_turns
     received = live.ws.get_extra_info("socket")
     assert select.select([received], [], [], 0) == ([], [], [])
 
-    assert connection.direct(text_frame('{"probe": 1}'))
+    assert connection.direct.write_now(text_frame('{"probe": 1}'))
     # No await in between: the server's loop has not turned since the write.
     assert select.select([received], [], [], 0)[0] == [received]
     message = await asyncio.wait_for(live.ws.receive(), 10)

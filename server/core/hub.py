@@ -2,29 +2,46 @@
 on any of them.
 
 The hub knows no protocol and no socket. A transport subscribes a connection with the
-codec its frames are made by, and either hands the connection a `write_directly_with`
-callable (frames are written during `publish` when the socket can take them, and queued
-otherwise; `when_frames_queued` says when to drain with `take_queued`) or drains it with
-`await take()`. It obeys `close_request`, which `when_close_requested` announces, when the
+codec its frames are made by, and either hands the connection a `DirectWriter` with
+`write_directly_with` (frames are written during `publish` when the socket can take them,
+and queued otherwise; `when_frames_queued` says when to drain with `take_queued`) or drains
+it with `await take()`. It obeys `close_request`, which `when_close_requested` announces, when the
 hub gives up on a slow consumer, a session ends or a channel is no longer the user's.
 
 Subscriptions are indexed by channel, by user and by session: a broadcast costs work in
-proportion to its channel's subscribers, and closing a user's connections is a lookup.
+proportion to its channel's subscribers, and closing a user's connections is a lookup. A
+channel with many subscribers also keeps its live sockets' writers grouped by codec and
+writer class between publishes (`FanOut`), so that a broadcast is one `write_each` call
+per group, not one call per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from server.core.cursor import Cursor, Snapshot
 from server.core.events import CloseReason, Codec, Disconnect, Event
 from server.core.presence import Roster, listed_already
 
-WriteNow = Callable[[bytes], bool]
-"""Writes frames (one or more, joined) to a socket at once if it can take them without
-waiting; False if not."""
+
+class DirectWriter:
+    """A socket's writer that the hub may hand a publish's bytes to during `publish`."""
+
+    __slots__ = ()
+
+    def write_now(self, frames: bytes) -> bool:
+        """Write frames (one or more, joined) to the socket at once if it can take them
+        without waiting; False if not."""
+        raise NotImplementedError
+
+    @classmethod
+    def write_each(cls, writers: Sequence[Self], frames: bytes) -> list[int]:
+        """`write_now` to each of `writers`: the positions of those that could not take
+        them. A transport overrides it with one loop that makes no call per socket."""
+        return [n for n, writer in enumerate(writers) if not writer.write_now(frames)]
+
 
 Reframed = dict[tuple[int, Snapshot, Codec], bytes]
 K = TypeVar("K")
@@ -36,6 +53,7 @@ class Connection:
     # Slots: every open socket has one, idle or not.
     __slots__ = (
         "_backlog_bytes",
+        "_fan_outs",
         "_frames",
         "_held",
         "_held_bytes",
@@ -67,6 +85,7 @@ class Connection:
         channels: Iterable[str],
         codec: Codec,
         max_backlog_bytes: int,
+        fan_outs: dict[str, FanOut] | None = None,
     ) -> None:
         self.socket_id = socket_id
         self.user_id = user_id
@@ -76,6 +95,8 @@ class Connection:
         self.channels: tuple[str, ...] = tuple(dict.fromkeys(channels))
         self.codec = codec
         self.close_request: Disconnect | None = None
+        # The hub's cached fan-outs, which list this connection's writer while `direct` is.
+        self._fan_outs = fan_outs
         self._on_close_request: Callable[[], None] | None = None
         self._on_queued: Callable[[], None] | None = None
         self._max_backlog_bytes = max_backlog_bytes
@@ -96,12 +117,12 @@ class Connection:
         self._rosters: dict[str, Snapshot] | None = None
         # Events this snapshot saw were already sent by the replay; skip them live.
         self._seen_by: Snapshot | None = None
-        self._write_now: WriteNow | None = None
+        self._write_now: DirectWriter | None = None
         # The socket's writer while the hub may hand it a publish's shared bytes as they
         # are: it is live, caught up past every batch it saw during replay, nothing is
         # queued and no close was asked for. None otherwise, and `offer` decides frame by
-        # frame.
-        self.direct: WriteNow | None = None
+        # frame. Set only by `_set_direct`, which drops the fan-outs that list it.
+        self.direct: DirectWriter | None = None
         self.frames_handed_over = 0
         # Loop time at which its session ends, when it has one (Hub.close_when_expired).
         self.expires_at: float | None = None
@@ -109,10 +130,10 @@ class Connection:
     def __repr__(self) -> str:
         return f"Connection({self.socket_id!r}, user={self.user_id}, channels={len(self.channels)})"
 
-    def write_directly_with(self, write_now: WriteNow) -> None:
+    def write_directly_with(self, writer: DirectWriter) -> None:
         """Let `offer` hand frames straight to the socket when none are queued ahead of them:
         a live broadcast then costs each socket one write, with no task to wake."""
-        self._write_now = write_now
+        self._write_now = writer
         self._refresh_direct()
 
     def _refresh_direct(self) -> None:
@@ -123,9 +144,16 @@ class Connection:
             and not self._frames
             and self.close_request is None
         ):
-            self.direct = self._write_now
+            self._set_direct(self._write_now)
         else:
-            self.direct = None
+            self._set_direct(None)
+
+    def _set_direct(self, writer: DirectWriter | None) -> None:
+        if writer is not self.direct:
+            self.direct = writer
+            if self._fan_outs:
+                for channel in self.channels:
+                    self._fan_outs.pop(channel, None)
 
     def go_live(self, seen_by: Snapshot | None) -> None:
         """The replay sent everything `seen_by` saw: release what arrived meanwhile."""
@@ -213,7 +241,7 @@ class Connection:
         if (
             not self._frames
             and self._write_now is not None
-            and self._write_now(wires[0] if len(wires) == 1 else b"".join(wires))
+            and self._write_now.write_now(wires[0] if len(wires) == 1 else b"".join(wires))
         ):
             self.frames_handed_over += len(wires)
             if self._seen_by is None:
@@ -221,7 +249,7 @@ class Connection:
             return
         queue_was_empty = not self._frames
         self._frames += wires
-        self.direct = None
+        self._set_direct(None)
         if queue_was_empty and self._on_queued is not None:
             self._on_queued()
         if self._oldest_woke_at is None:
@@ -302,7 +330,7 @@ class Connection:
             self.close_request = disconnect
         self._frames = []
         self._held = None
-        self.direct = None
+        self._set_direct(None)
         self._wake()
         if first and self._on_close_request is not None:
             asyncio.get_running_loop().call_soon(self._on_close_request)
@@ -347,6 +375,9 @@ class Hub:
         self._by_channel: dict[str, set[Connection]] = {}
         self._by_user: dict[int, set[Connection]] = {}
         self._by_session: dict[str, set[Connection]] = {}
+        # Channel -> its subscribers grouped for `publish`, while none of them came, went or
+        # changed `direct`: kept only for channels of FanOut.KEPT_FROM subscribers or more.
+        self._fan_outs: dict[str, FanOut] = {}
         # Connections that receive every channel (`pgcast tail`).
         self._everything: set[Connection] = set()
         self._count = 0
@@ -374,10 +405,17 @@ class Hub:
         codec: Codec,
     ) -> Connection:
         connection = Connection(
-            socket_id, user_id, session_id, channels, codec, self._max_backlog_bytes
+            socket_id,
+            user_id,
+            session_id,
+            channels,
+            codec,
+            self._max_backlog_bytes,
+            self._fan_outs,
         )
         for channel in connection.channels:
             self._by_channel.setdefault(channel, set()).add(connection)
+            self._fan_outs.pop(channel, None)
         self._by_user.setdefault(user_id, set()).add(connection)
         if session_id is not None:
             self._by_session.setdefault(session_id, set()).add(connection)
@@ -396,10 +434,12 @@ class Hub:
         if channel not in connection.channels:
             connection.channels += (channel,)
         self._by_channel.setdefault(channel, set()).add(connection)
+        self._fan_outs.pop(channel, None)
 
     def remove_channel(self, connection: Connection, channel: str) -> None:
         connection.channels = tuple(c for c in connection.channels if c != channel)
         _discard(self._by_channel, channel, connection)
+        self._fan_outs.pop(channel, None)
 
     def subscribers(self, channel: str) -> int:
         return len(self._by_channel.get(channel, ()))
@@ -421,6 +461,7 @@ class Hub:
         _discard(self._by_user, connection.user_id, connection)
         for channel in connection.channels:
             _discard(self._by_channel, channel, connection)
+            self._fan_outs.pop(channel, None)
         session_id = connection.session_id
         if session_id is not None:
             _discard(self._by_session, session_id, connection)
@@ -490,30 +531,30 @@ class Hub:
     def _publish_to_channel(
         self, channel: str, events: Sequence[Event], woke_at: float | None, reframed: Reframed
     ) -> None:
-        """The usual wake-up: one channel, so every subscriber gets the same frames. Each
-        socket that can take them now gets the bytes every socket of its protocol shares,
-        joined once per publish, in one write; the others go through `offer`."""
+        """The usual wake-up: one channel, so every subscriber gets the same frames. The
+        sockets that can take them now get the bytes every socket of their protocol shares,
+        joined once per publish, in one `write_each` per group; the others go through
+        `offer`."""
+        fan_out = self._fan_outs.get(channel)
+        if fan_out is None:
+            fan_out = FanOut(self._by_channel.get(channel, ()))
+            if fan_out.size >= FanOut.KEPT_FROM:
+                self._fan_outs[channel] = fan_out
         origins = {event.origin for event in events if event.origin is not None}
-        # The bytes of the last codec asked for, and of the others: most deployments speak
-        # one protocol, so the dict is rarely looked at.
-        last_codec: Codec | None = None
-        last_payload = b""
-        payloads: dict[Codec, bytes] = {}
+        offered = list(fan_out.others)
         written = 0
-        for connection in tuple(self._by_channel.get(channel, ())):
-            direct = connection.direct
-            if direct is not None and not (origins and connection.socket_id in origins):
-                codec = connection.codec
-                if codec is not last_codec:
-                    payload = payloads.get(codec)
-                    if payload is None:
-                        payload = payloads[codec] = b"".join(
-                            [event.encoded(codec) for event in events]
-                        )
-                    last_codec, last_payload = codec, payload
-                if direct(last_payload):
-                    written += 1
-                    continue
+        for codec, writer_class, writers, connections in fan_out.groups:
+            if origins:
+                # A client event goes to everyone but the socket that sent it.
+                kept = [n for n, c in enumerate(connections) if c.socket_id not in origins]
+                offered += [c for c in connections if c.socket_id in origins]
+                writers = [writers[n] for n in kept]
+                connections = [connections[n] for n in kept]
+            payload = b"".join([event.encoded(codec) for event in events])
+            refused = writer_class.write_each(writers, payload)
+            written += len(writers) - len(refused)
+            offered += [connections[n] for n in refused]
+        for connection in offered:
             connection.offer(events, woke_at, reframed)
         self._frames_written_directly += written * len(events)
 
@@ -549,6 +590,41 @@ class Hub:
         for connections in tuple(self._by_user.values()):
             for connection in tuple(connections):
                 connection.close(disconnect)
+
+
+class FanOut:
+    """A channel's subscribers as `publish` uses them: those with a `direct` writer grouped
+    by codec and writer class, in parallel lists of writers and connections, and the rest."""
+
+    # Below this many subscribers a fan-out is made again for each publish: a channel of a
+    # few sockets (a user's own, a chat's) would cost more memory kept than it saves.
+    KEPT_FROM = 32
+
+    __slots__ = ("groups", "others", "size")
+
+    def __init__(self, connections: Iterable[Connection]) -> None:
+        grouped: dict[
+            tuple[Codec, type[DirectWriter]], tuple[list[DirectWriter], list[Connection]]
+        ] = {}
+        others: list[Connection] = []
+        size = 0
+        for connection in connections:
+            size += 1
+            writer = connection.direct
+            if writer is None:
+                others.append(connection)
+                continue
+            group = grouped.get((connection.codec, type(writer)))
+            if group is None:
+                group = grouped[connection.codec, type(writer)] = ([], [])
+            group[0].append(writer)
+            group[1].append(connection)
+        self.groups = [
+            (codec, writer_class, writers, members)
+            for (codec, writer_class), (writers, members) in grouped.items()
+        ]
+        self.others = others
+        self.size = size
 
 
 _SESSION_EXPIRED = Disconnect(CloseReason.SIGNED_OUT, "session expired")

@@ -11,11 +11,12 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from typing import Self
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from server.core.hub import Connection
+from server.core.hub import Connection, DirectWriter
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _drop_unless_sent(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-class WireWriter:
+class WireWriter(DirectWriter):
     """Writes frames encoded once per event (server/wire.py) straight to the connection:
     everything a socket has queued goes out in one system call, with aiohttp's own flow
     control (`drain` waits while the kernel's send buffer is full)."""
@@ -128,30 +129,44 @@ class WireWriter:
     def write_now(self, frames: bytes) -> bool:
         """The hub's fast path: write at once unless earlier bytes still wait for the kernel
         (then the socket's own task writes them in order, waiting for the peer to read)."""
-        transport = self._transport
-        if (
-            self._ws.closed
-            or transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size()
-        ):
-            return False
-        # Straight to the socket: uvloop's `write` does its buffer's bookkeeping around the
-        # same system call, about half a microsecond per socket (bench/profile.md). The
-        # transport is open, so the descriptor is still this connection's, and nothing
-        # waits in its buffer to go first.
-        fd = self._fd
-        sent = 0
-        if fd >= 0:
-            try:
-                sent = os.write(fd, frames)
-            except OSError:
-                # The kernel's buffer is full, or the connection broke: the transport
-                # writes the frames later, or finds the break and closes.
-                sent = 0
-        if sent < len(frames):
-            transport.write(frames[sent:] if sent else frames)
-        return True
+        return not self.write_each((self,), frames)
+
+    @classmethod
+    def write_each(cls, writers: Sequence[Self], frames: bytes) -> list[int]:
+        """`write_now` to every writer in one loop: a broadcast to a channel's sockets makes
+        no Python call per socket but the system call (bench/profile.md)."""
+        refused: list[int] = []
+        size = len(frames)
+        write = os.write
+        for position, writer in enumerate(writers):
+            transport = writer._transport
+            # Once aiohttp has sent a close frame no data frame may follow it (RFC 6455
+            # 5.5.1); bytes still in the transport's buffer must go out first. `_closed`
+            # is what aiohttp's `closed` property returns: read as an attribute, it costs no
+            # Python call per socket (bench/profile.md; tests/test_wire_writer.py checks it).
+            if (
+                writer._ws._closed
+                or transport is None
+                or transport.is_closing()
+                or transport.get_write_buffer_size()
+            ):
+                refused.append(position)
+                continue
+            # Straight to the socket: uvloop's `write` does its buffer's bookkeeping around
+            # the same system call, about half a microsecond per socket (bench/profile.md).
+            # The transport is open, so the descriptor is still this connection's.
+            fd = writer._fd
+            sent = 0
+            if fd >= 0:
+                try:
+                    sent = write(fd, frames)
+                except OSError:
+                    # The kernel's buffer is full, or the connection broke: the transport
+                    # writes the frames later, or finds the break and closes.
+                    sent = 0
+            if sent < size:
+                transport.write(frames[sent:] if sent else frames)
+        return refused
 
 
 def _plain_socket_of(transport: asyncio.Transport | None) -> int:

@@ -240,7 +240,7 @@ class NativeSocket:
 
         # Live frames are held until the catch-up is done; then they go straight to the socket.
         connection.when_frames_queued(self.backlog.start)
-        connection.write_directly_with(wire.write_now)
+        connection.write_directly_with(wire)
         try:
             # Joined before the cursor is taken, so `connected` means "on the member lists".
             for channel in channels:

@@ -246,7 +246,7 @@ class PusherSession:
         writer = BacklogWriter(self.wire, connection, self.app[METRICS])
         self.writers[connection] = writer
         connection.when_frames_queued(writer.start)
-        connection.write_directly_with(self.wire.write_now)
+        connection.write_directly_with(self.wire)
         connection.when_close_requested(lambda: self._close_requested(connection))
         return connection
 
