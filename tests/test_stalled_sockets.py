@@ -418,20 +418,26 @@ async def test_a_stalled_reader_is_gone_within_the_bound_whatever_closes_it(
         await server.runner.cleanup()
 
 
-def server_frames(received: bytes) -> tuple[list[bytes], bytes]:
-    """The complete unmasked frames at the start of `received` (their payloads), and the rest."""
-    frames: list[bytes] = []
+def frames_of(received: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete unmasked frames (opcode, payload) at the start of `received`; the rest."""
+    frames: list[tuple[int, bytes]] = []
     while len(received) >= 2:
-        marker, start = received[1] & 0x7F, 2
-        if marker == 126:
-            marker, start = int.from_bytes(received[2:4], "big"), 4
-        elif marker == 127:
-            marker, start = int.from_bytes(received[2:10], "big"), 10
-        if len(received) < start + marker:
+        length, start = received[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(received[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(received[2:10], "big"), 10
+        if len(received) < start + length:
             break
-        frames.append(received[start : start + marker])
-        received = received[start + marker :]
+        frames.append((received[0] & 0x0F, received[start : start + length]))
+        received = received[start + length :]
     return frames, received
+
+
+def server_frames(received: bytes) -> tuple[list[bytes], bytes]:
+    """The payloads of the complete unmasked frames at the start of `received`; the rest."""
+    frames, rest = frames_of(received)
+    return [payload for _, payload in frames], rest
 
 
 async def test_a_reader_that_stalls_and_comes_back_gets_every_frame_whole_and_in_order(

@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestServer
 
 from server.transports.websocket import WireWriter
 from server.wire import text_frame
+from tests.test_stalled_sockets import frames_of
 
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -17,22 +18,6 @@ UPGRADE = (
 # A close frame from the client: masked (with a key of zeros), no status.
 CLIENT_CLOSE = b"\x88\x80\x00\x00\x00\x00"
 CLOSE = 8
-
-
-def frames_of(received: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """The complete server frames (opcode, payload) at the start of `received`; the rest."""
-    frames: list[tuple[int, bytes]] = []
-    while len(received) >= 2:
-        length, start = received[1] & 0x7F, 2
-        if length == 126:
-            length, start = int.from_bytes(received[2:4], "big"), 4
-        elif length == 127:
-            length, start = int.from_bytes(received[2:10], "big"), 10
-        if len(received) < start + length:
-            break
-        frames.append((received[0] & 0x0F, received[start : start + length]))
-        received = received[start + length :]
-    return frames, received
 
 
 async def test_a_socket_whose_close_frame_went_out_is_refused_and_gets_nothing_after_it() -> None:

@@ -5,8 +5,9 @@ The hub knows no protocol and no socket. A transport subscribes a connection wit
 codec its frames are made by, and either hands the connection a `DirectWriter` with
 `write_directly_with` (frames are written during `publish` when the socket can take them,
 and queued otherwise; `when_frames_queued` says when to drain with `take_queued`) or drains
-it with `await take()`. It obeys `close_request`, which `when_close_requested` announces, when the
-hub gives up on a slow consumer, a session ends or a channel is no longer the user's.
+it with `await take()`. It obeys `close_request`, which `when_close_requested` announces,
+when the hub gives up on a slow consumer, a session ends or a channel is no longer the
+user's.
 
 Subscriptions are indexed by channel, by user and by session: a broadcast costs work in
 proportion to its channel's subscribers, and closing a user's connections is a lookup. A
@@ -39,7 +40,8 @@ class DirectWriter:
     @classmethod
     def write_each(cls, writers: Sequence[Self], frames: bytes) -> list[int]:
         """`write_now` to each of `writers`: the positions of those that could not take
-        them. A transport overrides it with one loop that makes no call per socket."""
+        them. A transport overrides it with one loop that calls no Python function per
+        socket."""
         return [n for n, writer in enumerate(writers) if not writer.write_now(frames)]
 
 

@@ -133,8 +133,9 @@ class WireWriter(DirectWriter):
 
     @classmethod
     def write_each(cls, writers: Sequence[Self], frames: bytes) -> list[int]:
-        """`write_now` to every writer in one loop: a broadcast to a channel's sockets makes
-        no Python call per socket but the system call (bench/profile.md)."""
+        """`write_now` to every writer in one loop: a broadcast to a channel's sockets calls
+        no Python function per socket, only the transport's methods and the system call
+        (bench/profile.md)."""
         refused: list[int] = []
         size = len(frames)
         write = os.write
